@@ -1,0 +1,10 @@
+// Command hass is the High Availability Service System: one binary for every role.
+package main
+
+import (
+	"os"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}

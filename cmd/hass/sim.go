@@ -1,0 +1,115 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hassproject/hass/sim"
+)
+
+func simCmd() *cobra.Command {
+	var (
+		seed          uint64
+		hosts, vms    int
+		hours         float64
+		detector      string
+		asJSON, trace bool
+		scenario      string
+	)
+	c := &cobra.Command{
+		Use:   "sim",
+		Short: "Run the deterministic simulator: a whole cluster, user operations and faults",
+		Long: `Run the real decision engine against simulated hosts, hypervisors, agents and a lossy
+message bus, under a seeded workload of user operations and faults, and score it from the
+simulator's ground truth. The same seed prints the same bytes.
+
+With --scenario DIR, play one scenario folder (README, start, cmdlist, log.expect) and print
+its story instead.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
+			if detector != "aware" && detector != "naive" {
+				return usageError{fmt.Errorf("--detector %q: want aware or naive", detector)}
+			}
+			if scenario != "" {
+				return runScenario(out, scenario, detector == "naive")
+			}
+			cfg := sim.DefaultConfig()
+			cfg.Seed, cfg.Hosts, cfg.VMs = seed, hosts, vms
+			cfg.Duration = time.Duration(hours * float64(time.Hour))
+			cfg.Naive = detector == "naive"
+			if hours <= 0 || hours > 24*365*100 {
+				return usageError{fmt.Errorf("--hours %v: want more than 0 and at most 876000", hours)}
+			}
+			if err := cfg.Validate(); err != nil {
+				return usageError{fmt.Errorf("--%w", err)}
+			}
+			var tw io.Writer
+			if trace {
+				tw = cmd.ErrOrStderr()
+			}
+			res, err := sim.RunTraced(cfg, tw)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				b, _ := json.Marshal(res)
+				fmt.Fprintln(out, string(b))
+				return nil
+			}
+			printResult(out, res)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.Uint64Var(&seed, "seed", 1, "random seed; the same seed gives the same run")
+	f.IntVar(&hosts, "hosts", 8, "number of simulated hosts")
+	f.IntVar(&vms, "vms", 100, "number of protected VMs")
+	f.Float64Var(&hours, "hours", 24, "simulated hours")
+	f.StringVar(&detector, "detector", "aware", "aware (operation-aware engine) or naive (any VM not running is a failure)")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object")
+	f.BoolVar(&trace, "trace", false, "write the story of the run to stderr")
+	f.StringVar(&scenario, "scenario", "", "play one scenario folder and print its story")
+	return c
+}
+
+func runScenario(out io.Writer, dir string, naive bool) error {
+	sc, err := sim.LoadScenario(filepath.Clean(dir))
+	if err != nil {
+		return err
+	}
+	story, _ := sc.Run(naive)
+	fmt.Fprintf(out, "# %s\n%s", sc.Title, story)
+	if sc.Expect != "" && sc.Expect != story && !naive {
+		fmt.Fprintln(os.Stderr, "hass: note: the story differs from log.expect")
+	}
+	return nil
+}
+
+func printResult(out io.Writer, r sim.Result) {
+	fmt.Fprintf(out, "hass sim: seed %d, %d hosts, %d VMs, %.1f simulated hours, %s detector\n\n",
+		r.Seed, r.Hosts, r.VMs, r.Hours, r.Detector)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	row := func(k string, v any, note string) { fmt.Fprintf(tw, "  %s\t%v\t%s\n", k, v, note) }
+	row("user operations", r.Operations, fmt.Sprintf("(%d refused by hass or libvirt)", r.Refused))
+	row("faults injected", r.Faults, "")
+	row("recoveries", r.Recoveries, "")
+	row("false recoveries", r.FalseRecoveries, "VMs started that the user had stopped or deleted")
+	row("missed failures", r.MissedFailures, "protected VMs not running again before the deadline")
+	row("split brain", r.SplitBrain, "a VM running on two hosts at once")
+	row("gave up", r.GaveUp, "VMs put in error as their policy says")
+	row("ambiguous", r.Ambiguous, "faults no observer could tell from a user's act")
+	row("recovery p50", time.Duration(r.RecoveryP50ms)*time.Millisecond, "fault to running again, simulated time")
+	row("recovery p99", time.Duration(r.RecoveryP99ms)*time.Millisecond, "")
+	row("recovery max", time.Duration(r.RecoveryMaxms)*time.Millisecond, "")
+	row("engine steps", r.EngineSteps, "")
+	row("actions", r.Actions, "")
+	tw.Flush()
+}

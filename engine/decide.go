@@ -1,0 +1,733 @@
+package engine
+
+import (
+	"fmt"
+	"slices"
+	"time"
+)
+
+// ---- user operations -------------------------------------------------------------------
+
+func (e *Engine) request(in Request) {
+	v := e.vms[in.VM]
+	if v == nil {
+		e.out.Err = fmt.Errorf("%s: vm %q is not protected", in.Op, in.VM)
+		return
+	}
+	o := v.obsOn(v.home)
+	observed := DomUnknown
+	if o != nil {
+		observed = o.state
+	}
+	home := e.hosts[v.home]
+	refuse := func(format string, args ...any) {
+		e.out.Err = fmt.Errorf("%s %s: %s", in.Op, in.VM, fmt.Sprintf(format, args...))
+	}
+	target := v.home
+	switch in.Op {
+	case OpStart:
+		if home.state != hostUp {
+			if target = e.place(v, v.home); target == "" {
+				refuse("home host %s is %s and no other host has room", v.home, home.state)
+				return
+			}
+		}
+	case OpReboot, OpSuspend, OpMigrate:
+		if v.fail != nil {
+			refuse("vm is recovering from %s", v.fail.kind)
+			return
+		}
+		if observed != DomRunning {
+			refuse("vm is %s, not running", observed)
+			return
+		}
+		if in.Op == OpMigrate {
+			if in.Target == "" {
+				in.Target = e.place(v, v.home)
+				if in.Target == "" {
+					refuse("no host has room for it")
+					return
+				}
+			}
+			t := e.hosts[in.Target]
+			switch {
+			case t == nil:
+				refuse("unknown target host %q", in.Target)
+				return
+			case in.Target == v.home:
+				refuse("vm already runs on %s", in.Target)
+				return
+			case t.state != hostUp:
+				refuse("target host %s is %s", in.Target, t.state)
+				return
+			}
+		}
+	case OpResume:
+		if observed != DomPaused {
+			refuse("vm is %s, not paused", observed)
+			return
+		}
+	case OpShutdown:
+		if !observed.up() && v.fail == nil {
+			refuse("vm is %s, not running", observed)
+			return
+		}
+	}
+	if v.op != nil {
+		e.endOp(v, PhaseFailed, "superseded by "+in.Op.String())
+	}
+	prev := v.desired
+	v.gen++
+	op := &Operation{ID: e.id(), Kind: in.Op, VM: v.id, Source: in.Source, Phase: PhaseRunning,
+		Target: in.Target, Started: e.now}
+	v.op, v.opSawDown, v.opActID = op, false, 0
+	e.log(RecOp, v.id, v.home, "%s accepted id=%d source=%s", in.Op, op.ID, in.Source)
+	if v.errored && (in.Op == OpStart || in.Op == OpStop || in.Op == OpShutdown || in.Op == OpDelete) {
+		v.errored, v.restarts, v.relocations = false, nil, 0
+	}
+	why := fmt.Sprintf("op:%d", op.ID)
+	var kind ActKind
+	switch in.Op {
+	case OpStart:
+		v.desired, op.Deadline, kind = WantRunning, e.now.Add(e.cfg.StartTimeout), ActStart
+		if v.fail != nil {
+			// A recovery is already bringing it back: the start rides along with it.
+			return
+		}
+		v.home = target
+	case OpShutdown:
+		v.desired, op.Deadline, kind = WantStopped, e.now.Add(e.cfg.ShutdownTimeout), ActShutdown
+	case OpStop:
+		v.desired, op.Deadline, kind = WantStopped, e.now.Add(e.cfg.StartTimeout), ActDestroy
+	case OpDelete:
+		v.desired, op.Deadline, kind = WantAbsent, e.now.Add(e.cfg.StartTimeout), ActDelete
+	case OpReboot:
+		op.Deadline, kind = e.now.Add(e.cfg.RebootTimeout), ActReboot
+	case OpMigrate:
+		op.Deadline, kind = e.now.Add(e.cfg.MigrateTimeout), ActMigrate
+	case OpSuspend:
+		v.desired, op.Deadline, kind = WantPaused, e.now.Add(e.cfg.StartTimeout), ActSuspend
+	case OpResume:
+		v.desired, op.Deadline, kind = WantRunning, e.now.Add(e.cfg.StartTimeout), ActResume
+	}
+	op.prev = prev
+	if v.desired != WantRunning && v.desired != WantPaused && v.fail != nil {
+		e.log(RecOp, v.id, v.home, "recovery from %s cancelled: the user wants it %s", v.fail.kind, v.desired)
+		v.fail = nil
+	}
+	if in.Source == SrcOpenStack {
+		// Nova carries the operation out itself; hass only expects its effects.
+		e.checkOp(v)
+		return
+	}
+	a := e.act(v, kind, v.home, in.Target, why)
+	v.opActID = a.ID
+	e.checkOp(v)
+}
+
+// endOp closes the operation in flight.
+func (e *Engine) endOp(v *vm, p OpPhase, why string) {
+	op := v.op
+	op.Phase = p
+	e.log(RecOp, v.id, v.home, "%s id=%d %s: %s", op.Kind, op.ID, p, why)
+	v.op, v.opActID = nil, 0
+}
+
+// infer records an operation that was done behind hass's back (virsh, the guest itself).
+func (e *Engine) infer(v *vm, k OpKind, src Source, d Desired, why string) {
+	if v.op != nil {
+		e.endOp(v, PhaseFailed, "superseded by "+k.String()+" from "+src.String())
+	}
+	v.gen++
+	v.desired = d
+	e.log(RecOp, v.id, v.home, "%s inferred source=%s (%s): desired=%s", k, src, why, d)
+}
+
+// checkOp completes or expires the operation in flight.
+func (e *Engine) checkOp(v *vm) {
+	op := v.op
+	if op == nil {
+		return
+	}
+	o := v.obsOn(v.home)
+	state := DomUnknown
+	if o != nil {
+		state = o.state
+	}
+	done := false
+	switch op.Kind {
+	case OpStart, OpResume:
+		done = state == DomRunning
+	case OpShutdown, OpStop:
+		done = state == DomShutoff || state == DomAbsent
+	case OpSuspend:
+		done = state == DomPaused
+	case OpReboot:
+		done = v.opSawDown && state == DomRunning
+	case OpDelete:
+		done = state == DomAbsent
+	case OpMigrate:
+		done = v.home == op.Target && state == DomRunning
+	}
+	if done {
+		e.endOp(v, PhaseDone, "observed "+state.String())
+		if op.Kind == OpDelete {
+			e.forget(v, "deleted")
+		}
+		return
+	}
+	if e.now.Before(op.Deadline) {
+		return
+	}
+	if op.Kind == OpShutdown && !op.escalated && state.up() {
+		op.escalated = true
+		op.Deadline = e.now.Add(e.cfg.StartTimeout)
+		e.log(RecOp, v.id, v.home, "shutdown id=%d outlived its deadline: destroying", op.ID)
+		v.opActID = e.act(v, ActDestroy, v.home, "", fmt.Sprintf("op:%d", op.ID)).ID
+		return
+	}
+	e.endOp(v, PhaseExpired, "deadline passed with the vm "+state.String())
+	e.opFailed(v, op, state)
+}
+
+// opFailed handles an operation that failed or expired: restore the intent that still
+// matches the world, or declare a failure when the VM should run and does not.
+func (e *Engine) opFailed(v *vm, op *Operation, state DomState) {
+	switch op.Kind {
+	case OpStop, OpShutdown, OpDelete, OpSuspend:
+		if state.up() && v.desired != op.prev {
+			v.gen++
+			v.desired = op.prev
+			if v.desired == WantStopped && state == DomRunning {
+				v.desired = WantRunning
+			}
+			e.log(RecAlert, v.id, v.home, "%s did not take effect: the vm is still %s, desired back to %s", op.Kind, state, v.desired)
+		}
+	case OpMigrate:
+		if op.Source != SrcAPI && state != DomRunning && v.fail == nil {
+			e.detect(v, FailOperation, e.now, "migration left the vm running nowhere")
+		}
+	case OpStart, OpReboot, OpResume:
+		if v.wantsUp() && !state.up() && v.fail == nil {
+			e.detect(v, FailOperation, e.now, fmt.Sprintf("%s did not bring the vm up", op.Kind))
+		}
+	}
+}
+
+// ---- observations ----------------------------------------------------------------------
+
+func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, at time.Time) {
+	v := e.vms[id]
+	if v == nil || e.hosts[h] == nil {
+		return
+	}
+	o := v.obsFor(h)
+	if !e.cfg.Naive && seq != 0 && seq <= o.seq {
+		if st != o.state {
+			e.log(RecStale, id, h, "%s/%s seq=%d dropped: already know %s/%s seq=%d", st, r, seq, o.state, o.reason, o.seq)
+		}
+		return
+	}
+	if r == ReasonUnknown && st == o.state {
+		r = o.reason // a resync without a reason does not erase what an event told
+	}
+	if seq > o.seq {
+		o.seq = seq
+	}
+	o.state, o.reason, o.at = st, r, at
+	if at.IsZero() {
+		o.at = e.now
+	}
+	if h != v.home {
+		if !st.up() {
+			return // what happens to a copy away from home does not matter
+		}
+		hh, ho := e.hosts[v.home], v.obsOn(v.home)
+		homeDown := hh == nil || hh.state == hostFenced ||
+			(hh.state == hostUp && ho != nil && ho.state != DomUnknown && !ho.state.up())
+		switch {
+		case r == ReasonMigrated || (v.op != nil && v.op.Kind == OpMigrate && v.op.Target == h):
+			e.log(RecExpected, id, h, "migrated here from %s", v.home)
+		case homeDown:
+			// Started here by somebody while its home copy is known to be down: it lives
+			// here now. Anything hass had on its way to the old home is void.
+			e.log(RecOp, id, h, "runs here while its copy on %s is down: this is its home now", v.home)
+			v.gen++
+			if f := v.fail; f != nil && f.actID != 0 {
+				f.actID = 0
+			}
+		default:
+			e.log(RecAlert, id, h, "runs here too, but its home is %s: possible split brain", v.home)
+			return
+		}
+		v.home = h
+	}
+	if v.op != nil && v.op.Kind == OpReboot && !st.up() {
+		v.opSawDown = true
+	}
+	if st != DomAbsent || r != ReasonUnknown {
+		v.vanishedAt = time.Time{}
+	}
+	e.evaluate(v)
+}
+
+func (e *Engine) signal(in Signal) {
+	v := e.vms[in.VM]
+	if v == nil || in.Host != v.home {
+		return
+	}
+	if o := v.obsOn(in.Host); !e.cfg.Naive && o != nil && in.Seq != 0 && in.Seq <= o.seq {
+		e.log(RecStale, v.id, in.Host, "%s seq=%d dropped: already know seq=%d", in.Kind, in.Seq, o.seq)
+		return
+	}
+	switch in.Kind {
+	case SigReboot:
+		if v.op != nil && v.op.Kind == OpReboot {
+			e.endOp(v, PhaseDone, "guest rebooted")
+		} else {
+			e.log(RecExpected, v.id, v.home, "guest rebooted itself")
+		}
+	case SigWatchdog:
+		switch in.Watchdog {
+		case WatchdogReset:
+			e.log(RecDetect, v.id, v.home, "%s: watchdog fired and the hypervisor reset the guest", FailGuestHang)
+		case WatchdogNone, WatchdogDebug, WatchdogInjectNMI:
+			if v.fail == nil && !v.errored && !e.cfg.Naive {
+				e.detect(v, FailGuestHang, in.At, "watchdog fired and nothing was done about it")
+			}
+		default:
+			e.log(RecDetect, v.id, v.home, "%s: watchdog fired; the hypervisor stopped or paused the guest", FailWatchdog)
+		}
+	case SigGuestPanic:
+		e.log(RecDetect, v.id, v.home, "%s reported", FailGuestPanic)
+	case SigIOError:
+		e.log(RecAlert, v.id, v.home, "disk I/O error reported")
+	case SigAgentDown, SigAgentUp:
+		e.log(RecExpected, v.id, v.home, "%s", in.Kind)
+	}
+}
+
+func (e *Engine) snapshot(in Snapshot) {
+	if e.hosts[in.Host] == nil {
+		return
+	}
+	rows := make(map[VMID]DomainStatus, len(in.Domains))
+	for _, d := range in.Domains {
+		rows[d.VM] = d
+	}
+	// Evaluate in name order; copy the index first, since an evaluation may forget a VM.
+	for _, id := range slices.Clone(e.vmIx) {
+		v := e.vms[id]
+		if v == nil {
+			continue
+		}
+		if d, ok := rows[id]; ok {
+			e.observe(in.Host, id, in.Seq, d.State, d.Reason, in.At)
+		} else if v.home == in.Host || v.obsOn(in.Host) != nil {
+			e.observe(in.Host, id, in.Seq, DomAbsent, ReasonUnknown, in.At)
+		}
+	}
+}
+
+func (e *Engine) actionResult(in ActionResult) {
+	for _, id := range e.vmIx {
+		v := e.vms[id]
+		if f := v.fail; f != nil && f.actID == in.ID {
+			f.actID = 0
+			if in.Err != "" {
+				f.next = e.now.Add(e.backoff(f.attempts))
+				e.log(RecAlert, v.id, f.actHost, "recovery attempt %d failed: %s; next try at +%s", f.attempts, in.Err, f.next.Sub(e.now))
+				e.evaluate(v)
+				return
+			}
+			switch f.kind {
+			case FailGuestHang:
+				e.recovered(v)
+			default:
+				e.observe(f.actHost, v.id, in.Seq, DomRunning, ReasonBooted, e.now)
+			}
+			return
+		}
+		if v.opActID == in.ID && v.op != nil {
+			op := v.op
+			v.opActID = 0
+			if in.Err != "" {
+				o := v.obsOn(v.home)
+				state := DomUnknown
+				if o != nil {
+					state = o.state
+				}
+				e.endOp(v, PhaseFailed, in.Err)
+				e.opFailed(v, op, state)
+				e.evaluate(v)
+				return
+			}
+			if in.Seq == 0 && op.Kind != OpMigrate && op.Kind != OpReboot {
+				return
+			}
+			switch op.Kind {
+			case OpStart:
+				e.observe(v.home, v.id, in.Seq, DomRunning, ReasonBooted, e.now)
+			case OpStop:
+				e.observe(v.home, v.id, in.Seq, DomShutoff, ReasonDestroyed, e.now)
+			case OpShutdown:
+				if op.escalated {
+					e.observe(v.home, v.id, in.Seq, DomShutoff, ReasonDestroyed, e.now)
+				}
+			case OpDelete:
+				e.observe(v.home, v.id, in.Seq, DomAbsent, ReasonUndefined, e.now)
+			case OpSuspend:
+				e.observe(v.home, v.id, in.Seq, DomPaused, ReasonUser, e.now)
+			case OpResume:
+				e.observe(v.home, v.id, in.Seq, DomRunning, ReasonResumed, e.now)
+			case OpReboot:
+				e.endOp(v, PhaseDone, "reboot carried out")
+			case OpMigrate:
+				t := v.obsFor(op.Target)
+				t.state, t.reason, t.at = DomRunning, ReasonMigrated, e.now
+				e.log(RecExpected, v.id, op.Target, "migrated here from %s", v.home)
+				v.home = op.Target
+				e.evaluate(v)
+			}
+			return
+		}
+	}
+}
+
+// ---- time ------------------------------------------------------------------------------
+
+func (e *Engine) tick() {
+	for _, id := range e.hostIx {
+		h := e.hosts[id]
+		if h.state == hostSuspect && !e.now.Before(h.lostAt.Add(e.cfg.SelfFenceMargin)) {
+			e.fenced(h, "lease expired and the self-fence margin passed")
+		}
+	}
+	for _, id := range slices.Clone(e.vmIx) {
+		v := e.vms[id]
+		if v == nil {
+			continue
+		}
+		due := (v.op != nil && !e.now.Before(v.op.Deadline)) ||
+			(!v.vanishedAt.IsZero() && !e.now.Before(v.vanishedAt.Add(e.cfg.VanishGrace)))
+		if f := v.fail; f != nil {
+			due = due || (f.actID != 0 && !e.now.Before(f.actDeadline)) || (f.actID == 0 && !e.now.Before(f.next))
+		}
+		if due {
+			e.evaluate(v)
+		}
+	}
+}
+
+// ---- classification --------------------------------------------------------------------
+
+// evaluate is level-triggered: it looks at the VM's desired state, operation, failure and
+// newest observation on its home host, and does whatever is missing. Calling it again with
+// nothing changed does nothing.
+func (e *Engine) evaluate(v *vm) {
+	if v.errored {
+		return
+	}
+	e.checkOp(v)
+	if e.vms[v.id] != v {
+		return // the operation deleted it
+	}
+	h := e.hosts[v.home]
+	switch {
+	case h == nil || h.state == hostSuspect:
+		return // unknown: the host may still run it; wait for the fence
+	case h.state == hostFenced:
+		if v.wantsUp() && v.fail == nil {
+			e.detect(v, FailHostDown, h.lostAt, "home host fenced")
+			return
+		}
+		if v.fail != nil {
+			e.recover(v)
+		}
+		return
+	}
+	o := v.obsOn(v.home)
+	if o == nil || o.state == DomUnknown {
+		if v.fail != nil {
+			e.recover(v)
+		}
+		return
+	}
+	if e.cfg.Naive {
+		e.naive(v, o)
+		return
+	}
+	e.classify(v, o)
+}
+
+// crashReason: the VM went down by itself, not by anybody's request.
+func crashReason(o *hostObs) bool {
+	switch o.reason {
+	case ReasonFailed, ReasonCrashed, ReasonPanicked, ReasonWatchdog, ReasonFenced:
+		return true
+	}
+	return o.state == DomCrashed
+}
+
+func failureKind(o *hostObs) FailureKind {
+	switch {
+	case o.state == DomCrashed || o.reason == ReasonPanicked:
+		return FailGuestPanic
+	case o.reason == ReasonWatchdog:
+		return FailWatchdog
+	case o.reason == ReasonFenced:
+		return FailHostDown
+	}
+	return FailVMCrash
+}
+
+func (e *Engine) classify(v *vm, o *hostObs) {
+	switch o.state {
+	case DomRunning:
+		if v.fail != nil {
+			if v.fail.kind == FailGuestHang {
+				e.recover(v) // only a reset ends a hang
+				return
+			}
+			e.recovered(v)
+		}
+		if v.op == nil {
+			switch v.desired {
+			case WantStopped:
+				e.infer(v, OpStart, SrcLibvirt, WantRunning, "running with no start in flight")
+			case WantPaused:
+				e.infer(v, OpResume, SrcLibvirt, WantRunning, "running with no resume in flight")
+			}
+		}
+		return
+	case DomPaused:
+		switch o.reason {
+		case ReasonIOError:
+			if v.fail == nil {
+				e.detect(v, FailIOError, o.at, "paused on a disk I/O error: fix the storage, then resume; not restarting")
+			}
+		case ReasonWatchdog:
+			if v.fail == nil {
+				e.detect(v, FailGuestHang, o.at, "paused by the guest watchdog")
+			} else {
+				e.recover(v)
+			}
+		case ReasonUser:
+			if v.fail != nil && v.fail.kind != FailGuestHang {
+				e.recovered(v)
+			}
+			if v.op == nil && v.desired == WantRunning {
+				e.infer(v, OpSuspend, SrcLibvirt, WantPaused, "paused by a user")
+			}
+		}
+		return
+	}
+	// Down: shut off, crashed or absent.
+	if v.fail != nil {
+		if crashReason(o) && o.at.After(v.fail.detectAt) && v.fail.actID == 0 && v.fail.attempts > 0 {
+			// It came back and went down again before we saw it run: a new fault.
+			v.fail.faultAt = o.at
+		}
+		e.recover(v)
+		return
+	}
+	if !v.wantsUp() {
+		return
+	}
+	if op := v.op; op != nil {
+		switch {
+		case crashReason(o):
+			e.endOp(v, PhaseFailed, fmt.Sprintf("vm went down (%s/%s) during the operation", o.state, o.reason))
+		case op.Kind == OpMigrate && o.reason != ReasonMigrated:
+			e.endOp(v, PhaseFailed, fmt.Sprintf("vm went down (%s/%s) during the migration", o.state, o.reason))
+		default:
+			return // the operation explains it; its deadline catches it if it never completes
+		}
+	}
+	if crashReason(o) {
+		e.detect(v, failureKind(o), o.at, fmt.Sprintf("%s/%s", o.state, o.reason))
+		return
+	}
+	switch o.reason {
+	case ReasonDestroyed:
+		e.infer(v, OpStop, SrcLibvirt, WantStopped, "destroyed")
+	case ReasonShutdownHost:
+		e.infer(v, OpShutdown, SrcLibvirt, WantStopped, "shut down at the host's request")
+	case ReasonShutdownGuest:
+		if v.policy.OnGuestShutdown == GuestShutdownRestart {
+			e.detect(v, FailGuestShutdown, o.at, "guest shut itself down and the policy says restart")
+			return
+		}
+		e.infer(v, OpShutdown, SrcGuest, WantStopped, "guest shut itself down; policy honours it")
+	case ReasonShutdown:
+		if v.policy.OnGuestShutdown == GuestShutdownRestart {
+			e.log(RecAlert, v.id, v.home, "shut down by an unknown initiator (events were lost): honouring it rather than risk restarting a VM a user stopped")
+		}
+		e.infer(v, OpShutdown, SrcLibvirt, WantStopped, "shut down, initiator unknown")
+	case ReasonUndefined:
+		e.infer(v, OpDelete, SrcLibvirt, WantAbsent, "undefined")
+		e.forget(v, "deleted behind hass's back")
+	case ReasonMigrated:
+		// Migrated away behind hass's back: the destination reports it soon. Wait as for a
+		// migration we asked for; its deadline catches one that landed nowhere.
+		v.op = &Operation{ID: e.id(), Kind: OpMigrate, VM: v.id, Source: SrcLibvirt, Phase: PhaseRunning,
+			Started: e.now, Deadline: e.now.Add(e.cfg.MigrateTimeout), prev: v.desired}
+		e.log(RecOp, v.id, v.home, "migrate inferred source=libvirt: waiting for the destination to report it")
+	default:
+		if o.state == DomAbsent && o.reason == ReasonUnknown {
+			if v.vanishedAt.IsZero() {
+				v.vanishedAt = e.now
+				e.log(RecExpected, v.id, v.home, "missing from the host's domain list: waiting %s for it to show up elsewhere", e.cfg.VanishGrace)
+				return
+			}
+			if e.now.Before(v.vanishedAt.Add(e.cfg.VanishGrace)) {
+				return
+			}
+			e.log(RecAlert, v.id, v.home, "vanished without an undefine event and ran nowhere for %s", e.cfg.VanishGrace)
+			e.forget(v, "vanished")
+			return
+		}
+		e.detect(v, FailVMCrash, o.at, fmt.Sprintf("%s/%s with nobody asking", o.state, o.reason))
+	}
+}
+
+// naive is the pre-operation-awareness rule: a protected VM that is not running has failed.
+func (e *Engine) naive(v *vm, o *hostObs) {
+	if o.state == DomRunning {
+		if v.fail != nil {
+			e.recovered(v)
+		}
+		return
+	}
+	if v.fail != nil {
+		e.recover(v)
+		return
+	}
+	e.detect(v, FailVMDown, o.at, fmt.Sprintf("%s/%s", o.state, o.reason))
+}
+
+// ---- recovery --------------------------------------------------------------------------
+
+func (e *Engine) backoff(n int) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	d := e.cfg.BackoffBase << (n - 1)
+	if d > e.cfg.BackoffMax || d <= 0 {
+		d = e.cfg.BackoffMax
+	}
+	return d
+}
+
+func (e *Engine) detect(v *vm, k FailureKind, faultAt time.Time, why string) {
+	if v.op != nil && (v.op.Kind == OpReboot || v.op.Kind == OpMigrate || v.op.Kind == OpSuspend || v.op.Kind == OpResume) {
+		e.endOp(v, PhaseFailed, string(k)+" during the operation")
+	}
+	f := &failure{kind: k, faultAt: faultAt, detectAt: e.now}
+	if faultAt.IsZero() || faultAt.After(e.now) {
+		f.faultAt = e.now
+	}
+	f.next = e.now.Add(e.backoff(v.restartsInWindow(e.now)))
+	v.fail = f
+	e.log(RecDetect, v.id, v.home, "%s: %s", k, why)
+	e.recover(v)
+}
+
+func (e *Engine) recover(v *vm) {
+	f := v.fail
+	if f.kind == FailIOError {
+		return
+	}
+	if f.actID != 0 {
+		if e.now.Before(f.actDeadline) {
+			return
+		}
+		e.log(RecAlert, v.id, f.actHost, "recovery attempt %d had no answer in %s", f.attempts, e.cfg.StartTimeout)
+		f.actID = 0
+		f.next = e.now.Add(e.backoff(f.attempts))
+	}
+	if e.now.Before(f.next) {
+		return
+	}
+	h := e.hosts[v.home]
+	why := "recovery:" + string(f.kind)
+	if f.kind == FailGuestHang && h.state == hostUp {
+		if o := v.obsOn(v.home); o != nil && o.state.up() {
+			e.startAttempt(v, e.act(v, ActReset, v.home, "", why), v.home)
+			return
+		}
+	}
+	if !f.evacuate && h.state == hostUp && v.restartsInWindow(e.now) < v.policy.MaxRestarts {
+		if o := v.obsOn(v.home); o == nil || o.state == DomUnknown {
+			return // back from a fence: wait for the host's first resync
+		}
+		v.restarts = append(pruneBefore(v.restarts, e.now.Add(-v.policy.Window)), e.now)
+		e.startAttempt(v, e.act(v, ActStart, v.home, "", why), v.home)
+		return
+	}
+	evacuate := f.evacuate || h.state != hostUp
+	if !evacuate && v.relocations >= v.policy.MaxRelocations {
+		e.giveUp(v, fmt.Sprintf("%d restarts in %s and %d relocations spent", v.restartsInWindow(e.now), v.policy.Window, v.relocations))
+		return
+	}
+	target := e.place(v, v.home)
+	if target == "" {
+		if !evacuate {
+			e.giveUp(v, fmt.Sprintf("%d restarts in %s spent and no other host has room", v.restartsInWindow(e.now), v.policy.Window))
+			return
+		}
+		if !f.noCapacityAlerted {
+			f.noCapacityAlerted = true
+			e.log(RecAlert, v.id, v.home, "no host has room to restart it: retrying every %s", e.cfg.RetryPlacement)
+		}
+		f.next = e.now.Add(e.cfg.RetryPlacement)
+		return
+	}
+	if !evacuate {
+		v.relocations++
+	}
+	e.log(RecOp, v.id, v.home, "relocating to %s", target)
+	v.home = target // recorded before it is carried out
+	e.startAttempt(v, e.act(v, ActStart, target, "", why), target)
+}
+
+func (e *Engine) startAttempt(v *vm, a Action, h HostID) {
+	f := v.fail
+	f.attempts++
+	f.actID, f.actHost, f.actDeadline = a.ID, h, e.now.Add(e.cfg.StartTimeout)
+	if f.actionAt.IsZero() {
+		f.actionAt = e.now
+	}
+}
+
+func (e *Engine) recovered(v *vm) {
+	f := v.fail
+	v.fail = nil
+	r := Record{At: e.now, Type: RecRecovered, VM: v.id, Host: v.home, Kind: f.kind,
+		FaultAt: f.faultAt, DetectAt: f.detectAt, ActionAt: f.actionAt, RecoveredAt: e.now,
+		Msg: fmt.Sprintf("%s after %d attempt(s): detected +%s, acted +%s, running +%s after the fault",
+			f.kind, f.attempts, ms(f.detectAt.Sub(f.faultAt)), ms(f.actionAt.Sub(f.faultAt)), ms(e.now.Sub(f.faultAt)))}
+	if f.actionAt.IsZero() {
+		r.Msg = fmt.Sprintf("%s: running again without an action (+%s after the fault)", f.kind, ms(e.now.Sub(f.faultAt)))
+	}
+	e.out.Log = append(e.out.Log, r)
+}
+
+func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }
+
+func (e *Engine) giveUp(v *vm, why string) {
+	k := v.fail.kind
+	v.fail = nil
+	v.errored = true
+	e.log(RecGaveUp, v.id, v.home, "%s: %s; the vm is in error until a user starts it", k, why)
+}
+
+func pruneBefore(ts []time.Time, cut time.Time) []time.Time {
+	out := ts[:0]
+	for _, t := range ts {
+		if t.After(cut) {
+			out = append(out, t)
+		}
+	}
+	return out
+}

@@ -1,0 +1,400 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+type hostState uint8
+
+const (
+	hostUp      hostState = iota
+	hostSuspect           // lease expired: its VMs are in an unknown state until it is fenced
+	hostFenced            // fenced (power off confirmed, or lease expiry + self-fence margin passed)
+)
+
+var hostStateNames = [...]string{"up", "suspect", "fenced"}
+
+func (s hostState) String() string { return hostStateNames[s] }
+
+type host struct {
+	id         HostID
+	mem        int
+	fencing    bool
+	state      hostState
+	lostAt     time.Time
+	fenceActID uint64
+}
+
+// hostObs is the newest thing known about a VM on one host.
+type hostObs struct {
+	host   HostID
+	seq    uint64
+	state  DomState
+	reason Reason
+	at     time.Time
+}
+
+type failure struct {
+	kind                        FailureKind
+	faultAt, detectAt, actionAt time.Time
+	attempts                    int
+	next                        time.Time // earliest time of the next attempt
+	actID                       uint64    // the start in flight, 0 when none
+	actHost                     HostID
+	actDeadline                 time.Time
+	evacuate                    bool // the home host is gone: relocate without spending policy
+	noCapacityAlerted           bool
+}
+
+type vm struct {
+	id          VMID
+	policy      Policy
+	mem         int
+	home        HostID
+	desired     Desired
+	gen         uint64
+	op          *Operation
+	opSawDown   bool   // a reboot in flight has seen the guest go down
+	opActID     uint64 // the action carrying out op, 0 once answered
+	obs         []hostObs
+	fail        *failure
+	restarts    []time.Time
+	relocations int
+	errored     bool
+	vanishedAt  time.Time
+	unknownLog  bool // "waiting" already logged for the current unknown spell
+	ambiguous   bool // an alert for an unexplained shutdown was raised for the current stop
+}
+
+// Engine is the operation-aware decision core. It does no I/O and reads no clock: every call
+// passes the time. It is not safe for concurrent use; the daemon serialises calls.
+type Engine struct {
+	cfg    Config
+	hosts  map[HostID]*host
+	hostIx []HostID // sorted
+	vms    map[VMID]*vm
+	vmIx   []VMID // sorted
+	nextID uint64
+	now    time.Time
+	out    Output
+}
+
+// New returns an empty engine.
+func New(cfg Config) *Engine {
+	return &Engine{cfg: cfg, hosts: map[HostID]*host{}, vms: map[VMID]*vm{}}
+}
+
+// Step applies one input at time now and returns what to do. The returned slices are valid
+// until the next call.
+func (e *Engine) Step(now time.Time, in Input) Output {
+	if now.After(e.now) {
+		e.now = now
+	}
+	e.out.Actions = e.out.Actions[:0]
+	e.out.Log = e.out.Log[:0]
+	e.out.Err = nil
+	switch in := in.(type) {
+	case Tick:
+		e.tick()
+	case AddHost:
+		e.addHost(in)
+	case HostLease:
+		e.hostLease(in)
+	case FenceResult:
+		e.fenceResult(in)
+	case Protect:
+		e.protect(in)
+	case Unprotect:
+		e.unprotect(in)
+	case Request:
+		e.request(in)
+	case Observe:
+		e.observe(in.Host, in.VM, in.Seq, in.State, in.Reason, in.At)
+	case Signal:
+		e.signal(in)
+	case Snapshot:
+		e.snapshot(in)
+	case ActionResult:
+		e.actionResult(in)
+	default:
+		e.out.Err = fmt.Errorf("engine: unknown input %T", in)
+	}
+	return e.out
+}
+
+// Current reports whether an action is still wanted: the VM is still protected and no newer
+// user intent has overtaken it. Executors call it right before carrying an action out.
+func (e *Engine) Current(a Action) bool {
+	if a.Kind == ActFence {
+		h := e.hosts[a.Host]
+		return h != nil && h.state == hostSuspect
+	}
+	v := e.vms[a.VM]
+	return v != nil && v.gen == a.Gen
+}
+
+// VMStatus is the engine's view of one VM, for the API and the CLI.
+type VMStatus struct {
+	VM          VMID
+	Home        HostID
+	Desired     Desired
+	Observed    DomState
+	Reason      Reason
+	State       string // healthy, recovering, error, waiting, operation
+	Op          *Operation
+	Failure     FailureKind
+	Restarts    int // in the current window
+	Relocations int
+	Policy      Policy
+}
+
+// Status returns the view of every protected VM, sorted by name.
+func (e *Engine) Status() []VMStatus {
+	out := make([]VMStatus, 0, len(e.vmIx))
+	for _, id := range e.vmIx {
+		v := e.vms[id]
+		s := VMStatus{VM: v.id, Home: v.home, Desired: v.desired, Policy: v.policy,
+			Restarts: v.restartsInWindow(e.now), Relocations: v.relocations}
+		if o := v.obsOn(v.home); o != nil {
+			s.Observed, s.Reason = o.state, o.reason
+		}
+		switch {
+		case v.errored:
+			s.State = "error"
+		case v.fail != nil:
+			s.State, s.Failure = "recovering", v.fail.kind
+		case v.op != nil:
+			s.State = "operation"
+			op := *v.op
+			s.Op = &op
+		default:
+			s.State = "healthy"
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// Protected reports whether the engine protects vm.
+func (e *Engine) Protected(id VMID) bool { _, ok := e.vms[id]; return ok }
+
+// HostState returns "up", "suspect" or "fenced", or "" for an unknown host.
+func (e *Engine) HostState(id HostID) string {
+	if h := e.hosts[id]; h != nil {
+		return h.state.String()
+	}
+	return ""
+}
+
+// NextWake returns the earliest time at which a Tick could change anything, or the zero
+// time when nothing is pending.
+func (e *Engine) NextWake() time.Time {
+	var w time.Time
+	min := func(t time.Time) {
+		if !t.IsZero() && (w.IsZero() || t.Before(w)) {
+			w = t
+		}
+	}
+	for _, id := range e.hostIx {
+		if h := e.hosts[id]; h.state == hostSuspect {
+			min(h.lostAt.Add(e.cfg.SelfFenceMargin))
+		}
+	}
+	for _, id := range e.vmIx {
+		v := e.vms[id]
+		if v.op != nil {
+			min(v.op.Deadline)
+		}
+		if f := v.fail; f != nil {
+			if f.actID != 0 {
+				min(f.actDeadline)
+			} else {
+				min(f.next)
+			}
+		}
+		if !v.vanishedAt.IsZero() {
+			min(v.vanishedAt.Add(e.cfg.VanishGrace))
+		}
+	}
+	return w
+}
+
+func (e *Engine) id() uint64 { e.nextID++; return e.nextID }
+
+func (e *Engine) log(t RecordType, v VMID, h HostID, format string, args ...any) {
+	e.out.Log = append(e.out.Log, Record{At: e.now, Type: t, VM: v, Host: h, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (e *Engine) act(v *vm, k ActKind, h, target HostID, why string) Action {
+	a := Action{ID: e.id(), Kind: k, VM: v.id, Host: h, Target: target, Gen: v.gen, Why: why}
+	e.out.Actions = append(e.out.Actions, a)
+	e.log(RecAction, v.id, h, "%s", a.String())
+	return a
+}
+
+func (e *Engine) addHost(in AddHost) {
+	if in.Host == "" {
+		e.out.Err = errors.New("add host: host name is empty")
+		return
+	}
+	if in.MemMiB < 0 {
+		e.out.Err = fmt.Errorf("add host %s: mem %d MiB must be >= 0", in.Host, in.MemMiB)
+		return
+	}
+	if h := e.hosts[in.Host]; h != nil {
+		h.mem, h.fencing = in.MemMiB, in.Fencing
+		return
+	}
+	e.hosts[in.Host] = &host{id: in.Host, mem: in.MemMiB, fencing: in.Fencing}
+	e.hostIx = insertSorted(e.hostIx, in.Host)
+	e.log(RecHost, "", in.Host, "added mem=%dMiB fencing=%t", in.MemMiB, in.Fencing)
+}
+
+func (e *Engine) hostLease(in HostLease) {
+	h := e.hosts[in.Host]
+	if h == nil {
+		e.out.Err = fmt.Errorf("lease: unknown host %q", in.Host)
+		return
+	}
+	switch {
+	case in.Alive && h.state != hostUp:
+		e.log(RecHost, "", h.id, "lease renewed: up again (was %s)", h.state)
+		h.state, h.fenceActID = hostUp, 0
+		for _, id := range e.vmIx {
+			if v := e.vms[id]; v.home == h.id {
+				e.evaluate(v)
+			}
+		}
+	case !in.Alive && h.state == hostUp:
+		h.state, h.lostAt = hostSuspect, e.now
+		e.log(RecHost, "", h.id, "lease expired: suspect, its VMs are in an unknown state until it is fenced")
+		if h.fencing {
+			a := Action{ID: e.id(), Kind: ActFence, Host: h.id, Why: "host-down"}
+			h.fenceActID = a.ID
+			e.out.Actions = append(e.out.Actions, a)
+			e.log(RecAction, "", h.id, "%s", a.String())
+		}
+	}
+}
+
+func (e *Engine) fenceResult(in FenceResult) {
+	h := e.hosts[in.Host]
+	if h == nil || h.state != hostSuspect {
+		return
+	}
+	if !in.OK {
+		e.log(RecAlert, "", h.id, "fence failed (%s): waiting for lease expiry + self-fence margin", in.Err)
+		return
+	}
+	e.fenced(h, "power-off confirmed")
+}
+
+func (e *Engine) fenced(h *host, why string) {
+	h.state = hostFenced
+	e.log(RecHost, "", h.id, "fenced: %s", why)
+	// What was known about domains on a fenced host is void: they are gone.
+	var homed []*vm
+	for _, id := range e.vmIx {
+		v := e.vms[id]
+		if o := v.obsOn(h.id); o != nil {
+			o.state, o.reason = DomUnknown, ReasonFenced
+		}
+		if v.home == h.id {
+			homed = append(homed, v)
+		}
+	}
+	// Evacuate the most important first, so they get the room that is left.
+	slices.SortStableFunc(homed, func(a, b *vm) int { return b.policy.Priority - a.policy.Priority })
+	for _, v := range homed {
+		e.evaluate(v)
+	}
+}
+
+func (e *Engine) protect(in Protect) {
+	if in.VM == "" {
+		e.out.Err = errors.New("protect: vm name is empty")
+		return
+	}
+	if err := in.Policy.Validate(); err != nil {
+		e.out.Err = fmt.Errorf("protect %s: %w", in.VM, err)
+		return
+	}
+	if in.Desired > WantStopped {
+		e.out.Err = fmt.Errorf("protect %s: desired state %s: want running, paused or stopped", in.VM, in.Desired)
+		return
+	}
+	if v := e.vms[in.VM]; v != nil {
+		v.policy = in.Policy
+		if in.MemMiB > 0 {
+			v.mem = in.MemMiB
+		}
+		e.log(RecProtect, v.id, v.home, "policy updated max-restarts=%d window=%s on-guest-shutdown=%s", in.Policy.MaxRestarts, in.Policy.Window, in.Policy.OnGuestShutdown)
+		return
+	}
+	if e.hosts[in.Host] == nil {
+		e.out.Err = fmt.Errorf("protect %s: unknown host %q", in.VM, in.Host)
+		return
+	}
+	v := &vm{id: in.VM, policy: in.Policy, mem: in.MemMiB, home: in.Host, desired: in.Desired, gen: 1}
+	e.vms[in.VM] = v
+	e.vmIx = insertSorted(e.vmIx, in.VM)
+	e.log(RecProtect, v.id, v.home, "desired=%s max-restarts=%d window=%s on-guest-shutdown=%s", v.desired, in.Policy.MaxRestarts, in.Policy.Window, in.Policy.OnGuestShutdown)
+}
+
+func (e *Engine) unprotect(in Unprotect) {
+	if e.vms[in.VM] == nil {
+		e.out.Err = fmt.Errorf("unprotect: vm %q is not protected", in.VM)
+		return
+	}
+	e.forget(e.vms[in.VM], "unprotected")
+}
+
+func (e *Engine) forget(v *vm, why string) {
+	delete(e.vms, v.id)
+	if i, ok := slices.BinarySearch(e.vmIx, v.id); ok {
+		e.vmIx = slices.Delete(e.vmIx, i, i+1)
+	}
+	v.gen++ // nothing issued for it is current any more
+	e.log(RecForget, v.id, v.home, "%s", why)
+}
+
+func (v *vm) obsOn(h HostID) *hostObs {
+	for i := range v.obs {
+		if v.obs[i].host == h {
+			return &v.obs[i]
+		}
+	}
+	return nil
+}
+
+func (v *vm) obsFor(h HostID) *hostObs {
+	if o := v.obsOn(h); o != nil {
+		return o
+	}
+	v.obs = append(v.obs, hostObs{host: h})
+	return &v.obs[len(v.obs)-1]
+}
+
+func (v *vm) restartsInWindow(now time.Time) int {
+	n := 0
+	for _, t := range v.restarts {
+		if now.Sub(t) < v.policy.Window {
+			n++
+		}
+	}
+	return n
+}
+
+// wantsUp: the user wants the guest to exist in memory (running or suspended).
+func (v *vm) wantsUp() bool { return v.desired == WantRunning || v.desired == WantPaused }
+
+func insertSorted[T ~string](s []T, x T) []T {
+	i, ok := slices.BinarySearch(s, x)
+	if ok {
+		return s
+	}
+	return slices.Insert(s, i, x)
+}

@@ -1,0 +1,261 @@
+package engine
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Input is anything the engine is told. Exactly the types in this file implement it.
+type Input interface{ input() }
+
+// Tick only advances time: deadlines, backoff timers and fence margins are checked.
+type Tick struct{}
+
+// AddHost registers a host the engine may place VMs on.
+type AddHost struct {
+	Host   HostID
+	MemMiB int
+	// Fencing says the host has a power fence (IPMI): the engine asks for a power-off instead
+	// of waiting for the self-fence margin.
+	Fencing bool
+}
+
+// HostLease reports a host's lease: kept (Alive) or expired.
+type HostLease struct {
+	Host  HostID
+	Alive bool
+}
+
+// FenceResult reports the outcome of a Fence action.
+type FenceResult struct {
+	Host HostID
+	OK   bool
+	Err  string
+}
+
+// Protect puts a VM under protection, or updates its policy.
+type Protect struct {
+	VM     VMID
+	Host   HostID // where it is defined now
+	MemMiB int
+	Policy Policy
+	// Desired is the VM's state when protection starts (running unless it is stopped).
+	Desired Desired
+}
+
+// Unprotect stops protecting a VM: hass forgets it and leaves it as it is.
+type Unprotect struct{ VM VMID }
+
+// Request is a user operation through the hass API (or from OpenStack, by Source).
+type Request struct {
+	Op     OpKind
+	VM     VMID
+	Target HostID // migrate only; empty lets the engine choose
+	Source Source
+}
+
+// Observe reports one domain's new state on one host. Seq orders observations from the same
+// host: the agent stamps each with a number larger than any it stamped before (its clock in
+// nanoseconds works), so a late or reordered observation is recognised and dropped.
+type Observe struct {
+	Host   HostID
+	VM     VMID
+	Seq    uint64
+	State  DomState
+	Reason Reason
+	At     time.Time // when the agent saw it; the fault time for recovery statistics
+}
+
+// SignalKind is an event that is not a state change.
+type SignalKind uint8
+
+// Signals.
+const (
+	SigReboot     SignalKind = iota // the guest rebooted inside its emulator
+	SigWatchdog                     // the guest watchdog fired; Action says what libvirt did
+	SigIOError                      // a disk I/O error
+	SigAgentDown                    // the guest agent stopped answering (guest hang hint)
+	SigAgentUp                      // the guest agent answered again
+	SigGuestPanic                   // the guest panicked (crash loaded or preserved)
+)
+
+var signalNames = [...]string{"reboot", "watchdog", "io-error", "guest-agent-down", "guest-agent-up", "guest-panic"}
+
+func (s SignalKind) String() string {
+	if int(s) < len(signalNames) {
+		return signalNames[s]
+	}
+	return fmt.Sprintf("signal(%d)", s)
+}
+
+// WatchdogAction is what the hypervisor did when the guest watchdog fired.
+type WatchdogAction uint8
+
+// Watchdog actions (libvirt's names).
+const (
+	WatchdogNone WatchdogAction = iota
+	WatchdogPause
+	WatchdogReset
+	WatchdogPoweroff
+	WatchdogShutdown
+	WatchdogDebug
+	WatchdogInjectNMI
+)
+
+// Signal reports an event that is not a state change.
+type Signal struct {
+	Host     HostID
+	VM       VMID
+	Seq      uint64
+	Kind     SignalKind
+	Watchdog WatchdogAction
+	At       time.Time
+}
+
+// Snapshot is the complete list of domains on one host at one moment (a resync). Every
+// protected VM that the list lacks is absent from that host.
+type Snapshot struct {
+	Host    HostID
+	Seq     uint64
+	Domains []DomainStatus
+	At      time.Time
+}
+
+// DomainStatus is one row of a Snapshot.
+type DomainStatus struct {
+	VM     VMID
+	State  DomState
+	Reason Reason
+}
+
+// ActionResult reports how an action went. Seq, when set, is the host's observation stamp at
+// the moment the action finished: a successful start is then an observation of "running".
+type ActionResult struct {
+	ID  uint64
+	Err string
+	Seq uint64
+}
+
+func (Tick) input()         {}
+func (AddHost) input()      {}
+func (HostLease) input()    {}
+func (FenceResult) input()  {}
+func (Protect) input()      {}
+func (Unprotect) input()    {}
+func (Request) input()      {}
+func (Observe) input()      {}
+func (Signal) input()       {}
+func (Snapshot) input()     {}
+func (ActionResult) input() {}
+
+// ActKind is what an action asks a host (or a fence) to do.
+type ActKind uint8
+
+// Action kinds.
+const (
+	ActStart ActKind = iota
+	ActShutdown
+	ActDestroy
+	ActReboot
+	ActReset
+	ActDelete // destroy if running, then undefine
+	ActMigrate
+	ActSuspend
+	ActResume
+	ActFence // power the host off (IPMI)
+)
+
+var actNames = [...]string{"start", "shutdown", "destroy", "reboot", "reset", "delete", "migrate", "suspend", "resume", "fence"}
+
+func (k ActKind) String() string {
+	if int(k) < len(actNames) {
+		return actNames[k]
+	}
+	return fmt.Sprintf("act(%d)", k)
+}
+
+// Action is an order to carry out. Gen is the VM's intent generation when it was issued: the
+// executor carries it out only while Engine.Current reports the action still current, so an
+// order overtaken by a newer user intent (a stop issued while a restart was on its way) is
+// dropped instead of undoing what the user asked.
+type Action struct {
+	ID     uint64
+	Kind   ActKind
+	VM     VMID
+	Host   HostID
+	Target HostID // migrate: the destination
+	Gen    uint64
+	Why    string // "op:<id>" or "recovery:<kind>"
+}
+
+func (a Action) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s", a.Kind)
+	if a.VM != "" {
+		fmt.Fprintf(&b, " %s", a.VM)
+	}
+	fmt.Fprintf(&b, " on %s", a.Host)
+	if a.Target != "" {
+		fmt.Fprintf(&b, " to %s", a.Target)
+	}
+	fmt.Fprintf(&b, " (%s)", a.Why)
+	return b.String()
+}
+
+// RecordType classifies an event log entry.
+type RecordType string
+
+// Event log record types.
+const (
+	RecOp        RecordType = "op"        // an operation was accepted, or changed phase
+	RecExpected  RecordType = "expected"  // an observation explained by an operation
+	RecDetect    RecordType = "detect"    // a failure was detected
+	RecAction    RecordType = "action"    // an action was issued
+	RecRecovered RecordType = "recovered" // a failed VM runs again
+	RecGaveUp    RecordType = "gave-up"   // policy exhausted: the VM is in error
+	RecAlert     RecordType = "alert"     // an operator should look
+	RecHost      RecordType = "host"      // a host changed state
+	RecStale     RecordType = "stale"     // an observation older than what is known was dropped
+	RecForget    RecordType = "forget"    // a VM is no longer protected
+	RecProtect   RecordType = "protect"   // a VM is now protected
+)
+
+// Record is one entry of the event log.
+type Record struct {
+	At   time.Time
+	Type RecordType
+	VM   VMID
+	Host HostID
+	Msg  string
+	// Set on RecRecovered: when the fault happened (agent clock), when it was detected, when
+	// the first recovery action was issued, and when the VM ran again.
+	FaultAt, DetectAt, ActionAt, RecoveredAt time.Time
+	Kind                                     FailureKind
+}
+
+func (r Record) String() string {
+	var b strings.Builder
+	b.WriteString(string(r.Type))
+	if r.VM != "" {
+		b.WriteString(" vm=")
+		b.WriteString(string(r.VM))
+	}
+	if r.Host != "" {
+		b.WriteString(" host=")
+		b.WriteString(string(r.Host))
+	}
+	if r.Msg != "" {
+		b.WriteString(" ")
+		b.WriteString(r.Msg)
+	}
+	return b.String()
+}
+
+// Output is what one Step produced: actions to carry out (record them, then execute) and
+// event log entries. Err is set when a Request or Protect was refused; nothing changed then.
+type Output struct {
+	Actions []Action
+	Log     []Record
+	Err     error
+}

@@ -1,0 +1,293 @@
+package engine
+
+import (
+	"fmt"
+	"time"
+)
+
+// VMID names a protected VM (the libvirt domain name, or a Nova instance uuid).
+type VMID string
+
+// HostID names a compute host.
+type HostID string
+
+// DomState is a domain's state on one host, as an agent observed it.
+type DomState uint8
+
+// Domain states. Absent means the host does not define the domain at all.
+const (
+	DomUnknown DomState = iota
+	DomRunning
+	DomPaused
+	DomShutoff
+	DomCrashed
+	DomAbsent
+)
+
+var domStateNames = [...]string{"unknown", "running", "paused", "shutoff", "crashed", "absent"}
+
+func (s DomState) String() string {
+	if int(s) < len(domStateNames) {
+		return domStateNames[s]
+	}
+	return fmt.Sprintf("domstate(%d)", s)
+}
+
+// up reports whether the domain's process exists and holds the guest (running or paused).
+func (s DomState) up() bool { return s == DomRunning || s == DomPaused }
+
+// Reason says why a domain is in its state. The agent's translator folds libvirt's event
+// details and state reasons into one of these.
+type Reason uint8
+
+// Reasons, driver-neutral.
+const (
+	ReasonUnknown       Reason = iota
+	ReasonBooted               // started by a start request
+	ReasonMigrated             // started on, or stopped on, the two ends of a migration
+	ReasonRestored             // started from a saved image
+	ReasonResumed              // unpaused
+	ReasonUser                 // paused by a suspend request
+	ReasonShutdownGuest        // shut off after the guest itself shut down
+	ReasonShutdownHost         // shut off after a host-requested (ACPI) shutdown
+	ReasonShutdown             // shut off after a shutdown whose initiator is unknown
+	ReasonDestroyed            // shut off by a destroy (virsh destroy, hass stop)
+	ReasonFailed               // shut off because the emulator died (kill -9, OOM)
+	ReasonCrashed              // shut off because the guest crashed
+	ReasonPanicked             // crashed state after a guest panic
+	ReasonWatchdog             // paused or shut off by the guest watchdog
+	ReasonIOError              // paused on a disk I/O error
+	ReasonUndefined            // no longer defined (virsh undefine)
+	ReasonFenced               // destroyed by the agent's self-fence
+)
+
+var reasonNames = [...]string{"unknown", "booted", "migrated", "restored", "resumed", "user",
+	"shutdown-guest", "shutdown-host", "shutdown", "destroyed", "failed", "crashed", "panicked",
+	"watchdog", "io-error", "undefined", "fenced"}
+
+func (r Reason) String() string {
+	if int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return fmt.Sprintf("reason(%d)", r)
+}
+
+// Desired is what the user wants a VM to be. Operations change it.
+type Desired uint8
+
+// Desired states.
+const (
+	WantRunning Desired = iota
+	WantPaused          // suspended by the user: up, but not running
+	WantStopped
+	WantAbsent
+)
+
+var desiredNames = [...]string{"running", "paused", "stopped", "absent"}
+
+func (d Desired) String() string {
+	if int(d) < len(desiredNames) {
+		return desiredNames[d]
+	}
+	return fmt.Sprintf("desired(%d)", d)
+}
+
+// OpKind is a user operation.
+type OpKind uint8
+
+// Operations.
+const (
+	OpStart OpKind = iota
+	OpShutdown
+	OpStop
+	OpReboot
+	OpDelete
+	OpMigrate
+	OpSuspend
+	OpResume
+)
+
+var opNames = [...]string{"start", "shutdown", "stop", "reboot", "delete", "migrate", "suspend", "resume"}
+
+func (k OpKind) String() string {
+	if int(k) < len(opNames) {
+		return opNames[k]
+	}
+	return fmt.Sprintf("op(%d)", k)
+}
+
+// ParseOpKind is the inverse of OpKind.String.
+func ParseOpKind(s string) (OpKind, error) {
+	for i, n := range opNames {
+		if n == s {
+			return OpKind(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown operation %q (want one of start, shutdown, stop, reboot, delete, migrate, suspend, resume)", s)
+}
+
+// Source says who asked for an operation.
+type Source uint8
+
+// Sources.
+const (
+	SrcAPI       Source = iota // the hass API or CLI
+	SrcLibvirt                 // inferred from a libvirt event detail (virsh behind hass's back)
+	SrcOpenStack               // a Nova notification
+	SrcGuest                   // the guest itself (guest-initiated shutdown, honoured by policy)
+)
+
+var sourceNames = [...]string{"api", "libvirt", "openstack", "guest"}
+
+func (s Source) String() string {
+	if int(s) < len(sourceNames) {
+		return sourceNames[s]
+	}
+	return fmt.Sprintf("source(%d)", s)
+}
+
+// OpPhase is where an operation is in its life.
+type OpPhase uint8
+
+// Operation phases.
+const (
+	PhaseRequested OpPhase = iota
+	PhaseRunning
+	PhaseDone
+	PhaseFailed
+	PhaseExpired
+)
+
+var phaseNames = [...]string{"requested", "running", "done", "failed", "expired"}
+
+func (p OpPhase) String() string {
+	if int(p) < len(phaseNames) {
+		return phaseNames[p]
+	}
+	return fmt.Sprintf("phase(%d)", p)
+}
+
+// Operation is one user operation on one VM.
+type Operation struct {
+	ID       uint64
+	Kind     OpKind
+	VM       VMID
+	Source   Source
+	Phase    OpPhase
+	Target   HostID // migrate only
+	Started  time.Time
+	Deadline time.Time
+	// escalated is set once a shutdown that outlived its deadline was turned into a destroy.
+	escalated bool
+	prev      Desired // the desired state before this operation, restored if it fails
+}
+
+// FailureKind names what failed.
+type FailureKind string
+
+// Failure kinds.
+const (
+	FailVMCrash       FailureKind = "vm-crash"
+	FailGuestPanic    FailureKind = "guest-panic"
+	FailGuestHang     FailureKind = "guest-hang"
+	FailGuestShutdown FailureKind = "guest-shutdown"
+	FailWatchdog      FailureKind = "watchdog"
+	FailIOError       FailureKind = "io-error"
+	FailHostDown      FailureKind = "host-down"
+	FailOperation     FailureKind = "operation-failed"
+	FailVMDown        FailureKind = "vm-down" // the naive detector's only verdict
+)
+
+// GuestShutdownPolicy says what a guest-initiated shutdown means.
+type GuestShutdownPolicy uint8
+
+// Guest shutdown policies.
+const (
+	GuestShutdownHonour  GuestShutdownPolicy = iota // the guest meant it: the VM stays stopped
+	GuestShutdownRestart                            // treat it as a failure and restart the VM
+)
+
+func (p GuestShutdownPolicy) String() string {
+	if p == GuestShutdownRestart {
+		return "restart"
+	}
+	return "honour"
+}
+
+// ParseGuestShutdownPolicy accepts "honour" (or "honor") and "restart".
+func ParseGuestShutdownPolicy(s string) (GuestShutdownPolicy, error) {
+	switch s {
+	case "honour", "honor":
+		return GuestShutdownHonour, nil
+	case "restart":
+		return GuestShutdownRestart, nil
+	}
+	return 0, fmt.Errorf("on-guest-shutdown %q: want honour or restart", s)
+}
+
+// Policy is how one VM is protected.
+type Policy struct {
+	Priority        int                 // higher is relocated first
+	MaxRestarts     int                 // restarts in place allowed within Window
+	Window          time.Duration       // the window MaxRestarts counts in
+	MaxRelocations  int                 // restarts on another host after MaxRestarts is spent
+	OnGuestShutdown GuestShutdownPolicy // what a guest-initiated shutdown means
+	AntiAffinity    string              // VMs in the same group avoid sharing a host
+}
+
+// DefaultPolicy is what `hass vm protect` gives without flags.
+func DefaultPolicy() Policy {
+	return Policy{MaxRestarts: 3, Window: 10 * time.Minute, MaxRelocations: 1}
+}
+
+// Validate names the first bad field.
+func (p Policy) Validate() error {
+	switch {
+	case p.MaxRestarts < 0:
+		return fmt.Errorf("policy max-restarts %d: must be >= 0", p.MaxRestarts)
+	case p.Window <= 0:
+		return fmt.Errorf("policy window %s: must be > 0", p.Window)
+	case p.MaxRelocations < 0:
+		return fmt.Errorf("policy max-relocations %d: must be >= 0", p.MaxRelocations)
+	case p.OnGuestShutdown > GuestShutdownRestart:
+		return fmt.Errorf("policy on-guest-shutdown %d: unknown", p.OnGuestShutdown)
+	}
+	return nil
+}
+
+// Config tunes the engine's timers.
+type Config struct {
+	StartTimeout    time.Duration // an engine action with no answer by then counts as failed
+	ShutdownTimeout time.Duration // a graceful shutdown still running by then is escalated to destroy
+	RebootTimeout   time.Duration // a reboot not back by then is a failure
+	MigrateTimeout  time.Duration // a migration not finished by then has failed
+	BackoffBase     time.Duration // delay before the second restart; doubles each time
+	BackoffMax      time.Duration
+	// SelfFenceMargin is how long after a host's lease expired the engine waits before it
+	// trusts that the host's agent has fenced itself (it fences before the lease can expire;
+	// the margin absorbs clock drift). An IPMI power-off confirmation skips the wait.
+	SelfFenceMargin time.Duration
+	// VanishGrace is how long a VM may be missing from its home host's domain list (with no
+	// undefine event seen) before hass accepts that it was deleted behind its back.
+	VanishGrace time.Duration
+	// RetryPlacement is how often a VM that found no host to run on is tried again.
+	RetryPlacement time.Duration
+	// Naive turns off operation awareness: any protected VM that is not running is a failure.
+	// For comparison only.
+	Naive bool
+}
+
+// DefaultConfig holds the timers hass runs with unless told otherwise.
+func DefaultConfig() Config {
+	return Config{
+		StartTimeout:    60 * time.Second,
+		ShutdownTimeout: 120 * time.Second,
+		RebootTimeout:   120 * time.Second,
+		MigrateTimeout:  300 * time.Second,
+		BackoffBase:     5 * time.Second,
+		BackoffMax:      2 * time.Minute,
+		SelfFenceMargin: 2 * time.Second,
+		VanishGrace:     90 * time.Second,
+		RetryPlacement:  10 * time.Second,
+	}
+}

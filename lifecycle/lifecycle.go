@@ -1,0 +1,335 @@
+// Package lifecycle translates libvirt's vocabulary (domain event types and details, domain
+// states and state reasons, watchdog actions) into the engine's driver-neutral observations.
+//
+// The translation is stateful per host: libvirt reports a guest shutdown as a SHUTDOWN event
+// (detail GUEST or HOST) followed by STOPPED/SHUTDOWN, and a watchdog power-off as a WATCHDOG
+// event followed by STOPPED/DESTROYED. The Translator remembers the first half so the second
+// half carries the whole meaning, and so a later resync row (which only has the state reason
+// SHUTOFF/SHUTDOWN) still says who shut the guest down. It runs on the host, next to libvirt,
+// so whatever reorders or delays observations later cannot split the two halves.
+//
+// It must never do I/O: the agent feeds it, the simulator feeds it the same way.
+package lifecycle
+
+import (
+	"github.com/hassproject/hass/engine"
+)
+
+// Domain event types (virDomainEventType).
+const (
+	EvDefined = iota
+	EvUndefined
+	EvStarted
+	EvSuspended
+	EvResumed
+	EvStopped
+	EvShutdown
+	EvPMSuspended
+	EvCrashed
+)
+
+// Details of EvStarted.
+const (
+	StartedBooted = iota
+	StartedMigrated
+	StartedRestored
+	StartedFromSnapshot
+	StartedWakeup
+)
+
+// Details of EvSuspended.
+const (
+	SuspendedPaused = iota
+	SuspendedMigrated
+	SuspendedIOError
+	SuspendedWatchdog
+	SuspendedRestored
+	SuspendedFromSnapshot
+	SuspendedAPIError
+)
+
+// Details of EvResumed.
+const (
+	ResumedUnpaused = iota
+	ResumedMigrated
+	ResumedFromSnapshot
+)
+
+// Details of EvStopped.
+const (
+	StoppedShutdown = iota
+	StoppedDestroyed
+	StoppedCrashed
+	StoppedMigrated
+	StoppedSaved
+	StoppedFailed
+	StoppedFromSnapshot
+)
+
+// Details of EvShutdown.
+const (
+	ShutdownFinished = iota // old libvirt: initiator unknown
+	ShutdownGuest
+	ShutdownHost
+)
+
+// Details of EvCrashed.
+const (
+	CrashedPanicked = iota
+	CrashedCrashLoaded
+)
+
+// Domain states (virDomainState).
+const (
+	StateNoState = iota
+	StateRunning
+	StateBlocked
+	StatePaused
+	StateShutdown
+	StateShutoff
+	StateCrashed
+	StatePMSuspended
+)
+
+// Reasons for StatePaused (virDomainPausedReason), the ones that matter here.
+const (
+	PausedUnknown   = 0
+	PausedUser      = 1
+	PausedMigration = 2
+	PausedIOError   = 5
+	PausedWatchdog  = 6
+)
+
+// Reasons for StateShutoff (virDomainShutoffReason).
+const (
+	ShutoffUnknown = iota
+	ShutoffShutdown
+	ShutoffDestroyed
+	ShutoffCrashed
+	ShutoffMigrated
+	ShutoffSaved
+	ShutoffFailed
+	ShutoffFromSnapshot
+	ShutoffDaemon
+)
+
+// Reasons for StateCrashed.
+const (
+	CrashedReasonUnknown  = 0
+	CrashedReasonPanicked = 1
+)
+
+// Kind says which libvirt callback an Event came from.
+type Kind uint8
+
+// Event kinds.
+const (
+	KindLifecycle Kind = iota
+	KindReboot
+	KindWatchdog
+	KindIOError
+	KindAgentLifecycle
+)
+
+// Event is one libvirt domain event, as the driver received it.
+type Event struct {
+	Kind     Kind
+	Domain   string
+	Type     int // lifecycle: event type
+	Detail   int // lifecycle: detail; agent lifecycle: 1 connected, 2 disconnected
+	Watchdog int // watchdog: action (virDomainEventWatchdogAction)
+}
+
+type memo struct {
+	shutdown engine.Reason // ShutdownGuest/ShutdownHost once the SHUTDOWN half was seen
+	watchdog bool          // a watchdog stop/pause is under way
+	fenced   bool          // the agent destroyed it to fence itself
+}
+
+// Translator turns the events and rows of one host into engine terms.
+type Translator struct {
+	memo map[string]memo
+}
+
+// NewTranslator returns a translator with no memory.
+func NewTranslator() *Translator { return &Translator{memo: map[string]memo{}} }
+
+// Result is what one event means: a state change, a signal, or nothing (Skip).
+type Result struct {
+	Skip   bool
+	Signal bool
+	State  engine.DomState
+	Reason engine.Reason
+	Sig    engine.SignalKind
+	WD     engine.WatchdogAction
+}
+
+// Event translates one event.
+func (t *Translator) Event(ev Event) Result {
+	m := t.memo[ev.Domain]
+	switch ev.Kind {
+	case KindReboot:
+		return Result{Signal: true, Sig: engine.SigReboot}
+	case KindIOError:
+		return Result{Signal: true, Sig: engine.SigIOError}
+	case KindAgentLifecycle:
+		if ev.Detail == 2 {
+			return Result{Signal: true, Sig: engine.SigAgentDown}
+		}
+		return Result{Signal: true, Sig: engine.SigAgentUp}
+	case KindWatchdog:
+		wd := engine.WatchdogAction(ev.Watchdog)
+		if wd == engine.WatchdogPause || wd == engine.WatchdogPoweroff || wd == engine.WatchdogShutdown {
+			m.watchdog = true
+			t.memo[ev.Domain] = m
+		}
+		return Result{Signal: true, Sig: engine.SigWatchdog, WD: wd}
+	}
+	switch ev.Type {
+	case EvDefined, EvPMSuspended:
+		return Result{Skip: true}
+	case EvUndefined:
+		delete(t.memo, ev.Domain)
+		return Result{State: engine.DomAbsent, Reason: engine.ReasonUndefined}
+	case EvStarted:
+		delete(t.memo, ev.Domain)
+		r := engine.ReasonBooted
+		switch ev.Detail {
+		case StartedMigrated:
+			r = engine.ReasonMigrated
+		case StartedRestored, StartedFromSnapshot:
+			r = engine.ReasonRestored
+		}
+		return Result{State: engine.DomRunning, Reason: r}
+	case EvSuspended:
+		r := engine.ReasonUser
+		switch ev.Detail {
+		case SuspendedMigrated:
+			r = engine.ReasonMigrated
+		case SuspendedIOError:
+			r = engine.ReasonIOError
+		case SuspendedWatchdog:
+			r = engine.ReasonWatchdog
+		case SuspendedAPIError:
+			r = engine.ReasonUnknown
+		}
+		if m.watchdog {
+			r = engine.ReasonWatchdog
+		}
+		return Result{State: engine.DomPaused, Reason: r}
+	case EvResumed:
+		m.watchdog = false
+		t.memo[ev.Domain] = m
+		r := engine.ReasonResumed
+		if ev.Detail == ResumedMigrated {
+			r = engine.ReasonMigrated
+		}
+		return Result{State: engine.DomRunning, Reason: r}
+	case EvShutdown:
+		switch ev.Detail {
+		case ShutdownGuest:
+			m.shutdown = engine.ReasonShutdownGuest
+		case ShutdownHost:
+			m.shutdown = engine.ReasonShutdownHost
+		}
+		t.memo[ev.Domain] = m
+		return Result{Skip: true} // the STOPPED half carries the state change
+	case EvStopped:
+		r := engine.ReasonUnknown
+		switch ev.Detail {
+		case StoppedShutdown:
+			r = engine.ReasonShutdown
+			if m.shutdown != 0 {
+				r = m.shutdown
+			}
+		case StoppedDestroyed:
+			r = engine.ReasonDestroyed
+		case StoppedCrashed:
+			r = engine.ReasonCrashed
+		case StoppedMigrated:
+			r = engine.ReasonMigrated
+		case StoppedSaved:
+			r = engine.ReasonDestroyed // saved to disk by request: stopped on purpose
+		case StoppedFailed:
+			r = engine.ReasonFailed
+		case StoppedFromSnapshot:
+			r = engine.ReasonRestored
+		}
+		if m.watchdog {
+			r = engine.ReasonWatchdog
+		}
+		if m.fenced && ev.Detail == StoppedDestroyed {
+			r = engine.ReasonFenced
+		}
+		// Keep the shutdown initiator for later resync rows; forget the watchdog.
+		t.memo[ev.Domain] = memo{shutdown: shutdownOf(r), fenced: r == engine.ReasonFenced}
+		return Result{State: engine.DomShutoff, Reason: r}
+	case EvCrashed:
+		return Result{State: engine.DomCrashed, Reason: engine.ReasonPanicked}
+	}
+	return Result{Skip: true}
+}
+
+func shutdownOf(r engine.Reason) engine.Reason {
+	if r == engine.ReasonShutdownGuest || r == engine.ReasonShutdownHost {
+		return r
+	}
+	return 0
+}
+
+// Row translates one row of a domain listing (state and state reason).
+func (t *Translator) Row(domain string, state, reason int) (engine.DomState, engine.Reason) {
+	m := t.memo[domain]
+	switch state {
+	case StateRunning, StateBlocked, StateShutdown:
+		r := engine.ReasonBooted
+		if state == StateRunning && reason == 2 {
+			r = engine.ReasonMigrated
+		}
+		return engine.DomRunning, r
+	case StatePaused, StatePMSuspended:
+		switch reason {
+		case PausedIOError:
+			return engine.DomPaused, engine.ReasonIOError
+		case PausedWatchdog:
+			return engine.DomPaused, engine.ReasonWatchdog
+		case PausedMigration:
+			return engine.DomPaused, engine.ReasonMigrated
+		}
+		return engine.DomPaused, engine.ReasonUser
+	case StateShutoff:
+		switch reason {
+		case ShutoffShutdown:
+			if m.shutdown != 0 {
+				return engine.DomShutoff, m.shutdown
+			}
+			return engine.DomShutoff, engine.ReasonShutdown
+		case ShutoffDestroyed, ShutoffSaved:
+			if m.fenced {
+				return engine.DomShutoff, engine.ReasonFenced
+			}
+			return engine.DomShutoff, engine.ReasonDestroyed
+		case ShutoffCrashed:
+			return engine.DomShutoff, engine.ReasonCrashed
+		case ShutoffMigrated:
+			return engine.DomShutoff, engine.ReasonMigrated
+		case ShutoffFailed:
+			return engine.DomShutoff, engine.ReasonFailed
+		}
+		return engine.DomShutoff, engine.ReasonUnknown
+	case StateCrashed:
+		return engine.DomCrashed, engine.ReasonPanicked
+	}
+	return engine.DomUnknown, engine.ReasonUnknown
+}
+
+// Fencing tells the translator that the agent is about to destroy domain to fence itself,
+// so the destroy is reported as a fence, not as a user's stop.
+func (t *Translator) Fencing(domain string) {
+	m := t.memo[domain]
+	m.fenced = true
+	t.memo[domain] = m
+}
+
+// Forget drops what the translator remembers (the agent restarted: memory is gone).
+func (t *Translator) Forget() { clear(t.memo) }

@@ -1,0 +1,599 @@
+// Package sim is the deterministic simulator: simulated hosts with hypervisors, agents,
+// leases, a message bus that delays, reorders and drops, and a virtual clock, driving the
+// real decision engine. A seeded workload of user operations and faults (or a scripted
+// scenario) runs against it, and an invariant checker scores the engine from the
+// simulator's own ground truth, never from what the engine believes.
+//
+// The same seed gives the same run, byte for byte: there is one random source, one clock,
+// and every map is walked in sorted order. The simulator never reads the wall clock.
+package sim
+
+import (
+	"container/heap"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/lifecycle"
+)
+
+// Config describes one simulated run.
+type Config struct {
+	Seed     uint64
+	Hosts    int
+	VMs      int
+	Duration time.Duration
+	Naive    bool // run the naive detector instead of the operation-aware one
+
+	HostMemMiB int
+	VMMemMiB   int
+
+	// The agent/controller protocol.
+	LeaseTTL        time.Duration
+	RenewEvery      time.Duration
+	SelfFenceAfter  time.Duration // agent-side: no renewal for this long -> destroy its VMs
+	WatchdogTimeout time.Duration // hardware watchdog: host reset when not petted for this long
+	ResyncEvery     time.Duration
+	AgentBoot       time.Duration // power-on to agent up
+	HostReboot      time.Duration // a watchdog reset keeps the host down this long
+
+	// The bus between agents and the controller.
+	BusDelay    time.Duration
+	BusJitter   time.Duration
+	ReorderProb float64 // chance a message is held back up to 3 s (reordering it)
+	DropProb    float64 // chance a message is lost
+
+	// Ground truth: a protected VM meant to run that is down longer than this is missed.
+	RecoveryDeadline time.Duration
+
+	// Random workload (ignored by scenarios), per VM-hour and per host-hour.
+	OpsPerVMHour     float64
+	CrashPerVMHour   float64
+	PanicPerVMHour   float64
+	GuestOffPerVMHr  float64
+	HangPerVMHour    float64
+	PowerPerHostHr   float64
+	PartPerHostHr    float64
+	AgentPerHostHr   float64
+	LibvirtPerHostHr float64
+	DuringOpProb     float64 // chance a fault is aimed into an operation's window
+	StopInRecovery   float64 // chance a user stops a VM right after hass detected its failure
+
+	Engine engine.Config
+}
+
+// DefaultConfig is the standard cluster and workload `hass sim` uses.
+func DefaultConfig() Config {
+	return Config{
+		Seed: 1, Hosts: 8, VMs: 100, Duration: 24 * time.Hour,
+		HostMemMiB: 65536, VMMemMiB: 2048,
+		LeaseTTL: 10 * time.Second, RenewEvery: 2 * time.Second, SelfFenceAfter: 7 * time.Second,
+		WatchdogTimeout: 8 * time.Second, ResyncEvery: 30 * time.Second,
+		AgentBoot: 30 * time.Second, HostReboot: 90 * time.Second,
+		BusDelay: time.Millisecond, BusJitter: 20 * time.Millisecond, ReorderProb: 0.02, DropProb: 0.005,
+		RecoveryDeadline: 3 * time.Minute,
+		OpsPerVMHour:     0.3, CrashPerVMHour: 0.01, PanicPerVMHour: 0.003, GuestOffPerVMHr: 0.004,
+		HangPerVMHour: 0.003, PowerPerHostHr: 0.005, PartPerHostHr: 0.01, AgentPerHostHr: 0.02,
+		LibvirtPerHostHr: 0.03, DuringOpProb: 0.2, StopInRecovery: 0.1,
+		Engine: engine.DefaultConfig(),
+	}
+}
+
+// Validate names the first bad field.
+func (c Config) Validate() error {
+	switch {
+	case c.Hosts < 1 || c.Hosts > 1000:
+		return fmt.Errorf("hosts %d: want 1 to 1000", c.Hosts)
+	case c.VMs < 0 || c.VMs > 100000:
+		return fmt.Errorf("vms %d: want 0 to 100000", c.VMs)
+	case c.Duration <= 0 || c.Duration > 100*365*24*time.Hour:
+		return fmt.Errorf("hours %v: want more than 0 and at most 100 years", c.Duration.Hours())
+	case c.DropProb < 0 || c.DropProb >= 1:
+		return fmt.Errorf("drop probability %v: want 0 <= p < 1", c.DropProb)
+	case c.ReorderProb < 0 || c.ReorderProb > 1:
+		return fmt.Errorf("reorder probability %v: want 0 <= p <= 1", c.ReorderProb)
+	case c.SelfFenceAfter >= c.LeaseTTL:
+		return fmt.Errorf("self-fence-after %s must be shorter than the lease TTL %s", c.SelfFenceAfter, c.LeaseTTL)
+	}
+	return nil
+}
+
+// Result is what one run measured. The JSON names are a stable interface.
+type Result struct {
+	Seed            uint64  `json:"seed"`
+	Hosts           int     `json:"hosts"`
+	VMs             int     `json:"vms"`
+	Hours           float64 `json:"hours"`
+	Detector        string  `json:"detector"`
+	Operations      int     `json:"operations"`
+	Refused         int     `json:"operations_refused"`
+	Faults          int     `json:"faults"`
+	Recoveries      int     `json:"recoveries"`
+	FalseRecoveries int     `json:"false_recoveries"`
+	MissedFailures  int     `json:"missed_failures"`
+	SplitBrain      int     `json:"split_brain"`
+	GaveUp          int     `json:"gave_up"`
+	Ambiguous       int     `json:"ambiguous"`
+	RecoveryP50ms   int64   `json:"recovery_p50_ms"`
+	RecoveryP99ms   int64   `json:"recovery_p99_ms"`
+	RecoveryMaxms   int64   `json:"recovery_max_ms"`
+	EngineSteps     int     `json:"engine_steps"`
+	Actions         int     `json:"actions"`
+	Dropped         int     `json:"messages_dropped"`
+}
+
+type vmTruth struct {
+	id        engine.VMID
+	policy    engine.Policy
+	mem       int
+	wants     engine.Desired
+	gone      bool      // deleted
+	faultAt   time.Time // open fault interval, zero when none
+	faultN    int       // numbers fault intervals, so a deadline check finds its own
+	counted   bool      // the open interval was already scored (missed / gave up)
+	ambiguous bool      // the fault could not be told from a user's act
+	attempts  []time.Time
+}
+
+// Sim is one simulated run.
+type Sim struct {
+	cfg      Config
+	rng      *rand.Rand
+	start    time.Time
+	now      time.Time
+	end      time.Time
+	q        queue
+	qseq     uint64
+	eng      *engine.Engine
+	hosts    []*host
+	hostByID map[engine.HostID]*host
+	vms      map[engine.VMID]*vmTruth
+	vmIDs    []engine.VMID
+	res      Result
+	recTimes []time.Duration
+	out      io.Writer // the story, in scenario mode; nil otherwise
+	wake     time.Time // earliest scheduled engine tick
+	random   bool
+
+	dropNext int // scripted bus faults
+	holdNext int
+	holdFor  time.Duration
+}
+
+// Epoch is the simulated time zero.
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func newSim(cfg Config, out io.Writer) *Sim {
+	ecfg := cfg.Engine
+	ecfg.Naive = cfg.Naive
+	s := &Sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+		start: epoch, now: epoch, end: epoch.Add(cfg.Duration), eng: engine.New(ecfg),
+		hostByID: map[engine.HostID]*host{}, vms: map[engine.VMID]*vmTruth{}, out: out}
+	s.res.Seed, s.res.Hosts, s.res.VMs, s.res.Hours = cfg.Seed, cfg.Hosts, cfg.VMs, cfg.Duration.Hours()
+	s.res.Detector = "aware"
+	if cfg.Naive {
+		s.res.Detector = "naive"
+	}
+	return s
+}
+
+func (s *Sim) addHost(id engine.HostID, mem int, fencing bool) *host {
+	h := &host{id: id, mem: mem, fencing: fencing, power: true, agent: true, libvirtd: true,
+		doms: map[engine.VMID]*dom{}, tr: lifecycle.NewTranslator(), renewed: s.now, agentOK: s.now,
+		lastPet: s.now, leaseAlive: true, armed: true}
+	s.hosts = append(s.hosts, h)
+	s.hostByID[id] = h
+	s.step(engine.AddHost{Host: id, MemMiB: mem, Fencing: fencing})
+	return h
+}
+
+func (s *Sim) addVM(id engine.VMID, h *host, mem int, p engine.Policy, running bool) {
+	st, r := lifecycle.StateRunning, 1
+	want := engine.WantRunning
+	if !running {
+		st, r, want = lifecycle.StateShutoff, lifecycle.ShutoffShutdown, engine.WantStopped
+	}
+	h.doms[id] = &dom{state: st, reason: r}
+	s.vms[id] = &vmTruth{id: id, policy: p, mem: mem, wants: want}
+	s.vmIDs = append(s.vmIDs, id)
+	slices.Sort(s.vmIDs)
+	s.step(engine.Protect{VM: id, Host: h.id, MemMiB: mem, Policy: p, Desired: want})
+}
+
+// run drives the clock until the end.
+func (s *Sim) run() {
+	s.after(time.Second, s.heartbeat)
+	for i, h := range s.hosts {
+		hh := h
+		s.after(time.Duration(i+1)*s.cfg.ResyncEvery/time.Duration(len(s.hosts)+1), func() { s.resync(hh) })
+	}
+	for s.q.Len() > 0 {
+		it := heap.Pop(&s.q).(*item)
+		if it.at.After(s.end) {
+			break
+		}
+		s.now = it.at
+		it.fn()
+	}
+	s.now = s.end
+	s.finish()
+}
+
+// step gives the engine one input and carries out what it decides.
+func (s *Sim) step(in engine.Input) engine.Output {
+	s.res.EngineSteps++
+	out := s.eng.Step(s.now, in)
+	acts := slices.Clone(out.Actions)
+	recs := slices.Clone(out.Log)
+	res := engine.Output{Actions: acts, Log: recs, Err: out.Err}
+	for _, r := range recs {
+		s.trace("%s", r)
+		s.onRecord(r)
+	}
+	for _, a := range acts {
+		s.res.Actions++
+		s.execute(a)
+	}
+	s.scheduleWake()
+	return res
+}
+
+func (s *Sim) scheduleWake() {
+	w := s.eng.NextWake()
+	if w.IsZero() || (!s.wake.IsZero() && !w.Before(s.wake) && s.wake.After(s.now)) {
+		return
+	}
+	if !w.After(s.now) {
+		w = s.now.Add(time.Millisecond)
+	}
+	s.wake = w
+	s.at(w, func() {
+		if s.wake.Equal(w) {
+			s.wake = time.Time{}
+		}
+		s.step(engine.Tick{})
+	})
+}
+
+func (s *Sim) trace(format string, args ...any) {
+	if s.out == nil {
+		return
+	}
+	fmt.Fprintf(s.out, "%10s %s\n", fmtOffset(s.now.Sub(s.start)), fmt.Sprintf(format, args...))
+}
+
+func fmtOffset(d time.Duration) string {
+	return fmt.Sprintf("%.3fs", d.Seconds())
+}
+
+// ---- carrying out the engine's actions -------------------------------------------------
+
+func (s *Sim) execute(a engine.Action) {
+	h := s.hostByID[a.Host]
+	if h == nil {
+		return
+	}
+	if a.Kind == engine.ActFence {
+		s.after(500*time.Millisecond, func() {
+			if !h.fencing {
+				s.step(engine.FenceResult{Host: h.id, Err: "no fence device"})
+				return
+			}
+			s.trace("truth: IPMI powers %s off", h.id)
+			s.powerOff(h, "fenced over IPMI")
+			s.step(engine.FenceResult{Host: h.id, OK: true})
+		})
+		return
+	}
+	s.after(s.cfg.BusDelay, func() {
+		if !h.reachable() {
+			s.trace("bus: action %d (%s %s) lost: %s unreachable", a.ID, a.Kind, a.VM, h.id)
+			return
+		}
+		if !s.eng.Current(a) {
+			s.trace("agent %s: action %d (%s %s) dropped: overtaken by a newer intent", h.id, a.ID, a.Kind, a.VM)
+			return
+		}
+		if !h.libvirtd {
+			s.reply(h, a, "cannot connect to libvirt: daemon not running")
+			return
+		}
+		s.carryOut(h, a)
+	})
+}
+
+func (s *Sim) reply(h *host, a engine.Action, err string) {
+	s.send(h, engine.ActionResult{ID: a.ID, Err: err, Seq: h.seq(s.now)})
+}
+
+func (s *Sim) carryOut(h *host, a engine.Action) {
+	id := a.VM
+	d := h.doms[id]
+	t := s.vms[id]
+	switch a.Kind {
+	case engine.ActStart:
+		if d == nil && t != nil && !t.gone {
+			// The domain's XML lives in the store: the agent defines it here first.
+			d = &dom{state: lifecycle.StateShutoff}
+			h.doms[id] = d
+		}
+		if d == nil {
+			s.reply(h, a, "domain not defined")
+			return
+		}
+		if t != nil {
+			t.attempts = append(t.attempts, s.now)
+		}
+		if up(d.state) {
+			s.reply(h, a, "")
+			return
+		}
+		if t != nil && t.wants != engine.WantRunning && t.wants != engine.WantPaused {
+			s.res.FalseRecoveries++
+			s.trace("CHECK: false recovery: hass starts %s, which the user wants %s", id, t.wants)
+		}
+		s.setDom(h, id, d, lifecycle.StateRunning, 1, lc(lifecycle.EvStarted, lifecycle.StartedBooted))
+		s.reply(h, a, "")
+	case engine.ActDestroy:
+		if d != nil && up(d.state) {
+			s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
+		}
+		s.reply(h, a, "")
+	case engine.ActShutdown:
+		if d == nil || d.state != lifecycle.StateRunning {
+			s.reply(h, a, "domain is not running")
+			return
+		}
+		s.reply(h, a, "")
+		if d.ignoreACPI {
+			return
+		}
+		g := d.gen
+		s.after(s.dur(5*time.Second), func() {
+			if d.gen == g && h.power && d.state == lifecycle.StateRunning {
+				s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffShutdown,
+					lc(lifecycle.EvShutdown, lifecycle.ShutdownHost), lc(lifecycle.EvStopped, lifecycle.StoppedShutdown))
+			}
+		})
+	case engine.ActReboot:
+		hard := !s.random || s.rng.IntN(2) == 0
+		s.reboot(h, id, d, hard, func(err string) { s.reply(h, a, err) })
+	case engine.ActReset:
+		if d == nil || !up(d.state) {
+			s.reply(h, a, "domain is not running")
+			return
+		}
+		s.emit(h, id, lifecycle.Event{Kind: lifecycle.KindReboot})
+		if d.state == lifecycle.StatePaused {
+			s.setDom(h, id, d, lifecycle.StateRunning, 5, lc(lifecycle.EvResumed, lifecycle.ResumedUnpaused))
+		}
+		s.reply(h, a, "")
+	case engine.ActDelete:
+		if d != nil {
+			if up(d.state) {
+				s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
+			}
+			s.undefine(h, id)
+		}
+		s.reply(h, a, "")
+	case engine.ActMigrate:
+		s.migrate(h, id, d, s.hostByID[a.Target], func(err string) { s.reply(h, a, err) })
+	case engine.ActSuspend:
+		if d == nil || d.state != lifecycle.StateRunning {
+			s.reply(h, a, "domain is not running")
+			return
+		}
+		s.setDom(h, id, d, lifecycle.StatePaused, lifecycle.PausedUser, lc(lifecycle.EvSuspended, lifecycle.SuspendedPaused))
+		s.reply(h, a, "")
+	case engine.ActResume:
+		if d == nil || d.state != lifecycle.StatePaused {
+			s.reply(h, a, "domain is not paused")
+			return
+		}
+		s.setDom(h, id, d, lifecycle.StateRunning, 5, lc(lifecycle.EvResumed, lifecycle.ResumedUnpaused))
+		s.reply(h, a, "")
+	}
+}
+
+// dur is a duration around base: exact in scenarios, spread in random runs.
+func (s *Sim) dur(base time.Duration) time.Duration {
+	if !s.random {
+		return base
+	}
+	return base/2 + time.Duration(s.rng.Int64N(int64(base)))
+}
+
+func (s *Sim) undefine(h *host, id engine.VMID) {
+	delete(h.doms, id)
+	s.emit(h, id, lc(lifecycle.EvUndefined, 0))
+}
+
+// reboot is a hard reboot (destroy, then start) or a reboot inside the guest that libvirt
+// reports with a reboot event (soft).
+func (s *Sim) reboot(h *host, id engine.VMID, d *dom, hard bool, done func(string)) {
+	if d == nil || d.state != lifecycle.StateRunning {
+		done("domain is not running")
+		return
+	}
+	if !hard {
+		g := d.gen
+		s.after(s.dur(3*time.Second), func() {
+			if d.gen == g && h.power && d.state == lifecycle.StateRunning {
+				s.emit(h, id, lifecycle.Event{Kind: lifecycle.KindReboot})
+				done("")
+			} else {
+				done("domain went down during the reboot")
+			}
+		})
+		return
+	}
+	s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
+	g := d.gen
+	s.after(s.dur(2*time.Second), func() {
+		if d.gen != g || !h.power || d.state != lifecycle.StateShutoff {
+			done("domain changed during the reboot")
+			return
+		}
+		if d.rebootHang {
+			d.rebootHang = false
+			s.faultIfWanted(id, "reboot did not come back")
+			done("guest did not come back from the reboot")
+			return
+		}
+		s.setDom(h, id, d, lifecycle.StateRunning, 1, lc(lifecycle.EvStarted, lifecycle.StartedBooted))
+		done("")
+	})
+}
+
+func (s *Sim) migrate(src *host, id engine.VMID, d *dom, dst *host, done func(string)) {
+	if d == nil || d.state != lifecycle.StateRunning {
+		done("domain is not running")
+		return
+	}
+	if dst == nil || !dst.power || !dst.libvirtd {
+		done("cannot reach the destination's libvirt")
+		return
+	}
+	g := d.gen
+	fail := s.random && s.rng.IntN(20) == 0
+	s.after(s.dur(4*time.Second), func() {
+		if d.gen != g || !src.power || d.state != lifecycle.StateRunning {
+			done("domain changed during the migration")
+			return
+		}
+		if fail || !dst.power || !dst.libvirtd {
+			done("migration failed: destination went away")
+			return
+		}
+		nd := dst.doms[id]
+		if nd == nil {
+			nd = &dom{state: lifecycle.StateShutoff}
+			dst.doms[id] = nd
+		}
+		// Atomic switch-over: the destination resumes as the source stops.
+		nd.state, nd.reason = lifecycle.StateRunning, 2
+		nd.gen++
+		s.setDom(src, id, d, lifecycle.StateShutoff, lifecycle.ShutoffMigrated, lc(lifecycle.EvStopped, lifecycle.StoppedMigrated))
+		s.emit(dst, id, lc(lifecycle.EvStarted, lifecycle.StartedMigrated))
+		s.afterChange(id)
+		done("")
+	})
+}
+
+// ---- ground truth ----------------------------------------------------------------------
+
+// upCopies counts the hosts where the VM's guest is up.
+func (s *Sim) upCopies(id engine.VMID) (n int, running bool) {
+	for _, h := range s.hosts {
+		if d := h.doms[id]; h.power && d != nil && up(d.state) {
+			n++
+			running = running || d.state == lifecycle.StateRunning
+		}
+	}
+	return n, running
+}
+
+// afterChange is called after every domain state change.
+func (s *Sim) afterChange(id engine.VMID) {
+	t := s.vms[id]
+	if t == nil {
+		return
+	}
+	n, running := s.upCopies(id)
+	if n > 1 {
+		s.res.SplitBrain++
+		s.trace("CHECK: split brain: %s runs on %d hosts", id, n)
+	}
+	if !t.faultAt.IsZero() && n > 0 && (running || t.wants == engine.WantPaused) {
+		d := s.now.Sub(t.faultAt)
+		if !t.counted {
+			s.res.Recoveries++
+			s.recTimes = append(s.recTimes, d)
+		}
+		s.trace("truth: %s runs again %s after the fault", id, fmtOffset(d))
+		t.faultAt, t.counted, t.ambiguous = time.Time{}, false, false
+	}
+}
+
+// faultIfWanted opens a fault interval: the VM went down without anybody asking.
+func (s *Sim) faultIfWanted(id engine.VMID, why string) {
+	t := s.vms[id]
+	if t == nil || t.gone {
+		return
+	}
+	s.res.Faults++
+	if t.wants != engine.WantRunning && t.wants != engine.WantPaused || !t.faultAt.IsZero() {
+		return
+	}
+	t.faultAt, t.counted = s.now, false
+	t.faultN++
+	n := t.faultN
+	s.trace("truth: fault: %s down (%s)", id, why)
+	s.after(s.cfg.RecoveryDeadline, func() {
+		if t.faultN != n || t.faultAt.IsZero() || t.counted {
+			return
+		}
+		t.counted = true
+		if t.ambiguous {
+			s.res.Ambiguous++
+			s.trace("CHECK: ambiguous: %s still down; the fault could not be told from a user's act", id)
+			return
+		}
+		s.res.MissedFailures++
+		s.trace("CHECK: missed failure: %s still down %s after the fault", id, s.cfg.RecoveryDeadline)
+	})
+}
+
+// userWants records a user's intent at the moment the user expresses it.
+func (s *Sim) userWants(id engine.VMID, d engine.Desired) {
+	t := s.vms[id]
+	if t == nil {
+		return
+	}
+	t.wants = d
+	if d == engine.WantAbsent {
+		t.gone = true
+	}
+	if d != engine.WantRunning && d != engine.WantPaused && !t.faultAt.IsZero() {
+		t.faultAt, t.counted, t.ambiguous = time.Time{}, false, false // no longer owed
+	}
+}
+
+func (s *Sim) onRecord(r engine.Record) {
+	if r.Type != engine.RecGaveUp {
+		return
+	}
+	t := s.vms[r.VM]
+	if t == nil || t.faultAt.IsZero() || t.counted {
+		return
+	}
+	t.counted = true
+	n := 0
+	for _, a := range t.attempts {
+		if s.now.Sub(a) < t.policy.Window {
+			n++
+		}
+	}
+	if n >= t.policy.MaxRestarts {
+		s.res.GaveUp++
+		return
+	}
+	s.res.MissedFailures++
+	s.trace("CHECK: missed failure: hass gave up on %s after only %d start attempts in %s", r.VM, n, t.policy.Window)
+}
+
+func (s *Sim) finish() {
+	if len(s.recTimes) > 0 {
+		slices.Sort(s.recTimes)
+		pct := func(p float64) int64 {
+			i := int(p*float64(len(s.recTimes))+0.5) - 1
+			i = max(0, min(i, len(s.recTimes)-1))
+			return s.recTimes[i].Milliseconds()
+		}
+		s.res.RecoveryP50ms, s.res.RecoveryP99ms = pct(0.50), pct(0.99)
+		s.res.RecoveryMaxms = s.recTimes[len(s.recTimes)-1].Milliseconds()
+	}
+}

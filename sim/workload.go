@@ -1,0 +1,295 @@
+package sim
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/lifecycle"
+)
+
+// Run simulates a random workload on a standard cluster and scores the engine.
+func Run(cfg Config) (Result, error) {
+	return RunTraced(cfg, nil)
+}
+
+// RunTraced is Run, writing the story of the run to trace.
+func RunTraced(cfg Config, trace interface{ Write([]byte) (int, error) }) (Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return Result{}, err
+	}
+	s := newSim(cfg, nil)
+	if trace != nil {
+		s.out = trace
+	}
+	s.random = true
+	for i := range cfg.Hosts {
+		s.addHost(engine.HostID(fmt.Sprintf("h%02d", i+1)), cfg.HostMemMiB, i%2 == 0)
+	}
+	for i := range cfg.VMs {
+		p := engine.DefaultPolicy()
+		p.Priority = s.rng.IntN(3)
+		if s.rng.IntN(10) < 3 {
+			p.OnGuestShutdown = engine.GuestShutdownRestart
+		}
+		if i%10 == 0 {
+			p.AntiAffinity = fmt.Sprintf("g%d", i/40)
+		}
+		id := engine.VMID(fmt.Sprintf("vm%04d", i+1))
+		s.addVM(id, s.hosts[i%cfg.Hosts], cfg.VMMemMiB, p, true)
+		if d := s.hosts[i%cfg.Hosts].doms[id]; s.rng.IntN(20) == 0 {
+			d.ignoreACPI = true
+		}
+	}
+	perVM := func(rate float64, fn func(id engine.VMID)) {
+		if rate <= 0 {
+			return
+		}
+		for _, id := range s.vmIDs {
+			s.poisson(rate, func() { fn(id) })
+		}
+	}
+	perHost := func(rate float64, fn func(h *host)) {
+		if rate <= 0 {
+			return
+		}
+		for _, h := range s.hosts {
+			s.poisson(rate, func() { fn(h) })
+		}
+	}
+	perVM(cfg.OpsPerVMHour, s.randomOp)
+	perVM(cfg.CrashPerVMHour, func(id engine.VMID) { s.vmFault(id, "crash") })
+	perVM(cfg.PanicPerVMHour, func(id engine.VMID) { s.vmFault(id, "panic") })
+	perVM(cfg.GuestOffPerVMHr, func(id engine.VMID) { s.vmFault(id, "guest-shutdown") })
+	perVM(cfg.HangPerVMHour, func(id engine.VMID) { s.vmFault(id, "hang") })
+	perHost(cfg.PowerPerHostHr, func(h *host) {
+		s.res.Faults++
+		s.powerOff(h, "power loss")
+		s.after(s.dur(4*time.Minute), func() { s.powerOn(h) })
+	})
+	perHost(cfg.PartPerHostHr, func(h *host) {
+		s.res.Faults++
+		s.partition(h)
+		s.after(s.dur(40*time.Second), func() { s.heal(h) })
+	})
+	perHost(cfg.AgentPerHostHr, func(h *host) {
+		s.res.Faults++
+		s.agentCrash(h)
+		ep := h.epoch
+		s.after(s.dur(8*time.Second), func() {
+			if h.epoch == ep {
+				s.agentStart(h)
+			}
+		})
+	})
+	perHost(cfg.LibvirtPerHostHr, func(h *host) {
+		s.res.Faults++
+		s.libvirtdStop(h)
+		s.after(s.dur(15*time.Second), func() { s.libvirtdStart(h) })
+	})
+	s.run()
+	return s.res, nil
+}
+
+// poisson calls fn at exponentially spaced times with the given rate per hour, forever.
+func (s *Sim) poisson(perHour float64, fn func()) {
+	var next func()
+	next = func() {
+		fn()
+		s.after(s.expDelay(perHour), next)
+	}
+	s.after(s.expDelay(perHour), next)
+}
+
+func (s *Sim) expDelay(perHour float64) time.Duration {
+	u := s.rng.Float64()
+	h := -math.Log(1-u) / perHour
+	return time.Duration(h * float64(time.Hour))
+}
+
+// hostOf finds where the VM's domain is up, or where it is defined.
+func (s *Sim) hostOf(id engine.VMID) (*host, *dom) {
+	var defined *host
+	for _, h := range s.hosts {
+		if d := h.doms[id]; d != nil && h.power {
+			if up(d.state) {
+				return h, d
+			}
+			if defined == nil {
+				defined = h
+			}
+		}
+	}
+	if defined != nil {
+		return defined, defined.doms[id]
+	}
+	return nil, nil
+}
+
+// vmFault strikes the VM's guest or emulator.
+func (s *Sim) vmFault(id engine.VMID, kind string) {
+	h, d := s.hostOf(id)
+	if h == nil || !up(d.state) {
+		return
+	}
+	switch kind {
+	case "crash":
+		s.faultIfWanted(id, "qemu killed")
+		s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffFailed, lc(lifecycle.EvStopped, lifecycle.StoppedFailed))
+	case "panic":
+		s.faultIfWanted(id, "guest panic")
+		s.setDom(h, id, d, lifecycle.StateCrashed, lifecycle.CrashedReasonPanicked, lc(lifecycle.EvCrashed, lifecycle.CrashedPanicked))
+	case "guest-shutdown":
+		t := s.vms[id]
+		if t != nil && t.policy.OnGuestShutdown == engine.GuestShutdownHonour {
+			s.res.Faults++
+			s.trace("truth: guest %s shuts itself down; policy honours it", id)
+			s.userWants(id, engine.WantStopped)
+		} else {
+			s.faultIfWanted(id, "guest shut itself down; policy says restart")
+			if t != nil && !t.faultAt.IsZero() && !h.listening() {
+				t.ambiguous = true
+			}
+		}
+		s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffShutdown,
+			lc(lifecycle.EvShutdown, lifecycle.ShutdownGuest), lc(lifecycle.EvStopped, lifecycle.StoppedShutdown))
+	case "hang":
+		// The guest hangs; its watchdog fires with action none, so only hass can reset it.
+		s.res.Faults++
+		s.trace("truth: guest %s hangs; its watchdog fires", id)
+		s.emit(h, id, lifecycle.Event{Kind: lifecycle.KindWatchdog, Watchdog: int(engine.WatchdogNone)})
+	}
+}
+
+// randomOp has a user do something to a VM, through hass or behind its back with virsh.
+func (s *Sim) randomOp(id engine.VMID) {
+	t := s.vms[id]
+	if t == nil || t.gone {
+		return
+	}
+	virsh := s.rng.IntN(10) < 3
+	var op engine.OpKind
+	switch t.wants {
+	case engine.WantStopped:
+		op = pick(s, []engine.OpKind{engine.OpStart, engine.OpStart, engine.OpStart, engine.OpStart, engine.OpDelete})
+	case engine.WantPaused:
+		op = pick(s, []engine.OpKind{engine.OpResume, engine.OpResume, engine.OpStop})
+	default:
+		op = pick(s, []engine.OpKind{engine.OpShutdown, engine.OpStop, engine.OpReboot, engine.OpReboot,
+			engine.OpMigrate, engine.OpMigrate, engine.OpSuspend})
+	}
+	s.res.Operations++
+	target := engine.HostID("")
+	if op == engine.OpMigrate {
+		target = s.hosts[s.rng.IntN(len(s.hosts))].id
+	}
+	var ok bool
+	if virsh {
+		ok = s.virsh(op, id, target)
+	} else {
+		ok = s.api(op, id, target)
+	}
+	if !ok {
+		s.res.Refused++
+		return
+	}
+	if (op == engine.OpReboot || op == engine.OpMigrate) && s.rng.Float64() < s.cfg.DuringOpProb {
+		kind := pick(s, []string{"crash", "crash", "panic"})
+		s.after(time.Duration(s.rng.Int64N(int64(4*time.Second))), func() { s.vmFault(id, kind) })
+	}
+	if op == engine.OpReboot && s.rng.Float64() < s.cfg.DuringOpProb/4 {
+		if h, d := s.hostOf(id); h != nil {
+			d.rebootHang = true
+		}
+	}
+}
+
+func pick[T any](s *Sim, xs []T) T { return xs[s.rng.IntN(len(xs))] }
+
+// api is a user operation through hass.
+func (s *Sim) api(op engine.OpKind, id engine.VMID, target engine.HostID) bool {
+	s.trace("user: hass vm %s %s %s", op, id, target)
+	// The intent counts from the moment the user asks; if hass refuses, nothing changed.
+	t := s.vms[id]
+	prev, prevGone, prevFault := t.wants, t.gone, t.faultAt
+	switch op {
+	case engine.OpStart, engine.OpResume:
+		s.userWants(id, engine.WantRunning)
+	case engine.OpStop, engine.OpShutdown:
+		s.userWants(id, engine.WantStopped)
+	case engine.OpDelete:
+		s.userWants(id, engine.WantAbsent)
+	case engine.OpSuspend:
+		s.userWants(id, engine.WantPaused)
+	}
+	out := s.step(engine.Request{Op: op, VM: id, Target: target, Source: engine.SrcAPI})
+	if out.Err != nil {
+		s.trace("user: refused: %v", out.Err)
+		t.wants, t.gone, t.faultAt = prev, prevGone, prevFault
+		return false
+	}
+	return true
+}
+
+// virsh is a user operation behind hass's back, straight on the hypervisor.
+func (s *Sim) virsh(op engine.OpKind, id engine.VMID, target engine.HostID) bool {
+	h, d := s.hostOf(id)
+	if h == nil || !h.libvirtd {
+		return false
+	}
+	s.trace("user: virsh %s %s on %s %s", op, id, h.id, target)
+	switch op {
+	case engine.OpStart:
+		if up(d.state) {
+			return false
+		}
+		s.userWants(id, engine.WantRunning)
+		s.setDom(h, id, d, lifecycle.StateRunning, 1, lc(lifecycle.EvStarted, lifecycle.StartedBooted))
+	case engine.OpStop:
+		if !up(d.state) {
+			return false
+		}
+		s.userWants(id, engine.WantStopped)
+		s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
+	case engine.OpShutdown:
+		if d.state != lifecycle.StateRunning || d.ignoreACPI {
+			return false
+		}
+		s.userWants(id, engine.WantStopped)
+		g := d.gen
+		s.after(s.dur(5*time.Second), func() {
+			if d.gen == g && h.power && d.state == lifecycle.StateRunning {
+				s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffShutdown,
+					lc(lifecycle.EvShutdown, lifecycle.ShutdownHost), lc(lifecycle.EvStopped, lifecycle.StoppedShutdown))
+			}
+		})
+	case engine.OpDelete:
+		if up(d.state) {
+			return false
+		}
+		s.userWants(id, engine.WantAbsent)
+		s.undefine(h, id)
+	case engine.OpReboot:
+		s.reboot(h, id, d, false, func(string) {}) // virsh reboot: inside the guest
+	case engine.OpSuspend:
+		if d.state != lifecycle.StateRunning {
+			return false
+		}
+		s.userWants(id, engine.WantPaused)
+		s.setDom(h, id, d, lifecycle.StatePaused, lifecycle.PausedUser, lc(lifecycle.EvSuspended, lifecycle.SuspendedPaused))
+	case engine.OpResume:
+		if d.state != lifecycle.StatePaused {
+			return false
+		}
+		s.userWants(id, engine.WantRunning)
+		s.setDom(h, id, d, lifecycle.StateRunning, 5, lc(lifecycle.EvResumed, lifecycle.ResumedUnpaused))
+	case engine.OpMigrate:
+		dst := s.hostByID[target]
+		if dst == nil || dst == h {
+			return false
+		}
+		s.migrate(h, id, d, dst, func(string) {})
+	}
+	return true
+}

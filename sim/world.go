@@ -1,0 +1,354 @@
+package sim
+
+import (
+	"container/heap"
+	"fmt"
+	"time"
+
+	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/lifecycle"
+)
+
+// ---- the virtual clock -----------------------------------------------------------------
+
+type item struct {
+	at  time.Time
+	seq uint64
+	fn  func()
+}
+
+type queue []*item
+
+func (q queue) Len() int { return len(q) }
+func (q queue) Less(i, j int) bool {
+	if !q[i].at.Equal(q[j].at) {
+		return q[i].at.Before(q[j].at)
+	}
+	return q[i].seq < q[j].seq
+}
+func (q queue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *queue) Push(x any)   { *q = append(*q, x.(*item)) }
+func (q *queue) Pop() any {
+	old := *q
+	it := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	return it
+}
+
+func (s *Sim) at(t time.Time, fn func()) {
+	if t.Before(s.now) {
+		t = s.now
+	}
+	s.qseq++
+	heap.Push(&s.q, &item{at: t, seq: s.qseq, fn: fn})
+}
+
+func (s *Sim) after(d time.Duration, fn func()) { s.at(s.now.Add(d), fn) }
+
+// ---- simulated hosts and their hypervisors ---------------------------------------------
+
+type dom struct {
+	state, reason int
+	gen           int  // bumps on every state change: a pending completion checks it
+	ignoreACPI    bool // the guest ignores ACPI shutdown requests
+	rebootHang    bool // the next hard reboot does not come back
+}
+
+type host struct {
+	id          engine.HostID
+	mem         int
+	fencing     bool
+	power       bool
+	agent       bool
+	libvirtd    bool
+	partitioned bool
+	selfFenced  bool
+	doms        map[engine.VMID]*dom
+	tr          *lifecycle.Translator
+	lastSeq     uint64
+	renewed     time.Time // the store's view: last lease renewal it received
+	leaseAlive  bool      // what the controller was last told
+	agentOK     time.Time // the agent's view: last renewal that succeeded
+	lastPet     time.Time // hardware watchdog
+	armed       bool      // the agent armed the hardware watchdog
+	epoch       int       // bumps when the host loses power or the agent restarts
+}
+
+// listening: the agent receives libvirt events.
+func (h *host) listening() bool { return h.power && h.agent && h.libvirtd }
+
+// reachable: the agent can talk to the controller and the store.
+func (h *host) reachable() bool { return h.power && h.agent && !h.partitioned }
+
+func (h *host) seq(now time.Time) uint64 {
+	n := uint64(now.UnixNano())
+	if n <= h.lastSeq {
+		n = h.lastSeq + 1
+	}
+	h.lastSeq = n
+	return n
+}
+
+func up(st int) bool {
+	return st == lifecycle.StateRunning || st == lifecycle.StatePaused
+}
+
+// setDom changes a domain's state and emits the libvirt events that go with it.
+func (s *Sim) setDom(h *host, id engine.VMID, d *dom, state, reason int, evs ...lifecycle.Event) {
+	d.state, d.reason = state, reason
+	d.gen++
+	for _, ev := range evs {
+		ev.Domain = string(id)
+		s.emit(h, id, ev)
+	}
+	s.afterChange(id)
+}
+
+func lc(typ, detail int) lifecycle.Event {
+	return lifecycle.Event{Kind: lifecycle.KindLifecycle, Type: typ, Detail: detail}
+}
+
+// emit passes one libvirt event through the host's agent to the controller.
+func (s *Sim) emit(h *host, id engine.VMID, ev lifecycle.Event) {
+	if !h.listening() {
+		return // nobody is subscribed: the event is lost
+	}
+	ev.Domain = string(id)
+	r := h.tr.Event(ev)
+	if r.Skip {
+		return
+	}
+	seq := h.seq(s.now)
+	if r.Signal {
+		s.send(h, engine.Signal{Host: h.id, VM: id, Seq: seq, Kind: r.Sig, Watchdog: r.WD, At: s.now})
+		return
+	}
+	s.send(h, engine.Observe{Host: h.id, VM: id, Seq: seq, State: r.State, Reason: r.Reason, At: s.now})
+}
+
+// snapshot sends the host's full domain list (a resync).
+func (s *Sim) snapshot(h *host) {
+	if !h.listening() || !h.reachable() {
+		return
+	}
+	snap := engine.Snapshot{Host: h.id, Seq: h.seq(s.now), At: s.now}
+	for _, id := range s.vmIDs {
+		d := h.doms[id]
+		if d == nil {
+			continue
+		}
+		st, r := h.tr.Row(string(id), d.state, d.reason)
+		snap.Domains = append(snap.Domains, engine.DomainStatus{VM: id, State: st, Reason: r})
+	}
+	s.send(h, snap)
+}
+
+// send puts an agent message on the bus to the controller: delayed, maybe reordered, maybe lost.
+func (s *Sim) send(h *host, in engine.Input) {
+	if !h.reachable() {
+		return
+	}
+	if s.dropNext > 0 {
+		s.dropNext--
+		s.trace("bus: dropped %s", describe(in))
+		return
+	}
+	if s.cfg.DropProb > 0 && s.rng.Float64() < s.cfg.DropProb {
+		s.res.Dropped++
+		return
+	}
+	d := s.busDelay()
+	if s.holdNext > 0 {
+		s.holdNext--
+		d += s.holdFor
+		s.trace("bus: holding %s for %s", describe(in), s.holdFor)
+	}
+	s.after(d, func() { s.step(in) })
+}
+
+func (s *Sim) busDelay() time.Duration {
+	d := s.cfg.BusDelay
+	if s.cfg.BusJitter > 0 {
+		d += time.Duration(s.rng.Int64N(int64(s.cfg.BusJitter)))
+	}
+	if s.cfg.ReorderProb > 0 && s.rng.Float64() < s.cfg.ReorderProb {
+		d += time.Duration(s.rng.Int64N(int64(3 * time.Second)))
+	}
+	return d
+}
+
+func describe(in engine.Input) string {
+	switch in := in.(type) {
+	case engine.Observe:
+		return fmt.Sprintf("%s %s %s/%s", in.Host, in.VM, in.State, in.Reason)
+	case engine.Signal:
+		return fmt.Sprintf("%s %s signal %s", in.Host, in.VM, in.Kind)
+	case engine.Snapshot:
+		return fmt.Sprintf("%s snapshot", in.Host)
+	case engine.ActionResult:
+		return fmt.Sprintf("result of action %d", in.ID)
+	}
+	return fmt.Sprintf("%T", in)
+}
+
+// ---- host-level faults and their cures ------------------------------------------------
+
+func (s *Sim) powerOff(h *host, why string) {
+	if !h.power {
+		return
+	}
+	s.trace("truth: %s loses power (%s)", h.id, why)
+	h.power, h.agent, h.libvirtd, h.armed = false, false, false, false
+	h.epoch++
+	for _, id := range s.vmIDs {
+		if d := h.doms[id]; d != nil && d.state != lifecycle.StateShutoff {
+			s.faultIfWanted(id, "host "+string(h.id)+" lost power")
+			s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffUnknown)
+		}
+	}
+}
+
+func (s *Sim) powerOn(h *host) {
+	if h.power {
+		return
+	}
+	s.trace("truth: %s powers on", h.id)
+	h.power, h.libvirtd, h.partitioned, h.selfFenced = true, true, false, false
+	h.tr.Forget()
+	ep := h.epoch
+	s.after(s.cfg.AgentBoot, func() {
+		if h.epoch == ep && h.power {
+			s.agentStart(h)
+		}
+	})
+}
+
+func (s *Sim) agentStart(h *host) {
+	if h.agent || !h.power {
+		return
+	}
+	s.trace("truth: agent on %s starts", h.id)
+	h.agent, h.armed = true, true
+	h.lastPet = s.now
+	h.tr.Forget()
+	s.renew(h)
+	s.snapshot(h)
+}
+
+func (s *Sim) agentCrash(h *host) {
+	if !h.agent {
+		return
+	}
+	s.trace("truth: agent on %s crashes", h.id)
+	h.agent = false
+	h.epoch++
+}
+
+func (s *Sim) libvirtdStop(h *host) {
+	if !h.libvirtd || !h.power {
+		return
+	}
+	s.trace("truth: libvirtd on %s stops", h.id)
+	h.libvirtd = false
+}
+
+func (s *Sim) libvirtdStart(h *host) {
+	if h.libvirtd || !h.power {
+		return
+	}
+	s.trace("truth: libvirtd on %s starts", h.id)
+	h.libvirtd = true
+	s.snapshot(h) // the agent reconnects and resyncs
+}
+
+func (s *Sim) partition(h *host) {
+	if h.partitioned || !h.power {
+		return
+	}
+	s.trace("truth: %s is cut off from the controller and the store", h.id)
+	h.partitioned = true
+}
+
+func (s *Sim) heal(h *host) {
+	if !h.partitioned {
+		return
+	}
+	s.trace("truth: %s can reach the controller again", h.id)
+	h.partitioned = false
+	s.renew(h)
+	s.snapshot(h)
+}
+
+// renew is the agent renewing its lease.
+func (s *Sim) renew(h *host) {
+	if !h.reachable() {
+		return
+	}
+	h.renewed, h.agentOK, h.lastPet = s.now, s.now, s.now
+	if h.selfFenced {
+		h.selfFenced = false
+	}
+	if !h.leaseAlive {
+		h.leaseAlive = true
+		s.step(engine.HostLease{Host: h.id, Alive: true})
+	}
+}
+
+// heartbeat runs every second on every host: the agent renews its lease every
+// RenewEvery, fences itself when it could not renew for SelfFenceAfter, pets the hardware
+// watchdog; the store expires leases; the watchdog resets a host whose agent died.
+func (s *Sim) heartbeat() {
+	for _, h := range s.hosts {
+		if !h.power {
+			continue
+		}
+		if h.agent {
+			if h.reachable() && s.now.Sub(h.renewed) >= s.cfg.RenewEvery {
+				s.renew(h)
+			}
+			if !h.selfFenced && s.now.Sub(h.agentOK) >= s.cfg.SelfFenceAfter {
+				s.selfFence(h)
+			}
+			if h.selfFenced || s.now.Sub(h.agentOK) < s.cfg.SelfFenceAfter {
+				h.lastPet = s.now
+			}
+		}
+		if h.armed && s.now.Sub(h.lastPet) >= s.cfg.WatchdogTimeout {
+			s.powerOff(h, "hardware watchdog reset: the agent stopped petting it")
+			hh := h
+			s.after(s.cfg.HostReboot, func() { s.powerOn(hh) })
+		}
+	}
+	for _, h := range s.hosts {
+		if h.leaseAlive && s.now.Sub(h.renewed) >= s.cfg.LeaseTTL {
+			h.leaseAlive = false
+			s.step(engine.HostLease{Host: h.id, Alive: false})
+		}
+	}
+	if s.now.Before(s.end) {
+		s.after(time.Second, s.heartbeat)
+	}
+}
+
+// selfFence: the agent could not renew its lease in time, so before the lease can expire it
+// destroys every domain it runs; the controller will start them elsewhere.
+func (s *Sim) selfFence(h *host) {
+	h.selfFenced = true
+	s.trace("truth: agent on %s fences itself (no lease renewal for %s)", h.id, s.now.Sub(h.agentOK))
+	for _, id := range s.vmIDs {
+		if d := h.doms[id]; d != nil && up(d.state) {
+			h.tr.Fencing(string(id))
+			s.faultIfWanted(id, "self-fence on "+string(h.id))
+			s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
+		}
+	}
+}
+
+// resync sends every host's domain list, staggered, every ResyncEvery.
+func (s *Sim) resync(h *host) {
+	s.snapshot(h)
+	if s.now.Before(s.end) {
+		s.after(s.cfg.ResyncEvery, func() { s.resync(h) })
+	}
+}
