@@ -82,7 +82,8 @@ func (e *Engine) request(in Request) {
 		Target: in.Target, Started: e.now}
 	v.op, v.opSawDown, v.opActID = op, false, 0
 	e.log(RecOp, v.id, v.home, "%s accepted id=%d source=%s", in.Op, op.ID, in.Source)
-	if v.errored && (in.Op == OpStart || in.Op == OpStop || in.Op == OpShutdown || in.Op == OpDelete) {
+	if v.errored {
+		// The user took over: protection starts afresh from what they asked for.
 		v.errored, v.restarts, v.relocations = false, nil, 0
 	}
 	why := fmt.Sprintf("op:%d", op.ID)
@@ -239,14 +240,22 @@ func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, a
 		o.at = e.now
 	}
 	if h != v.home {
-		if !st.up() {
-			return // what happens to a copy away from home does not matter
-		}
 		hh, ho := e.hosts[v.home], v.obsOn(v.home)
 		homeDown := hh == nil || hh.state == hostFenced ||
 			(hh.state == hostUp && ho != nil && ho.state != DomUnknown && !ho.state.up())
+		migrating := v.op != nil && v.op.Kind == OpMigrate && (v.op.Target == h || v.op.Target == "")
+		if !st.up() {
+			// A copy away from home going down does not matter, unless the VM had already
+			// moved here (its home copy is down after a migration) and then failed here
+			// before hass heard that it had landed.
+			if !(migrating && homeDown && crashReason(o)) {
+				return
+			}
+		}
 		switch {
-		case r == ReasonMigrated || (v.op != nil && v.op.Kind == OpMigrate && v.op.Target == h):
+		case !st.up():
+			e.log(RecExpected, id, h, "migrated here from %s, then went down", v.home)
+		case r == ReasonMigrated || migrating:
 			e.log(RecExpected, id, h, "migrated here from %s", v.home)
 		case homeDown:
 			// Started here by somebody while its home copy is known to be down: it lives
@@ -340,9 +349,11 @@ func (e *Engine) actionResult(in ActionResult) {
 				e.evaluate(v)
 				return
 			}
-			switch f.kind {
-			case FailGuestHang:
+			switch {
+			case f.kind == FailGuestHang:
 				e.recovered(v)
+			case in.State != DomUnknown:
+				e.observe(f.actHost, v.id, in.Seq, in.State, in.Reason, e.now)
 			default:
 				e.observe(f.actHost, v.id, in.Seq, DomRunning, ReasonBooted, e.now)
 			}
@@ -352,17 +363,22 @@ func (e *Engine) actionResult(in ActionResult) {
 			op := v.op
 			v.opActID = 0
 			if in.Err != "" {
-				o := v.obsOn(v.home)
-				state := DomUnknown
-				if o != nil {
-					state = o.state
+				o := v.obsFor(v.home)
+				if in.State != DomUnknown && in.Host == v.home && in.Seq > o.seq {
+					// The agent says how it left the domain: fresher than any event.
+					o.seq, o.state, o.reason, o.at = in.Seq, in.State, in.Reason, e.now
 				}
+				state := o.state
 				e.endOp(v, PhaseFailed, in.Err)
 				e.opFailed(v, op, state)
 				e.evaluate(v)
 				return
 			}
 			if in.Seq == 0 && op.Kind != OpMigrate && op.Kind != OpReboot {
+				return
+			}
+			if in.State != DomUnknown && in.Host != "" && op.Kind != OpMigrate {
+				e.observe(in.Host, v.id, in.Seq, in.State, in.Reason, e.now)
 				return
 			}
 			switch op.Kind {
@@ -425,12 +441,9 @@ func (e *Engine) tick() {
 // newest observation on its home host, and does whatever is missing. Calling it again with
 // nothing changed does nothing.
 func (e *Engine) evaluate(v *vm) {
-	if v.errored {
-		return
-	}
 	e.checkOp(v)
-	if e.vms[v.id] != v {
-		return // the operation deleted it
+	if e.vms[v.id] != v || v.errored {
+		return // the operation deleted it, or it is in error until a user acts
 	}
 	h := e.hosts[v.home]
 	switch {

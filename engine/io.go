@@ -130,11 +130,15 @@ type DomainStatus struct {
 }
 
 // ActionResult reports how an action went. Seq, when set, is the host's observation stamp at
-// the moment the action finished: a successful start is then an observation of "running".
+// the moment the action finished, and State/Reason, when set, how the action left the domain
+// on Host: the result is then also an observation, fresher than any event still on its way.
 type ActionResult struct {
-	ID  uint64
-	Err string
-	Seq uint64
+	ID     uint64
+	Err    string
+	Host   HostID
+	Seq    uint64
+	State  DomState
+	Reason Reason
 }
 
 func (Tick) input()         {}

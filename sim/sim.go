@@ -123,6 +123,7 @@ type Result struct {
 	EngineSteps     int     `json:"engine_steps"`
 	Actions         int     `json:"actions"`
 	Dropped         int     `json:"messages_dropped"`
+	StuckTimers     int     `json:"stuck_timers"`
 }
 
 type vmTruth struct {
@@ -237,17 +238,24 @@ func (s *Sim) step(in engine.Input) engine.Output {
 		s.res.Actions++
 		s.execute(a)
 	}
-	s.scheduleWake()
+	s.scheduleWake(in)
 	return res
 }
 
-func (s *Sim) scheduleWake() {
+func (s *Sim) scheduleWake(in engine.Input) {
 	w := s.eng.NextWake()
 	if w.IsZero() || (!s.wake.IsZero() && !w.Before(s.wake) && s.wake.After(s.now)) {
 		return
 	}
 	if !w.After(s.now) {
-		w = s.now.Add(time.Millisecond)
+		if _, tick := in.(engine.Tick); tick {
+			// The engine asked to be woken for a moment it has just been shown and did
+			// nothing: a bug. Count it and back off instead of spinning.
+			s.res.StuckTimers++
+			w = s.now.Add(time.Second)
+		} else {
+			w = s.now.Add(time.Millisecond)
+		}
 	}
 	s.wake = w
 	s.at(w, func() {
@@ -305,8 +313,15 @@ func (s *Sim) execute(a engine.Action) {
 	})
 }
 
+// reply is the agent answering an action, with how it left the domain.
 func (s *Sim) reply(h *host, a engine.Action, err string) {
-	s.send(h, engine.ActionResult{ID: a.ID, Err: err, Seq: h.seq(s.now)})
+	r := engine.ActionResult{ID: a.ID, Err: err, Host: h.id, Seq: h.seq(s.now)}
+	if d := h.doms[a.VM]; d != nil && h.libvirtd {
+		r.State, r.Reason = h.tr.Row(string(a.VM), d.state, d.reason)
+	} else if h.libvirtd {
+		r.State = engine.DomAbsent
+	}
+	s.send(h, r)
 }
 
 func (s *Sim) carryOut(h *host, a engine.Action) {
