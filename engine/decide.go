@@ -80,6 +80,10 @@ func (e *Engine) request(in Request) {
 	v.gen++
 	op := &Operation{ID: e.id(), Kind: in.Op, VM: v.id, Source: in.Source, Phase: PhaseRunning,
 		Target: in.Target, Started: e.now}
+	op.home = v.home
+	if o != nil {
+		op.baseSeq = o.seq // only what is seen after the request can complete it
+	}
 	v.op, v.opSawDown, v.opActID = op, false, 0
 	e.log(RecOp, v.id, v.home, "%s accepted id=%d source=%s", in.Op, op.ID, in.Source)
 	if v.errored {
@@ -156,19 +160,23 @@ func (e *Engine) checkOp(v *vm) {
 		state = o.state
 	}
 	done := false
+	fresh := state
+	if o != nil && o.seq <= op.baseSeq && v.home == op.home {
+		fresh = DomUnknown // nothing seen since the request
+	}
 	switch op.Kind {
 	case OpStart, OpResume:
-		done = state == DomRunning
+		done = fresh == DomRunning
 	case OpShutdown, OpStop:
-		done = state == DomShutoff || state == DomAbsent
+		done = fresh == DomShutoff || fresh == DomAbsent
 	case OpSuspend:
-		done = state == DomPaused
+		done = fresh == DomPaused
 	case OpReboot:
-		done = v.opSawDown && state == DomRunning
+		done = v.opSawDown && fresh == DomRunning
 	case OpDelete:
-		done = state == DomAbsent
+		done = fresh == DomAbsent
 	case OpMigrate:
-		done = v.home == op.Target && state == DomRunning
+		done = v.home == op.Target && fresh == DomRunning
 	}
 	if done {
 		e.endOp(v, PhaseDone, "observed "+state.String())
@@ -255,8 +263,12 @@ func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, a
 		switch {
 		case !st.up():
 			e.log(RecExpected, id, h, "migrated here from %s, then went down", v.home)
+			v.op.Target = h
 		case r == ReasonMigrated || migrating:
 			e.log(RecExpected, id, h, "migrated here from %s", v.home)
+			if v.op != nil && v.op.Kind == OpMigrate {
+				v.op.Target = h
+			}
 		case homeDown:
 			// Started here by somebody while its home copy is known to be down: it lives
 			// here now. Anything hass had on its way to the old home is void.
@@ -451,7 +463,7 @@ func (e *Engine) evaluate(v *vm) {
 		return // unknown: the host may still run it; wait for the fence
 	case h.state == hostFenced:
 		if v.wantsUp() && v.fail == nil {
-			e.detect(v, FailHostDown, h.lostAt, "home host fenced")
+			e.detect(v, FailHostDown, h.lastSeen, "home host fenced")
 			return
 		}
 		if v.fail != nil {
@@ -544,7 +556,15 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 		e.recover(v)
 		return
 	}
+	if o.reason == ReasonUndefined && (v.op == nil || v.op.Kind != OpDelete) {
+		e.infer(v, OpDelete, SrcLibvirt, WantAbsent, "undefined")
+		e.forget(v, "deleted behind hass's back")
+		return
+	}
 	if !v.wantsUp() {
+		if o.state == DomAbsent && o.reason == ReasonUnknown && v.op == nil {
+			e.vanish(v)
+		}
 		return
 	}
 	if op := v.op; op != nil {
@@ -577,9 +597,6 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 			e.log(RecAlert, v.id, v.home, "shut down by an unknown initiator (events were lost): honouring it rather than risk restarting a VM a user stopped")
 		}
 		e.infer(v, OpShutdown, SrcLibvirt, WantStopped, "shut down, initiator unknown")
-	case ReasonUndefined:
-		e.infer(v, OpDelete, SrcLibvirt, WantAbsent, "undefined")
-		e.forget(v, "deleted behind hass's back")
 	case ReasonMigrated:
 		// Migrated away behind hass's back: the destination reports it soon. Wait as for a
 		// migration we asked for; its deadline catches one that landed nowhere.
@@ -588,20 +605,27 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 		e.log(RecOp, v.id, v.home, "migrate inferred source=libvirt: waiting for the destination to report it")
 	default:
 		if o.state == DomAbsent && o.reason == ReasonUnknown {
-			if v.vanishedAt.IsZero() {
-				v.vanishedAt = e.now
-				e.log(RecExpected, v.id, v.home, "missing from the host's domain list: waiting %s for it to show up elsewhere", e.cfg.VanishGrace)
-				return
-			}
-			if e.now.Before(v.vanishedAt.Add(e.cfg.VanishGrace)) {
-				return
-			}
-			e.log(RecAlert, v.id, v.home, "vanished without an undefine event and ran nowhere for %s", e.cfg.VanishGrace)
-			e.forget(v, "vanished")
+			e.vanish(v)
 			return
 		}
 		e.detect(v, FailVMCrash, o.at, fmt.Sprintf("%s/%s with nobody asking", o.state, o.reason))
 	}
+}
+
+// vanish handles a VM missing from its home host's domain list with no undefine event seen:
+// it may have been migrated or undefined while hass was not listening. Wait VanishGrace for
+// it to show up elsewhere, then accept that it is gone.
+func (e *Engine) vanish(v *vm) {
+	if v.vanishedAt.IsZero() {
+		v.vanishedAt = e.now
+		e.log(RecExpected, v.id, v.home, "missing from the host's domain list: waiting %s for it to show up elsewhere", e.cfg.VanishGrace)
+		return
+	}
+	if e.now.Before(v.vanishedAt.Add(e.cfg.VanishGrace)) {
+		return
+	}
+	e.log(RecAlert, v.id, v.home, "vanished without an undefine event and ran nowhere for %s", e.cfg.VanishGrace)
+	e.forget(v, "vanished")
 }
 
 // naive is the pre-operation-awareness rule: a protected VM that is not running has failed.
@@ -716,6 +740,11 @@ func (e *Engine) startAttempt(v *vm, a Action, h HostID) {
 func (e *Engine) recovered(v *vm) {
 	f := v.fail
 	v.fail = nil
+	if v.desired == WantPaused {
+		// A suspended guest's memory died with it: the restarted VM runs.
+		v.desired = WantRunning
+		e.log(RecOp, v.id, v.home, "was suspended; its memory is lost, so it runs now: desired=running")
+	}
 	r := Record{At: e.now, Type: RecRecovered, VM: v.id, Host: v.home, Kind: f.kind,
 		FaultAt: f.faultAt, DetectAt: f.detectAt, ActionAt: f.actionAt, RecoveredAt: e.now,
 		Msg: fmt.Sprintf("%s after %d attempt(s): detected +%s, acted +%s, running +%s after the fault",

@@ -24,7 +24,8 @@ type host struct {
 	mem        int
 	fencing    bool
 	state      hostState
-	lostAt     time.Time
+	lostAt     time.Time // when the lease expired
+	lastSeen   time.Time // when the host last renewed it
 	fenceActID uint64
 }
 
@@ -211,8 +212,8 @@ func (e *Engine) NextWake() time.Time {
 		if f := v.fail; f != nil {
 			if f.actID != 0 {
 				min(f.actDeadline)
-			} else {
-				min(f.next)
+			} else if f.next.After(e.now) {
+				min(f.next) // a failure due now waits for an observation, not for time
 			}
 		}
 		if !v.vanishedAt.IsZero() {
@@ -269,7 +270,10 @@ func (e *Engine) hostLease(in HostLease) {
 			}
 		}
 	case !in.Alive && h.state == hostUp:
-		h.state, h.lostAt = hostSuspect, e.now
+		h.state, h.lostAt, h.lastSeen = hostSuspect, e.now, in.Since
+		if h.lastSeen.IsZero() || h.lastSeen.After(e.now) {
+			h.lastSeen = e.now
+		}
 		e.log(RecHost, "", h.id, "lease expired: suspect, its VMs are in an unknown state until it is fenced")
 		if h.fencing {
 			a := Action{ID: e.id(), Kind: ActFence, Host: h.id, Why: "host-down"}

@@ -21,10 +21,13 @@ type AddHost struct {
 	Fencing bool
 }
 
-// HostLease reports a host's lease: kept (Alive) or expired.
+// HostLease reports a host's lease: kept (Alive) or expired. Since, on an expiry, is when
+// the host last renewed it: the latest moment it is known to have been well, which recovery
+// statistics take as the fault time.
 type HostLease struct {
 	Host  HostID
 	Alive bool
+	Since time.Time
 }
 
 // FenceResult reports the outcome of a Fence action.

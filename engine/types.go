@@ -180,6 +180,8 @@ type Operation struct {
 	// escalated is set once a shutdown that outlived its deadline was turned into a destroy.
 	escalated bool
 	prev      Desired // the desired state before this operation, restored if it fails
+	baseSeq   uint64  // the home observation's seq when the operation was accepted
+	home      HostID  // the home when the operation was accepted
 }
 
 // FailureKind names what failed.

@@ -22,7 +22,7 @@ import (
 //	start       the starting cluster: "host NAME [mem=MiB] [fencing=yes]" and
 //	            "vm NAME host=HOST [mem=MiB] [stopped] [max-restarts=N] [window=D]
 //	            [max-relocations=N] [on-guest-shutdown=honour|restart] [priority=N]
-//	            [anti-affinity=GROUP] [ignore-acpi]" lines
+//	            [anti-affinity=GROUP] [ignore-acpi] [soft-reboot]" lines
 //	cmdlist     the timeline: "OFFSET COMMAND ..." lines, and "end OFFSET"
 //	log.expect  the exact story the run must print
 //
@@ -61,6 +61,7 @@ type vmSpec struct {
 	mem        int
 	stopped    bool
 	ignoreACPI bool
+	softReboot bool
 	policy     engine.Policy
 }
 
@@ -180,6 +181,8 @@ func (sc *Scenario) parseStart(path string) error {
 					v.stopped = true
 				case "ignore-acpi":
 					v.ignoreACPI = true
+				case "soft-reboot":
+					v.softReboot = true
 				case "max-restarts":
 					v.policy.MaxRestarts, err = strconv.Atoi(val)
 				case "max-relocations":
@@ -357,7 +360,8 @@ func (sc *Scenario) Run(naive bool) (string, Result) {
 	}
 	for _, v := range sc.vms {
 		s.addVM(v.id, s.hostByID[v.host], v.mem, v.policy, !v.stopped)
-		s.hostByID[v.host].doms[v.id].ignoreACPI = v.ignoreACPI
+		d := s.hostByID[v.host].doms[v.id]
+		d.ignoreACPI, d.softReboot = v.ignoreACPI, v.softReboot
 	}
 	for _, c := range sc.cmds {
 		s.at(s.start.Add(c.at), func() { s.command(c.args) })

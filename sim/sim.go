@@ -206,6 +206,9 @@ func (s *Sim) addVM(id engine.VMID, h *host, mem int, p engine.Policy, running b
 
 // run drives the clock until the end.
 func (s *Sim) run() {
+	for _, h := range s.hosts {
+		s.snapshot(h) // each agent resyncs when it connects
+	}
 	s.after(time.Second, s.heartbeat)
 	for i, h := range s.hosts {
 		hh := h
@@ -374,7 +377,10 @@ func (s *Sim) carryOut(h *host, a engine.Action) {
 			}
 		})
 	case engine.ActReboot:
-		hard := !s.random || s.rng.IntN(2) == 0
+		hard := !d.softReboot
+		if s.random {
+			hard = s.rng.IntN(2) == 0
+		}
 		s.reboot(h, id, d, hard, func(err string) { s.reply(h, a, err) })
 	case engine.ActReset:
 		if d == nil || !up(d.state) {
@@ -382,6 +388,8 @@ func (s *Sim) carryOut(h *host, a engine.Action) {
 			return
 		}
 		s.emit(h, id, lifecycle.Event{Kind: lifecycle.KindReboot})
+		d.hung = false
+		s.afterChange(id)
 		if d.state == lifecycle.StatePaused {
 			s.setDom(h, id, d, lifecycle.StateRunning, 5, lc(lifecycle.EvResumed, lifecycle.ResumedUnpaused))
 		}

@@ -156,8 +156,9 @@ func (s *Sim) vmFault(id engine.VMID, kind string) {
 			lc(lifecycle.EvShutdown, lifecycle.ShutdownGuest), lc(lifecycle.EvStopped, lifecycle.StoppedShutdown))
 	case "hang":
 		// The guest hangs; its watchdog fires with action none, so only hass can reset it.
-		s.res.Faults++
 		s.trace("truth: guest %s hangs; its watchdog fires", id)
+		s.faultIfWanted(id, "guest hangs")
+		d.hung = true
 		s.emit(h, id, lifecycle.Event{Kind: lifecycle.KindWatchdog, Watchdog: int(engine.WatchdogNone)})
 	}
 }
@@ -238,7 +239,11 @@ func (s *Sim) virsh(op engine.OpKind, id engine.VMID, target engine.HostID) bool
 	if h == nil || !h.libvirtd {
 		return false
 	}
-	s.trace("user: virsh %s %s on %s %s", op, id, h.id, target)
+	verb := map[engine.OpKind]string{engine.OpStop: "destroy", engine.OpDelete: "undefine"}[op]
+	if verb == "" {
+		verb = op.String()
+	}
+	s.trace("user: virsh %s %s on %s %s", verb, id, h.id, target)
 	switch op {
 	case engine.OpStart:
 		if up(d.state) {

@@ -53,6 +53,8 @@ type dom struct {
 	gen           int  // bumps on every state change: a pending completion checks it
 	ignoreACPI    bool // the guest ignores ACPI shutdown requests
 	rebootHang    bool // the next hard reboot does not come back
+	softReboot    bool // scenarios: reboots happen inside the guest (reboot event, no stop)
+	hung          bool // the guest hangs: up, but not doing its job
 }
 
 type host struct {
@@ -96,7 +98,7 @@ func up(st int) bool {
 
 // setDom changes a domain's state and emits the libvirt events that go with it.
 func (s *Sim) setDom(h *host, id engine.VMID, d *dom, state, reason int, evs ...lifecycle.Event) {
-	d.state, d.reason = state, reason
+	d.state, d.reason, d.hung = state, reason, false
 	d.gen++
 	for _, ev := range evs {
 		ev.Domain = string(id)
@@ -323,7 +325,7 @@ func (s *Sim) heartbeat() {
 	for _, h := range s.hosts {
 		if h.leaseAlive && s.now.Sub(h.renewed) >= s.cfg.LeaseTTL {
 			h.leaseAlive = false
-			s.step(engine.HostLease{Host: h.id, Alive: false})
+			s.step(engine.HostLease{Host: h.id, Alive: false, Since: h.renewed})
 		}
 	}
 	if s.now.Before(s.end) {

@@ -1,0 +1,82 @@
+package sim
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the scenarios' log.expect files from this run")
+
+// TestScenarios plays every folder under scenarios/ and compares its story with log.expect,
+// byte for byte. A scenario must also keep the invariants, unless its README says it shows
+// the naive detector.
+func TestScenarios(t *testing.T) {
+	dirs, err := filepath.Glob("../scenarios/*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, dir := range dirs {
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			continue
+		}
+		n++
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			sc, err := LoadScenario(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, res := sc.Run(false)
+			if *update {
+				if err := os.WriteFile(filepath.Join(dir, "log.expect"), []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if sc.Expect == "" {
+				t.Fatalf("no log.expect (run go test ./sim -run TestScenarios -update, then read it)")
+			}
+			if got != sc.Expect {
+				t.Errorf("story differs from log.expect:\n%s", diff(sc.Expect, got))
+			}
+			if res.FalseRecoveries != 0 || res.MissedFailures != 0 || res.SplitBrain != 0 || res.StuckTimers != 0 {
+				t.Errorf("invariant broken: %+v", res)
+			}
+			again, _ := sc.Run(false)
+			if again != got {
+				t.Errorf("two runs of the same scenario differ")
+			}
+		})
+	}
+	if n < 40 {
+		t.Errorf("only %d scenarios; want at least 40", n)
+	}
+}
+
+// diff shows the first lines where two stories part.
+func diff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	var b strings.Builder
+	shown := 0
+	for i := 0; i < len(w) || i < len(g); i++ {
+		var wl, gl string
+		if i < len(w) {
+			wl = w[i]
+		}
+		if i < len(g) {
+			gl = g[i]
+		}
+		if wl == gl {
+			continue
+		}
+		b.WriteString("line " + strconv.Itoa(i+1) + ":\n  want: " + wl + "\n  got:  " + gl + "\n")
+		if shown++; shown == 5 {
+			break
+		}
+	}
+	return b.String()
+}
