@@ -136,6 +136,7 @@ type vmTruth struct {
 	faultN    int       // numbers fault intervals, so a deadline check finds its own
 	counted   bool      // the open interval was already scored (missed / gave up)
 	ambiguous bool      // the fault could not be told from a user's act
+	unseen    bool      // the user's last act happened where no agent could see or store it
 	attempts  []time.Time
 }
 
@@ -183,7 +184,7 @@ func newSim(cfg Config, out io.Writer) *Sim {
 
 func (s *Sim) addHost(id engine.HostID, mem int, fencing bool) *host {
 	h := &host{id: id, mem: mem, fencing: fencing, power: true, agent: true, libvirtd: true,
-		doms: map[engine.VMID]*dom{}, tr: lifecycle.NewTranslator(), renewed: s.now, agentOK: s.now,
+		doms: map[engine.VMID]*dom{}, stored: map[engine.VMID]engine.Observe{}, tr: lifecycle.NewTranslator(), renewed: s.now, agentOK: s.now,
 		lastPet: s.now, leaseAlive: true, armed: true}
 	s.hosts = append(s.hosts, h)
 	s.hostByID[id] = h
@@ -552,6 +553,7 @@ func (s *Sim) faultIfWanted(id engine.VMID, why string) {
 		return
 	}
 	t.faultAt, t.counted = s.now, false
+	t.ambiguous = t.unseen // nobody could know the user wanted it running
 	t.faultN++
 	n := t.faultN
 	s.trace("truth: fault: %s down (%s)", id, why)

@@ -244,6 +244,9 @@ func (s *Sim) virsh(op engine.OpKind, id engine.VMID, target engine.HostID) bool
 		verb = op.String()
 	}
 	s.trace("user: virsh %s %s on %s %s", verb, id, h.id, target)
+	if t := s.vms[id]; t != nil && !(h.listening() && h.reachable()) {
+		t.unseen = true // its agent is not there to see it
+	}
 	switch op {
 	case engine.OpStart:
 		if up(d.state) {

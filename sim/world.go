@@ -75,6 +75,9 @@ type host struct {
 	lastPet     time.Time // hardware watchdog
 	armed       bool      // the agent armed the hardware watchdog
 	epoch       int       // bumps when the host loses power or the agent restarts
+	// stored is what the agent last wrote to the store for each VM. Writes are reliable
+	// while the agent can reach the store; the bus may still lose the notification of one.
+	stored map[engine.VMID]engine.Observe
 }
 
 // listening: the agent receives libvirt events.
@@ -151,6 +154,7 @@ func (s *Sim) send(h *host, in engine.Input) {
 	if !h.reachable() {
 		return
 	}
+	s.store(h, in)
 	if s.dropNext > 0 {
 		s.dropNext--
 		s.trace("bus: dropped %s", describe(in))
@@ -167,6 +171,35 @@ func (s *Sim) send(h *host, in engine.Input) {
 		s.trace("bus: holding %s for %s", describe(in), s.holdFor)
 	}
 	s.after(d, func() { s.step(in) })
+}
+
+// store records an agent's observations in the store, as the agent writes them.
+func (s *Sim) store(h *host, in engine.Input) {
+	seen := func(id engine.VMID) {
+		if t := s.vms[id]; t != nil {
+			t.unseen = false
+		}
+	}
+	switch in := in.(type) {
+	case engine.Observe:
+		h.stored[in.VM] = in
+		seen(in.VM)
+	case engine.Snapshot:
+		for _, d := range in.Domains {
+			h.stored[d.VM] = engine.Observe{Host: h.id, VM: d.VM, Seq: in.Seq, State: d.State, Reason: d.Reason, At: in.At}
+			seen(d.VM)
+		}
+	}
+}
+
+// readStore gives the controller what a host's agent last wrote, before the controller
+// declares the host failed: a notification lost on the bus is not lost information.
+func (s *Sim) readStore(h *host) {
+	for _, id := range s.vmIDs {
+		if o, ok := h.stored[id]; ok {
+			s.step(o)
+		}
+	}
 }
 
 func (s *Sim) busDelay() time.Duration {
@@ -324,6 +357,7 @@ func (s *Sim) heartbeat() {
 	}
 	for _, h := range s.hosts {
 		if h.leaseAlive && s.now.Sub(h.renewed) >= s.cfg.LeaseTTL {
+			s.readStore(h)
 			h.leaseAlive = false
 			s.step(engine.HostLease{Host: h.id, Alive: false, Since: h.renewed})
 		}

@@ -1,0 +1,544 @@
+package engine
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+const ms1 = time.Millisecond
+
+// runBugs: HASS_BUGS=1 go test ./engine runs the stories marked as known bugs instead of
+// skipping them (they are expected to fail until the engine is fixed).
+func skipBug(t *testing.T, bug string) {
+	t.Helper()
+	if bug != "" && os.Getenv("HASS_BUGS") == "" {
+		t.Skip("BUG: " + bug)
+	}
+}
+
+func wantCurrent(k ActKind, vm VMID, want bool) func(*testing.T, *harness) {
+	return func(t *testing.T, h *harness) {
+		t.Helper()
+		a, ok := h.lastAct(k, vm)
+		if !ok {
+			t.Fatalf("no %s action issued", k)
+		}
+		if got := h.e.Current(a); got != want {
+			t.Fatalf("Current(%s) = %t, want %t", a, got, want)
+		}
+	}
+}
+
+func wantFailure(k FailureKind) func(*testing.T, *harness) {
+	return func(t *testing.T, h *harness) {
+		t.Helper()
+		s := h.status("v1")
+		if s.State != "recovering" || s.Failure != k {
+			t.Fatalf("state %s failure %q, want recovering from %q", s.State, s.Failure, k)
+		}
+	}
+}
+
+func wantRecovered(k FailureKind) func(*testing.T, *harness) {
+	return func(t *testing.T, h *harness) {
+		t.Helper()
+		for _, r := range h.last.Log {
+			if r.Type == RecRecovered {
+				if r.Kind != k {
+					t.Fatalf("recovered kind %q, want %q", r.Kind, k)
+				}
+				if r.RecoveredAt.Before(r.DetectAt) || r.DetectAt.Before(r.FaultAt) {
+					t.Fatalf("recovered record times out of order: %+v", r)
+				}
+				return
+			}
+		}
+		t.Fatalf("no recovered record in:\n%s", logText(h.last.Log))
+	}
+}
+
+func wantWake(at time.Duration) func(*testing.T, *harness) {
+	return func(t *testing.T, h *harness) {
+		t.Helper()
+		if got, want := h.e.NextWake(), t0.Add(at); !got.Equal(want) {
+			t.Fatalf("NextWake %s, want +%s", got.Sub(t0), at)
+		}
+	}
+}
+
+func wantNotRecovering(t *testing.T, h *harness) {
+	t.Helper()
+	if s := h.status("v1"); s.State == "recovering" || s.State == "error" || s.Failure != "" {
+		t.Fatalf("state %s failure %q, want no recovery", s.State, s.Failure)
+	}
+}
+
+func wantHostState(host HostID, s string) func(*testing.T, *harness) {
+	return func(t *testing.T, h *harness) {
+		t.Helper()
+		if got := h.e.HostState(host); got != s {
+			t.Fatalf("HostState(%s) = %q, want %q", host, got, s)
+		}
+	}
+}
+
+func wantLogMsg(sub string) func(*testing.T, *harness) {
+	return func(t *testing.T, h *harness) {
+		t.Helper()
+		for _, r := range h.last.Log {
+			if strings.Contains(r.Msg, sub) {
+				return
+			}
+		}
+		t.Fatalf("no log record mentions %q:\n%s", sub, logText(h.last.Log))
+	}
+}
+
+func wantTarget(target HostID) func(*testing.T, *harness) {
+	return func(t *testing.T, h *harness) {
+		t.Helper()
+		if len(h.last.Actions) != 1 || h.last.Actions[0].Target != target {
+			t.Fatalf("actions %v, want one with target %s", h.last.Actions, target)
+		}
+	}
+}
+
+// cluster3 is h1 (4 GiB), h2 (too small for v1) and h3 (2 GiB), h1 fenced by IPMI when
+// fencing is set, v1 (1 GiB) running on h1.
+func cluster3(fencing bool) []ev {
+	return []ev{
+		{in: AddHost{Host: "h1", MemMiB: 4096, Fencing: fencing}},
+		{in: AddHost{Host: "h2", MemMiB: 512}},
+		{in: AddHost{Host: "h3", MemMiB: 2048}},
+		{in: Protect{VM: "v1", Host: "h1", MemMiB: 1024, Policy: DefaultPolicy()}},
+		{in: obs(1, DomRunning, ReasonBooted)},
+	}
+}
+
+func TestClassify(t *testing.T) {
+	s := time.Second
+	def := DefaultPolicy()
+	restartGuest := policy(func(p *Policy) { p.OnGuestShutdown = GuestShutdownRestart })
+	tests := []struct {
+		name  string
+		naive bool
+		bug   string // set: a known engine bug; the story says what should happen
+		steps []ev
+	}{
+		{name: "kill -9 restarts on home", steps: cat(std(def), []ev{
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1"), recs: recs(RecDetect, RecAction),
+				check: wantFailure(FailVMCrash)},
+			{at: 11 * s, in: result{kind: ActStart}, recs: recs(RecRecovered),
+				check: all(wantState("healthy"), wantRecovered(FailVMCrash), wantDesired(WantRunning))},
+		})},
+		{name: "guest panic restarts", steps: cat(std(def), []ev{
+			{at: 10 * s, in: obs(2, DomCrashed, ReasonPanicked), acts: acts("start@h1"), check: wantFailure(FailGuestPanic)},
+		})},
+		{name: "virsh destroy is a stop; a later virsh start protects again", steps: cat(std(def), []ev{
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonDestroyed), recs: recs(RecOp), nrecs: recs(RecDetect),
+				check: all(wantDesired(WantStopped), wantState("healthy"))},
+			{at: 5 * time.Minute, in: Tick{}},
+			{at: 6 * time.Minute, in: obs(3, DomRunning, ReasonBooted), recs: recs(RecOp), check: wantDesired(WantRunning)},
+			{at: 7 * time.Minute, in: obs(4, DomShutoff, ReasonFailed), acts: acts("start@h1"), recs: recs(RecDetect)},
+		})},
+		{name: "api stop destroys and never restarts", steps: cat(std(def), []ev{
+			{at: 10 * s, in: req(OpStop), acts: acts("destroy@h1"), recs: recs(RecOp),
+				check: all(wantDesired(WantStopped), wantState("operation"))},
+			{at: 11 * s, in: result{kind: ActDestroy, seq: 2, state: DomShutoff, reason: ReasonDestroyed},
+				recs: recs(RecOp), nrecs: recs(RecDetect), check: wantState("healthy")},
+			{at: 20 * s, in: obs(3, DomShutoff, ReasonFailed), nrecs: recs(RecDetect)},
+			{at: 30 * time.Minute, in: Tick{}, check: wantDesired(WantStopped)},
+		})},
+		{name: "naive detector restarts a vm the user stopped", naive: true, steps: cat(std(def), []ev{
+			{at: 10 * s, in: req(OpStop), acts: acts("destroy@h1")},
+			{at: 11 * s, in: obs(2, DomShutoff, ReasonDestroyed), acts: acts("start@h1"), recs: recs(RecDetect),
+				check: wantFailure(FailVMDown)},
+		})},
+		{name: "operation-aware detector leaves the same stop alone", steps: cat(std(def), []ev{
+			{at: 10 * s, in: req(OpStop), acts: acts("destroy@h1")},
+			{at: 11 * s, in: obs(2, DomShutoff, ReasonDestroyed), nrecs: recs(RecDetect), check: wantState("healthy")},
+		})},
+		{name: "guest shutdown honoured", steps: cat(std(def), []ev{
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonShutdownGuest), recs: recs(RecOp), nrecs: recs(RecDetect, RecAlert),
+				check: wantDesired(WantStopped)},
+			{at: 30 * time.Minute, in: Tick{}},
+		})},
+		{name: "guest shutdown with policy restart is a failure", steps: cat(std(restartGuest), []ev{
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonShutdownGuest), acts: acts("start@h1"), recs: recs(RecDetect),
+				check: all(wantFailure(FailGuestShutdown), wantDesired(WantRunning))},
+		})},
+		{name: "host-requested shutdown is a stop", steps: cat(std(restartGuest), []ev{
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonShutdownHost), recs: recs(RecOp), nrecs: recs(RecDetect),
+				check: wantDesired(WantStopped)},
+		})},
+		{name: "shutdown of unknown initiator with policy restart alerts and does not restart", steps: cat(std(restartGuest), []ev{
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonShutdown), recs: recs(RecAlert, RecOp), nrecs: recs(RecDetect),
+				check: wantDesired(WantStopped)},
+			{at: 30 * time.Minute, in: Tick{}},
+		})},
+		{name: "shutdown of unknown initiator with policy honour: no alert", steps: cat(std(def), []ev{
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonShutdown), recs: recs(RecOp), nrecs: recs(RecDetect, RecAlert),
+				check: wantDesired(WantStopped)},
+		})},
+		{name: "undefine forgets the vm", steps: cat(std(def), []ev{
+			{at: 10 * s, in: obs(2, DomAbsent, ReasonUndefined), recs: recs(RecForget), nrecs: recs(RecDetect),
+				check: wantProtected(false)},
+			{at: 11 * s, in: obs(3, DomShutoff, ReasonFailed), check: wantProtected(false)},
+		})},
+		{name: "vanished without undefine: forgotten after the grace", steps: cat(std(def), []ev{
+			{at: 10 * s, in: Snapshot{Host: "h1", Seq: 2}, recs: recs(RecExpected), check: wantWake(100 * s)},
+			{at: 99 * s, in: Tick{}, check: wantProtected(true)},
+			{at: 100 * s, in: Tick{}, recs: recs(RecAlert, RecForget), check: wantProtected(false)},
+		})},
+		{name: "reboot: down then up is no failure", steps: cat(std(def), []ev{
+			{at: 10 * s, in: req(OpReboot), acts: acts("reboot@h1"), recs: recs(RecOp)},
+			{at: 11 * s, in: obs(2, DomShutoff, ReasonDestroyed), nrecs: recs(RecDetect),
+				check: all(wantState("operation"), wantDesired(WantRunning))},
+			{at: 13 * s, in: obs(3, DomRunning, ReasonBooted), recs: recs(RecOp), nrecs: recs(RecDetect),
+				check: all(wantState("healthy"), wantDesired(WantRunning))},
+			{at: 30 * time.Minute, in: Tick{}},
+		})},
+		{name: "reboot deadline passes with the vm down: failure and start", steps: cat(std(def), []ev{
+			{at: 10 * s, in: req(OpReboot), acts: acts("reboot@h1"), check: wantWake(130 * s)},
+			{at: 11 * s, in: obs(2, DomShutoff, ReasonDestroyed), nrecs: recs(RecDetect)},
+			{at: 130*s - ms1, in: Tick{}},
+			{at: 130 * s, in: Tick{}, acts: acts("start@h1"), recs: recs(RecOp, RecDetect), check: wantFailure(FailOperation)},
+		})},
+		{name: "crash during a reboot is a failure", steps: cat(std(def), []ev{
+			{at: 10 * s, in: req(OpReboot), acts: acts("reboot@h1")},
+			{at: 11 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1"), recs: recs(RecOp, RecDetect),
+				check: wantFailure(FailVMCrash)},
+		})},
+		{name: "live migration moves home; the source's shutoff/migrated is no failure", steps: cat(std(def), []ev{
+			{at: 10 * s, in: Request{Op: OpMigrate, VM: "v1", Target: "h2"}, acts: acts("migrate@h1"), check: wantTarget("h2")},
+			{at: 14 * s, in: result{kind: ActMigrate}, recs: recs(RecExpected), check: all(wantHome("h2"), wantState("healthy"))},
+			{at: 14*s + 10*ms1, in: obs(2, DomShutoff, ReasonMigrated), nrecs: recs(RecDetect, RecOp),
+				check: all(wantHome("h2"), wantDesired(WantRunning))},
+			{at: 14*s + 20*ms1, in: obsAt("h2", 1, DomRunning, ReasonMigrated), check: wantHome("h2")},
+			{at: 20 * s, in: obsAt("h2", 2, DomShutoff, ReasonFailed), acts: acts("start@h2"), recs: recs(RecDetect)},
+		})},
+		{name: "migration with no target picks the other host", steps: cat(std(def), []ev{
+			{at: 10 * s, in: req(OpMigrate), acts: acts("migrate@h1"), check: wantTarget("h2")},
+		})},
+		{name: "failed migration: stays protected at the source", steps: cat(std(def), []ev{
+			{at: 10 * s, in: Request{Op: OpMigrate, VM: "v1", Target: "h2"}, acts: acts("migrate@h1")},
+			{at: 14 * s, in: result{kind: ActMigrate, err: "migration failed"}, recs: recs(RecOp), nrecs: recs(RecDetect),
+				check: all(wantHome("h1"), wantState("healthy"), wantDesired(WantRunning))},
+			{at: 20 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1"), recs: recs(RecDetect)},
+		})},
+		{name: "crash mid-migration restarts at the source", steps: cat(std(def), []ev{
+			{at: 10 * s, in: Request{Op: OpMigrate, VM: "v1", Target: "h2"}, acts: acts("migrate@h1")},
+			{at: 12 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1"), recs: recs(RecOp, RecDetect),
+				check: wantHome("h1")},
+			// The migration's late answer must not move the vm.
+			{at: 14 * s, in: result{kind: ActMigrate}, check: wantHome("h1")},
+		})},
+		{name: "stale observation is dropped", steps: cat(std(def), []ev{
+			{at: 10 * s, in: obs(5, DomRunning, ReasonResumed)},
+			{at: 11 * s, in: obs(3, DomShutoff, ReasonFailed), recs: recs(RecStale), nrecs: recs(RecDetect),
+				check: all(wantState("healthy"), wantDesired(WantRunning))},
+			{at: 12 * s, in: Signal{Host: "h1", VM: "v1", Seq: 4, Kind: SigWatchdog, Watchdog: WatchdogNone},
+				recs: recs(RecStale), nrecs: recs(RecDetect)},
+		})},
+		{name: "out of order: virsh destroy+start delivered start first", steps: cat(std(def), []ev{
+			{at: 10 * s, in: obs(4, DomRunning, ReasonBooted), nrecs: recs(RecOp)},
+			{at: 11 * s, in: obs(3, DomShutoff, ReasonDestroyed), recs: recs(RecStale), nrecs: recs(RecOp),
+				check: wantDesired(WantRunning)},
+			{at: 20 * s, in: obs(5, DomShutoff, ReasonFailed), acts: acts("start@h1")},
+		})},
+		{name: "out of order: an old running event after an api stop", steps: cat(std(def), []ev{
+			{at: 10 * s, in: req(OpStop), acts: acts("destroy@h1")},
+			{at: 11 * s, in: obs(3, DomShutoff, ReasonDestroyed)},
+			{at: 12 * s, in: obs(2, DomRunning, ReasonBooted), recs: recs(RecStale), check: wantDesired(WantStopped)},
+			{at: 13 * s, in: obs(4, DomShutoff, ReasonFailed), nrecs: recs(RecDetect)},
+		})},
+		{name: "backoff delays the second restart in the window", steps: cat(std(def), []ev{
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1")},
+			{at: 11 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+			{at: 20 * s, in: obs(3, DomShutoff, ReasonFailed), recs: recs(RecDetect), check: wantWake(25 * s)},
+			{at: 25*s - ms1, in: Tick{}},
+			{at: 25 * s, in: Tick{}, acts: acts("start@h1")},
+			{at: 26 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+			// the third restart waits twice as long
+			{at: 30 * s, in: obs(4, DomShutoff, ReasonFailed), check: wantWake(40 * s)},
+			{at: 40*s - ms1, in: Tick{}},
+			{at: 40 * s, in: Tick{}, acts: acts("start@h1"), check: func(t *testing.T, h *harness) {
+				if n := h.status("v1").Restarts; n != 3 {
+					t.Fatalf("restarts %d, want 3", n)
+				}
+			}},
+		})},
+		{name: "max restarts spent: gave up, no more starts until the user starts it",
+			steps: cat(std(policy(func(p *Policy) { p.MaxRestarts, p.MaxRelocations = 2, 0 })), []ev{
+				{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1")},
+				{at: 11 * s, in: result{kind: ActStart}},
+				{at: 20 * s, in: obs(3, DomShutoff, ReasonFailed)},
+				{at: 25 * s, in: Tick{}, acts: acts("start@h1")},
+				{at: 26 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+				{at: 40 * s, in: obs(4, DomShutoff, ReasonFailed), recs: recs(RecDetect)},
+				{at: 50 * s, in: Tick{}, recs: recs(RecGaveUp), nrecs: recs(RecAction), check: wantState("error")},
+				{at: 60 * s, in: obs(5, DomShutoff, ReasonCrashed), nrecs: recs(RecDetect)},
+				{at: 30 * time.Minute, in: Tick{}, check: wantState("error")},
+				{at: 31 * time.Minute, in: req(OpStart), acts: acts("start@h1"), check: wantState("operation")},
+			})},
+		{name: "max restarts spent: relocation to the other host",
+			steps: cat(std(policy(func(p *Policy) { p.MaxRestarts, p.MaxRelocations = 1, 1 })), []ev{
+				{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1")},
+				{at: 11 * s, in: result{kind: ActStart}},
+				{at: 20 * s, in: obs(3, DomShutoff, ReasonFailed)},
+				{at: 25 * s, in: Tick{}, acts: acts("start@h2"), recs: recs(RecOp), check: wantHome("h2")},
+				{at: 26 * s, in: result{kind: ActStart}, recs: recs(RecRecovered), check: func(t *testing.T, h *harness) {
+					if n := h.status("v1").Relocations; n != 1 {
+						t.Fatalf("relocations %d, want 1", n)
+					}
+				}},
+			})},
+		{name: "host lease lost: wait for the self-fence margin, then place where memory allows", steps: cat(cluster3(false), []ev{
+			{at: 10 * s, in: HostLease{Host: "h1"}, recs: recs(RecHost), check: all(wantHostState("h1", "suspect"), wantWake(12*s))},
+			// what a suspect host says about its vms is not acted on
+			{at: 11 * s, in: obs(2, DomShutoff, ReasonFailed), nrecs: recs(RecDetect)},
+			{at: 12*s - ms1, in: Tick{}, check: wantHostState("h1", "suspect")},
+			{at: 12 * s, in: Tick{}, acts: acts("start@h3"), recs: recs(RecHost, RecDetect),
+				check: all(wantHostState("h1", "fenced"), wantHome("h3"), wantFailure(FailHostDown))},
+			{at: 13 * s, in: result{kind: ActStart}, recs: recs(RecRecovered), check: wantRecovered(FailHostDown)},
+		})},
+		{name: "host lease renewed before the margin: nothing happens", steps: cat(cluster3(false), []ev{
+			{at: 10 * s, in: HostLease{Host: "h1"}},
+			{at: 11 * s, in: HostLease{Host: "h1", Alive: true}, recs: recs(RecHost), check: wantHostState("h1", "up")},
+			{at: 30 * s, in: Tick{}, check: all(wantHome("h1"), wantState("healthy"))},
+		})},
+		{name: "host with a fence: fence first, relocate as soon as it is confirmed", steps: cat(cluster3(true), []ev{
+			{at: 10 * s, in: HostLease{Host: "h1"}, acts: acts("fence@h1"), check: wantCurrent(ActFence, "", true)},
+			{at: 10*s + 500*ms1, in: FenceResult{Host: "h1", OK: true}, acts: acts("start@h3"), recs: recs(RecHost, RecDetect),
+				check: all(wantCurrent(ActFence, "", false), wantHome("h3"))},
+		})},
+		{name: "fence failed: fall back to the self-fence margin", steps: cat(cluster3(true), []ev{
+			{at: 10 * s, in: HostLease{Host: "h1"}, acts: acts("fence@h1")},
+			{at: 11 * s, in: FenceResult{Host: "h1", Err: "bmc timeout"}, recs: recs(RecAlert)},
+			{at: 12 * s, in: Tick{}, acts: acts("start@h3")},
+		})},
+		{name: "a recovery start overtaken by a user stop is no longer current", steps: cat(std(def), []ev{
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1"), check: wantCurrent(ActStart, "v1", true)},
+			{at: 10*s + 5*ms1, in: req(OpStop), acts: acts("destroy@h1"),
+				check: all(wantCurrent(ActStart, "v1", false), wantCurrent(ActDestroy, "v1", true), wantDesired(WantStopped))},
+		})},
+		{name: "api stop while a recovery start is in flight cancels the recovery", steps: cat(std(def), []ev{
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1")},
+			{at: 10*s + 5*ms1, in: req(OpStop), acts: acts("destroy@h1"), recs: recs(RecOp),
+				check: all(wantLogMsg("cancelled"), wantNotRecovering)},
+			// the start's timeout and any backoff pass: nothing is retried
+			{at: 2 * time.Minute, in: Tick{}, check: wantDesired(WantStopped)},
+			{at: 30 * time.Minute, in: Tick{}},
+		})},
+		{name: "shutdown ignored by the guest is escalated to destroy", steps: cat(std(def), []ev{
+			{at: 10 * s, in: req(OpShutdown), acts: acts("shutdown@h1"), check: wantWake(130 * s)},
+			{at: 130*s - ms1, in: Tick{}},
+			{at: 130 * s, in: Tick{}, acts: acts("destroy@h1"), recs: recs(RecOp)},
+			{at: 131 * s, in: obs(2, DomShutoff, ReasonDestroyed), recs: recs(RecOp), nrecs: recs(RecDetect),
+				check: all(wantState("healthy"), wantDesired(WantStopped))},
+		})},
+		{name: "watchdog with no action is a hang: reset", steps: cat(std(def), []ev{
+			{at: 10 * s, in: Signal{Host: "h1", VM: "v1", Seq: 2, Kind: SigWatchdog, Watchdog: WatchdogNone},
+				acts: acts("reset@h1"), recs: recs(RecDetect), check: wantFailure(FailGuestHang)},
+			{at: 11 * s, in: result{kind: ActReset}, recs: recs(RecRecovered), check: wantState("healthy")},
+		})},
+		{name: "paused on an I/O error: no restart; resume by the user ends it", steps: cat(std(def), []ev{
+			{at: 10 * s, in: obs(2, DomPaused, ReasonIOError), recs: recs(RecDetect), check: wantFailure(FailIOError)},
+			{at: 30 * time.Minute, in: Tick{}},
+			{at: 31 * time.Minute, in: req(OpResume), acts: acts("resume@h1")},
+			{at: 31*time.Minute + s, in: obs(3, DomRunning, ReasonResumed), recs: recs(RecRecovered), check: wantState("healthy")},
+		})},
+		{name: "watchdog signal racing an api stop does not restart the stopped vm",
+			bug: "a watchdog(none) Signal arriving after an api stop (seq newer than the last observation, " +
+				"emitted before the destroy) calls detect(FailGuestHang) although desired is stopped; the reset " +
+				"fails on the now shut-off domain and recover() then issues ActStart: a false recovery",
+			steps: cat(std(def), []ev{
+				{at: 10 * s, in: req(OpStop), acts: acts("destroy@h1")},
+				{at: 10*s + 10*ms1, in: Signal{Host: "h1", VM: "v1", Seq: 2, Kind: SigWatchdog, Watchdog: WatchdogNone}},
+				{at: 10*s + 20*ms1, in: result{kind: ActDestroy, seq: 3, state: DomShutoff, reason: ReasonDestroyed},
+					check: wantDesired(WantStopped)},
+				{at: 30 * time.Minute, in: Tick{}, check: wantDesired(WantStopped)},
+			})},
+		{name: "failed migration after the destination reported its incoming copy",
+			bug: "libvirt emits STARTED/MIGRATED on the destination when the incoming migration begins; the " +
+				"engine moves home to the target and ends the op as done on that event, then ignores the migrate's " +
+				"error result (opActID is 0), and the destination's STOPPED/FAILED is taken as a crash at the new " +
+				"home: ActStart on h2 while the vm still runs on h1 (split brain)",
+			steps: cat(std(def), []ev{
+				{at: 10 * s, in: Request{Op: OpMigrate, VM: "v1", Target: "h2"}, acts: acts("migrate@h1")},
+				{at: 10*s + 100*ms1, in: obsAt("h2", 1, DomRunning, ReasonMigrated)},
+				{at: 14 * s, in: result{kind: ActMigrate, err: "migration failed: connection reset"}},
+				{at: 14*s + 10*ms1, in: obsAt("h2", 2, DomShutoff, ReasonFailed), nrecs: recs(RecDetect),
+					check: wantHome("h1")},
+				{at: 20 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1")},
+			})},
+		{name: "a request with an unknown operation is refused",
+			bug: "request() has no default case: Request{Op: OpKind(42)} is accepted, bumps gen (invalidating " +
+				"actions in flight) and issues ActStart (the zero ActKind), even on a vm the user stopped",
+			steps: cat(std(def), []ev{
+				{at: 10 * s, in: req(OpStop), acts: acts("destroy@h1")},
+				{at: 11 * s, in: obs(2, DomShutoff, ReasonDestroyed)},
+				{at: 12 * s, in: req(OpKind(42)), err: "op(42)", check: wantDesired(WantStopped)},
+			})},
+		{name: "a user start while a recovery start is in flight keeps that start current",
+			bug: "request(OpStart) bumps gen before noticing a recovery is under way and 'rides along' with it, " +
+				"so the executor drops the recovery's ActStart as overtaken; nothing is retried until the " +
+				"StartTimeout (60s) expires plus backoff",
+			steps: cat(std(def), []ev{
+				{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1")},
+				{at: 10*s + 5*ms1, in: req(OpStart), check: wantCurrent(ActStart, "v1", true)},
+			})},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			skipBug(t, tc.bug)
+			cfg := DefaultConfig()
+			cfg.Naive = tc.naive
+			newHarness(t, cfg).run(tc.steps)
+		})
+	}
+}
+
+// TestNextWakeIOError: a vm paused on an I/O error waits for the user; the engine must not
+// ask to be woken in the past for it.
+func TestNextWakeIOError(t *testing.T) {
+	skipBug(t, "detect(FailIOError) sets fail.next = now and recover() returns at once for io-error, "+
+		"so NextWake keeps returning that past moment: a daemon sleeping until NextWake spins "+
+		"(the simulator counts it as a stuck timer)")
+	h := newHarness(t, DefaultConfig())
+	h.run(cat(std(DefaultPolicy()), []ev{
+		{at: 10 * time.Second, in: obs(2, DomPaused, ReasonIOError), recs: recs(RecDetect)},
+		{at: 20 * time.Second, in: Tick{}},
+	}))
+	if w := h.e.NextWake(); !w.IsZero() && !w.After(t0.Add(20*time.Second)) {
+		t.Fatalf("NextWake %s is not after the tick at +20s", w.Sub(t0))
+	}
+}
+
+// TestRequestRefusals: a refused request names the vm and the reason and changes nothing.
+func TestRequestRefusals(t *testing.T) {
+	s := time.Second
+	crashed := []ev{{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1")}}
+	stopped := []ev{{at: 10 * s, in: obs(2, DomShutoff, ReasonDestroyed)}}
+	tests := []struct {
+		name  string
+		setup []ev
+		req   Request
+		want  []string
+	}{
+		{"unknown vm", nil, Request{Op: OpStart, VM: "nope"}, []string{`"nope"`, "not protected", "start"}},
+		{"reboot of a stopped vm", stopped, req(OpReboot), []string{"reboot v1", "shutoff", "not running"}},
+		{"suspend of a stopped vm", stopped, req(OpSuspend), []string{"suspend v1", "not running"}},
+		{"shutdown of a stopped vm", stopped, req(OpShutdown), []string{"shutdown v1", "not running"}},
+		{"resume of a running vm", nil, req(OpResume), []string{"resume v1", "not paused"}},
+		{"migrate to an unknown host", nil, Request{Op: OpMigrate, VM: "v1", Target: "h9"}, []string{"migrate v1", `unknown target host "h9"`}},
+		{"migrate to its own host", nil, Request{Op: OpMigrate, VM: "v1", Target: "h1"}, []string{"migrate v1", "already runs on h1"}},
+		{"reboot while recovering", crashed, req(OpReboot), []string{"reboot v1", "recovering", string(FailVMCrash)}},
+		{"migrate while recovering", crashed, Request{Op: OpMigrate, VM: "v1", Target: "h2"}, []string{"migrate v1", "recovering"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, DefaultConfig())
+			h.run(cat(std(DefaultPolicy()), tc.setup))
+			before, wake := h.e.Status(), h.e.NextWake()
+			var cur []bool
+			for _, a := range h.acts {
+				cur = append(cur, h.e.Current(a))
+			}
+			out := h.e.Step(t0.Add(15*s), tc.req)
+			if out.Err == nil {
+				t.Fatalf("request accepted; actions %v", out.Actions)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out.Err.Error(), w) {
+					t.Errorf("error %q does not contain %q", out.Err, w)
+				}
+			}
+			if len(out.Actions) != 0 || len(out.Log) != 0 {
+				t.Errorf("refused request produced actions %v, log:\n%s", out.Actions, logText(out.Log))
+			}
+			if after := h.e.Status(); !sameStatus(before, after) {
+				t.Errorf("status changed:\nbefore %+v\nafter  %+v", before, after)
+			}
+			if w := h.e.NextWake(); !w.Equal(wake) {
+				t.Errorf("NextWake changed from %s to %s", wake, w)
+			}
+			for i, a := range h.acts {
+				if h.e.Current(a) != cur[i] {
+					t.Errorf("Current(%s) changed", a)
+				}
+			}
+		})
+	}
+}
+
+// TestProtectRefusals: a bad Protect names the vm and the bad field and protects nothing.
+func TestProtectRefusals(t *testing.T) {
+	tests := []struct {
+		name string
+		in   Protect
+		want []string
+	}{
+		{"negative max-restarts", Protect{VM: "v9", Host: "h1", Policy: policy(func(p *Policy) { p.MaxRestarts = -1 })},
+			[]string{"v9", "max-restarts", "-1"}},
+		{"zero window", Protect{VM: "v9", Host: "h1", Policy: policy(func(p *Policy) { p.Window = 0 })},
+			[]string{"v9", "window"}},
+		{"negative window", Protect{VM: "v9", Host: "h1", Policy: policy(func(p *Policy) { p.Window = -time.Second })},
+			[]string{"v9", "window"}},
+		{"negative max-relocations", Protect{VM: "v9", Host: "h1", Policy: policy(func(p *Policy) { p.MaxRelocations = -2 })},
+			[]string{"v9", "max-relocations"}},
+		{"unknown guest shutdown policy", Protect{VM: "v9", Host: "h1", Policy: policy(func(p *Policy) { p.OnGuestShutdown = 7 })},
+			[]string{"v9", "on-guest-shutdown"}},
+		{"desired absent", Protect{VM: "v9", Host: "h1", Policy: DefaultPolicy(), Desired: WantAbsent},
+			[]string{"v9", "desired", "absent"}},
+		{"unknown host", Protect{VM: "v9", Host: "h7", Policy: DefaultPolicy()}, []string{"v9", `unknown host "h7"`}},
+		{"empty name", Protect{Host: "h1", Policy: DefaultPolicy()}, []string{"vm name is empty"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := New(DefaultConfig())
+			e.Step(t0, AddHost{Host: "h1", MemMiB: 4096})
+			out := e.Step(t0, tc.in)
+			if out.Err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out.Err.Error(), w) {
+					t.Errorf("error %q does not contain %q", out.Err, w)
+				}
+			}
+			if e.Protected(tc.in.VM) || len(e.Status()) != 0 || len(out.Log) != 0 {
+				t.Errorf("refused protect left a trace: status %v log %v", e.Status(), out.Log)
+			}
+		})
+	}
+	// Updating a protected vm with a bad policy keeps the old one.
+	h := newHarness(t, DefaultConfig())
+	h.run(std(DefaultPolicy()))
+	before := h.e.Status()
+	out := h.e.Step(t0, Protect{VM: "v1", Host: "h1", Policy: policy(func(p *Policy) { p.MaxRestarts = -1 })})
+	if out.Err == nil || !strings.Contains(out.Err.Error(), "max-restarts") {
+		t.Fatalf("err %v, want one naming max-restarts", out.Err)
+	}
+	if !sameStatus(before, h.e.Status()) {
+		t.Fatalf("status changed: %+v", h.e.Status())
+	}
+}
+
+// TestUnprotect: an unprotected vm is forgotten and nothing issued for it stays current.
+func TestUnprotect(t *testing.T) {
+	h := newHarness(t, DefaultConfig())
+	h.run(cat(std(DefaultPolicy()), []ev{
+		{at: 10 * time.Second, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1")},
+		{at: 11 * time.Second, in: Unprotect{VM: "v1"}, recs: recs(RecForget),
+			check: all(wantProtected(false), wantCurrent(ActStart, "v1", false))},
+		{at: 12 * time.Second, in: Unprotect{VM: "v1"}, err: `"v1" is not protected`},
+		{at: 13 * time.Second, in: obs(3, DomShutoff, ReasonFailed)},
+		{at: 30 * time.Minute, in: Tick{}},
+	}))
+	if !h.e.NextWake().IsZero() {
+		t.Fatalf("NextWake %s after the only vm was forgotten", h.e.NextWake())
+	}
+}

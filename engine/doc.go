@@ -1,0 +1,89 @@
+// Package engine is hass's decision core: it holds, for every protected VM, what the user
+// wants (desired state and the operation in flight), what the agents observed, and the
+// failure being recovered, and turns inputs into actions:
+//
+//	out := e.Step(now, input)   // out.Actions to carry out, out.Log for the event log
+//
+// It never does I/O and never reads a clock: time is an input, so the controller, the
+// simulator and the tests run the very same code and a scenario replays exactly. Callers
+// record out.Actions before carrying them out, and call Current right before executing one,
+// so an action overtaken by a newer user intent is dropped (a fencing token).
+//
+// # Glossary
+//
+//	home      the host a VM is meant to run on; migrations and relocations move it
+//	desired   running, paused (suspended), stopped, or absent (deleted)
+//	op        a user operation in flight: start shutdown stop reboot delete migrate suspend resume
+//	obs       the newest (state, reason, seq) an agent reported for a VM on one host
+//	seq       an agent's stamp, increasing per host: an older stamp is stale and dropped
+//	gen       a VM's intent generation, bumped by every user intent; actions carry it
+//	failure   a detected fault being recovered: kind, attempts, next attempt time
+//	fenced    a host whose lease expired and that is known to run nothing any more
+//
+// # Classification
+//
+// Evaluation is level-triggered: after any input, each touched VM's newest home observation
+// is compared with its desired state and its operation in flight. Events make it fast; the
+// periodic resync (a Snapshot) makes it correct, so a lost event costs latency, never a wrong
+// verdict. The rules, in the order they are tried:
+//
+//	observed on home            | desired       | in flight           | verdict
+//	----------------------------+---------------+---------------------+----------------------------------
+//	anything, home host suspect | any           | any                 | unknown: wait for the fence
+//	anything, home host fenced  | running/paused| -                   | failure host-down: relocate
+//	obs older than known (seq)  | any           | any                 | stale: dropped
+//	running                     | running       | failure             | recovered
+//	running                     | stopped       | none                | start behind hass's back: desired=running
+//	running                     | paused        | none                | resume behind hass's back: desired=running
+//	running (guest hung)        | running       | failure guest-hang  | reset it
+//	paused/io-error             | running       | -                   | failure io-error: alert, no restart
+//	paused/watchdog             | running       | -                   | failure guest-hang: reset
+//	paused/user                 | running       | none                | suspend behind hass's back: desired=paused
+//	absent/undefined            | any           | not a delete        | deleted behind hass's back: forget
+//	down                        | stopped       | any                 | expected (the user's wish)
+//	down, any reason            | any           | failure             | keep recovering (never a user act)
+//	down/failed|crashed|panicked| running/paused| any op              | failure (a crash during an op is still a crash)
+//	  |watchdog|fenced          |               |                     |
+//	down                        | running/paused| start/reboot/resume | expected until the op's deadline
+//	down/migrated               | running/paused| migrate             | expected until the destination reports it
+//	shutoff/destroyed           | running/paused| none                | stop behind hass's back: desired=stopped
+//	shutoff/shutdown-host       | running/paused| none                | shutdown behind hass's back: desired=stopped
+//	shutoff/shutdown-guest      | running/paused| none                | policy honour: desired=stopped; restart: failure
+//	shutoff/shutdown (unknown)  | running/paused| none                | honoured; alert when the policy says restart
+//	shutoff/migrated            | running/paused| none                | migrate behind hass's back: wait for the destination
+//	absent/unknown              | any           | none                | vanished: wait VanishGrace, then forget
+//	shutoff/unknown             | running/paused| none                | failure vm-crash (e.g. after a host reset)
+//
+// Off home: a VM seen running on another host with reason "migrated", or as the target of a
+// migration in flight, moves its home there; one seen running elsewhere while its home copy
+// is known down was started there by a user and moves home too (hass's own orders to the old
+// home are voided by a new generation); one seen running elsewhere while its home copy runs
+// raises a split-brain alert. A migrated-away VM that fails at its destination before hass
+// heard it landed is adopted there and recovered.
+//
+// # Operations
+//
+// An accepted Request bumps the VM's generation, records the operation with a deadline, and
+// orders the matching action (start, shutdown, destroy, reboot, delete, migrate, suspend,
+// resume). It completes on an observation newer than the request; past its deadline a
+// shutdown is escalated to a destroy, a start, reboot or resume that left the VM down is a
+// failure (operation-failed), and a stop, shutdown, delete or suspend that left the VM up
+// gives the desired state back. Operations from OpenStack order nothing: Nova acts itself.
+//
+// # Recovery
+//
+// A failure is restarted in place at once, then with exponential backoff (BackoffBase,
+// doubling, up to BackoffMax) while fewer than Policy.MaxRestarts restarts fell in
+// Policy.Window; then relocated to another host (up to Policy.MaxRelocations); then given
+// up: the VM is in error, an alert is logged, and only a user's operation revives it.
+// A host whose lease expired is suspect; it is fenced when an IPMI power-off is confirmed or
+// when SelfFenceMargin has passed since expiry (its agent destroyed its VMs before the lease
+// could expire). Only then are its VMs placed elsewhere, highest priority first, by memory
+// and anti-affinity; evacuation does not spend the VM's restart budget. A recovery action is
+// recorded (in the log and the VM's state) before it is issued, carries an ID, and is retried
+// when it fails or goes unanswered for StartTimeout; a user's stop or delete cancels it.
+//
+// The naive detector (Config.Naive) keeps the same recovery but classifies any protected VM
+// that is not running as failed, and trusts observations in arrival order. It exists to show,
+// in the simulator, what operation awareness buys.
+package engine
