@@ -240,6 +240,7 @@ func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, a
 	if r == ReasonUnknown && st == o.state {
 		r = o.reason // a resync without a reason does not erase what an event told
 	}
+	prev, prevSeq := o.state, o.seq
 	if seq > o.seq {
 		o.seq = seq
 	}
@@ -256,7 +257,11 @@ func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, a
 			// A copy away from home going down does not matter, unless the VM had already
 			// moved here (its home copy is down after a migration) and then failed here
 			// before hass heard that it had landed.
-			if !(migrating && homeDown && crashReason(o)) {
+			// The copy must have just appeared or just gone down here, by a crash: a resync
+			// repeating an old crashed copy, or a fenced one, is no news.
+			fresh := prev == DomAbsent || prev.up() || prevSeq == 0
+			crashed := o.state == DomCrashed || r == ReasonFailed || r == ReasonCrashed || r == ReasonPanicked
+			if !(migrating && homeDown && crashed && fresh && prev != st) {
 				return
 			}
 		}
@@ -363,6 +368,11 @@ func (e *Engine) actionResult(in ActionResult) {
 			}
 			switch {
 			case f.kind == FailGuestHang:
+				if o := v.obsFor(f.actHost); in.State != DomUnknown && in.Seq > o.seq {
+					o.seq, o.state, o.reason, o.at = in.Seq, in.State, in.Reason, e.now
+				} else if o.reason == ReasonWatchdog {
+					o.reason = ReasonBooted // the reset answered the watchdog
+				}
 				e.recovered(v)
 			case in.State != DomUnknown:
 				e.observe(f.actHost, v.id, in.Seq, in.State, in.Reason, e.now)
@@ -389,6 +399,9 @@ func (e *Engine) actionResult(in ActionResult) {
 			if in.Seq == 0 && op.Kind != OpMigrate && op.Kind != OpReboot {
 				return
 			}
+			if op.Kind == OpReboot {
+				e.endOp(v, PhaseDone, "reboot carried out")
+			}
 			if in.State != DomUnknown && in.Host != "" && op.Kind != OpMigrate {
 				e.observe(in.Host, v.id, in.Seq, in.State, in.Reason, e.now)
 				return
@@ -408,8 +421,6 @@ func (e *Engine) actionResult(in ActionResult) {
 				e.observe(v.home, v.id, in.Seq, DomPaused, ReasonUser, e.now)
 			case OpResume:
 				e.observe(v.home, v.id, in.Seq, DomRunning, ReasonResumed, e.now)
-			case OpReboot:
-				e.endOp(v, PhaseDone, "reboot carried out")
 			case OpMigrate:
 				t := v.obsFor(op.Target)
 				t.state, t.reason, t.at = DomRunning, ReasonMigrated, e.now
@@ -509,6 +520,11 @@ func failureKind(o *hostObs) FailureKind {
 func (e *Engine) classify(v *vm, o *hostObs) {
 	switch o.state {
 	case DomRunning:
+		if v.fail == nil && o.reason == ReasonWatchdog && v.desired != WantStopped {
+			// The agent still remembers an unanswered watchdog: the signal itself was lost.
+			e.detect(v, FailGuestHang, o.at, "running, but its watchdog fired and nothing reset it")
+			return
+		}
 		if v.fail != nil {
 			if v.fail.kind == FailGuestHang {
 				e.recover(v) // only a reset ends a hang

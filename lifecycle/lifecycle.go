@@ -144,6 +144,7 @@ type memo struct {
 	shutdown engine.Reason // ShutdownGuest/ShutdownHost once the SHUTDOWN half was seen
 	watchdog bool          // a watchdog stop/pause is under way
 	fenced   bool          // the agent destroyed it to fence itself
+	hung     bool          // the watchdog fired and nothing reset the guest yet
 }
 
 // Translator turns the events and rows of one host into engine terms.
@@ -169,6 +170,10 @@ func (t *Translator) Event(ev Event) Result {
 	m := t.memo[ev.Domain]
 	switch ev.Kind {
 	case KindReboot:
+		if m.hung {
+			m.hung = false
+			t.memo[ev.Domain] = m
+		}
 		return Result{Signal: true, Sig: engine.SigReboot}
 	case KindIOError:
 		return Result{Signal: true, Sig: engine.SigIOError}
@@ -179,10 +184,13 @@ func (t *Translator) Event(ev Event) Result {
 		return Result{Signal: true, Sig: engine.SigAgentUp}
 	case KindWatchdog:
 		wd := engine.WatchdogAction(ev.Watchdog)
-		if wd == engine.WatchdogPause || wd == engine.WatchdogPoweroff || wd == engine.WatchdogShutdown {
+		switch wd {
+		case engine.WatchdogPause, engine.WatchdogPoweroff, engine.WatchdogShutdown:
 			m.watchdog = true
-			t.memo[ev.Domain] = m
+		case engine.WatchdogNone, engine.WatchdogDebug, engine.WatchdogInjectNMI:
+			m.hung = true // remembered, so a resync still reports the hang
 		}
+		t.memo[ev.Domain] = m
 		return Result{Signal: true, Sig: engine.SigWatchdog, WD: wd}
 	}
 	switch ev.Type {
@@ -282,6 +290,9 @@ func (t *Translator) Row(domain string, state, reason int) (engine.DomState, eng
 	m := t.memo[domain]
 	switch state {
 	case StateRunning, StateBlocked, StateShutdown:
+		if m.hung {
+			return engine.DomRunning, engine.ReasonWatchdog
+		}
 		r := engine.ReasonBooted
 		if state == StateRunning && reason == 2 {
 			r = engine.ReasonMigrated

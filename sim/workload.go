@@ -133,6 +133,9 @@ func (s *Sim) vmFault(id engine.VMID, kind string) {
 	if h == nil || !up(d.state) {
 		return
 	}
+	if kind != "crash" && d.state != lifecycle.StateRunning {
+		return // a paused guest runs no code: it cannot panic, hang or shut itself down
+	}
 	switch kind {
 	case "crash":
 		s.faultIfWanted(id, "qemu killed")
