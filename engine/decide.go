@@ -195,23 +195,36 @@ func (e *Engine) checkOp(v *vm) {
 		v.opActID = e.act(v, ActDestroy, v.home, "", fmt.Sprintf("op:%d", op.ID)).ID
 		return
 	}
+	if k, ok := insist(op, state); ok {
+		// The user's stop, delete or suspend stands: hass never gives it up on its own,
+		// so it tries again, and says so, until it is seen done or the user asks otherwise.
+		op.Deadline = e.now.Add(e.cfg.StartTimeout)
+		e.log(RecAlert, v.id, v.home, "%s id=%d not confirmed by its deadline (vm %s): trying again", op.Kind, op.ID, state)
+		v.opActID = e.act(v, k, v.home, "", fmt.Sprintf("op:%d", op.ID)).ID
+		return
+	}
 	e.endOp(v, PhaseExpired, "deadline passed with the vm "+state.String())
 	e.opFailed(v, op, state)
 }
 
-// opFailed handles an operation that failed or expired: restore the intent that still
-// matches the world, or declare a failure when the VM should run and does not.
+// insist says whether an operation that changes the user's intent towards "less running"
+// still has work to do, and which action does it.
+func insist(op *Operation, state DomState) (ActKind, bool) {
+	switch op.Kind {
+	case OpStop, OpShutdown:
+		return ActDestroy, state.up() || state == DomUnknown
+	case OpDelete:
+		return ActDelete, state != DomAbsent
+	case OpSuspend:
+		return ActSuspend, state == DomRunning || state == DomUnknown
+	}
+	return 0, false
+}
+
+// opFailed handles an operation that failed or expired: declare a failure when the VM
+// should run and does not.
 func (e *Engine) opFailed(v *vm, op *Operation, state DomState) {
 	switch op.Kind {
-	case OpStop, OpShutdown, OpDelete, OpSuspend:
-		if state.up() && v.desired != op.prev {
-			v.gen++
-			v.desired = op.prev
-			if v.desired == WantStopped && state == DomRunning {
-				v.desired = WantRunning
-			}
-			e.log(RecAlert, v.id, v.home, "%s did not take effect: the vm is still %s, desired back to %s", op.Kind, state, v.desired)
-		}
 	case OpMigrate:
 		if op.Source != SrcAPI && state != DomRunning && v.fail == nil {
 			e.detect(v, FailOperation, e.now, "migration left the vm running nowhere")
@@ -337,6 +350,9 @@ func (e *Engine) snapshot(in Snapshot) {
 	if e.hosts[in.Host] == nil {
 		return
 	}
+	if h := e.hosts[in.Host]; in.At.After(h.lastResync) {
+		h.lastResync = in.At
+	}
 	rows := make(map[VMID]DomainStatus, len(in.Domains))
 	for _, d := range in.Domains {
 		rows[d.VM] = d
@@ -351,6 +367,8 @@ func (e *Engine) snapshot(in Snapshot) {
 			e.observe(in.Host, id, in.Seq, d.State, d.Reason, in.At)
 		} else if v.home == in.Host || v.obsOn(in.Host) != nil {
 			e.observe(in.Host, id, in.Seq, DomAbsent, ReasonUnknown, in.At)
+		} else if v.op != nil && v.op.Kind == OpMigrate {
+			e.evaluate(v) // this host's list may be the last proof that it landed nowhere
 		}
 	}
 }
@@ -391,6 +409,12 @@ func (e *Engine) actionResult(in ActionResult) {
 					o.seq, o.state, o.reason, o.at = in.Seq, in.State, in.Reason, e.now
 				}
 				state := o.state
+				if _, ok := insist(op, state); ok {
+					v.opActID = 0
+					v.op = op
+					e.log(RecAlert, v.id, v.home, "%s id=%d failed (%s): trying again at its deadline", op.Kind, op.ID, in.Err)
+					return
+				}
 				e.endOp(v, PhaseFailed, in.Err)
 				e.opFailed(v, op, state)
 				e.evaluate(v)
@@ -589,6 +613,10 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 			e.endOp(v, PhaseFailed, fmt.Sprintf("vm went down (%s/%s) during the operation", o.state, o.reason))
 		case op.Kind == OpMigrate && o.reason != ReasonMigrated:
 			e.endOp(v, PhaseFailed, fmt.Sprintf("vm went down (%s/%s) during the migration", o.state, o.reason))
+		case op.Kind == OpMigrate && e.nowhere(v, op):
+			e.endOp(v, PhaseFailed, "every other host has reported since, and none runs it")
+			e.detect(v, FailOperation, op.Started, "migrated away but runs nowhere")
+			return
 		default:
 			return // the operation explains it; its deadline catches it if it never completes
 		}
@@ -626,6 +654,21 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 		}
 		e.detect(v, FailVMCrash, o.at, fmt.Sprintf("%s/%s with nobody asking", o.state, o.reason))
 	}
+}
+
+// nowhere proves that a VM whose home copy left in a migration runs on no other host: every
+// other host is fenced, or has sent a complete domain list taken after the migration began
+// without it running there (else its home would have moved). A suspect host proves nothing.
+func (e *Engine) nowhere(v *vm, op *Operation) bool {
+	for _, id := range e.hostIx {
+		h := e.hosts[id]
+		switch {
+		case id == v.home || h.state == hostFenced:
+		case h.state == hostSuspect || !h.lastResync.After(op.Started.Add(time.Second)): // a second for clock skew
+			return false
+		}
+	}
+	return true
 }
 
 // vanish handles a VM missing from its home host's domain list with no undefine event seen:

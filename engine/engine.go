@@ -26,6 +26,7 @@ type host struct {
 	state      hostState
 	lostAt     time.Time // when the lease expired
 	lastSeen   time.Time // when the host last renewed it
+	lastResync time.Time // when its last complete domain list (Snapshot) was taken
 	fenceActID uint64
 }
 
@@ -306,8 +307,14 @@ func (e *Engine) fenced(h *host, why string) {
 		if o := v.obsOn(h.id); o != nil {
 			o.state, o.reason = DomUnknown, ReasonFenced
 		}
+		if f := v.fail; f != nil && f.actID != 0 && f.actHost == h.id {
+			// That attempt died with the host: no answer will come. Try elsewhere now.
+			f.actID, f.next = 0, e.now
+		}
 		if v.home == h.id {
 			homed = append(homed, v)
+		} else if v.op != nil && v.op.Kind == OpMigrate {
+			homed = append(homed, v) // it may have been on its way here
 		}
 	}
 	// Evacuate the most important first, so they get the room that is left.

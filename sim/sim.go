@@ -351,8 +351,15 @@ func (s *Sim) carryOut(h *host, a engine.Action) {
 			return
 		}
 		if t != nil && t.wants != engine.WantRunning && t.wants != engine.WantPaused {
-			s.res.FalseRecoveries++
-			s.trace("CHECK: false recovery: hass starts %s, which the user wants %s", id, t.wants)
+			if t.unseen {
+				// The user's stop happened where no agent could see or store it (a
+				// partitioned or agentless host); nobody could have known.
+				s.res.Ambiguous++
+				s.trace("CHECK: ambiguous: hass starts %s, which the user stopped where no agent could see it", id)
+			} else {
+				s.res.FalseRecoveries++
+				s.trace("CHECK: false recovery: hass starts %s, which the user wants %s", id, t.wants)
+			}
 		}
 		s.setDom(h, id, d, lifecycle.StateRunning, 1, lc(lifecycle.EvStarted, lifecycle.StartedBooted))
 		s.reply(h, a, "")
