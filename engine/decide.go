@@ -11,7 +11,7 @@ import (
 func (e *Engine) request(in Request) {
 	v := e.vms[in.VM]
 	if v == nil {
-		e.out.Err = fmt.Errorf("%s: vm %q is not protected", in.Op, in.VM)
+		e.out.Err = fmt.Errorf("%s: vm %q is %w", in.Op, in.VM, ErrNotProtected)
 		return
 	}
 	o := v.obsOn(v.home)
@@ -24,6 +24,10 @@ func (e *Engine) request(in Request) {
 		e.out.Err = fmt.Errorf("%s %s: %s", in.Op, in.VM, fmt.Sprintf(format, args...))
 	}
 	target := v.home
+	if int(in.Op) >= len(opNames) {
+		e.out.Err = fmt.Errorf("%s %s: unknown operation", in.Op, in.VM)
+		return
+	}
 	switch in.Op {
 	case OpStart:
 		if home.state != hostUp {
@@ -73,11 +77,19 @@ func (e *Engine) request(in Request) {
 			return
 		}
 	}
+	if (in.Op == OpReboot || in.Op == OpSuspend || in.Op == OpMigrate || in.Op == OpResume) &&
+		!v.wantsUp() && in.Source == SrcAPI {
+		refuse("the vm is being %s: start it first", v.desired)
+		return
+	}
 	if v.op != nil {
 		e.endOp(v, PhaseFailed, "superseded by "+in.Op.String())
 	}
 	prev := v.desired
-	v.gen++
+	if !(in.Op == OpStart && v.fail != nil && v.desired == WantRunning) {
+		v.gen++ // a start riding along a recovery leaves the recovery's orders current
+	}
+	v.markIntent()
 	op := &Operation{ID: e.id(), Kind: in.Op, VM: v.id, Source: in.Source, Phase: PhaseRunning,
 		Target: in.Target, Started: e.now}
 	op.home = v.home
@@ -145,6 +157,7 @@ func (e *Engine) infer(v *vm, k OpKind, src Source, d Desired, why string) {
 	}
 	v.gen++
 	v.desired = d
+	v.markIntent()
 	e.log(RecOp, v.id, v.home, "%s inferred source=%s (%s): desired=%s", k, src, why, d)
 }
 
@@ -226,7 +239,7 @@ func insist(op *Operation, state DomState) (ActKind, bool) {
 func (e *Engine) opFailed(v *vm, op *Operation, state DomState) {
 	switch op.Kind {
 	case OpMigrate:
-		if op.Source != SrcAPI && state != DomRunning && v.fail == nil {
+		if op.Source != SrcAPI && v.wantsUp() && !state.up() && v.fail == nil {
 			e.detect(v, FailOperation, e.now, "migration left the vm running nowhere")
 		}
 	case OpStart, OpReboot, OpResume:
@@ -257,6 +270,7 @@ func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, a
 	if seq > o.seq {
 		o.seq = seq
 	}
+	o.prevState, o.prevReason = o.state, o.reason
 	o.state, o.reason, o.at = st, r, at
 	if at.IsZero() {
 		o.at = e.now
@@ -282,6 +296,10 @@ func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, a
 		case !st.up():
 			e.log(RecExpected, id, h, "migrated here from %s, then went down", v.home)
 			v.op.Target = h
+		case st == DomPaused && (r == ReasonMigrated || migrating):
+			return // the incoming copy of a migration under way: it does not run yet
+		case (r == ReasonMigrated || migrating) && !homeDown && v.op != nil && v.op.Source == SrcAPI && v.opActID != 0:
+			return // ours, still unanswered: its result, or the source stopping, says it landed
 		case r == ReasonMigrated || migrating:
 			e.log(RecExpected, id, h, "migrated here from %s", v.home)
 			if v.op != nil && v.op.Kind == OpMigrate {
@@ -331,7 +349,7 @@ func (e *Engine) signal(in Signal) {
 		case WatchdogReset:
 			e.log(RecDetect, v.id, v.home, "%s: watchdog fired and the hypervisor reset the guest", FailGuestHang)
 		case WatchdogNone, WatchdogDebug, WatchdogInjectNMI:
-			if v.fail == nil && !v.errored && !e.cfg.Naive {
+			if v.fail == nil && !v.errored && !e.cfg.Naive && v.wantsUp() && !v.stopping() {
 				e.detect(v, FailGuestHang, in.At, "watchdog fired and nothing was done about it")
 			}
 		default:
@@ -422,6 +440,9 @@ func (e *Engine) actionResult(in ActionResult) {
 			}
 			if in.Seq == 0 && op.Kind != OpMigrate && op.Kind != OpReboot {
 				return
+			}
+			if in.State == DomUnknown && op.Kind != OpStart && op.Kind != OpMigrate {
+				return // only an observation says how a stop left the domain; wait for one
 			}
 			if op.Kind == OpReboot {
 				e.endOp(v, PhaseDone, "reboot carried out")
@@ -572,10 +593,9 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 				e.detect(v, FailIOError, o.at, "paused on a disk I/O error: fix the storage, then resume; not restarting")
 			}
 		case ReasonWatchdog:
-			if v.fail == nil {
+			if v.fail == nil && v.wantsUp() && !v.stopping() {
 				e.detect(v, FailGuestHang, o.at, "paused by the guest watchdog")
-			} else {
-				e.recover(v)
+				return
 			}
 		case ReasonUser:
 			if v.fail != nil && v.fail.kind != FailGuestHang {
@@ -584,6 +604,9 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 			if v.op == nil && v.desired == WantRunning {
 				e.infer(v, OpSuspend, SrcLibvirt, WantPaused, "paused by a user")
 			}
+		}
+		if v.fail != nil {
+			e.recover(v) // a pause does not end the failure: its timers keep running
 		}
 		return
 	}
@@ -602,10 +625,25 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 		return
 	}
 	if !v.wantsUp() {
-		if o.state == DomAbsent && o.reason == ReasonUnknown && v.op == nil {
+		switch {
+		case o.state == DomAbsent && o.reason == ReasonUnknown && v.op == nil:
 			e.vanish(v)
+		case v.op == nil && crashReason(o) && o.reason != ReasonFenced && !o.prevState.up() && o.seq > v.intentSeq &&
+			o.prevState != DomUnknown && !crashReason(&hostObs{state: o.prevState, reason: o.prevReason}):
+			// It was down, and now it crashed: it must have run in between. Somebody started
+			// it and hass missed the news; it crashed since. Protect it as started.
+			e.infer(v, OpStart, SrcLibvirt, WantRunning, "crashed, so it had been started")
+			e.detect(v, failureKind(o), o.at, fmt.Sprintf("%s/%s", o.state, o.reason))
 		}
 		return
+	}
+	if o.reason == ReasonMigrated {
+		if h := e.landed(v); h != "" {
+			e.log(RecExpected, v.id, h, "migrated here from %s", v.home)
+			v.home = h
+			e.evaluate(v)
+			return
+		}
 	}
 	if op := v.op; op != nil {
 		switch {
@@ -642,6 +680,12 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 		}
 		e.infer(v, OpShutdown, SrcLibvirt, WantStopped, "shut down, initiator unknown")
 	case ReasonMigrated:
+		if h := e.landed(v); h != "" {
+			e.log(RecExpected, v.id, h, "migrated here from %s", v.home)
+			v.home = h
+			e.evaluate(v)
+			return
+		}
 		// Migrated away behind hass's back: the destination reports it soon. Wait as for a
 		// migration we asked for; its deadline catches one that landed nowhere.
 		v.op = &Operation{ID: e.id(), Kind: OpMigrate, VM: v.id, Source: SrcLibvirt, Phase: PhaseRunning,
@@ -654,6 +698,16 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 		}
 		e.detect(v, FailVMCrash, o.at, fmt.Sprintf("%s/%s with nobody asking", o.state, o.reason))
 	}
+}
+
+// landed returns the host other than home where the VM was last seen running, if any.
+func (e *Engine) landed(v *vm) HostID {
+	for _, o := range v.obs {
+		if o.host != v.home && o.state == DomRunning && e.hosts[o.host] != nil && e.hosts[o.host].state == hostUp {
+			return o.host
+		}
+	}
+	return ""
 }
 
 // nowhere proves that a VM whose home copy left in a migration runs on no other host: every
@@ -716,6 +770,10 @@ func (e *Engine) backoff(n int) time.Duration {
 }
 
 func (e *Engine) detect(v *vm, k FailureKind, faultAt time.Time, why string) {
+	if v.errored {
+		return // in error until a user acts
+	}
+	v.vanishedAt = time.Time{}
 	if v.op != nil && (v.op.Kind == OpReboot || v.op.Kind == OpMigrate || v.op.Kind == OpSuspend || v.op.Kind == OpResume) {
 		e.endOp(v, PhaseFailed, string(k)+" during the operation")
 	}
@@ -731,6 +789,11 @@ func (e *Engine) detect(v *vm, k FailureKind, faultAt time.Time, why string) {
 
 func (e *Engine) recover(v *vm) {
 	f := v.fail
+	if !v.wantsUp() && !e.cfg.Naive {
+		e.log(RecOp, v.id, v.home, "recovery from %s dropped: the user wants it %s", f.kind, v.desired)
+		v.fail = nil
+		return
+	}
 	if f.kind == FailIOError {
 		return
 	}
@@ -820,6 +883,10 @@ func (e *Engine) giveUp(v *vm, why string) {
 	k := v.fail.kind
 	v.fail = nil
 	v.errored = true
+	v.vanishedAt = time.Time{}
+	if v.op != nil {
+		e.endOp(v, PhaseFailed, "hass gave up on the vm")
+	}
 	e.log(RecGaveUp, v.id, v.home, "%s: %s; the vm is in error until a user starts it", k, why)
 }
 

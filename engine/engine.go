@@ -37,6 +37,9 @@ type hostObs struct {
 	state  DomState
 	reason Reason
 	at     time.Time
+	// what it was before the newest observation
+	prevState  DomState
+	prevReason Reason
 }
 
 type failure struct {
@@ -66,10 +69,14 @@ type vm struct {
 	restarts    []time.Time
 	relocations int
 	errored     bool
+	intentSeq   uint64 // the home observation's seq when the user's intent last changed
 	vanishedAt  time.Time
 	unknownLog  bool // "waiting" already logged for the current unknown spell
 	ambiguous   bool // an alert for an unexplained shutdown was raised for the current stop
 }
+
+// ErrNotProtected is wrapped by errors about a VM the engine does not protect.
+var ErrNotProtected = errors.New("not protected")
 
 // Engine is the operation-aware decision core. It does no I/O and reads no clock: every call
 // passes the time. It is not safe for concurrent use; the daemon serialises calls.
@@ -114,12 +121,26 @@ func (e *Engine) Step(now time.Time, in Input) Output {
 	case Request:
 		e.request(in)
 	case Observe:
+		if in.State > DomAbsent || in.Reason > ReasonFenced {
+			e.out.Err = fmt.Errorf("observe %s on %s: invalid state %d or reason %d", in.VM, in.Host, in.State, in.Reason)
+			break
+		}
 		e.observe(in.Host, in.VM, in.Seq, in.State, in.Reason, in.At)
 	case Signal:
 		e.signal(in)
 	case Snapshot:
+		for _, d := range in.Domains {
+			if d.State > DomAbsent || d.Reason > ReasonFenced {
+				e.out.Err = fmt.Errorf("snapshot of %s: vm %s: invalid state %d or reason %d", in.Host, d.VM, d.State, d.Reason)
+				return e.out
+			}
+		}
 		e.snapshot(in)
 	case ActionResult:
+		if in.State > DomAbsent || in.Reason > ReasonFenced {
+			e.out.Err = fmt.Errorf("result of action %d: invalid state %d or reason %d", in.ID, in.State, in.Reason)
+			break
+		}
 		e.actionResult(in)
 	default:
 		e.out.Err = fmt.Errorf("engine: unknown input %T", in)
@@ -151,33 +172,47 @@ type VMStatus struct {
 	Restarts    int // in the current window
 	Relocations int
 	Policy      Policy
+	MemMiB      int
 }
 
 // Status returns the view of every protected VM, sorted by name.
 func (e *Engine) Status() []VMStatus {
 	out := make([]VMStatus, 0, len(e.vmIx))
 	for _, id := range e.vmIx {
-		v := e.vms[id]
-		s := VMStatus{VM: v.id, Home: v.home, Desired: v.desired, Policy: v.policy,
-			Restarts: v.restartsInWindow(e.now), Relocations: v.relocations}
-		if o := v.obsOn(v.home); o != nil {
-			s.Observed, s.Reason = o.state, o.reason
-		}
-		switch {
-		case v.errored:
-			s.State = "error"
-		case v.fail != nil:
-			s.State, s.Failure = "recovering", v.fail.kind
-		case v.op != nil:
-			s.State = "operation"
-			op := *v.op
-			s.Op = &op
-		default:
-			s.State = "healthy"
-		}
-		out = append(out, s)
+		out = append(out, e.status(e.vms[id]))
 	}
 	return out
+}
+
+// Get returns the view of one VM, and whether it is protected.
+func (e *Engine) Get(id VMID) (VMStatus, bool) {
+	v := e.vms[id]
+	if v == nil {
+		return VMStatus{}, false
+	}
+	return e.status(v), true
+}
+
+func (e *Engine) status(v *vm) VMStatus {
+	s := VMStatus{VM: v.id, Home: v.home, Desired: v.desired, Policy: v.policy,
+		Restarts: v.restartsInWindow(e.now), Relocations: v.relocations}
+	if o := v.obsOn(v.home); o != nil {
+		s.Observed, s.Reason = o.state, o.reason
+	}
+	switch {
+	case v.errored:
+		s.State = "error"
+	case v.fail != nil:
+		s.State, s.Failure = "recovering", v.fail.kind
+	case v.op != nil:
+		s.State = "operation"
+		op := *v.op
+		s.Op = &op
+	default:
+		s.State = "healthy"
+	}
+	s.MemMiB = v.mem
+	return s
 }
 
 // Protected reports whether the engine protects vm.
@@ -210,14 +245,17 @@ func (e *Engine) NextWake() time.Time {
 		if v.op != nil {
 			min(v.op.Deadline)
 		}
-		if f := v.fail; f != nil {
+		if h := e.hosts[v.home]; h == nil || h.state == hostSuspect {
+			continue // nothing moves until the host is fenced, which is timed above
+		}
+		if f := v.fail; f != nil && !v.errored {
 			if f.actID != 0 {
 				min(f.actDeadline)
 			} else if f.next.After(e.now) {
 				min(f.next) // a failure due now waits for an observation, not for time
 			}
 		}
-		if !v.vanishedAt.IsZero() {
+		if !v.vanishedAt.IsZero() && v.op == nil && v.fail == nil && !v.errored && e.hosts[v.home].state == hostUp {
 			min(v.vanishedAt.Add(e.cfg.VanishGrace))
 		}
 	}
@@ -307,6 +345,9 @@ func (e *Engine) fenced(h *host, why string) {
 		if o := v.obsOn(h.id); o != nil {
 			o.state, o.reason = DomUnknown, ReasonFenced
 		}
+		if v.home == h.id {
+			v.vanishedAt = time.Time{}
+		}
 		if f := v.fail; f != nil && f.actID != 0 && f.actHost == h.id {
 			// That attempt died with the host: no answer will come. Try elsewhere now.
 			f.actID, f.next = 0, e.now
@@ -357,7 +398,7 @@ func (e *Engine) protect(in Protect) {
 
 func (e *Engine) unprotect(in Unprotect) {
 	if e.vms[in.VM] == nil {
-		e.out.Err = fmt.Errorf("unprotect: vm %q is not protected", in.VM)
+		e.out.Err = fmt.Errorf("unprotect: vm %q is %w", in.VM, ErrNotProtected)
 		return
 	}
 	e.forget(e.vms[in.VM], "unprotected")
@@ -401,6 +442,19 @@ func (v *vm) restartsInWindow(now time.Time) int {
 
 // wantsUp: the user wants the guest to exist in memory (running or suspended).
 func (v *vm) wantsUp() bool { return v.desired == WantRunning || v.desired == WantPaused }
+
+// markIntent notes that the user's intent changed as of what is known now: only news newer
+// than this may be read as another change of intent.
+func (v *vm) markIntent() {
+	if o := v.obsOn(v.home); o != nil {
+		v.intentSeq = o.seq
+	}
+}
+
+// stopping: a stop, shutdown or delete is in flight.
+func (v *vm) stopping() bool {
+	return v.op != nil && (v.op.Kind == OpStop || v.op.Kind == OpShutdown || v.op.Kind == OpDelete)
+}
 
 func insertSorted[T ~string](s []T, x T) []T {
 	i, ok := slices.BinarySearch(s, x)

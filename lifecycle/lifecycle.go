@@ -142,7 +142,8 @@ type Event struct {
 
 type memo struct {
 	shutdown engine.Reason // ShutdownGuest/ShutdownHost once the SHUTDOWN half was seen
-	watchdog bool          // a watchdog stop/pause is under way
+	watchdog bool          // a watchdog pause is under way: the SUSPENDED half is its doing
+	wdStop   bool          // the watchdog powered the guest off: the STOPPED half and later rows are its doing
 	fenced   bool          // the agent destroyed it to fence itself
 	hung     bool          // the watchdog fired and nothing reset the guest yet
 }
@@ -185,8 +186,10 @@ func (t *Translator) Event(ev Event) Result {
 	case KindWatchdog:
 		wd := engine.WatchdogAction(ev.Watchdog)
 		switch wd {
-		case engine.WatchdogPause, engine.WatchdogPoweroff, engine.WatchdogShutdown:
+		case engine.WatchdogPause:
 			m.watchdog = true
+		case engine.WatchdogPoweroff, engine.WatchdogShutdown:
+			m.wdStop = true
 		case engine.WatchdogNone, engine.WatchdogDebug, engine.WatchdogInjectNMI:
 			m.hung = true // remembered, so a resync still reports the hang
 		}
@@ -204,7 +207,9 @@ func (t *Translator) Event(ev Event) Result {
 		r := engine.ReasonBooted
 		switch ev.Detail {
 		case StartedMigrated:
-			r = engine.ReasonMigrated
+			// The destination of a live migration: libvirt starts the incoming copy paused
+			// when the migration begins, and resumes it (RESUMED/MIGRATED) when it ends.
+			return Result{State: engine.DomPaused, Reason: engine.ReasonMigrated}
 		case StartedRestored, StartedFromSnapshot:
 			r = engine.ReasonRestored
 		}
@@ -223,6 +228,8 @@ func (t *Translator) Event(ev Event) Result {
 		}
 		if m.watchdog {
 			r = engine.ReasonWatchdog
+			m.watchdog = false // it explained this pause; nothing after it
+			t.memo[ev.Domain] = m
 		}
 		return Result{State: engine.DomPaused, Reason: r}
 	case EvResumed:
@@ -263,14 +270,14 @@ func (t *Translator) Event(ev Event) Result {
 		case StoppedFromSnapshot:
 			r = engine.ReasonRestored
 		}
-		if m.watchdog {
+		if m.wdStop {
 			r = engine.ReasonWatchdog
 		}
 		if m.fenced && ev.Detail == StoppedDestroyed {
 			r = engine.ReasonFenced
 		}
-		// Keep the shutdown initiator for later resync rows; forget the watchdog.
-		t.memo[ev.Domain] = memo{shutdown: shutdownOf(r), fenced: r == engine.ReasonFenced}
+		// Keep who stopped it for later resync rows.
+		t.memo[ev.Domain] = memo{shutdown: shutdownOf(r), fenced: r == engine.ReasonFenced, wdStop: r == engine.ReasonWatchdog}
 		return Result{State: engine.DomShutoff, Reason: r}
 	case EvCrashed:
 		return Result{State: engine.DomCrashed, Reason: engine.ReasonPanicked}
@@ -306,8 +313,12 @@ func (t *Translator) Row(domain string, state, reason int) (engine.DomState, eng
 			return engine.DomPaused, engine.ReasonWatchdog
 		case PausedMigration:
 			return engine.DomPaused, engine.ReasonMigrated
+		case PausedUser:
+			return engine.DomPaused, engine.ReasonUser
 		}
-		return engine.DomPaused, engine.ReasonUser
+		// Starting up, saving, dumping, snapshotting, shutting down: a passing state that
+		// nobody asked for as such.
+		return engine.DomPaused, engine.ReasonUnknown
 	case StateShutoff:
 		switch reason {
 		case ShutoffShutdown:
@@ -318,6 +329,9 @@ func (t *Translator) Row(domain string, state, reason int) (engine.DomState, eng
 		case ShutoffDestroyed, ShutoffSaved:
 			if m.fenced {
 				return engine.DomShutoff, engine.ReasonFenced
+			}
+			if m.wdStop {
+				return engine.DomShutoff, engine.ReasonWatchdog
 			}
 			return engine.DomShutoff, engine.ReasonDestroyed
 		case ShutoffCrashed:

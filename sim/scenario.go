@@ -177,6 +177,9 @@ func (sc *Scenario) parseStart(path string) error {
 					}
 				case "mem":
 					v.mem, err = strconv.Atoi(val)
+					if err == nil && v.mem < 0 {
+						err = fmt.Errorf("%d: want a number of MiB >= 0", v.mem)
+					}
 				case "stopped":
 					v.stopped = true
 				case "ignore-acpi":

@@ -490,25 +490,37 @@ func (s *Sim) migrate(src *host, id engine.VMID, d *dom, dst *host, done func(st
 	}
 	g := d.gen
 	fail := s.random && s.rng.IntN(20) == 0
+	// As libvirt does it: the destination starts an incoming copy, paused, when the
+	// migration begins; at the end it resumes as the source stops; on failure it goes.
+	nd := dst.doms[id]
+	if nd == nil {
+		nd = &dom{state: lifecycle.StateShutoff}
+		dst.doms[id] = nd
+	}
+	nd.state, nd.reason = lifecycle.StatePaused, lifecycle.PausedMigration
+	nd.gen++
+	s.emit(dst, id, lc(lifecycle.EvStarted, lifecycle.StartedMigrated))
+	ng := nd.gen
+	abort := func(why string) {
+		if nd.gen == ng && dst.power && nd.state == lifecycle.StatePaused {
+			s.setDom(dst, id, nd, lifecycle.StateShutoff, lifecycle.ShutoffFailed, lc(lifecycle.EvStopped, lifecycle.StoppedFailed))
+		}
+		done(why)
+	}
 	s.after(s.dur(4*time.Second), func() {
 		if d.gen != g || !src.power || d.state != lifecycle.StateRunning {
-			done("domain changed during the migration")
+			abort("domain changed during the migration")
 			return
 		}
-		if fail || !dst.power || !dst.libvirtd {
-			done("migration failed: destination went away")
+		if fail || !dst.power || !dst.libvirtd || nd.gen != ng {
+			abort("migration failed: destination went away")
 			return
 		}
-		nd := dst.doms[id]
-		if nd == nil {
-			nd = &dom{state: lifecycle.StateShutoff}
-			dst.doms[id] = nd
-		}
-		// Atomic switch-over: the destination resumes as the source stops.
+		// Switch-over: the destination resumes as the source stops.
 		nd.state, nd.reason = lifecycle.StateRunning, 2
 		nd.gen++
 		s.setDom(src, id, d, lifecycle.StateShutoff, lifecycle.ShutoffMigrated, lc(lifecycle.EvStopped, lifecycle.StoppedMigrated))
-		s.emit(dst, id, lc(lifecycle.EvStarted, lifecycle.StartedMigrated))
+		s.emit(dst, id, lc(lifecycle.EvResumed, lifecycle.ResumedMigrated))
 		s.afterChange(id)
 		done("")
 	})
@@ -520,6 +532,9 @@ func (s *Sim) migrate(src *host, id engine.VMID, d *dom, dst *host, done func(st
 func (s *Sim) upCopies(id engine.VMID) (n int, running bool) {
 	for _, h := range s.hosts {
 		if d := h.doms[id]; h.power && d != nil && up(d.state) {
+			if d.state == lifecycle.StatePaused && d.reason == lifecycle.PausedMigration {
+				continue // the incoming copy of a live migration runs no guest code
+			}
 			n++
 			running = running || d.state == lifecycle.StateRunning
 		}

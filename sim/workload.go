@@ -271,6 +271,9 @@ func (s *Sim) virsh(op engine.OpKind, id engine.VMID, target engine.HostID) bool
 		g := d.gen
 		s.after(s.dur(5*time.Second), func() {
 			if d.gen == g && h.power && d.state == lifecycle.StateRunning {
+				if t := s.vms[id]; t != nil && !(h.listening() && h.reachable()) {
+					t.unseen = true // the guest went down while no agent could see it
+				}
 				s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffShutdown,
 					lc(lifecycle.EvShutdown, lifecycle.ShutdownHost), lc(lifecycle.EvStopped, lifecycle.StoppedShutdown))
 			}

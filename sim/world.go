@@ -238,7 +238,9 @@ func (s *Sim) powerOff(h *host, why string) {
 	h.epoch++
 	for _, id := range s.vmIDs {
 		if d := h.doms[id]; d != nil && d.state != lifecycle.StateShutoff {
-			s.faultIfWanted(id, "host "+string(h.id)+" lost power")
+			if !(d.state == lifecycle.StatePaused && d.reason == lifecycle.PausedMigration) {
+				s.faultIfWanted(id, "host "+string(h.id)+" lost power")
+			}
 			s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffUnknown)
 		}
 	}
