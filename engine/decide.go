@@ -888,6 +888,7 @@ func (e *Engine) giveUp(v *vm, why string) {
 		e.endOp(v, PhaseFailed, "hass gave up on the vm")
 	}
 	e.log(RecGaveUp, v.id, v.home, "%s: %s; the vm is in error until a user starts it", k, why)
+	e.log(RecAlert, v.id, v.home, "hass gave up on it: an operator should look")
 }
 
 func pruneBefore(ts []time.Time, cut time.Time) []time.Time {

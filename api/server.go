@@ -1,0 +1,481 @@
+package api
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/url"
+	"path"
+	"reflect"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+//go:embed openapi.json
+var openapiJSON []byte
+
+// OpenAPI returns the OpenAPI 3 document served at GET /openapi.json.
+func OpenAPI() []byte { return bytes.Clone(openapiJSON) }
+
+type server struct {
+	svc Service
+	log *slog.Logger
+	mux *http.ServeMux
+}
+
+type route struct {
+	method, pattern string
+	h               http.HandlerFunc
+}
+
+// NewServer returns the HTTP handler for the API, serving svc. Every input is validated before
+// svc is called; every answer, errors included, is JSON. Each request is logged at debug
+// level on logger (nil: no logging).
+func NewServer(svc Service, logger *slog.Logger) http.Handler {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &server{svc: svc, log: logger, mux: http.NewServeMux()}
+	routes := []route{
+		{"GET", "/v1/vms", s.listVMs},
+		{"GET", "/v1/vms/{name}", s.getVM},
+		{"PUT", "/v1/vms/{name}/protection", s.protect},
+		{"DELETE", "/v1/vms/{name}/protection", s.unprotect},
+		{"POST", "/v1/vms/{name}/operations", s.operate},
+		{"GET", "/v1/events", s.events},
+		{"GET", "/v1/status", s.status},
+		{"GET", "/openapi.json", s.openapi},
+		{"GET", "/healthz", s.healthz},
+	}
+	allow := map[string][]string{}
+	var patterns []string
+	for _, rt := range routes {
+		s.mux.HandleFunc(rt.method+" "+rt.pattern, rt.h)
+		if _, ok := allow[rt.pattern]; !ok {
+			patterns = append(patterns, rt.pattern)
+		}
+		allow[rt.pattern] = append(allow[rt.pattern], rt.method)
+		if rt.method == "GET" {
+			allow[rt.pattern] = append(allow[rt.pattern], "HEAD")
+		}
+	}
+	// The same paths without a method catch every other method: 405 with Allow.
+	for _, p := range patterns {
+		s.mux.HandleFunc(p, s.methodNotAllowed(strings.Join(allow[p], ", ")))
+	}
+	s.mux.HandleFunc("/", s.notFound)
+	return s
+}
+
+// statusWriter remembers the status written, for the log and for panic recovery.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (s *server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	w := &statusWriter{ResponseWriter: rw}
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log.Error("api: panic serving request", "method", r.Method, "path", r.URL.Path,
+				"panic", v, "stack", string(debug.Stack()))
+			if w.status == 0 {
+				writeError(w, Internal("internal error: %v", v))
+			}
+		}
+		s.log.LogAttrs(r.Context(), slog.LevelDebug, "api request",
+			slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.String("query", r.URL.RawQuery), slog.Int("status", w.status),
+			slog.Duration("took", time.Since(start)), slog.String("remote", r.RemoteAddr))
+	}()
+	// ServeMux would redirect unclean paths with a non-JSON body; refuse them instead.
+	if p := r.URL.Path; p == "" || p[0] != '/' || cleanPath(p) != p {
+		s.notFound(w, r)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func cleanPath(p string) string {
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
+}
+
+func (s *server) notFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, NotFound("no such route: %s %s (see GET /openapi.json)", r.Method, quotePath(r.URL.Path)))
+}
+
+func (s *server) methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeError(w, &Error{Code: CodeMethodNotAllowed,
+			Message: fmt.Sprintf("method %s is not allowed on %s (allow: %s)", quote(r.Method), quotePath(r.URL.Path), allow)})
+	}
+}
+
+func quotePath(p string) string {
+	if len(p) > 128 {
+		p = p[:128] + "..."
+	}
+	return strconv.QuoteToGraphic(p)
+}
+
+// ---- handlers ----
+
+func (s *server) listVMs(w http.ResponseWriter, r *http.Request) {
+	vms, err := s.svc.VMs(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if vms == nil {
+		vms = []VM{}
+	}
+	writeJSON(w, http.StatusOK, vmList{VMs: vms})
+}
+
+func (s *server) getVM(w http.ResponseWriter, r *http.Request) {
+	name, ok := pathName(w, r)
+	if !ok {
+		return
+	}
+	vm, err := s.svc.VM(r.Context(), name)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, vm)
+}
+
+func (s *server) protect(w http.ResponseWriter, r *http.Request) {
+	name, ok := pathName(w, r)
+	if !ok {
+		return
+	}
+	var req ProtectRequest
+	body, err := readBody(w, r)
+	if err == nil && len(bytes.TrimSpace(body)) > 0 {
+		err = decodeStrict(body, &req, protectFields)
+	}
+	if err == nil {
+		err = req.Policy.Validate()
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	vm, err := s.svc.Protect(r.Context(), name, req)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, vm)
+}
+
+func (s *server) unprotect(w http.ResponseWriter, r *http.Request) {
+	name, ok := pathName(w, r)
+	if !ok {
+		return
+	}
+	if err := s.svc.Unprotect(r.Context(), name); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, Unprotected{Name: name})
+}
+
+func (s *server) operate(w http.ResponseWriter, r *http.Request) {
+	name, ok := pathName(w, r)
+	if !ok {
+		return
+	}
+	var req OperationRequest
+	body, err := readBody(w, r)
+	if err == nil && len(bytes.TrimSpace(body)) > 0 {
+		err = decodeStrict(body, &req, operationFields)
+	}
+	if err == nil {
+		err = req.Validate()
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	op, err := s.svc.Operate(r.Context(), name, req)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, op)
+}
+
+func (s *server) events(w http.ResponseWriter, r *http.Request) {
+	after, limit, err := eventQuery(r.URL.RawQuery)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	evs, err := s.svc.Events(r.Context(), after, limit)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if evs == nil {
+		evs = []Event{}
+	}
+	writeJSON(w, http.StatusOK, eventList{Events: evs})
+}
+
+func (s *server) status(w http.ResponseWriter, r *http.Request) {
+	st, err := s.svc.Status(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *server) openapi(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(openapiJSON)
+}
+
+func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, Health{Status: "ok"})
+}
+
+// ---- input ----
+
+func pathName(w http.ResponseWriter, r *http.Request) (string, bool) {
+	name := r.PathValue("name")
+	if err := checkName("name", "VM name", name); err != nil {
+		writeError(w, err)
+		return "", false
+	}
+	return name, true
+}
+
+func eventQuery(raw string) (after uint64, limit int, err error) {
+	q, perr := url.ParseQuery(raw)
+	if perr != nil {
+		return 0, 0, BadRequest("query", "malformed query string: %v", perr)
+	}
+	for _, k := range slices.Sorted(maps.Keys(q)) {
+		if k != "after" && k != "limit" {
+			return 0, 0, BadRequest("query", "unknown parameter %s (want after, limit)", quote(k))
+		}
+		if len(q[k]) > 1 {
+			return 0, 0, BadRequest(k, "given %d times (want at most once)", len(q[k]))
+		}
+	}
+	limit = DefaultEventLimit
+	if v, ok := q["after"]; ok {
+		n, perr := strconv.ParseUint(v[0], 10, 64)
+		if perr != nil {
+			return 0, 0, BadRequest("after", "%s is not a non-negative integer (an event seq)", quote(v[0]))
+		}
+		after = n
+	}
+	if v, ok := q["limit"]; ok {
+		n, perr := strconv.Atoi(v[0])
+		if perr != nil || n < 1 || n > MaxEventLimit {
+			return 0, 0, BadRequest("limit", "%s is not an integer from 1 to %d", quote(v[0]), MaxEventLimit)
+		}
+		limit = n
+	}
+	return after, limit, nil
+}
+
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if r.Body == nil {
+		return nil, nil
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, BadRequest("body", "request body is larger than %d KiB", MaxBodyBytes>>10)
+		}
+		return nil, BadRequest("body", "cannot read request body: %v", err)
+	}
+	return b, nil
+}
+
+// knownFields lists, for each JSON object a body may hold (by dotted path, "" for the top),
+// the fields it takes; unknown-field errors use it to name the field and what is allowed.
+type knownFields map[string][]string
+
+var protectFields = knownFields{
+	"":       {"policy"},
+	"policy": jsonFields(reflect.TypeFor[Policy]()),
+}
+
+var operationFields = knownFields{"": jsonFields(reflect.TypeFor[OperationRequest]())}
+
+func jsonFields(t reflect.Type) []string {
+	var out []string
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// decodeStrict decodes one JSON object into v, refusing unknown fields and trailing data; its
+// errors are bad_request *Errors that name the field.
+func decodeStrict(data []byte, v any, known knownFields) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonError(err, data, known)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return BadRequest("body", "unexpected data after the JSON object")
+	}
+	return nil
+}
+
+func jsonError(err error, data []byte, known knownFields) error {
+	if e, ok := errors.AsType[*json.SyntaxError](err); ok {
+		return BadRequest("body", "invalid JSON at byte %d: %s", e.Offset, strings.TrimPrefix(e.Error(), "json: "))
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return BadRequest("body", "truncated JSON")
+	}
+	if e, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		field := e.Field
+		if field == "" {
+			field = "body"
+		}
+		if n, ok := strings.CutPrefix(e.Value, "number "); ok && describeType(e.Type) == "an integer" {
+			return BadRequest(field, "%s is not an integer in range", n)
+		}
+		return BadRequest(field, "want %s, got %s", describeType(e.Type), e.Value)
+	}
+	if name, ok := strings.CutPrefix(err.Error(), `json: unknown field "`); ok {
+		name = strings.TrimSuffix(name, `"`)
+		obj := unknownFieldObject(data, name, known)
+		field := name
+		if obj != "" {
+			field = obj + "." + name
+		}
+		return BadRequest(field, "unknown field (want one of %s)", strings.Join(known[obj], ", "))
+	}
+	return BadRequest("body", "%s", strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// unknownFieldObject finds which object of the body holds the unknown field name: the top,
+// unless the top's fields are all known, then the first nested object that has it.
+func unknownFieldObject(data []byte, name string, known knownFields) string {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(data, &top) != nil {
+		return ""
+	}
+	if _, ok := top[name]; ok && !slices.Contains(known[""], name) {
+		return ""
+	}
+	for obj := range known {
+		if obj == "" {
+			continue
+		}
+		var inner map[string]json.RawMessage
+		if json.Unmarshal(top[obj], &inner) == nil {
+			if _, ok := inner[name]; ok {
+				return obj
+			}
+		}
+	}
+	return ""
+}
+
+func describeType(t reflect.Type) string {
+	if t == nil {
+		return "another type"
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.String:
+		return "a string"
+	case reflect.Struct, reflect.Map:
+		return "a JSON object"
+	case reflect.Pointer:
+		return describeType(t.Elem())
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "a JSON array"
+	}
+	return t.String()
+}
+
+// ---- output ----
+
+// fail writes an error the service returned.
+func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	e, ok := errors.AsType[*Error](err)
+	if !ok || e == nil {
+		e = Internal("%v", err)
+	}
+	switch status := statusOf(e.Code); {
+	case status >= 500 && e.Code != CodeUnavailable:
+		s.log.Error("api: service error", "method", r.Method, "path", r.URL.Path, "err", err)
+	case status >= 500:
+		s.log.Warn("api: service unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeError(w, e)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	e, ok := errors.AsType[*Error](err)
+	if !ok || e == nil {
+		e = Internal("%v", err)
+	}
+	writeJSON(w, statusOf(e.Code), errorBody{Error: e})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b, _ = json.Marshal(errorBody{Error: Internal("cannot encode the answer: %v", err)})
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}

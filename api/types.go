@@ -1,0 +1,141 @@
+// Package api is the hass daemon's HTTP API: the JSON types it speaks, the server that adapts
+// HTTP to a Service, and the Client the CLI uses.
+//
+// Every type here is a plain JSON DTO; the daemon converts between these and the engine's
+// types (FromStatus, FromOperation, FromRecord, Policy.Apply and ViewPolicy help).
+package api
+
+import (
+	"context"
+	"time"
+)
+
+// Service is what the daemon provides; the server adapts HTTP to it. Errors should be *Error
+// (see NotFound, BadRequest, Conflict, Unavailable, Internal); any other error is reported as
+// an internal error. The server validates every input before calling the Service.
+type Service interface {
+	VMs(ctx context.Context) ([]VM, error)
+	VM(ctx context.Context, name string) (VM, error)
+	Protect(ctx context.Context, name string, req ProtectRequest) (VM, error)
+	Unprotect(ctx context.Context, name string) error
+	Operate(ctx context.Context, name string, req OperationRequest) (Operation, error)
+	Events(ctx context.Context, afterSeq uint64, limit int) ([]Event, error)
+	Status(ctx context.Context) (Status, error)
+}
+
+// Policy is a protection policy as a request gives it. A field left out (nil pointer, empty
+// string) means "use the default", so 0 can be told apart from "not given".
+type Policy struct {
+	MaxRestarts     *int   `json:"max_restarts,omitempty"`      // restarts in place within Window, 0..1000
+	Window          string `json:"window,omitempty"`            // Go duration, > 0 and <= 30 days
+	MaxRelocations  *int   `json:"max_relocations,omitempty"`   // restarts elsewhere once MaxRestarts is spent, 0..1000
+	OnGuestShutdown string `json:"on_guest_shutdown,omitempty"` // honour (or honor) or restart
+	Priority        *int   `json:"priority,omitempty"`          // higher is relocated first
+	AntiAffinity    string `json:"anti_affinity,omitempty"`     // group name; VMs in a group avoid sharing a host
+}
+
+// PolicyView is the policy a VM is protected with, every field concrete.
+type PolicyView struct {
+	MaxRestarts     int    `json:"max_restarts"`
+	Window          string `json:"window"`
+	MaxRelocations  int    `json:"max_relocations"`
+	OnGuestShutdown string `json:"on_guest_shutdown"`
+	Priority        int    `json:"priority"`
+	AntiAffinity    string `json:"anti_affinity,omitempty"`
+}
+
+// ProtectRequest is the body of PUT /v1/vms/{name}/protection. An empty body means the
+// default policy.
+type ProtectRequest struct {
+	Policy Policy `json:"policy"`
+}
+
+// VM is one protected VM as the engine sees it.
+type VM struct {
+	Name        string     `json:"name"`
+	Host        string     `json:"host"`              // its home host
+	Desired     string     `json:"desired"`           // running, paused, stopped, absent
+	Observed    string     `json:"observed"`          // the domain state on its home: running, paused, shutoff, crashed, absent, unknown
+	Reason      string     `json:"reason"`            // why it is in that state (booted, destroyed, crashed, ...)
+	State       string     `json:"state"`             // healthy, recovering, error, waiting, operation
+	Failure     string     `json:"failure,omitempty"` // the failure kind while recovering
+	Restarts    int        `json:"restarts"`          // restarts in the current window
+	Relocations int        `json:"relocations"`
+	Policy      PolicyView `json:"policy"`
+	Operation   *Operation `json:"operation,omitempty"` // the operation in progress, if any
+}
+
+// Ops lists the operations OperationRequest.Op accepts.
+var Ops = []string{"start", "shutdown", "stop", "reboot", "delete", "migrate", "suspend", "resume"}
+
+// OperationRequest is the body of POST /v1/vms/{name}/operations.
+type OperationRequest struct {
+	Op     string `json:"op"`               // one of Ops
+	Target string `json:"target,omitempty"` // migrate only: the host to move to (empty: hass picks)
+}
+
+// Operation is one user operation on one VM.
+type Operation struct {
+	ID       uint64    `json:"id"`
+	VM       string    `json:"vm"`
+	Op       string    `json:"op"`
+	Source   string    `json:"source"` // api, libvirt, openstack, guest
+	Phase    string    `json:"phase"`  // requested, running, done, failed, expired
+	Started  time.Time `json:"started,omitzero"`
+	Deadline time.Time `json:"deadline,omitzero"`
+	Target   string    `json:"target,omitempty"`
+}
+
+// Event is one entry of the event log.
+type Event struct {
+	Seq  uint64    `json:"seq"`
+	At   time.Time `json:"at"`
+	Type string    `json:"type"` // op, expected, detect, action, recovered, gave-up, alert, host, stale, forget, protect
+	VM   string    `json:"vm,omitempty"`
+	Host string    `json:"host,omitempty"`
+	Kind string    `json:"kind,omitempty"` // failure kind
+	Msg  string    `json:"msg,omitempty"`
+	// Set on recovered events.
+	FaultAt     *time.Time `json:"fault_at,omitempty"`
+	DetectAt    *time.Time `json:"detect_at,omitempty"`
+	ActionAt    *time.Time `json:"action_at,omitempty"`
+	RecoveredAt *time.Time `json:"recovered_at,omitempty"`
+}
+
+// Status is the daemon's own health.
+type Status struct {
+	Host       string `json:"host"`
+	Libvirt    string `json:"libvirt"` // "connected", or the connection error
+	Store      string `json:"store"`
+	VMs        int    `json:"vms"`
+	Healthy    int    `json:"healthy"`
+	Recovering int    `json:"recovering"`
+	Error      int    `json:"error"`
+	Uptime     string `json:"uptime"`
+	Version    string `json:"version"`
+}
+
+// Unprotected is the body of a successful DELETE /v1/vms/{name}/protection.
+type Unprotected struct {
+	Name      string `json:"name"`
+	Protected bool   `json:"protected"` // always false
+}
+
+// Health is the body of GET /healthz.
+type Health struct {
+	Status string `json:"status"` // "ok"
+}
+
+// vmList and eventList are the list envelopes.
+type vmList struct {
+	VMs []VM `json:"vms"`
+}
+
+type eventList struct {
+	Events []Event `json:"events"`
+}
+
+// errorBody is the body of every error response.
+type errorBody struct {
+	Error *Error `json:"error"`
+}

@@ -1,0 +1,140 @@
+package api
+
+import (
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hassproject/hass/engine"
+)
+
+// Limits the server enforces on input.
+const (
+	MaxBodyBytes      = 64 << 10            // request bodies
+	MaxCount          = 1000                // max_restarts, max_relocations
+	MaxWindow         = 30 * 24 * time.Hour // policy window
+	DefaultEventLimit = 100                 // GET /v1/events without limit
+	MaxEventLimit     = 1000
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
+
+// ValidName reports whether s is an acceptable VM, host or anti-affinity group name:
+// 1 to 128 of A-Z a-z 0-9 _ . : -, starting with a letter or digit.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+const nameRule = "want 1 to 128 of A-Z a-z 0-9 _ . : - starting with a letter or digit"
+
+// checkName returns a bad_request error naming field when s is not a valid name.
+func checkName(field, what, s string) error {
+	if s == "" {
+		return BadRequest(field, "%s is required", what)
+	}
+	if !ValidName(s) {
+		return BadRequest(field, "%s is not a valid %s (%s)", quote(s), what, nameRule)
+	}
+	return nil
+}
+
+// quote quotes user input for an error message, cut short if long.
+func quote(s string) string {
+	const max = 64
+	if len(s) > max {
+		return strconv.Quote(s[:max]) + "..."
+	}
+	return strconv.Quote(s)
+}
+
+// Validate checks every field that is given and returns a bad_request *Error naming the first
+// bad one ("policy.window: ..."), or nil.
+func (p Policy) Validate() error {
+	if err := checkCount("policy.max_restarts", p.MaxRestarts); err != nil {
+		return err
+	}
+	if p.Window != "" {
+		if _, err := parseWindow(p.Window); err != nil {
+			return err
+		}
+	}
+	if err := checkCount("policy.max_relocations", p.MaxRelocations); err != nil {
+		return err
+	}
+	if p.OnGuestShutdown != "" {
+		if _, err := engine.ParseGuestShutdownPolicy(p.OnGuestShutdown); err != nil {
+			return BadRequest("policy.on_guest_shutdown", "%s is not one of honour, honor, restart", quote(p.OnGuestShutdown))
+		}
+	}
+	if p.AntiAffinity != "" && !ValidName(p.AntiAffinity) {
+		return BadRequest("policy.anti_affinity", "%s is not a valid group name (%s)", quote(p.AntiAffinity), nameRule)
+	}
+	return nil
+}
+
+func checkCount(field string, n *int) error {
+	if n != nil && (*n < 0 || *n > MaxCount) {
+		return BadRequest(field, "%d is out of range (want 0 to %d)", *n, MaxCount)
+	}
+	return nil
+}
+
+func parseWindow(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return 0, BadRequest("policy.window", "%s is not a duration (e.g. 10m, 1h30m)", quote(s))
+	case d <= 0:
+		return 0, BadRequest("policy.window", "%s must be positive", quote(s))
+	case d > MaxWindow:
+		return 0, BadRequest("policy.window", "%s is longer than 30 days (720h)", quote(s))
+	}
+	return d, nil
+}
+
+// Apply returns base with every field p gives replaced, after validating p. Use
+// engine.DefaultPolicy() as base for a new protection.
+func (p Policy) Apply(base engine.Policy) (engine.Policy, error) {
+	if err := p.Validate(); err != nil {
+		return base, err
+	}
+	out := base
+	if p.MaxRestarts != nil {
+		out.MaxRestarts = *p.MaxRestarts
+	}
+	if p.Window != "" {
+		out.Window, _ = parseWindow(p.Window)
+	}
+	if p.MaxRelocations != nil {
+		out.MaxRelocations = *p.MaxRelocations
+	}
+	if p.OnGuestShutdown != "" {
+		out.OnGuestShutdown, _ = engine.ParseGuestShutdownPolicy(p.OnGuestShutdown)
+	}
+	if p.Priority != nil {
+		out.Priority = *p.Priority
+	}
+	if p.AntiAffinity != "" {
+		out.AntiAffinity = p.AntiAffinity
+	}
+	return out, nil
+}
+
+// Validate checks the op and target and returns a bad_request *Error naming the bad field,
+// or nil.
+func (r OperationRequest) Validate() error {
+	if r.Op == "" {
+		return BadRequest("op", "op is required (want one of %s)", strings.Join(Ops, ", "))
+	}
+	if _, err := engine.ParseOpKind(r.Op); err != nil {
+		return BadRequest("op", "%s is not an operation (want one of %s)", quote(r.Op), strings.Join(Ops, ", "))
+	}
+	if r.Target != "" {
+		if r.Op != "migrate" {
+			return BadRequest("target", "target is only allowed with op migrate, not %s", r.Op)
+		}
+		if err := checkName("target", "host name", r.Target); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hassproject/hass/daemon"
+	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/hypervisor/libvirt"
+)
+
+func upCmd() *cobra.Command {
+	var (
+		cfg             daemon.Config
+		uri             string
+		etcd            string
+		logLevel        string
+		shutdownTimeout time.Duration
+	)
+	c := &cobra.Command{
+		Use:   "up",
+		Short: "Run hass for this host: embedded etcd, controller and agent in one process",
+		Long: `Run everything hass needs to protect the VMs of this host, in one process: the
+decision engine, the libvirt driver and its event stream, the state in an embedded etcd (or an
+external cluster with --etcd), and the HTTP API the other commands talk to.
+
+Then protect VMs with 'hass vm protect NAME'.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)}
+			}
+			if cfg.ResyncEvery < time.Second {
+				return usageError{fmt.Errorf("--resync %s: want at least 1s", cfg.ResyncEvery)}
+			}
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
+			drv, err := libvirt.New(libvirt.Config{URI: uri, Logger: log})
+			if err != nil {
+				return usageError{fmt.Errorf("--libvirt-uri %q: %w", uri, err)}
+			}
+			if etcd != "" {
+				cfg.Etcd = strings.Split(etcd, ",")
+			}
+			cfg.Driver, cfg.Logger, cfg.Engine = drv, log, engine.DefaultConfig()
+			if shutdownTimeout < time.Second {
+				return usageError{fmt.Errorf("--shutdown-timeout %s: want at least 1s", shutdownTimeout)}
+			}
+			cfg.Engine.ShutdownTimeout = shutdownTimeout
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return daemon.Run(ctx, cfg)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/hass", "where the embedded etcd keeps hass's state")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7080", "the API's address")
+	f.StringVar(&cfg.HostName, "host-name", "", "this host's name in hass (default: the OS host name)")
+	f.StringVar(&uri, "libvirt-uri", libvirt.DefaultURI, "libvirt connection URI (local unix socket)")
+	f.StringVar(&etcd, "etcd", "", "comma-separated endpoints of an external etcd cluster, instead of the embedded one")
+	f.DurationVar(&cfg.ResyncEvery, "resync", 30*time.Second, "how often the whole domain list is read again")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 2*time.Minute, "how long a graceful shutdown may take before the VM is destroyed")
+	return c
+}

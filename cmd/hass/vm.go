@@ -1,0 +1,276 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hassproject/hass/api"
+)
+
+// clientFlags are shared by every command that talks to the daemon.
+type clientFlags struct {
+	server string
+	output string
+}
+
+func (cf *clientFlags) add(c *cobra.Command) {
+	def := os.Getenv("HASS_SERVER")
+	if def == "" {
+		def = "http://127.0.0.1:7080"
+	}
+	c.PersistentFlags().StringVar(&cf.server, "server", def, "the hass daemon's API (env HASS_SERVER)")
+	c.PersistentFlags().StringVarP(&cf.output, "output", "o", "table", "table or json")
+}
+
+func (cf *clientFlags) client() (*api.Client, error) {
+	if cf.output != "table" && cf.output != "json" {
+		return nil, usageError{fmt.Errorf("--output %q: want table or json", cf.output)}
+	}
+	return api.NewClient(cf.server, nil), nil
+}
+
+func (cf *clientFlags) json() bool { return cf.output == "json" }
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func vmCmd() *cobra.Command {
+	cf := &clientFlags{}
+	c := &cobra.Command{Use: "vm", Short: "Protect VMs and operate them through hass"}
+	cf.add(c)
+
+	var pol api.Policy
+	var maxRestarts, maxRelocations, priority int
+	protect := &cobra.Command{
+		Use:   "protect NAME",
+		Short: "Protect a VM of this host: hass restarts it when it fails",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			f := cmd.Flags()
+			if f.Changed("max-restarts") {
+				pol.MaxRestarts = &maxRestarts
+			}
+			if f.Changed("max-relocations") {
+				pol.MaxRelocations = &maxRelocations
+			}
+			if f.Changed("priority") {
+				pol.Priority = &priority
+			}
+			if err := pol.Validate(); err != nil {
+				return usageError{err}
+			}
+			vm, err := cl.Protect(cmd.Context(), args[0], api.ProtectRequest{Policy: pol})
+			if err != nil {
+				return err
+			}
+			return printVMs(cmd.OutOrStdout(), cf, []api.VM{vm})
+		},
+	}
+	pf := protect.Flags()
+	pf.IntVar(&maxRestarts, "max-restarts", 3, "restarts in place allowed within the window")
+	pf.StringVar(&pol.Window, "window", "", "the window max-restarts counts in (default 10m)")
+	pf.IntVar(&maxRelocations, "max-relocations", 1, "restarts on another host once restarts are spent")
+	pf.StringVar(&pol.OnGuestShutdown, "on-guest-shutdown", "", "what a shutdown from inside the guest means: honour (default) or restart")
+	pf.IntVar(&priority, "priority", 0, "higher is relocated first")
+	pf.StringVar(&pol.AntiAffinity, "anti-affinity", "", "VMs in the same group avoid sharing a host")
+
+	unprotect := &cobra.Command{
+		Use:   "unprotect NAME",
+		Short: "Stop protecting a VM; it is left as it is",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			if err := cl.Unprotect(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			if cf.json() {
+				return printJSON(cmd.OutOrStdout(), map[string]any{"name": args[0], "protected": false})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s is no longer protected\n", args[0])
+			return nil
+		},
+	}
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List protected VMs and their state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			vms, err := cl.VMs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return printVMs(cmd.OutOrStdout(), cf, vms)
+		},
+	}
+
+	show := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show one protected VM",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			vm, err := cl.VM(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printVMs(cmd.OutOrStdout(), cf, []api.VM{vm})
+		},
+	}
+	c.AddCommand(protect, unprotect, list, show)
+
+	for _, op := range []struct{ name, short string }{
+		{"start", "Start a VM; it is protected again"},
+		{"shutdown", "Shut a VM down gracefully (destroyed if it does not stop in time); hass leaves it stopped"},
+		{"stop", "Stop (destroy) a VM; hass leaves it stopped"},
+		{"reboot", "Reboot a VM; the reboot is not taken for a failure"},
+		{"delete", "Delete (undefine) a VM; hass forgets it"},
+		{"suspend", "Suspend (pause) a VM"},
+		{"resume", "Resume a suspended VM"},
+		{"migrate", "Live-migrate a VM to another host (needs hass on both hosts)"},
+	} {
+		opName := op.name
+		use := opName + " NAME"
+		nargs := cobra.ExactArgs(1)
+		if opName == "migrate" {
+			use, nargs = "migrate NAME [HOST]", cobra.RangeArgs(1, 2)
+		}
+		c.AddCommand(&cobra.Command{
+			Use:   use,
+			Short: op.short,
+			Args:  nargs,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				cl, err := cf.client()
+				if err != nil {
+					return err
+				}
+				req := api.OperationRequest{Op: opName}
+				if len(args) == 2 {
+					req.Target = args[1]
+				}
+				o, err := cl.Operate(cmd.Context(), args[0], req)
+				if err != nil {
+					return err
+				}
+				if cf.json() {
+					return printJSON(cmd.OutOrStdout(), o)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s: accepted (operation %d, %s)\n", opName, args[0], o.ID, o.Phase)
+				return nil
+			},
+		})
+	}
+	return c
+}
+
+func printVMs(w io.Writer, cf *clientFlags, vms []api.VM) error {
+	if cf.json() {
+		return printJSON(w, vms)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tHOST\tDESIRED\tOBSERVED\tSTATE\tRESTARTS\tPOLICY")
+	for _, v := range vms {
+		state := v.State
+		if v.Failure != "" {
+			state += " (" + v.Failure + ")"
+		}
+		if v.Operation != nil {
+			state += " (" + v.Operation.Op + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%d\tmax %d in %s, guest shutdown: %s\n", v.Name, v.Host, v.Desired,
+			v.Observed, v.Reason, state, v.Restarts, v.Policy.MaxRestarts, v.Policy.Window, v.Policy.OnGuestShutdown)
+	}
+	return tw.Flush()
+}
+
+func eventsCmd() *cobra.Command {
+	cf := &clientFlags{}
+	var after uint64
+	var limit int
+	c := &cobra.Command{
+		Use:   "events",
+		Short: "Show the event log: detections, actions, recoveries with their times",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			if limit < 1 || limit > 1000 {
+				return usageError{fmt.Errorf("--limit %d: want 1 to 1000", limit)}
+			}
+			evs, err := cl.Events(cmd.Context(), after, limit)
+			if err != nil {
+				return err
+			}
+			if cf.json() {
+				return printJSON(cmd.OutOrStdout(), evs)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "SEQ\tTIME\tTYPE\tVM\tHOST\tMESSAGE")
+			for _, e := range evs {
+				msg := e.Msg
+				if e.RecoveredAt != nil && e.FaultAt != nil {
+					msg += fmt.Sprintf(" [fault %s, recovered %s]", e.FaultAt.Format(time.RFC3339Nano), e.RecoveredAt.Format(time.RFC3339Nano))
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.At.Local().Format("15:04:05.000"), e.Type, e.VM, e.Host, strings.TrimSpace(msg))
+			}
+			return tw.Flush()
+		},
+	}
+	cf.add(c)
+	c.Flags().Uint64Var(&after, "after", 0, "only events after this sequence number")
+	c.Flags().IntVar(&limit, "limit", 100, "at most this many events")
+	return c
+}
+
+func statusCmd() *cobra.Command {
+	cf := &clientFlags{}
+	c := &cobra.Command{
+		Use:   "status",
+		Short: "Show the daemon's health",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			s, err := cl.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if cf.json() {
+				return printJSON(cmd.OutOrStdout(), s)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "host %s: libvirt %s, store %s; %d VMs protected (%d healthy, %d recovering, %d in error); up %s\n",
+				s.Host, s.Libvirt, s.Store, s.VMs, s.Healthy, s.Recovering, s.Error, s.Uptime)
+			return nil
+		},
+	}
+	cf.add(c)
+	return c
+}

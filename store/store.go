@@ -1,0 +1,473 @@
+// Package store keeps hass's state in etcd, under the prefix /hass/v1/: the VMs hass
+// protects (with their policy and desired state), the event log, and the actions a
+// controller has recorded before carrying them out.
+//
+// The store never decides anything: it does not classify, recover, place or fence. It only
+// stores, validates what it is given, and reports what it finds, including records it cannot
+// read (it never silently drops or repairs data). Every key it touches lives under /hass/v1/.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// ErrNotFound is returned (wrapped) when a VM or action does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Keys. Sequence numbers and action IDs are zero-padded to 20 digits so that key order is
+// numeric order.
+const (
+	prefix          = "/hass/v1/"
+	vmPrefix        = prefix + "vms/"
+	eventPrefix     = prefix + "events/"
+	actionPrefix    = prefix + "actions/"
+	eventSeqKey     = prefix + "meta/event_seq"
+	maxEventsPerTxn = 100 // etcd's default max-txn-ops is 128; one op is the counter
+)
+
+// defaultOpTimeout bounds a store call whose context has no deadline: clientv3 otherwise
+// retries forever while etcd is unreachable.
+const defaultOpTimeout = 15 * time.Second
+
+func vmKey(name string) string   { return vmPrefix + name }
+func eventKey(seq uint64) string { return fmt.Sprintf("%s%020d", eventPrefix, seq) }
+func actionKey(id uint64) string { return fmt.Sprintf("%s%020d", actionPrefix, id) }
+
+// Store is hass's state in etcd. It is safe for concurrent use.
+type Store struct {
+	cli  *clientv3.Client
+	etcd *embed.Etcd // nil when connected to an external cluster
+	// closing quiets the errors etcd logs while it shuts down.
+	closing *atomic.Bool
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Close closes the client and, for an embedded etcd, stops the server. It is idempotent.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		if s.closing != nil {
+			s.closing.Store(true)
+		}
+		if err := s.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
+			s.closeErr = fmt.Errorf("store: close client: %w", err)
+		}
+		if s.etcd != nil {
+			s.etcd.Close()
+		}
+	})
+	return s.closeErr
+}
+
+// Endpoints returns the client endpoints (host:port) the store talks to (for an embedded etcd: where it
+// listens, e.g. for etcdctl while debugging).
+func (s *Store) Endpoints() []string { return s.cli.Endpoints() }
+
+func opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, defaultOpTimeout)
+}
+
+// Duration is a time.Duration that is JSON-encoded as a Go duration string ("10m0s").
+type Duration time.Duration
+
+// MarshalJSON encodes d as a Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON accepts a Go duration string. The error names the bad value; inside a
+// struct, encoding/json also names the field (it is a *json.UnmarshalTypeError).
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil // encoding/json's convention: null leaves the value alone
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return &json.UnmarshalTypeError{Value: "duration " + string(b), Type: durationType}
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return &json.UnmarshalTypeError{Value: fmt.Sprintf("duration %q", s), Type: durationType}
+	}
+	*d = Duration(v)
+	return nil
+}
+
+var durationType = reflect.TypeFor[Duration]()
+
+// String is the Go duration string.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// Policy is how a VM is protected.
+type Policy struct {
+	MaxRestarts     int      `json:"max_restarts"`
+	Window          Duration `json:"window"`
+	MaxRelocations  int      `json:"max_relocations"`
+	OnGuestShutdown string   `json:"on_guest_shutdown"` // honour | restart
+	Priority        int      `json:"priority"`
+	AntiAffinity    string   `json:"anti_affinity,omitempty"`
+}
+
+// VM is one protected VM.
+type VM struct {
+	Name    string `json:"name"`
+	Host    string `json:"host"`
+	MemMiB  int    `json:"mem_mib"`
+	Policy  Policy `json:"policy"`
+	Desired string `json:"desired"` // running | paused | stopped
+	Rev     int64  `json:"-"`       // etcd mod revision, set on read
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
+
+func validName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("name %q: must match %s", name, nameRE)
+	}
+	return nil
+}
+
+// Validate names the first bad field.
+func (v VM) Validate() error {
+	if err := validName(v.Name); err != nil {
+		return err
+	}
+	switch {
+	case v.Desired != "running" && v.Desired != "paused" && v.Desired != "stopped":
+		return fmt.Errorf("desired %q: want running, paused or stopped", v.Desired)
+	case v.MemMiB < 0:
+		return fmt.Errorf("mem_mib %d: must be >= 0", v.MemMiB)
+	case v.Policy.MaxRestarts < 0:
+		return fmt.Errorf("policy.max_restarts %d: must be >= 0", v.Policy.MaxRestarts)
+	case v.Policy.Window <= 0:
+		return fmt.Errorf("policy.window %s: must be > 0", v.Policy.Window)
+	case v.Policy.MaxRelocations < 0:
+		return fmt.Errorf("policy.max_relocations %d: must be >= 0", v.Policy.MaxRelocations)
+	case v.Policy.OnGuestShutdown != "honour" && v.Policy.OnGuestShutdown != "restart":
+		return fmt.Errorf("policy.on_guest_shutdown %q: want honour or restart", v.Policy.OnGuestShutdown)
+	}
+	return nil
+}
+
+// decodeVM decodes and validates the record stored under key. It either errors (naming the
+// key, and the field when there is one to name) or returns a valid VM whose name matches key.
+func decodeVM(key string, value []byte) (VM, error) {
+	var v VM
+	if err := json.Unmarshal(value, &v); err != nil {
+		return VM{}, fmt.Errorf("decode %s: %w", key, err)
+	}
+	if err := v.Validate(); err != nil {
+		return VM{}, fmt.Errorf("decode %s: %w", key, err)
+	}
+	if want := strings.TrimPrefix(key, vmPrefix); v.Name != want {
+		return VM{}, fmt.Errorf("decode %s: name %q does not match the key", key, v.Name)
+	}
+	return v, nil
+}
+
+// PutVM creates or replaces a VM. Nothing is written if v is invalid.
+func (s *Store) PutVM(ctx context.Context, v VM) error {
+	if err := v.Validate(); err != nil {
+		return fmt.Errorf("store: put vm %q: %w", v.Name, err)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("store: put vm %q: %w", v.Name, err)
+	}
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	if _, err := s.cli.Put(ctx, vmKey(v.Name), string(b)); err != nil {
+		return fmt.Errorf("store: put vm %q: %w", v.Name, err)
+	}
+	return nil
+}
+
+// DeleteVM deletes a VM; ErrNotFound if there was none.
+func (s *Store) DeleteVM(ctx context.Context, name string) error {
+	if err := validName(name); err != nil {
+		return fmt.Errorf("store: delete vm %q: %w", name, err)
+	}
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Delete(ctx, vmKey(name))
+	if err != nil {
+		return fmt.Errorf("store: delete vm %q: %w", name, err)
+	}
+	if resp.Deleted == 0 {
+		return fmt.Errorf("store: delete vm %q: %w", name, ErrNotFound)
+	}
+	return nil
+}
+
+// VM returns one VM; ErrNotFound if there is none.
+func (s *Store) VM(ctx context.Context, name string) (VM, error) {
+	if err := validName(name); err != nil {
+		return VM{}, fmt.Errorf("store: get vm %q: %w", name, err)
+	}
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, vmKey(name))
+	if err != nil {
+		return VM{}, fmt.Errorf("store: get vm %q: %w", name, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return VM{}, fmt.Errorf("store: get vm %q: %w", name, ErrNotFound)
+	}
+	kv := resp.Kvs[0]
+	v, err := decodeVM(string(kv.Key), kv.Value)
+	if err != nil {
+		return VM{}, fmt.Errorf("store: get vm %q: %w", name, err)
+	}
+	v.Rev = kv.ModRevision
+	return v, nil
+}
+
+// VMs lists every VM, sorted by name. A record that cannot be decoded fails the whole
+// listing with an error naming its key.
+func (s *Store) VMs(ctx context.Context) ([]VM, error) {
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, vmPrefix, clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, fmt.Errorf("store: list vms: %w", err)
+	}
+	vms := make([]VM, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		v, err := decodeVM(string(kv.Key), kv.Value)
+		if err != nil {
+			return nil, fmt.Errorf("store: list vms: %w", err)
+		}
+		v.Rev = kv.ModRevision
+		vms = append(vms, v)
+	}
+	return vms, nil
+}
+
+// Event is one entry of hass's event log.
+type Event struct {
+	Seq         uint64     `json:"seq"`
+	At          time.Time  `json:"at"`
+	Type        string     `json:"type"`
+	VM          string     `json:"vm"`
+	Host        string     `json:"host"`
+	Kind        string     `json:"kind"`
+	Msg         string     `json:"msg"`
+	FaultAt     *time.Time `json:"fault_at,omitempty"`
+	DetectAt    *time.Time `json:"detect_at,omitempty"`
+	ActionAt    *time.Time `json:"action_at,omitempty"`
+	RecoveredAt *time.Time `json:"recovered_at,omitempty"`
+}
+
+// AppendEvents gives each event the next sequence number and stores it. The counter and
+// the events are written in one transaction, conditional on the counter's mod revision, so
+// numbers never repeat or skip, even with concurrent writers. Batches above 100 events are
+// written in several transactions (each gap-free, but another writer's events may land in
+// between). It returns the events with Seq set; on an error, those already stored.
+func (s *Store) AppendEvents(ctx context.Context, evs []Event) ([]Event, error) {
+	out := make([]Event, 0, len(evs))
+	for len(evs) > 0 {
+		n := min(len(evs), maxEventsPerTxn)
+		done, err := s.appendBatch(ctx, evs[:n])
+		if err != nil {
+			return out, err
+		}
+		out = append(out, done...)
+		evs = evs[n:]
+	}
+	return out, nil
+}
+
+func (s *Store) appendBatch(ctx context.Context, evs []Event) ([]Event, error) {
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	for {
+		resp, err := s.cli.Get(ctx, eventSeqKey)
+		if err != nil {
+			return nil, fmt.Errorf("store: append events: get %s: %w", eventSeqKey, err)
+		}
+		var last uint64
+		var rev int64 // 0: the counter does not exist yet
+		if len(resp.Kvs) > 0 {
+			rev = resp.Kvs[0].ModRevision
+			last, err = strconv.ParseUint(string(resp.Kvs[0].Value), 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("store: append events: decode %s: %w", eventSeqKey, err)
+			}
+		}
+		out := make([]Event, len(evs))
+		ops := make([]clientv3.Op, 0, len(evs)+1)
+		for i, e := range evs {
+			e.Seq = last + uint64(i) + 1
+			b, err := json.Marshal(e)
+			if err != nil {
+				return nil, fmt.Errorf("store: append events: encode event: %w", err)
+			}
+			out[i] = e
+			ops = append(ops, clientv3.OpPut(eventKey(e.Seq), string(b)))
+		}
+		next := last + uint64(len(evs))
+		ops = append(ops, clientv3.OpPut(eventSeqKey, strconv.FormatUint(next, 10)))
+		tresp, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(eventSeqKey), "=", rev)).
+			Then(ops...).
+			Commit()
+		if err != nil {
+			return nil, fmt.Errorf("store: append events %d..%d: %w", last+1, next, err)
+		}
+		if tresp.Succeeded {
+			return out, nil
+		}
+		// Another writer took these numbers first: read the counter again.
+	}
+}
+
+// Events returns up to limit events with Seq > afterSeq, ascending. limit <= 0 means all.
+func (s *Store) Events(ctx context.Context, afterSeq uint64, limit int) ([]Event, error) {
+	if afterSeq == ^uint64(0) {
+		return nil, nil
+	}
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	opts := []clientv3.OpOption{
+		clientv3.WithRange(clientv3.GetPrefixRangeEnd(eventPrefix)),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend),
+	}
+	if limit > 0 {
+		opts = append(opts, clientv3.WithLimit(int64(limit)))
+	}
+	resp, err := s.cli.Get(ctx, eventKey(afterSeq+1), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("store: list events after %d: %w", afterSeq, err)
+	}
+	evs := make([]Event, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		e, err := decodeEvent(string(kv.Key), kv.Value)
+		if err != nil {
+			return nil, fmt.Errorf("store: list events after %d: %w", afterSeq, err)
+		}
+		evs = append(evs, e)
+	}
+	return evs, nil
+}
+
+func decodeEvent(key string, value []byte) (Event, error) {
+	seq, err := strconv.ParseUint(strings.TrimPrefix(key, eventPrefix), 10, 64)
+	if err != nil {
+		return Event{}, fmt.Errorf("decode %s: bad sequence number in the key", key)
+	}
+	var e Event
+	if err := json.Unmarshal(value, &e); err != nil {
+		return Event{}, fmt.Errorf("decode %s: %w", key, err)
+	}
+	if e.Seq != seq {
+		return Event{}, fmt.Errorf("decode %s: seq %d does not match the key", key, e.Seq)
+	}
+	return e, nil
+}
+
+// TrimEvents deletes all but the newest keep events.
+func (s *Store) TrimEvents(ctx context.Context, keep int) error {
+	if keep < 0 {
+		return fmt.Errorf("store: trim events: keep %d: must be >= 0", keep)
+	}
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	// The newest keep+1 keys; the last of them is the newest one to delete.
+	resp, err := s.cli.Get(ctx, eventPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(keep)+1))
+	if err != nil {
+		return fmt.Errorf("store: trim events to %d: %w", keep, err)
+	}
+	if len(resp.Kvs) <= keep {
+		return nil
+	}
+	end := string(resp.Kvs[keep].Key) + "\x00"
+	if _, err := s.cli.Delete(ctx, eventPrefix, clientv3.WithRange(end)); err != nil {
+		return fmt.Errorf("store: trim events to %d: %w", keep, err)
+	}
+	return nil
+}
+
+// Action is something a controller is about to do, recorded before it is carried out
+// (PutAction) and deleted once done (DeleteAction), so that a controller that crashed in
+// between finds it with PendingActions.
+type Action struct {
+	ID     uint64    `json:"id"`
+	Kind   string    `json:"kind"`
+	VM     string    `json:"vm"`
+	Host   string    `json:"host"`
+	Target string    `json:"target"`
+	Why    string    `json:"why"`
+	Gen    uint64    `json:"gen"`
+	At     time.Time `json:"at"`
+}
+
+// PutAction records an action (creating or replacing the one with the same ID).
+func (s *Store) PutAction(ctx context.Context, a Action) error {
+	b, err := json.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("store: put action %d: %w", a.ID, err)
+	}
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	if _, err := s.cli.Put(ctx, actionKey(a.ID), string(b)); err != nil {
+		return fmt.Errorf("store: put action %d: %w", a.ID, err)
+	}
+	return nil
+}
+
+// DeleteAction deletes a recorded action; ErrNotFound if there was none.
+func (s *Store) DeleteAction(ctx context.Context, id uint64) error {
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Delete(ctx, actionKey(id))
+	if err != nil {
+		return fmt.Errorf("store: delete action %d: %w", id, err)
+	}
+	if resp.Deleted == 0 {
+		return fmt.Errorf("store: delete action %d: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// PendingActions lists the recorded actions, by ID.
+func (s *Store) PendingActions(ctx context.Context) ([]Action, error) {
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, actionPrefix, clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return nil, fmt.Errorf("store: list actions: %w", err)
+	}
+	as := make([]Action, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		key := string(kv.Key)
+		var a Action
+		if err := json.Unmarshal(kv.Value, &a); err != nil {
+			return nil, fmt.Errorf("store: list actions: decode %s: %w", key, err)
+		}
+		if key != actionKey(a.ID) {
+			return nil, fmt.Errorf("store: list actions: decode %s: id %d does not match the key", key, a.ID)
+		}
+		as = append(as, a)
+	}
+	return as, nil
+}
