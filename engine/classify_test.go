@@ -195,7 +195,7 @@ func TestClassify(t *testing.T) {
 		})},
 		{name: "reboot: down then up is no failure", steps: cat(std(def), []ev{
 			{at: 10 * s, in: req(OpReboot), acts: acts("reboot@h1"), recs: recs(RecOp)},
-			{at: 11 * s, in: obs(2, DomShutoff, ReasonDestroyed), nrecs: recs(RecDetect),
+			{at: 11 * s, in: obs(2, DomShutoff, ReasonOwnStop), nrecs: recs(RecDetect),
 				check: all(wantState("operation"), wantDesired(WantRunning))},
 			{at: 13 * s, in: obs(3, DomRunning, ReasonBooted), recs: recs(RecOp), nrecs: recs(RecDetect),
 				check: all(wantState("healthy"), wantDesired(WantRunning))},
@@ -203,9 +203,15 @@ func TestClassify(t *testing.T) {
 		})},
 		{name: "reboot deadline passes with the vm down: failure and start", steps: cat(std(def), []ev{
 			{at: 10 * s, in: req(OpReboot), acts: acts("reboot@h1"), check: wantWake(130 * s)},
-			{at: 11 * s, in: obs(2, DomShutoff, ReasonDestroyed), nrecs: recs(RecDetect)},
+			{at: 11 * s, in: obs(2, DomShutoff, ReasonOwnStop), nrecs: recs(RecDetect)},
 			{at: 130*s - ms1, in: Tick{}},
 			{at: 130 * s, in: Tick{}, acts: acts("start@h1"), recs: recs(RecOp, RecDetect), check: wantFailure(FailOperation)},
+		})},
+		{name: "virsh destroy during a reboot is the user's stop, not the reboot's", steps: cat(std(def), []ev{
+			{at: 10 * s, in: req(OpReboot), acts: acts("reboot@h1")},
+			{at: 11 * s, in: obs(2, DomShutoff, ReasonDestroyed), recs: recs(RecOp), nrecs: recs(RecDetect),
+				check: wantDesired(WantStopped)},
+			{at: 30 * time.Minute, in: Tick{}, nrecs: recs(RecDetect)},
 		})},
 		{name: "crash during a reboot is a failure", steps: cat(std(def), []ev{
 			{at: 10 * s, in: req(OpReboot), acts: acts("reboot@h1")},

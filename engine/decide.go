@@ -647,6 +647,10 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 	}
 	if op := v.op; op != nil {
 		switch {
+		case op.Kind == OpReboot && (o.reason == ReasonDestroyed || o.reason == ReasonShutdownHost):
+			// hass's own reboot never stops the domain that way (its hard reboot reports
+			// own-stop): somebody stopped it behind hass's back while it was rebooting.
+			e.endOp(v, PhaseFailed, "the vm was stopped by somebody during the reboot")
 		case crashReason(o):
 			e.endOp(v, PhaseFailed, fmt.Sprintf("vm went down (%s/%s) during the operation", o.state, o.reason))
 		case op.Kind == OpMigrate && o.reason != ReasonMigrated:
@@ -825,6 +829,14 @@ func (e *Engine) recover(v *vm) {
 		return
 	}
 	evacuate := f.evacuate || h.state != hostUp
+	if l := e.landed(v); l != "" {
+		// Before starting it anywhere: a live host already reports it running (a migration
+		// that landed while its source died). That copy is the VM; never start a second.
+		e.log(RecExpected, v.id, l, "runs here already (its home %s is %s): this is its home now", v.home, h.state)
+		v.home = l
+		e.evaluate(v)
+		return
+	}
 	if !evacuate && v.relocations >= v.policy.MaxRelocations {
 		e.giveUp(v, fmt.Sprintf("%d restarts in %s and %d relocations spent", v.restartsInWindow(e.now), v.policy.Window, v.relocations))
 		return

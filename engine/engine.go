@@ -121,7 +121,7 @@ func (e *Engine) Step(now time.Time, in Input) Output {
 	case Request:
 		e.request(in)
 	case Observe:
-		if in.State > DomAbsent || in.Reason > ReasonFenced {
+		if in.State > DomAbsent || in.Reason > ReasonOwnStop {
 			e.out.Err = fmt.Errorf("observe %s on %s: invalid state %d or reason %d", in.VM, in.Host, in.State, in.Reason)
 			break
 		}
@@ -130,14 +130,14 @@ func (e *Engine) Step(now time.Time, in Input) Output {
 		e.signal(in)
 	case Snapshot:
 		for _, d := range in.Domains {
-			if d.State > DomAbsent || d.Reason > ReasonFenced {
+			if d.State > DomAbsent || d.Reason > ReasonOwnStop {
 				e.out.Err = fmt.Errorf("snapshot of %s: vm %s: invalid state %d or reason %d", in.Host, d.VM, d.State, d.Reason)
 				return e.out
 			}
 		}
 		e.snapshot(in)
 	case ActionResult:
-		if in.State > DomAbsent || in.Reason > ReasonFenced {
+		if in.State > DomAbsent || in.Reason > ReasonOwnStop {
 			e.out.Err = fmt.Errorf("result of action %d: invalid state %d or reason %d", in.ID, in.State, in.Reason)
 			break
 		}

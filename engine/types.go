@@ -59,11 +59,12 @@ const (
 	ReasonIOError              // paused on a disk I/O error
 	ReasonUndefined            // no longer defined (virsh undefine)
 	ReasonFenced               // destroyed by the agent's self-fence
+	ReasonOwnStop              // stopped by hass's own executor as part of an operation (a hard reboot)
 )
 
 var reasonNames = [...]string{"unknown", "booted", "migrated", "restored", "resumed", "user",
 	"shutdown-guest", "shutdown-host", "shutdown", "destroyed", "failed", "crashed", "panicked",
-	"watchdog", "io-error", "undefined", "fenced"}
+	"watchdog", "io-error", "undefined", "fenced", "own-stop"}
 
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {

@@ -146,6 +146,7 @@ type memo struct {
 	wdStop   bool          // the watchdog powered the guest off: the STOPPED half and later rows are its doing
 	fenced   bool          // the agent destroyed it to fence itself
 	hung     bool          // the watchdog fired and nothing reset the guest yet
+	ownStop  bool          // hass's executor is stopping it itself (a hard reboot)
 }
 
 // Translator turns the events and rows of one host into engine terms.
@@ -276,8 +277,12 @@ func (t *Translator) Event(ev Event) Result {
 		if m.fenced && ev.Detail == StoppedDestroyed {
 			r = engine.ReasonFenced
 		}
+		if m.ownStop && ev.Detail == StoppedDestroyed {
+			r = engine.ReasonOwnStop
+		}
 		// Keep who stopped it for later resync rows.
-		t.memo[ev.Domain] = memo{shutdown: shutdownOf(r), fenced: r == engine.ReasonFenced, wdStop: r == engine.ReasonWatchdog}
+		t.memo[ev.Domain] = memo{shutdown: shutdownOf(r), fenced: r == engine.ReasonFenced,
+			wdStop: r == engine.ReasonWatchdog, ownStop: r == engine.ReasonOwnStop}
 		return Result{State: engine.DomShutoff, Reason: r}
 	case EvCrashed:
 		return Result{State: engine.DomCrashed, Reason: engine.ReasonPanicked}
@@ -333,6 +338,9 @@ func (t *Translator) Row(domain string, state, reason int) (engine.DomState, eng
 			if m.wdStop {
 				return engine.DomShutoff, engine.ReasonWatchdog
 			}
+			if m.ownStop {
+				return engine.DomShutoff, engine.ReasonOwnStop
+			}
 			return engine.DomShutoff, engine.ReasonDestroyed
 		case ShutoffCrashed:
 			return engine.DomShutoff, engine.ReasonCrashed
@@ -353,6 +361,14 @@ func (t *Translator) Row(domain string, state, reason int) (engine.DomState, eng
 func (t *Translator) Fencing(domain string) {
 	m := t.memo[domain]
 	m.fenced = true
+	t.memo[domain] = m
+}
+
+// OwnStop tells the translator that hass's executor is about to destroy domain as one step
+// of an operation (a hard reboot), so the stop is reported as hass's own, not a user's.
+func (t *Translator) OwnStop(domain string) {
+	m := t.memo[domain]
+	m.ownStop = true
 	t.memo[domain] = m
 }
 

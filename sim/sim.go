@@ -136,7 +136,7 @@ type vmTruth struct {
 	faultN    int       // numbers fault intervals, so a deadline check finds its own
 	counted   bool      // the open interval was already scored (missed / gave up)
 	ambiguous bool      // the fault could not be told from a user's act
-	unseen    bool      // the user's last act happened where no agent could see or store it
+	unseen    engine.HostID // the host where the user's last act happened while no agent could see or store it
 	attempts  []time.Time
 }
 
@@ -159,6 +159,8 @@ type Sim struct {
 	out      io.Writer // the story, in scenario mode; nil otherwise
 	wake     time.Time // earliest scheduled engine tick
 	random   bool
+
+	rebootCur func() bool // while carrying out a reboot action: is it still current?
 
 	dropNext int // scripted bus faults
 	holdNext int
@@ -351,7 +353,7 @@ func (s *Sim) carryOut(h *host, a engine.Action) {
 			return
 		}
 		if t != nil && t.wants != engine.WantRunning && t.wants != engine.WantPaused {
-			if t.unseen {
+			if t.unseen != "" {
 				// The user's stop happened where no agent could see or store it (a
 				// partitioned or agentless host); nobody could have known.
 				s.res.Ambiguous++
@@ -389,7 +391,9 @@ func (s *Sim) carryOut(h *host, a engine.Action) {
 		if s.random {
 			hard = s.rng.IntN(2) == 0
 		}
+		s.rebootCur = func() bool { return s.eng.Current(a) }
 		s.reboot(h, id, d, hard, func(err string) { s.reply(h, a, err) })
+		s.rebootCur = nil
 	case engine.ActReset:
 		if d == nil || !up(d.state) {
 			s.reply(h, a, "domain is not running")
@@ -461,11 +465,18 @@ func (s *Sim) reboot(h *host, id engine.VMID, d *dom, hard bool, done func(strin
 		})
 		return
 	}
+	h.tr.OwnStop(string(id)) // the agent's own destroy, the first half of a hard reboot
 	s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
 	g := d.gen
+	current := s.rebootCur
 	s.after(s.dur(2*time.Second), func() {
 		if d.gen != g || !h.power || d.state != lifecycle.StateShutoff {
 			done("domain changed during the reboot")
+			return
+		}
+		if current != nil && !current() {
+			// The executor checks again before the second half: a stop issued meanwhile wins.
+			done("reboot overtaken by a newer intent")
 			return
 		}
 		if d.rebootHang {
@@ -575,7 +586,7 @@ func (s *Sim) faultIfWanted(id engine.VMID, why string) {
 		return
 	}
 	t.faultAt, t.counted = s.now, false
-	t.ambiguous = t.unseen // nobody could know the user wanted it running
+	t.ambiguous = t.unseen != "" // nobody could know the user wanted it running
 	t.faultN++
 	n := t.faultN
 	s.trace("truth: fault: %s down (%s)", id, why)

@@ -50,8 +50,8 @@ func TestRecoveryLatency(t *testing.T) {
 	}
 	row := func(what string, ds []time.Duration) {
 		t.Logf("bench: %-28s p50 %8s  p99 %8s  max %8s  (n=%d)", what,
-			percentile(ds, 0.5).Round(time.Millisecond), percentile(ds, 0.99).Round(time.Millisecond),
-			percentile(ds, 1).Round(time.Millisecond), len(ds))
+			percentile(ds, 0.5).Round(time.Microsecond), percentile(ds, 0.99).Round(time.Microsecond),
+			percentile(ds, 1).Round(time.Microsecond), len(ds))
 	}
 	row("libvirt event -> restart", evToAct)
 	row("kill -9 -> restart issued", killToAct)
