@@ -131,11 +131,11 @@ type vmTruth struct {
 	policy    engine.Policy
 	mem       int
 	wants     engine.Desired
-	gone      bool      // deleted
-	faultAt   time.Time // open fault interval, zero when none
-	faultN    int       // numbers fault intervals, so a deadline check finds its own
-	counted   bool      // the open interval was already scored (missed / gave up)
-	ambiguous bool      // the fault could not be told from a user's act
+	gone      bool          // deleted
+	faultAt   time.Time     // open fault interval, zero when none
+	faultN    int           // numbers fault intervals, so a deadline check finds its own
+	counted   bool          // the open interval was already scored (missed / gave up)
+	ambiguous bool          // the fault could not be told from a user's act
 	unseen    engine.HostID // the host where the user's last act happened while no agent could see or store it
 	attempts  []time.Time
 }
