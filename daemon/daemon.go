@@ -41,6 +41,11 @@ type Config struct {
 	Driver hypervisor.Driver
 	// Ready, if set, is called once the API listens, with its address.
 	Ready func(addr string)
+	// ProtectAll protects, with the default policy, every domain of this host that is not
+	// protected yet when the daemon first sees it (at start, and when one is defined later).
+	ProtectAll bool
+	// KeepEvents bounds the event log; older entries are trimmed every ten minutes.
+	KeepEvents int
 }
 
 // Daemon is one running `hass up`.
@@ -60,6 +65,7 @@ type Daemon struct {
 	// unfinished holds the user operations a previous run ordered but did not see done;
 	// they are ordered again after the first resync, once the engine knows the domains.
 	unfinished []engine.Request
+	seen       map[string]bool // domains already offered to ProtectAll
 
 	vmLocks sync.Map // engine.VMID -> *sync.Mutex: one action at a time per VM
 	wg      sync.WaitGroup
@@ -89,6 +95,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.KeepEvents <= 0 {
+		cfg.KeepEvents = 100000
 	}
 	if cfg.Engine == (engine.Config{}) {
 		cfg.Engine = engine.DefaultConfig()
@@ -364,12 +373,48 @@ func (d *Daemon) resync(ctx context.Context) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.libvirt = "connected"
+	if d.cfg.ProtectAll {
+		d.protectNew(ctx, doms, seq)
+	}
 	snap := engine.Snapshot{Host: engine.HostID(d.cfg.HostName), Seq: seq, At: time.Now()}
 	for _, dom := range doms {
 		st, r := d.tr.Row(dom.Name, int(dom.State), dom.Reason)
 		snap.Domains = append(snap.Domains, engine.DomainStatus{VM: engine.VMID(dom.Name), State: st, Reason: r})
 	}
 	d.stepLocked(ctx, snap)
+}
+
+// protectNew protects the domains this daemon has not seen before (ProtectAll). A domain
+// seen once and then unprotected by a user stays unprotected for the rest of this run.
+// Callers hold d.mu.
+func (d *Daemon) protectNew(ctx context.Context, doms []hypervisor.Domain, seq uint64) {
+	if d.seen == nil {
+		d.seen = map[string]bool{}
+	}
+	for _, dom := range doms {
+		if d.seen[dom.Name] {
+			continue
+		}
+		d.seen[dom.Name] = true
+		if d.eng.Protected(engine.VMID(dom.Name)) {
+			continue
+		}
+		st, r := d.tr.Row(dom.Name, int(dom.State), dom.Reason)
+		desired := engine.WantStopped
+		switch st {
+		case engine.DomRunning:
+			desired = engine.WantRunning
+		case engine.DomPaused:
+			desired = engine.WantPaused
+		}
+		in := engine.Protect{VM: engine.VMID(dom.Name), Host: engine.HostID(d.cfg.HostName),
+			MemMiB: int(dom.MemoryKiB / 1024), Policy: engine.DefaultPolicy(), Desired: desired}
+		if out := d.stepLocked(ctx, in); out.Err != nil {
+			d.log.Warn("protect-all: cannot protect", "vm", dom.Name, "err", out.Err)
+			continue
+		}
+		d.stepLocked(ctx, engine.Observe{Host: in.Host, VM: in.VM, Seq: seq, State: st, Reason: r, At: time.Now()})
+	}
 }
 
 // clock ticks the engine and resyncs periodically.
@@ -379,10 +424,16 @@ func (d *Daemon) clock(ctx context.Context) {
 	defer tick.Stop()
 	resync := time.NewTicker(d.cfg.ResyncEvery)
 	defer resync.Stop()
+	trim := time.NewTicker(10 * time.Minute)
+	defer trim.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-trim.C:
+			if err := d.st.TrimEvents(ctx, d.cfg.KeepEvents); err != nil {
+				d.log.Warn("trim the event log", "err", err)
+			}
 		case <-tick.C:
 			d.mu.Lock()
 			if w := d.eng.NextWake(); !w.IsZero() && !w.After(time.Now()) {

@@ -67,6 +67,8 @@ Then protect VMs with 'hass vm protect NAME'.`,
 	f.StringVar(&etcd, "etcd", "", "comma-separated endpoints of an external etcd cluster, instead of the embedded one")
 	f.DurationVar(&cfg.ResyncEvery, "resync", 30*time.Second, "how often the whole domain list is read again")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&cfg.ProtectAll, "protect-all", false, "protect every domain of this host (running ones as running, others as stopped) with the default policy, including domains defined later")
+	f.IntVar(&cfg.KeepEvents, "keep-events", 100000, "how many event log entries to keep")
 	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 2*time.Minute, "how long a graceful shutdown may take before the VM is destroyed")
 	return c
 }

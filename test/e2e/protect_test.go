@@ -238,3 +238,15 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	i = max(0, min(i, len(s)-1))
 	return s[i]
 }
+
+func TestProtectAll(t *testing.T) {
+	before := guest(t)
+	virsh(t, "destroy", before) // a stopped domain is protected as stopped
+	d := startHass(t, "", "--protect-all")
+	waitVM(t, d, before, recoverWithin, "protected as stopped", func(v VM) bool { return v.Desired == "stopped" })
+	later := guest(t) // defined while hass runs: protected at the next resync
+	waitVM(t, d, later, recoverWithin, "protected as running", func(v VM) bool { return v.Desired == "running" && v.Observed == "running" })
+	pid, _ := killQemu(t, later)
+	waitRunning(t, later, pid, recoverWithin)
+	stays(t, before, "shut off", 3*time.Second)
+}
