@@ -277,7 +277,7 @@ func TestKillNine(t *testing.T) {
 // validResult checks what any translation may return.
 func validResult(t *testing.T, ev Event, res Result) {
 	t.Helper()
-	if res.State > engine.DomAbsent || res.Reason > engine.ReasonFenced || res.Sig > engine.SigGuestPanic {
+	if res.State > engine.DomAbsent || res.Reason > engine.ReasonOwnStop || res.Sig > engine.SigGuestPanic {
 		t.Fatalf("Event(%+v) = %+v: out of range", ev, res)
 	}
 	if res.Skip && res.Signal {
@@ -295,6 +295,9 @@ func validResult(t *testing.T, ev Event, res Result) {
 	want := map[int]engine.DomState{EvUndefined: engine.DomAbsent, EvStarted: engine.DomRunning,
 		EvSuspended: engine.DomPaused, EvResumed: engine.DomRunning, EvStopped: engine.DomShutoff,
 		EvCrashed: engine.DomCrashed}
+	if ev.Type == EvStarted && ev.Detail == StartedMigrated {
+		want[EvStarted] = engine.DomPaused // a migration's incoming copy is paused until it ends
+	}
 	if ws, ok := want[ev.Type]; ok {
 		if res.Skip || res.State != ws {
 			t.Fatalf("Event(%+v) = %+v: want state %s", ev, res, ws)
@@ -306,7 +309,7 @@ func validResult(t *testing.T, ev Event, res Result) {
 
 func validRow(t *testing.T, state, reason int, st engine.DomState, r engine.Reason) {
 	t.Helper()
-	if st > engine.DomAbsent || r > engine.ReasonFenced {
+	if st > engine.DomAbsent || r > engine.ReasonOwnStop {
 		t.Fatalf("Row(%d, %d) = %d/%d: out of range", state, reason, st, r)
 	}
 	var want engine.DomState
@@ -358,7 +361,7 @@ func FuzzTranslator(f *testing.F) {
 				res := tr.Event(ev)
 				if ev.Kind <= KindAgentLifecycle {
 					validResult(t, ev, res)
-				} else if res.State > engine.DomAbsent || res.Reason > engine.ReasonFenced {
+				} else if res.State > engine.DomAbsent || res.Reason > engine.ReasonOwnStop {
 					t.Fatalf("Event(%+v) = %+v: out of range", ev, res)
 				}
 			case 3, 4:

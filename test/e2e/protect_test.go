@@ -112,6 +112,14 @@ func TestLibvirtdRestart(t *testing.T) {
 		out, _ := d.hassErr("status")
 		return !strings.Contains(out, "libvirt connected"), out
 	})
+	// With libvirtd down, protecting a VM fails with a clear error and changes nothing.
+	before := d.hass("vm", "list", "-o", "json")
+	if out, err := d.hassErr("vm", "protect", "anything"); err == nil || !strings.Contains(out, "cannot list the domains") {
+		t.Errorf("protect with libvirtd down: %v %s", err, out)
+	}
+	if after := d.hass("vm", "list", "-o", "json"); after != before {
+		t.Errorf("a failed protect changed the state")
+	}
 	// A crash while libvirtd is down: nobody sees it happen.
 	victimPID, _ := killQemu(t, victim)
 	time.Sleep(2 * time.Second)
