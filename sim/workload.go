@@ -113,6 +113,9 @@ func (s *Sim) hostOf(id engine.VMID) (*host, *dom) {
 	var defined *host
 	for _, h := range s.hosts {
 		if d := h.doms[id]; d != nil && h.power {
+			if d.state == lifecycle.StatePaused && d.reason == lifecycle.PausedMigration {
+				continue // the incoming copy of a migration is not where the VM is
+			}
 			if up(d.state) {
 				return h, d
 			}
