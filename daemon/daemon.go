@@ -400,21 +400,26 @@ func (d *Daemon) protectNew(ctx context.Context, doms []hypervisor.Domain, seq u
 			continue
 		}
 		st, r := d.tr.Row(dom.Name, int(dom.State), dom.Reason)
-		desired := engine.WantStopped
-		switch st {
-		case engine.DomRunning:
-			desired = engine.WantRunning
-		case engine.DomPaused:
-			desired = engine.WantPaused
-		}
 		in := engine.Protect{VM: engine.VMID(dom.Name), Host: engine.HostID(d.cfg.HostName),
-			MemMiB: int(dom.MemoryKiB / 1024), Policy: engine.DefaultPolicy(), Desired: desired}
+			MemMiB: int(dom.MemoryKiB / 1024), Policy: engine.DefaultPolicy(), Desired: desiredOf(st)}
 		if out := d.stepLocked(ctx, in); out.Err != nil {
 			d.log.Warn("protect-all: cannot protect", "vm", dom.Name, "err", out.Err)
 			continue
 		}
 		d.stepLocked(ctx, engine.Observe{Host: in.Host, VM: in.VM, Seq: seq, State: st, Reason: r, At: time.Now()})
 	}
+}
+
+// desiredOf is what protecting a domain found in state st keeps it as: running or
+// suspended if it is up, stopped otherwise.
+func desiredOf(st engine.DomState) engine.Desired {
+	switch st {
+	case engine.DomRunning:
+		return engine.WantRunning
+	case engine.DomPaused:
+		return engine.WantPaused
+	}
+	return engine.WantStopped
 }
 
 // clock ticks the engine and resyncs periodically.

@@ -71,15 +71,8 @@ func (d *Daemon) Protect(ctx context.Context, name string, req api.ProtectReques
 		d.mu.Lock()
 		st, r := d.tr.Row(dom.Name, int(dom.State), dom.Reason)
 		d.mu.Unlock()
-		desired := engine.WantStopped
-		switch st {
-		case engine.DomRunning:
-			desired = engine.WantRunning
-		case engine.DomPaused:
-			desired = engine.WantPaused
-		}
 		in = engine.Protect{VM: engine.VMID(name), Host: engine.HostID(d.cfg.HostName),
-			MemMiB: int(dom.MemoryKiB / 1024), Policy: p, Desired: desired}
+			MemMiB: int(dom.MemoryKiB / 1024), Policy: p, Desired: desiredOf(st)}
 		obs = engine.Observe{Host: in.Host, VM: in.VM, Seq: seq, State: st, Reason: r, At: time.Now()}
 	}
 	if !found && !already {
