@@ -65,7 +65,7 @@ type Daemon struct {
 	// unfinished holds the user operations a previous run ordered but did not see done;
 	// they are ordered again after the first resync, once the engine knows the domains.
 	unfinished []engine.Request
-	seen       map[string]bool // domains already offered to ProtectAll
+	seen       map[string]bool // domains already offered to ProtectAll, or unprotected by a user
 
 	vmLocks sync.Map // engine.VMID -> *sync.Mutex: one action at a time per VM
 	wg      sync.WaitGroup
@@ -180,6 +180,9 @@ func (d *Daemon) restore(ctx context.Context) error {
 			return fmt.Errorf("daemon: stored vm %q: %w", r.Name, out.Err)
 		}
 		d.persisted[engine.VMID(r.Name)] = r
+	}
+	if d.seen, err = d.st.OptOuts(ctx); err != nil {
+		return fmt.Errorf("daemon: load opt-outs: %w", err)
 	}
 	pending, err := d.st.PendingActions(ctx)
 	if err != nil {

@@ -89,6 +89,9 @@ func (d *Daemon) Protect(ctx context.Context, name string, req api.ProtectReques
 	if found && !already {
 		d.stepLocked(ctx, obs)
 	}
+	if err := d.st.SetOptOut(ctx, name, false); err != nil {
+		d.log.Warn("clear the opt-out", "vm", name, "err", err)
+	}
 	s, _ := d.eng.Get(engine.VMID(name))
 	return api.FromStatus(s), nil
 }
@@ -99,6 +102,14 @@ func (d *Daemon) Unprotect(ctx context.Context, name string) error {
 	defer d.mu.Unlock()
 	if out := d.stepLocked(ctx, engine.Unprotect{VM: engine.VMID(name)}); out.Err != nil {
 		return engineError(out.Err)
+	}
+	// A user's unprotect is remembered, so that --protect-all leaves the VM alone.
+	if d.seen == nil {
+		d.seen = map[string]bool{}
+	}
+	d.seen[name] = true
+	if err := d.st.SetOptOut(ctx, name, true); err != nil {
+		d.log.Warn("remember the unprotect", "vm", name, "err", err)
 	}
 	return nil
 }

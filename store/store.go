@@ -34,6 +34,7 @@ const (
 	vmPrefix        = prefix + "vms/"
 	eventPrefix     = prefix + "events/"
 	actionPrefix    = prefix + "actions/"
+	optOutPrefix    = prefix + "optout/"
 	eventSeqKey     = prefix + "meta/event_seq"
 	maxEventsPerTxn = 100 // etcd's default max-txn-ops is 128; one op is the counter
 )
@@ -214,6 +215,41 @@ func (s *Store) DeleteVM(ctx context.Context, name string) error {
 		return fmt.Errorf("store: delete vm %q: %w", name, ErrNotFound)
 	}
 	return nil
+}
+
+// SetOptOut records (out=true) or clears that a user unprotected a VM on purpose, so that
+// protecting every domain of a host (hass up --protect-all) leaves it alone, across restarts.
+func (s *Store) SetOptOut(ctx context.Context, name string, out bool) error {
+	if err := validName(name); err != nil {
+		return fmt.Errorf("store: opt-out %q: %w", name, err)
+	}
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	var err error
+	if out {
+		_, err = s.cli.Put(ctx, optOutPrefix+name, "1")
+	} else {
+		_, err = s.cli.Delete(ctx, optOutPrefix+name)
+	}
+	if err != nil {
+		return fmt.Errorf("store: opt-out %q: %w", name, err)
+	}
+	return nil
+}
+
+// OptOuts lists the VMs users unprotected on purpose.
+func (s *Store) OptOuts(ctx context.Context) (map[string]bool, error) {
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, optOutPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("store: list opt-outs: %w", err)
+	}
+	out := make(map[string]bool, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out[strings.TrimPrefix(string(kv.Key), optOutPrefix)] = true
+	}
+	return out, nil
 }
 
 // VM returns one VM; ErrNotFound if there is none.

@@ -584,3 +584,27 @@ func FuzzVMJSON(f *testing.F) {
 		}
 	})
 }
+
+func TestOptOuts(t *testing.T) {
+	s := open(t, t.TempDir())
+	ctx := t.Context()
+	if err := s.SetOptOut(ctx, "web1", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetOptOut(ctx, "web2", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetOptOut(ctx, "web2", false); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.OptOuts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || !got["web1"] {
+		t.Fatalf("opt-outs %v, want only web1", got)
+	}
+	if err := s.SetOptOut(ctx, "", true); err == nil {
+		t.Fatal("an empty name was accepted")
+	}
+}

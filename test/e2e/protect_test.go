@@ -250,11 +250,24 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 func TestProtectAll(t *testing.T) {
 	before := guest(t)
 	virsh(t, "destroy", before) // a stopped domain is protected as stopped
-	d := startHass(t, "", "--protect-all")
+	data := t.TempDir()
+	d := startHass(t, data, "--protect-all")
 	waitVM(t, d, before, recoverWithin, "protected as stopped", func(v VM) bool { return v.Desired == "stopped" })
 	later := guest(t) // defined while hass runs: protected at the next resync
 	waitVM(t, d, later, recoverWithin, "protected as running", func(v VM) bool { return v.Desired == "running" && v.Observed == "running" })
 	pid, _ := killQemu(t, later)
 	waitRunning(t, later, pid, recoverWithin)
 	stays(t, before, "shut off", 3*time.Second)
+
+	// A user's unprotect sticks, even across a restart of hass with --protect-all.
+	d.hass("vm", "unprotect", later)
+	d.stop()
+	d2 := startHass(t, data, "--protect-all")
+	time.Sleep(5 * time.Second) // two resyncs
+	if _, ok := d2.vm(later); ok {
+		t.Fatalf("%s is protected again after the user unprotected it", later)
+	}
+	if _, ok := d2.vm(before); !ok {
+		t.Fatalf("%s lost its protection across the restart", before)
+	}
 }
