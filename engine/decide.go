@@ -889,7 +889,12 @@ func (e *Engine) recovered(v *vm) {
 	e.out.Log = append(e.out.Log, r)
 }
 
-func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }
+func ms(d time.Duration) string {
+	if d < time.Millisecond && d > -time.Millisecond {
+		return d.Round(time.Microsecond).String()
+	}
+	return d.Round(time.Millisecond).String()
+}
 
 func (e *Engine) giveUp(v *vm, why string) {
 	k := v.fail.kind
