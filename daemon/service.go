@@ -43,10 +43,10 @@ func (d *Daemon) VM(ctx context.Context, name string) (api.VM, error) {
 // becomes its desired state (a running VM is protected as running, a shut-off one as stopped).
 func (d *Daemon) Protect(ctx context.Context, name string, req api.ProtectRequest) (api.VM, error) {
 	d.mu.Lock()
-	_, already := d.eng.Get(engine.VMID(name))
 	base := engine.DefaultPolicy()
-	if s, ok := d.eng.Get(engine.VMID(name)); ok {
-		base = s.Policy
+	cur, already := d.eng.Get(engine.VMID(name))
+	if already {
+		base = cur.Policy
 	}
 	d.mu.Unlock()
 	p, err := req.Policy.Apply(base)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"text/tabwriter"
 	"time"
@@ -39,7 +38,7 @@ its story instead.`,
 				return usageError{fmt.Errorf("--detector %q: want aware or naive", detector)}
 			}
 			if scenario != "" {
-				return runScenario(out, scenario, detector == "naive")
+				return runScenario(out, cmd.ErrOrStderr(), scenario, detector == "naive")
 			}
 			cfg := sim.DefaultConfig()
 			cfg.Seed, cfg.Hosts, cfg.VMs = seed, hosts, vms
@@ -80,7 +79,7 @@ its story instead.`,
 	return c
 }
 
-func runScenario(out io.Writer, dir string, naive bool) error {
+func runScenario(out, errOut io.Writer, dir string, naive bool) error {
 	sc, err := sim.LoadScenario(filepath.Clean(dir))
 	if err != nil {
 		return err
@@ -88,7 +87,7 @@ func runScenario(out io.Writer, dir string, naive bool) error {
 	story, _ := sc.Run(naive)
 	fmt.Fprintf(out, "# %s\n%s", sc.Title, story)
 	if sc.Expect != "" && sc.Expect != story && !naive {
-		fmt.Fprintln(os.Stderr, "hass: note: the story differs from log.expect")
+		fmt.Fprintln(errOut, "hass: note: the story differs from log.expect")
 	}
 	return nil
 }
