@@ -57,7 +57,7 @@ type VM struct {
 	Desired     string     `json:"desired"`           // running, paused, stopped, absent
 	Observed    string     `json:"observed"`          // the domain state on its home: running, paused, shutoff, crashed, absent, unknown
 	Reason      string     `json:"reason"`            // why it is in that state (booted, destroyed, crashed, ...)
-	State       string     `json:"state"`             // healthy, recovering, error, waiting, operation
+	State       string     `json:"state"`             // healthy, recovering, error, waiting, operation, unknown
 	Failure     string     `json:"failure,omitempty"` // the failure kind while recovering
 	Restarts    int        `json:"restarts"`          // restarts in the current window
 	Relocations int        `json:"relocations"`
@@ -111,6 +111,8 @@ type Status struct {
 	Healthy    int    `json:"healthy"`
 	Recovering int    `json:"recovering"`
 	Error      int    `json:"error"`
+	Unknown    int    `json:"unknown"`   // no evidence either way (e.g. libvirt unreachable)
+	Operating  int    `json:"operating"` // a user operation in flight
 	Uptime     string `json:"uptime"`
 	Version    string `json:"version"`
 }

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -62,6 +63,10 @@ type Daemon struct {
 	lastSeq   uint64
 	libvirt   string // "connected" or why not
 	persisted map[engine.VMID]store.VM
+	idFloor   uint64 // the store's ID floor: IDs up to it may be handed out
+	// firstCall is when the hypervisor was first asked to recover each VM being recovered:
+	// the recovered event's action time.
+	firstCall map[engine.VMID]time.Time
 	// unfinished holds the user operations a previous run ordered but did not see done;
 	// they are ordered again after the first resync, once the engine knows the domains.
 	unfinished []engine.Request
@@ -104,7 +109,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger, drv: cfg.Driver, started: time.Now(), ctx: ctx,
 		eng: engine.New(cfg.Engine), tr: lifecycle.NewTranslator(), libvirt: "connecting",
-		persisted: map[engine.VMID]store.VM{}}
+		persisted: map[engine.VMID]store.VM{}, firstCall: map[engine.VMID]time.Time{}}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -158,28 +163,49 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
-// restore rebuilds the engine from the store: this host, every protected VM with its
-// desired state, and the user operations a previous run had ordered but not finished
-// (they are ordered again; recoveries are not repeated, the engine re-derives them).
+// restore rebuilds the engine from the store: this host, and every protected VM with what
+// the engine held about it (desired state, the operation in flight and its deadline, the
+// failure being recovered, restart history), so that a restart of hass neither undoes a
+// user's operation nor forgets a recovery. Operations whose action was recorded but not
+// seen answered are issued again by the engine once the first resync shows the VM; a
+// recovery attempt in flight is judged by that resync (running: recovered; down: retried).
+// A stored record that cannot be read is reported (log and event log) and left in the
+// store untouched; every other VM is protected as usual.
 func (d *Daemon) restore(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.eng.Step(time.Now(), engine.AddHost{Host: engine.HostID(d.cfg.HostName)})
+	host := engine.HostID(d.cfg.HostName)
+	d.eng.Step(time.Now(), engine.AddHost{Host: host})
+	floor, err := d.st.IDFloor(ctx)
+	if err != nil {
+		return fmt.Errorf("daemon: load the ID floor: %w", err)
+	}
 	vms, err := d.st.VMs(ctx)
 	if err != nil {
 		return fmt.Errorf("daemon: load protected VMs: %w", err)
 	}
+	var states []engine.VMState
+	var bad []engine.Record
 	for _, r := range vms {
-		p, desired, err := fromRecord(r)
+		st, err := fromRecord(r, host)
 		if err != nil {
-			return fmt.Errorf("daemon: stored vm %q: %w", r.Name, err)
+			bad = append(bad, d.badRecord(r.Name, err))
+			continue
 		}
-		out := d.eng.Step(time.Now(), engine.Protect{VM: engine.VMID(r.Name), Host: engine.HostID(d.cfg.HostName),
-			MemMiB: r.MemMiB, Policy: p, Desired: desired})
-		if out.Err != nil {
-			return fmt.Errorf("daemon: stored vm %q: %w", r.Name, out.Err)
-		}
+		states = append(states, st)
 		d.persisted[engine.VMID(r.Name)] = r
+	}
+	// IDs of this run start above anything the last run may have handed out.
+	d.idFloor = floor
+	if err := d.reserveIDs(ctx, floor); err != nil {
+		return err
+	}
+	out := d.stepLocked(ctx, engine.Restore{NextID: floor, VMs: states})
+	if out.Err != nil {
+		return fmt.Errorf("daemon: restore protected VMs: %w", out.Err)
+	}
+	if len(bad) > 0 {
+		d.appendEvents(ctx, bad)
 	}
 	if d.seen, err = d.st.OptOuts(ctx); err != nil {
 		return fmt.Errorf("daemon: load opt-outs: %w", err)
@@ -189,11 +215,8 @@ func (d *Daemon) restore(ctx context.Context) error {
 		return fmt.Errorf("daemon: load pending actions: %w", err)
 	}
 	for _, a := range pending {
-		op, ok := opOfAction(a)
-		if ok && d.eng.Protected(engine.VMID(a.VM)) {
-			d.log.Info("an operation the last run ordered will be finished", "vm", a.VM, "op", op)
-			d.unfinished = append(d.unfinished, engine.Request{Op: op, VM: engine.VMID(a.VM), Source: engine.SrcAPI})
-		}
+		// The engine's restored state decides what is done again; the old records go.
+		d.log.Info("an action of the last run was not seen finished", "id", a.ID, "kind", a.Kind, "vm", a.VM, "why", a.Why)
 		if err := d.st.DeleteAction(ctx, a.ID); err != nil {
 			return fmt.Errorf("daemon: clear pending action %d: %w", a.ID, err)
 		}
@@ -201,27 +224,29 @@ func (d *Daemon) restore(ctx context.Context) error {
 	return nil
 }
 
-// opOfAction maps an unfinished action of a user operation back to the operation. Reboots
-// and migrations are not repeated; recoveries are re-derived by the engine.
-func opOfAction(a store.Action) (engine.OpKind, bool) {
-	if len(a.Why) < 3 || a.Why[:3] != "op:" {
-		return 0, false
+// badRecord reports a stored VM record that cannot be read. The VM is not protected until
+// an operator fixes or removes the record (`hass vm protect` writes a new one).
+func (d *Daemon) badRecord(name string, err error) engine.Record {
+	d.log.Error("a stored vm record cannot be read: that vm is not protected; the others are", "vm", name, "err", err)
+	return engine.Record{At: time.Now(), Type: engine.RecAlert, VM: engine.VMID(name), Host: engine.HostID(d.cfg.HostName),
+		Msg: fmt.Sprintf("stored record unreadable (%v): not protected until it is fixed or the vm is protected again", err)}
+}
+
+// idBlock is how many IDs are reserved in the store at a time.
+const idBlock = 1000
+
+// reserveIDs makes sure the store's ID floor is above last, writing it before anything that
+// carries an ID is recorded. Callers hold d.mu.
+func (d *Daemon) reserveIDs(ctx context.Context, last uint64) error {
+	if last < d.idFloor && d.idFloor != 0 {
+		return nil
 	}
-	switch a.Kind {
-	case engine.ActStart.String():
-		return engine.OpStart, true
-	case engine.ActDestroy.String():
-		return engine.OpStop, true
-	case engine.ActShutdown.String():
-		return engine.OpShutdown, true
-	case engine.ActDelete.String():
-		return engine.OpDelete, true
-	case engine.ActSuspend.String():
-		return engine.OpSuspend, true
-	case engine.ActResume.String():
-		return engine.OpResume, true
+	n := last + idBlock
+	if err := d.st.SetIDFloor(ctx, n); err != nil {
+		return fmt.Errorf("daemon: reserve IDs: %w", err)
 	}
-	return 0, false
+	d.idFloor = n
+	return nil
 }
 
 // stamp returns this host's next observation stamp: its clock, strictly increasing.
@@ -242,22 +267,48 @@ func (d *Daemon) step(ctx context.Context, in engine.Input) engine.Output {
 	return d.stepLocked(ctx, in)
 }
 
-// stepLocked steps the engine, records what it decided, then starts its actions.
-func (d *Daemon) stepLocked(ctx context.Context, in engine.Input) engine.Output {
-	out := d.eng.Step(time.Now(), in)
+// stepLocked steps the engine, records what it decided, then starts its actions. Nothing is
+// carried out unless everything the step decided was recorded first: a failed write means
+// no action (the engine's timers try again).
+func (d *Daemon) stepLocked(ctx context.Context, in engine.Input, also ...engine.VMID) engine.Output {
+	arrived := time.Now()
+	out := d.eng.Step(arrived, in)
+	decided := time.Now()
 	res := engine.Output{Actions: slices.Clone(out.Actions), Log: slices.Clone(out.Log), Err: out.Err}
+	recorded := true
+	if err := d.reserveIDs(ctx, d.eng.LastID()); err != nil {
+		d.log.Error("nothing can be recorded: not acting", "err", err)
+		recorded = false
+	}
 	if len(res.Log) > 0 {
-		evs := make([]store.Event, 0, len(res.Log))
-		for _, r := range res.Log {
+		for i, r := range res.Log {
 			d.log.Info(r.String(), "type", string(r.Type))
-			evs = append(evs, toStoreEvent(r))
+			if r.VM == "" {
+				continue
+			}
+			switch r.Type {
+			case engine.RecRecovered:
+				// Acted: when libvirt was asked to restart it, not when the engine decided.
+				if t, ok := d.firstCall[r.VM]; ok && !r.ActionAt.IsZero() && !t.Before(r.ActionAt) && !t.After(r.RecoveredAt) {
+					res.Log[i].ActionAt = t
+				}
+				delete(d.firstCall, r.VM)
+			case engine.RecGaveUp, engine.RecForget, engine.RecDetect:
+				delete(d.firstCall, r.VM)
+			}
 		}
-		if _, err := d.st.AppendEvents(ctx, evs); err != nil {
-			d.log.Error("event log write failed", "err", err)
+		if !d.appendEvents(ctx, res.Log) {
+			recorded = false
 		}
 	}
-	d.persistVMs(ctx, res.Log)
+	if !d.persistVMs(ctx, in, res, also) {
+		recorded = false
+	}
 	for _, a := range res.Actions {
+		if !recorded {
+			d.log.Error("action not carried out: what decided it could not be recorded", "action", a.String())
+			continue
+		}
 		rec := store.Action{ID: a.ID, Kind: a.Kind.String(), VM: string(a.VM), Host: string(a.Host),
 			Target: string(a.Target), Why: a.Why, Gen: a.Gen, At: time.Now()}
 		if err := d.st.PutAction(ctx, rec); err != nil {
@@ -265,41 +316,82 @@ func (d *Daemon) stepLocked(ctx context.Context, in engine.Input) engine.Output 
 			d.log.Error("action not recorded, not carrying it out", "action", a.String(), "err", err)
 			continue
 		}
+		t := timing{arrived: arrived, decided: decided, recorded: time.Now()}
 		d.wg.Add(1)
-		go d.execute(a)
+		go d.execute(a, t)
 	}
 	return res
 }
 
-// persistVMs writes the VM records the step may have changed.
-func (d *Daemon) persistVMs(ctx context.Context, recs []engine.Record) {
-	seen := map[engine.VMID]bool{}
+// timing is when an action's input arrived, was decided on, and was recorded.
+type timing struct{ arrived, decided, recorded time.Time }
+
+// appendEvents writes records to the event log; false if it could not.
+func (d *Daemon) appendEvents(ctx context.Context, recs []engine.Record) bool {
+	evs := make([]store.Event, 0, len(recs))
 	for _, r := range recs {
-		if r.VM == "" || seen[r.VM] {
+		evs = append(evs, toStoreEvent(r))
+	}
+	if _, err := d.st.AppendEvents(ctx, evs); err != nil {
+		d.log.Error("event log write failed", "err", err)
+		return false
+	}
+	return true
+}
+
+// persistVMs writes the engine state of every VM the step may have changed (named by its
+// input, its log or its actions) whose stored record differs; false if a write failed.
+func (d *Daemon) persistVMs(ctx context.Context, in engine.Input, out engine.Output, also []engine.VMID) bool {
+	ids := slices.Clone(also)
+	switch in := in.(type) {
+	case engine.Observe:
+		ids = append(ids, in.VM)
+	case engine.Request:
+		ids = append(ids, in.VM)
+	case engine.Protect:
+		ids = append(ids, in.VM)
+	case engine.Unprotect:
+		ids = append(ids, in.VM)
+	case engine.Signal:
+		ids = append(ids, in.VM)
+	}
+	for _, r := range out.Log {
+		ids = append(ids, r.VM)
+	}
+	for _, a := range out.Actions {
+		ids = append(ids, a.VM)
+	}
+	ok := true
+	seen := map[engine.VMID]bool{}
+	for _, id := range ids {
+		if id == "" || seen[id] {
 			continue
 		}
-		seen[r.VM] = true
-		s, ok := d.eng.Get(r.VM)
-		if !ok {
-			if _, had := d.persisted[r.VM]; had {
-				if err := d.st.DeleteVM(ctx, string(r.VM)); err != nil && !errors.Is(err, store.ErrNotFound) {
-					d.log.Error("forget vm in the store", "vm", r.VM, "err", err)
+		seen[id] = true
+		s, protected := d.eng.State(id)
+		if !protected {
+			if _, had := d.persisted[id]; had {
+				if err := d.st.DeleteVM(ctx, string(id)); err != nil && !errors.Is(err, store.ErrNotFound) {
+					d.log.Error("forget vm in the store", "vm", id, "err", err)
+					ok = false
 					continue
 				}
-				delete(d.persisted, r.VM)
+				delete(d.persisted, id)
 			}
 			continue
 		}
 		rec := toRecord(s)
-		if old, had := d.persisted[r.VM]; had && sameRecord(old, rec) {
+		if old, had := d.persisted[id]; had && sameRecord(old, rec) {
 			continue
 		}
 		if err := d.st.PutVM(ctx, rec); err != nil {
-			d.log.Error("write vm to the store", "vm", r.VM, "err", err)
+			d.log.Error("write vm to the store", "vm", id, "err", err)
+			ok = false
 			continue
 		}
-		d.persisted[r.VM] = rec
+		d.persisted[id] = rec
 	}
+	return ok
 }
 
 // watch follows the hypervisor's events, resyncing after every (re)connect.
@@ -333,6 +425,16 @@ func (d *Daemon) setLibvirt(s string) {
 func (d *Daemon) onEvent(ctx context.Context, ev hypervisor.Event) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.cfg.ProtectAll && ev.Kind == hypervisor.Lifecycle && !d.seen[ev.Domain] &&
+		(ev.Lifecycle == hypervisor.EventDefined || ev.Lifecycle == hypervisor.EventStarted) {
+		// A domain defined or started just now: protect it at once, not at the next resync.
+		seq := d.stamp()
+		if doms, err := d.drv.List(ctx); err == nil {
+			d.protectNew(ctx, doms, seq)
+		} else {
+			d.log.Warn("protect-all: cannot list the new domain", "vm", ev.Domain, "err", err)
+		}
+	}
 	r := d.tr.Event(toLifecycle(ev))
 	if r.Skip {
 		return
@@ -455,7 +557,9 @@ func (d *Daemon) clock(ctx context.Context) {
 }
 
 // execute carries out one action, unless a newer intent overtook it, and reports back.
-func (d *Daemon) execute(a engine.Action) {
+// It logs how long each stage took: the engine's decision, the record-before-act writes to
+// the store, and the wait until the hypervisor call was made.
+func (d *Daemon) execute(a engine.Action, t timing) {
 	defer d.wg.Done()
 	ctx := d.ctx
 	l, _ := d.vmLocks.LoadOrStore(a.VM, &sync.Mutex{})
@@ -474,17 +578,29 @@ func (d *Daemon) execute(a engine.Action) {
 		d.log.Info("action overtaken by a newer intent: dropped", "action", a.String())
 		return
 	}
-	start := time.Now()
+	issued := time.Now()
+	if strings.HasPrefix(a.Why, "recovery:") {
+		d.mu.Lock()
+		if _, ok := d.firstCall[a.VM]; !ok {
+			d.firstCall[a.VM] = issued
+		}
+		d.mu.Unlock()
+	}
 	actx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	err := d.carryOut(actx, a)
 	cancel()
-	d.log.Info("action carried out", "action", a.String(), "took", time.Since(start), "err", err)
+	d.log.Info("action carried out", "action", a.String(), "id", a.ID,
+		"decide", t.decided.Sub(t.arrived), "record", t.recorded.Sub(t.decided),
+		"dispatch", issued.Sub(t.recorded), "input_to_call", issued.Sub(t.arrived),
+		"call", time.Since(issued), "err", err)
 	d.mu.Lock()
 	seq := d.stamp()
 	d.mu.Unlock()
 	res := engine.ActionResult{ID: a.ID, Host: a.Host, Seq: seq}
 	if err != nil {
 		res.Err = err.Error()
+		// Never reached libvirt: not the VM's failure, and nothing was done.
+		res.Unreached = errors.Is(err, hypervisor.ErrNotConnected) || errors.Is(err, hypervisor.ErrClosed)
 	}
 	if doms, lerr := d.drv.List(ctx); lerr == nil {
 		res.State = engine.DomAbsent
@@ -499,7 +615,9 @@ func (d *Daemon) execute(a engine.Action) {
 	if ctx.Err() != nil {
 		return
 	}
-	d.step(ctx, res)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stepLocked(ctx, res, a.VM)
 }
 
 // carryOut maps an action onto the driver. Starting a running domain or destroying a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/hassproject/hass/api"
@@ -23,7 +24,7 @@ func (d *Daemon) VMs(ctx context.Context) ([]api.VM, error) {
 	st := d.eng.Status()
 	out := make([]api.VM, 0, len(st))
 	for _, s := range st {
-		out = append(out, api.FromStatus(s))
+		out = append(out, d.view(s))
 	}
 	return out, nil
 }
@@ -36,7 +37,17 @@ func (d *Daemon) VM(ctx context.Context, name string) (api.VM, error) {
 	if !ok {
 		return api.VM{}, api.NotFound("vm %q is not protected", name)
 	}
-	return api.FromStatus(s), nil
+	return d.view(s), nil
+}
+
+// view is the API view of a VM. While libvirt cannot be reached nothing is known about a VM
+// that is not being recovered or operated on: it reads as unknown, never as healthy.
+// Callers hold d.mu.
+func (d *Daemon) view(s engine.VMStatus) api.VM {
+	if d.libvirt != "connected" && s.State == "healthy" {
+		s.State, s.Observed, s.Reason = "unknown", engine.DomUnknown, engine.ReasonUnknown
+	}
+	return api.FromStatus(s)
 }
 
 // Protect implements api.Service: the domain must exist on this host; its current state
@@ -83,10 +94,15 @@ func (d *Daemon) Protect(ctx context.Context, name string, req api.ProtectReques
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	// Decide again under the lock: an unprotect may have raced with the listing above.
+	if !found && !d.eng.Protected(engine.VMID(name)) {
+		return api.VM{}, api.NotFound("no domain %q on host %s (virsh list --all shows what there is)", name, d.cfg.HostName)
+	}
+	isNew := !d.eng.Protected(engine.VMID(name))
 	if out := d.stepLocked(ctx, in); out.Err != nil {
 		return api.VM{}, api.BadRequest("policy", "%v", out.Err)
 	}
-	if found && !already {
+	if found && isNew {
 		d.stepLocked(ctx, obs)
 	}
 	if err := d.st.SetOptOut(ctx, name, false); err != nil {
@@ -167,13 +183,17 @@ func (d *Daemon) Status(ctx context.Context) (api.Status, error) {
 		Uptime: time.Since(d.started).Round(time.Second).String()}
 	for _, v := range d.eng.Status() {
 		s.VMs++
-		switch v.State {
+		switch d.view(v).State {
 		case "recovering":
 			s.Recovering++
 		case "error":
 			s.Error++
-		default:
+		case "unknown":
+			s.Unknown++
+		case "healthy":
 			s.Healthy++
+		default: // an operation in flight
+			s.Operating++
 		}
 	}
 	return s, nil
@@ -187,40 +207,79 @@ func toStoreEvent(r engine.Record) store.Event {
 		FaultAt: e.FaultAt, DetectAt: e.DetectAt, ActionAt: e.ActionAt, RecoveredAt: e.RecoveredAt}
 }
 
-func toRecord(s engine.VMStatus) store.VM {
-	desired := s.Desired.String()
-	if s.Desired == engine.WantAbsent {
-		desired = engine.WantStopped.String()
-	}
-	return store.VM{Name: string(s.VM), Host: string(s.Home), MemMiB: s.MemMiB, Desired: desired,
+func toRecord(s engine.VMState) store.VM {
+	r := store.VM{Name: string(s.VM), Host: string(s.Home), MemMiB: s.MemMiB, Desired: s.Desired.String(),
 		Policy: store.Policy{MaxRestarts: s.Policy.MaxRestarts, Window: store.Duration(s.Policy.Window),
 			MaxRelocations: s.Policy.MaxRelocations, OnGuestShutdown: s.Policy.OnGuestShutdown.String(),
-			Priority: s.Policy.Priority, AntiAffinity: s.Policy.AntiAffinity}}
+			Priority: s.Policy.Priority, AntiAffinity: s.Policy.AntiAffinity},
+		Gen: s.Gen, Restarts: s.Restarts, Relocations: s.Relocations, Errored: s.Errored,
+		IntentSeq: s.IntentSeq, Ambiguous: s.Ambiguous}
+	if op := s.Op; op != nil {
+		r.Op = &store.Op{ID: op.ID, Kind: op.Kind.String(), Source: op.Source.String(), Target: string(op.Target),
+			Started: op.Started.UTC(), Deadline: op.Deadline.UTC(), Escalated: op.Escalated, Prev: op.Prev.String(),
+			BaseSeq: op.BaseSeq, Home: string(op.Home), SawDown: op.SawDown, Pending: op.Pending}
+	}
+	if f := s.Failure; f != nil {
+		r.Failure = &store.Failure{Kind: string(f.Kind), FaultAt: f.FaultAt.UTC(), DetectAt: f.DetectAt.UTC(),
+			ActionAt: f.ActionAt.UTC(), Attempts: f.Attempts, Next: f.Next.UTC(), InFlight: f.InFlight,
+			ActHost: string(f.ActHost), Evacuate: f.Evacuate, NoCapacityAlerted: f.NoCapacityAlerted}
+	}
+	for i, t := range r.Restarts {
+		r.Restarts[i] = t.UTC()
+	}
+	return r
 }
 
 func sameRecord(a, b store.VM) bool {
 	a.Rev, b.Rev = 0, 0
-	return a == b
+	return reflect.DeepEqual(a, b)
 }
 
-func fromRecord(r store.VM) (engine.Policy, engine.Desired, error) {
+// fromRecord turns a stored VM back into engine state, naming the first field it cannot read.
+func fromRecord(r store.VM, host engine.HostID) (engine.VMState, error) {
 	gs, err := engine.ParseGuestShutdownPolicy(r.Policy.OnGuestShutdown)
 	if err != nil {
-		return engine.Policy{}, 0, err
+		return engine.VMState{}, fmt.Errorf("policy.on_guest_shutdown: %w", err)
 	}
-	p := engine.Policy{MaxRestarts: r.Policy.MaxRestarts, Window: time.Duration(r.Policy.Window),
-		MaxRelocations: r.Policy.MaxRelocations, OnGuestShutdown: gs, Priority: r.Policy.Priority,
-		AntiAffinity: r.Policy.AntiAffinity}
-	var d engine.Desired
-	switch r.Desired {
-	case "running":
-		d = engine.WantRunning
-	case "paused":
-		d = engine.WantPaused
-	case "stopped":
-		d = engine.WantStopped
-	default:
-		return p, 0, fmt.Errorf("desired %q: want running, paused or stopped", r.Desired)
+	s := engine.VMState{VM: engine.VMID(r.Name), Home: host, MemMiB: r.MemMiB,
+		Policy: engine.Policy{MaxRestarts: r.Policy.MaxRestarts, Window: time.Duration(r.Policy.Window),
+			MaxRelocations: r.Policy.MaxRelocations, OnGuestShutdown: gs, Priority: r.Policy.Priority,
+			AntiAffinity: r.Policy.AntiAffinity},
+		Gen: max(r.Gen, 1), Restarts: r.Restarts, Relocations: r.Relocations, Errored: r.Errored,
+		IntentSeq: r.IntentSeq, Ambiguous: r.Ambiguous}
+	if s.Desired, err = parseDesired(r.Desired); err != nil {
+		return s, fmt.Errorf("desired: %w", err)
 	}
-	return p, d, nil
+	if op := r.Op; op != nil {
+		o := &engine.OpState{ID: op.ID, Target: engine.HostID(op.Target), Started: op.Started, Deadline: op.Deadline,
+			Escalated: op.Escalated, BaseSeq: op.BaseSeq, Home: host, SawDown: op.SawDown, Pending: op.Pending}
+		if o.Kind, err = engine.ParseOpKind(op.Kind); err != nil {
+			return s, fmt.Errorf("op.kind: %w", err)
+		}
+		if o.Source, err = engine.ParseSource(op.Source); err != nil {
+			return s, fmt.Errorf("op.source: %w", err)
+		}
+		if o.Prev, err = parseDesired(op.Prev); err != nil {
+			return s, fmt.Errorf("op.prev: %w", err)
+		}
+		if engine.HostID(op.Home) != host {
+			o.BaseSeq = 0 // accepted on another host name: nothing here is older than it
+		}
+		s.Op = o
+	}
+	if f := r.Failure; f != nil {
+		s.Failure = &engine.FailState{Kind: engine.FailureKind(f.Kind), FaultAt: f.FaultAt, DetectAt: f.DetectAt,
+			ActionAt: f.ActionAt, Attempts: f.Attempts, Next: f.Next, InFlight: f.InFlight, ActHost: host,
+			Evacuate: f.Evacuate, NoCapacityAlerted: f.NoCapacityAlerted}
+	}
+	return s, s.Validate()
+}
+
+func parseDesired(s string) (engine.Desired, error) {
+	for _, d := range []engine.Desired{engine.WantRunning, engine.WantPaused, engine.WantStopped, engine.WantAbsent} {
+		if d.String() == s {
+			return d, nil
+		}
+	}
+	return 0, fmt.Errorf("%q: want running, paused, stopped or absent", s)
 }

@@ -147,7 +147,7 @@ func (e *Engine) endOp(v *vm, p OpPhase, why string) {
 	op := v.op
 	op.Phase = p
 	e.log(RecOp, v.id, v.home, "%s id=%d %s: %s", op.Kind, op.ID, p, why)
-	v.op, v.opActID = nil, 0
+	v.op, v.opActID, v.reissue = nil, 0, false
 }
 
 // infer records an operation that was done behind hass's back (virsh, the guest itself).
@@ -197,6 +197,16 @@ func (e *Engine) checkOp(v *vm) {
 			e.forget(v, "deleted")
 		}
 		return
+	}
+	if v.reissue && o != nil && state != DomUnknown && v.home == op.home {
+		// Restored with its action unanswered: the last process may have died before it
+		// was carried out. Every such action is idempotent, so issue it again.
+		v.reissue = false
+		if k, ok := reissueAction(op); ok && op.Source != SrcOpenStack && e.now.Before(op.Deadline) {
+			e.log(RecOp, v.id, v.home, "%s id=%d restored unanswered: issuing it again", op.Kind, op.ID)
+			v.opActID = e.act(v, k, v.home, op.Target, fmt.Sprintf("op:%d", op.ID)).ID
+			return
+		}
 	}
 	if e.now.Before(op.Deadline) {
 		return

@@ -73,6 +73,7 @@ type vm struct {
 	vanishedAt  time.Time
 	unknownLog  bool // "waiting" already logged for the current unknown spell
 	ambiguous   bool // an alert for an unexplained shutdown was raised for the current stop
+	reissue     bool // restored with its op's action unanswered: issue it again once home reports
 }
 
 // ErrNotProtected is wrapped by errors about a VM the engine does not protect.
@@ -118,6 +119,8 @@ func (e *Engine) Step(now time.Time, in Input) Output {
 		e.protect(in)
 	case Unprotect:
 		e.unprotect(in)
+	case Restore:
+		e.restore(in)
 	case Request:
 		e.request(in)
 	case Observe:
@@ -208,6 +211,8 @@ func (e *Engine) status(v *vm) VMStatus {
 		s.State = "operation"
 		op := *v.op
 		s.Op = &op
+	case s.Observed == DomUnknown:
+		s.State = "unknown" // nothing reported yet (or its host was fenced): no evidence either way
 	default:
 		s.State = "healthy"
 	}

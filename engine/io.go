@@ -142,6 +142,9 @@ type ActionResult struct {
 	Seq    uint64
 	State  DomState
 	Reason Reason
+	// Unreached: the executor could not reach the hypervisor at all; the action was never
+	// carried out.
+	Unreached bool
 }
 
 func (Tick) input()         {}

@@ -140,6 +140,16 @@ const (
 
 var sourceNames = [...]string{"api", "libvirt", "openstack", "guest"}
 
+// ParseSource is the inverse of Source.String.
+func ParseSource(s string) (Source, error) {
+	for i, n := range sourceNames {
+		if n == s {
+			return Source(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown source %q (want one of api, libvirt, openstack, guest)", s)
+}
+
 func (s Source) String() string {
 	if int(s) < len(sourceNames) {
 		return sourceNames[s]

@@ -56,6 +56,24 @@ getent group kvm >/dev/null 2>&1          || groupadd -r kvm
 getent group libvirt-qemu >/dev/null 2>&1 || groupadd -r libvirt-qemu
 id -u libvirt-qemu >/dev/null 2>&1        || useradd -r -g libvirt-qemu libvirt-qemu
 
+# KVM where it works: libvirt runs QEMU as libvirt-qemu, which must be able to open /dev/kvm.
+# Without that libvirt falls back to TCG *and* re-probes QEMU's capabilities at every domain
+# start (about 1 s each). So: /dev/kvm belongs to group kvm, libvirt-qemu is in that group,
+# and a libvirtd that started before the change is restarted. Where there is no /dev/kvm
+# (e.g. inside a VM without nested virtualisation) guests run under TCG.
+kvm_changed=0
+if [ -c /dev/kvm ]; then
+    if [ "$(stat -c %G /dev/kvm)" != kvm ]; then
+        chgrp kvm /dev/kvm && chmod 0660 /dev/kvm && kvm_changed=1
+    fi
+    if ! id -nG libvirt-qemu | tr ' ' '\n' | grep -qx kvm; then
+        usermod -a -G kvm libvirt-qemu && kvm_changed=1
+    fi
+    log "/dev/kvm present: guests can use KVM (libvirt-qemu in group kvm)"
+else
+    log "no /dev/kvm on this machine: guests run under TCG (software emulation)"
+fi
+
 # pidfile-based liveness check; falls back to pgrep -x (exact name, no -f).
 running() {
     local name="$1" pidfile="/var/run/$1.pid" pid
@@ -73,6 +91,12 @@ if running virtlogd; then
 else
     log "starting virtlogd"
     virtlogd -d
+fi
+
+if [ "$kvm_changed" = 1 ] && running libvirtd; then
+    log "restarting libvirtd so that it sees libvirt-qemu's new access to /dev/kvm"
+    pkill -x libvirtd || true
+    for _ in $(seq 1 50); do running libvirtd || break; sleep 0.2; done
 fi
 
 if running libvirtd; then

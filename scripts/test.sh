@@ -35,21 +35,34 @@ export HASS_LIBVIRTD_SUBREAPER="${HASS_LIBVIRTD_SUBREAPER:-1}"
 bash scripts/install-libvirt.sh
 export HASS_REQUIRE_LIBVIRT=1 # from here on, a missing libvirtd is a failure, not a skip
 
-echo "== go test (units, scenarios, simulator, API, store, CLI)"
-go test -count=1 $(go list ./... | grep -v -e /test/e2e -e /hypervisor/libvirt)
+# Every go test run is verbose into a log; the summary counts what passed, failed and was
+# skipped. Each run has an explicit timeout with a wide margin over what it takes here.
+passed=0 failed=0 skipped=0
+gotest() { # name timeout packages/flags...
+  local name="$1" timeout="$2" log rc
+  shift 2
+  log=$(mktemp)
+  set +e
+  go test -count=1 -v -timeout "$timeout" "$@" >"$log" 2>&1
+  rc=$?
+  set -e
+  grep -E '^(--- FAIL|FAIL|ok|panic)|^ +--- FAIL|--- SKIP|^ +[a-z_]+_test\.go:[0-9]+: (bench|measured|kill)' "$log" || true
+  passed=$((passed + $(grep -cE '^ *--- PASS' "$log" || true)))
+  failed=$((failed + $(grep -cE '^ *--- FAIL' "$log" || true)))
+  skipped=$((skipped + $(grep -cE '^ *--- SKIP' "$log" || true)))
+  if [ "$rc" -ne 0 ]; then
+    echo "test.sh: $name failed; the last 150 lines of their output:" >&2
+    tail -150 "$log" >&2
+    echo "summary: $passed passed, $((failed > 0 ? failed : 1)) failed, $skipped skipped"
+    exit "$rc"
+  fi
+}
+
+echo "== go test (units, scenarios, simulator, API, store, daemon, CLI)"
+gotest "unit tests" 20m $(go list ./... | grep -v -e /test/e2e -e /hypervisor/libvirt)
 
 echo "== go test against the real libvirtd, one package at a time (they restart libvirtd)"
-log=$(mktemp)
-set +e
-go test -count=1 -p 1 -v ./hypervisor/libvirt ./test/e2e >"$log" 2>&1
-rc=$?
-set -e
-grep -E '^(--- |PASS|FAIL|ok|panic)|^ +[a-z_]+_test\.go:[0-9]+: (bench|measured|kill)' "$log" || true
-if [ "$rc" -ne 0 ]; then
-  echo "test.sh: end-to-end tests failed; the last 150 lines of their output:" >&2
-  tail -150 "$log" >&2
-  exit "$rc"
-fi
+gotest "end-to-end tests" 45m -p 1 ./hypervisor/libvirt ./test/e2e
 
 echo "== fuzz (${FUZZTIME:=5s} each)"
 for target in $(grep -rhoE '^func Fuzz[A-Za-z0-9_]+' --include='*_test.go' . | sed 's/^func //' | sort -u); do
@@ -64,3 +77,4 @@ for seed in 101 202 303; do
   /tmp/hass-test-bin sim --seed "$seed" --hosts 8 --vms 100 --hours 24 --json
 done
 echo "test.sh: all passed"
+echo "summary: $passed passed, $failed failed, $skipped skipped"

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -126,15 +127,62 @@ type Policy struct {
 	AntiAffinity    string   `json:"anti_affinity,omitempty"`
 }
 
-// VM is one protected VM.
+// VM is one protected VM: the user's intent and policy, and what the engine needs to go on
+// after a restart (the operation in flight, the failure being recovered, restart history).
 type VM struct {
 	Name    string `json:"name"`
 	Host    string `json:"host"`
 	MemMiB  int    `json:"mem_mib"`
 	Policy  Policy `json:"policy"`
-	Desired string `json:"desired"` // running | paused | stopped
-	Rev     int64  `json:"-"`       // etcd mod revision, set on read
+	Desired string `json:"desired"` // running | paused | stopped | absent (only with a delete in flight)
+
+	Gen         uint64      `json:"gen,omitempty"` // intent generation (fencing token of its actions)
+	Op          *Op         `json:"op,omitempty"`
+	Failure     *Failure    `json:"failure,omitempty"`
+	Restarts    []time.Time `json:"restarts,omitempty"` // restarts in place within the policy window
+	Relocations int         `json:"relocations,omitempty"`
+	Errored     bool        `json:"errored,omitempty"` // hass gave up on it until a user acts
+	IntentSeq   uint64      `json:"intent_seq,omitempty"`
+	Ambiguous   bool        `json:"ambiguous,omitempty"`
+
+	Rev int64 `json:"-"` // etcd mod revision, set on read
 }
+
+// Op is a user operation in flight, with its deadline.
+type Op struct {
+	ID        uint64    `json:"id"`
+	Kind      string    `json:"kind"`   // start | shutdown | stop | reboot | delete | migrate | suspend | resume
+	Source    string    `json:"source"` // api | libvirt | openstack | guest
+	Target    string    `json:"target,omitempty"`
+	Started   time.Time `json:"started"`
+	Deadline  time.Time `json:"deadline"`
+	Escalated bool      `json:"escalated,omitempty"` // a shutdown turned into a destroy
+	Prev      string    `json:"prev"`                // desired state before it
+	BaseSeq   uint64    `json:"base_seq,omitempty"`
+	Home      string    `json:"home"`
+	SawDown   bool      `json:"saw_down,omitempty"`
+	Pending   bool      `json:"pending,omitempty"` // its action was issued and not answered
+}
+
+// Failure is a failure being recovered.
+type Failure struct {
+	Kind              string    `json:"kind"`
+	FaultAt           time.Time `json:"fault_at"`
+	DetectAt          time.Time `json:"detect_at"`
+	ActionAt          time.Time `json:"action_at,omitzero"`
+	Attempts          int       `json:"attempts"`
+	Next              time.Time `json:"next,omitzero"`
+	InFlight          bool      `json:"in_flight,omitempty"`
+	ActHost           string    `json:"act_host,omitempty"`
+	Evacuate          bool      `json:"evacuate,omitempty"`
+	NoCapacityAlerted bool      `json:"no_capacity_alerted,omitempty"`
+}
+
+var (
+	opKinds   = []string{"start", "shutdown", "stop", "reboot", "delete", "migrate", "suspend", "resume"}
+	opSources = []string{"api", "libvirt", "openstack", "guest"}
+	desireds  = []string{"running", "paused", "stopped"}
+)
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
 
@@ -151,7 +199,9 @@ func (v VM) Validate() error {
 		return err
 	}
 	switch {
-	case v.Desired != "running" && v.Desired != "paused" && v.Desired != "stopped":
+	case v.Desired == "absent" && (v.Op == nil || v.Op.Kind != "delete"):
+		return fmt.Errorf("desired %q: only with a delete in flight", v.Desired)
+	case v.Desired != "absent" && !slices.Contains(desireds, v.Desired):
 		return fmt.Errorf("desired %q: want running, paused or stopped", v.Desired)
 	case v.MemMiB < 0:
 		return fmt.Errorf("mem_mib %d: must be >= 0", v.MemMiB)
@@ -163,6 +213,34 @@ func (v VM) Validate() error {
 		return fmt.Errorf("policy.max_relocations %d: must be >= 0", v.Policy.MaxRelocations)
 	case v.Policy.OnGuestShutdown != "honour" && v.Policy.OnGuestShutdown != "restart":
 		return fmt.Errorf("policy.on_guest_shutdown %q: want honour or restart", v.Policy.OnGuestShutdown)
+	case v.Relocations < 0:
+		return fmt.Errorf("relocations %d: must be >= 0", v.Relocations)
+	}
+	if op := v.Op; op != nil {
+		switch {
+		case op.ID == 0:
+			return errors.New("op.id: must be >= 1")
+		case !slices.Contains(opKinds, op.Kind):
+			return fmt.Errorf("op.kind %q: want one of %s", op.Kind, strings.Join(opKinds, ", "))
+		case !slices.Contains(opSources, op.Source):
+			return fmt.Errorf("op.source %q: want one of %s", op.Source, strings.Join(opSources, ", "))
+		case !slices.Contains(desireds, op.Prev) && op.Prev != "absent":
+			return fmt.Errorf("op.prev %q: want running, paused, stopped or absent", op.Prev)
+		case op.Deadline.IsZero():
+			return errors.New("op.deadline: missing")
+		case op.Home == "":
+			return errors.New("op.home: missing")
+		}
+	}
+	if f := v.Failure; f != nil {
+		switch {
+		case f.Kind == "":
+			return errors.New("failure.kind: missing")
+		case f.Attempts < 0:
+			return fmt.Errorf("failure.attempts %d: must be >= 0", f.Attempts)
+		case f.DetectAt.IsZero():
+			return errors.New("failure.detect_at: missing")
+		}
 	}
 	return nil
 }
@@ -506,4 +584,56 @@ func (s *Store) PendingActions(ctx context.Context) ([]Action, error) {
 		as = append(as, a)
 	}
 	return as, nil
+}
+
+const idFloorKey = prefix + "meta/id_floor"
+
+// IDFloor returns the largest action or operation ID an earlier run may have handed out
+// (0 on a new store): a new run hands out only larger ones, so IDs never repeat.
+func (s *Store) IDFloor(ctx context.Context) (uint64, error) {
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, idFloorKey)
+	if err != nil {
+		return 0, fmt.Errorf("store: read %s: %w", idFloorKey, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(string(resp.Kvs[0].Value), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("store: read %s: value %q is not a number", idFloorKey, resp.Kvs[0].Value)
+	}
+	return n, nil
+}
+
+// SetIDFloor records that IDs up to n may be handed out. It never lowers the floor.
+func (s *Store) SetIDFloor(ctx context.Context, n uint64) error {
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	v := strconv.FormatUint(n, 10)
+	// Read, then write if higher, guarded by the key's revision so that two writers cannot
+	// lower it.
+	for range 5 {
+		resp, err := s.cli.Get(ctx, idFloorKey)
+		if err != nil {
+			return fmt.Errorf("store: write %s: %w", idFloorKey, err)
+		}
+		var rev int64
+		if len(resp.Kvs) > 0 {
+			rev = resp.Kvs[0].ModRevision
+			if cur, err := strconv.ParseUint(string(resp.Kvs[0].Value), 10, 64); err == nil && cur >= n {
+				return nil
+			}
+		}
+		tx, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(idFloorKey), "=", rev)).
+			Then(clientv3.OpPut(idFloorKey, v)).Commit()
+		if err != nil {
+			return fmt.Errorf("store: write %s: %w", idFloorKey, err)
+		}
+		if tx.Succeeded {
+			return nil
+		}
+	}
+	return fmt.Errorf("store: write %s: too much contention", idFloorKey)
 }

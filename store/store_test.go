@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
@@ -67,7 +68,7 @@ func TestVMs(t *testing.T) {
 	}
 	want := vm("web1")
 	want.Rev = got.Rev
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v\nwant %+v", got, want)
 	}
 

@@ -266,8 +266,8 @@ func statusCmd() *cobra.Command {
 			if cf.json() {
 				return printJSON(cmd.OutOrStdout(), s)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "host %s: libvirt %s, store %s; %d VMs protected (%d healthy, %d recovering, %d in error); up %s\n",
-				s.Host, s.Libvirt, s.Store, s.VMs, s.Healthy, s.Recovering, s.Error, s.Uptime)
+			fmt.Fprintf(cmd.OutOrStdout(), "host %s: libvirt %s, store %s; %d VMs protected (%d healthy, %d recovering, %d in error, %d in an operation, %d unknown); up %s\n",
+				s.Host, s.Libvirt, s.Store, s.VMs, s.Healthy, s.Recovering, s.Error, s.Operating, s.Unknown, s.Uptime)
 			return nil
 		},
 	}

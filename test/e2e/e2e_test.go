@@ -31,6 +31,9 @@ const socket = "/var/run/libvirt/libvirt-sock"
 
 var hassBin string
 
+// domType is the guests' domain type: kvm where libvirt can use /dev/kvm, qemu (TCG) where not.
+var domType = "qemu"
+
 // VM is the API's view of a protected VM.
 type VM = api.VM
 
@@ -43,6 +46,12 @@ func TestMain(m *testing.M) {
 		fmt.Println("e2e: SKIP: no libvirtd (run scripts/install-libvirt.sh; HASS_REQUIRE_LIBVIRT=1 makes this a failure)")
 		os.Exit(0)
 	}
+	if _, err := os.Stat("/dev/kvm"); err == nil {
+		if exec.Command("virsh", "-c", "qemu:///system", "domcapabilities", "--virttype", "kvm").Run() == nil {
+			domType = "kvm"
+		}
+	}
+	fmt.Printf("e2e: guests run as domain type %s\n", domType)
 	dir, err := os.MkdirTemp("", "hass-e2e-bin")
 	if err != nil {
 		panic(err)
@@ -206,20 +215,29 @@ func virshErr(args ...string) (string, error) {
 	return string(out), err
 }
 
-// guest defines and starts a 32 MiB diskless TCG guest, removed when the test ends.
+// guest defines and starts a 32 MiB diskless guest (KVM where it works, else TCG), removed
+// when the test ends.
 func guest(t *testing.T) string {
+	t.Helper()
+	name := definedGuest(t)
+	virsh(t, "start", name)
+	return name
+}
+
+// definedGuest defines a guest without starting it.
+func definedGuest(t *testing.T) string {
 	t.Helper()
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
 	name := "hass-e2e-" + hex.EncodeToString(b)
-	xml := fmt.Sprintf(`<domain type='qemu'>
+	xml := fmt.Sprintf(`<domain type='%s'>
   <name>%s</name>
   <memory unit='MiB'>32</memory>
   <vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type></os>
   <on_crash>destroy</on_crash>
   <devices><memballoon model='none'/></devices>
-</domain>`, name)
+</domain>`, domType, name)
 	f := filepath.Join(t.TempDir(), name+".xml")
 	if err := os.WriteFile(f, []byte(xml), 0o644); err != nil {
 		t.Fatal(err)
@@ -229,8 +247,35 @@ func guest(t *testing.T) string {
 		_, _ = virshErr("destroy", name)
 		_, _ = virshErr("undefine", name)
 	})
-	virsh(t, "start", name)
 	return name
+}
+
+// guests defines and starts n guests, starting up to four at a time.
+func guests(t *testing.T, n int) []string {
+	t.Helper()
+	names := make([]string, n)
+	for i := range names {
+		names[i] = definedGuest(t)
+	}
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 4)
+	for _, name := range names {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			if out, err := virshErr("start", name); err != nil {
+				errs <- fmt.Errorf("virsh start %s: %v: %s", name, err, out)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range names {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	return names
 }
 
 func domState(t *testing.T, name string) string {

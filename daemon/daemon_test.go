@@ -1,0 +1,303 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hassproject/hass/api"
+	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/hypervisor"
+)
+
+// These tests run the real daemon (engine, store on a real embedded etcd, API over HTTP)
+// against fakeDriver, to test what must survive a restart of hass.
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+type running struct {
+	t      *testing.T
+	cli    *api.Client
+	cancel context.CancelFunc
+	done   chan error
+	log    *lockedBuf
+}
+
+// start runs a daemon on dir (its embedded etcd) with drv until stop or the test's end.
+func start(t *testing.T, drv *fakeDriver, dir string, edit func(*Config)) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{t: t, cancel: cancel, done: make(chan error, 1), log: &lockedBuf{}}
+	ready := make(chan string, 1)
+	cfg := Config{HostName: "h1", DataDir: dir, Listen: "127.0.0.1:0", Driver: drv,
+		ResyncEvery: time.Second, TickEvery: 20 * time.Millisecond, Engine: engine.DefaultConfig(),
+		Logger: slog.New(slog.NewTextHandler(r.log, nil)), Ready: func(a string) { ready <- a }}
+	cfg.Engine.BackoffBase = 100 * time.Millisecond
+	if edit != nil {
+		edit(&cfg)
+	}
+	go func() { r.done <- Run(ctx, cfg) }()
+	select {
+	case addr := <-ready:
+		r.cli = api.NewClient("http://"+addr, nil)
+	case err := <-r.done:
+		t.Fatalf("daemon did not start: %v\n%s", err, r.log)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("daemon not ready in 60 s\n%s", r.log)
+	}
+	t.Cleanup(func() {
+		r.stop()
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", r.log)
+		}
+	})
+	return r
+}
+
+func (r *running) stop() {
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	r.cancel = nil
+	select {
+	case <-r.done:
+	case <-time.After(30 * time.Second):
+		r.t.Fatal("daemon did not stop in 30 s")
+	}
+}
+
+func eventually(t *testing.T, limit time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	end := time.Now().Add(limit)
+	var last string
+	for time.Now().Before(end) {
+		ok, detail := cond()
+		if ok {
+			return
+		}
+		last = detail
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %s waiting for %s (last: %s)", limit, what, last)
+}
+
+func (r *running) events(vm string) []api.Event {
+	r.t.Helper()
+	evs, err := r.cli.Events(context.Background(), 0, 1000)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var out []api.Event
+	for _, e := range evs {
+		if e.VM == vm || vm == "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (r *running) vm(name string) api.VM {
+	r.t.Helper()
+	v, err := r.cli.VM(context.Background(), name)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return v
+}
+
+func hasEvent(evs []api.Event, typ, msgPart string) bool {
+	for _, e := range evs {
+		if e.Type == typ && strings.Contains(e.Msg, msgPart) {
+			return true
+		}
+	}
+	return false
+}
+
+// A graceful shutdown in flight survives a restart of hass with its deadline: the guest
+// ignores ACPI, hass dies before the deadline, and the new hass escalates to a destroy
+// instead of reading the still-running guest as a user's start. IDs keep growing.
+func TestShutdownInFlightSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	drv := newFakeDriver()
+	drv.add("vm1", true)
+	shortShutdown := func(c *Config) { c.Engine.ShutdownTimeout = 3 * time.Second }
+	r := start(t, drv, dir, shortShutdown)
+	ctx := context.Background()
+	if _, err := r.cli.Protect(ctx, "vm1", api.ProtectRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	op1, err := r.cli.Operate(ctx, "vm1", api.OperationRequest{Op: "shutdown"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the shutdown request", func() (bool, string) {
+		return drv.callsOf("shutdown vm1") == 1, fmt.Sprint(drv.calls)
+	})
+	r.stop() // before the 3 s deadline
+
+	r = start(t, drv, dir, shortShutdown)
+	eventually(t, 20*time.Second, "the escalation to destroy", func() (bool, string) {
+		return drv.callsOf("destroy vm1") >= 1 && drv.state("vm1") == hypervisor.Shutoff, fmt.Sprint(drv.calls)
+	})
+	eventually(t, 10*time.Second, "vm1 stopped, as the user asked", func() (bool, string) {
+		v := r.vm("vm1")
+		return v.Desired == "stopped" && v.Observed == "shutoff" && v.State == "healthy", fmt.Sprintf("%+v", v)
+	})
+	evs := r.events("vm1")
+	if hasEvent(evs, "op", "start inferred") {
+		t.Fatalf("the restart read the running guest as a user's start:\n%v", evs)
+	}
+	if drv.callsOf("start vm1") != 0 {
+		t.Fatalf("hass started vm1: %v", drv.calls)
+	}
+	op2, err := r.cli.Operate(ctx, "vm1", api.OperationRequest{Op: "start"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op2.ID <= op1.ID {
+		t.Fatalf("operation ids repeat across restarts: %d before, %d after", op1.ID, op2.ID)
+	}
+}
+
+// A stop whose action was recorded but whose hass died before carrying it out is carried
+// out by the next hass.
+func TestUnansweredStopIsIssuedAgainAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	drv := newFakeDriver()
+	drv.add("vm1", true)
+	r := start(t, drv, dir, nil)
+	ctx := context.Background()
+	if _, err := r.cli.Protect(ctx, "vm1", api.ProtectRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	drv.setDown(true) // the destroy cannot be carried out
+	if _, err := r.cli.Operate(ctx, "vm1", api.OperationRequest{Op: "stop"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	r.stop()
+	drv.setDown(false)
+	r = start(t, drv, dir, nil)
+	eventually(t, 20*time.Second, "the stop carried out", func() (bool, string) {
+		return drv.state("vm1") == hypervisor.Shutoff, fmt.Sprint(drv.calls)
+	})
+	eventually(t, 10*time.Second, "vm1 stopped", func() (bool, string) {
+		v := r.vm("vm1")
+		return v.Desired == "stopped" && v.State == "healthy", fmt.Sprintf("%+v", v)
+	})
+}
+
+// hass killed between issuing a restart and seeing the VM run again: the next hass still
+// logs the recovery, with its fault time.
+func TestRecoveryAcrossRestartIsLogged(t *testing.T) {
+	dir := t.TempDir()
+	drv := newFakeDriver()
+	drv.add("vm1", true)
+	r := start(t, drv, dir, nil)
+	ctx := context.Background()
+	if _, err := r.cli.Protect(ctx, "vm1", api.ProtectRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	drv.mu.Lock()
+	drv.startGate = gate
+	drv.mu.Unlock()
+	drv.crash("vm1")
+	eventually(t, 10*time.Second, "the restart issued", func() (bool, string) {
+		evs := r.events("vm1")
+		return hasEvent(evs, "action", "start vm1"), fmt.Sprint(evs)
+	})
+	r.stop() // the start never returns to this hass
+	// libvirt finished the start on its own.
+	drv.mu.Lock()
+	drv.startGate = nil
+	drv.doms["vm1"].state, drv.doms["vm1"].reason = hypervisor.Running, hypervisor.RunningBooted
+	drv.mu.Unlock()
+	close(gate)
+
+	r = start(t, drv, dir, nil)
+	eventually(t, 20*time.Second, "the recovered event", func() (bool, string) {
+		for _, e := range r.events("vm1") {
+			if e.Type == "recovered" && e.FaultAt != nil && e.RecoveredAt != nil && e.RecoveredAt.After(*e.FaultAt) {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(r.events("vm1"))
+	})
+	if n := drv.callsOf("start vm1"); n != 0 {
+		t.Fatalf("the running vm was started again: %v", drv.calls)
+	}
+}
+
+// While libvirt cannot be reached, nothing is shown healthy without evidence.
+func TestUnknownWhileLibvirtIsDown(t *testing.T) {
+	drv := newFakeDriver()
+	drv.add("vm1", true)
+	r := start(t, drv, t.TempDir(), nil)
+	ctx := context.Background()
+	if _, err := r.cli.Protect(ctx, "vm1", api.ProtectRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if v := r.vm("vm1"); v.State != "healthy" {
+		t.Fatalf("vm1 is %q, want healthy", v.State)
+	}
+	drv.setDown(true)
+	eventually(t, 10*time.Second, "vm1 unknown", func() (bool, string) {
+		s, err := r.cli.Status(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		v := r.vm("vm1")
+		return v.State == "unknown" && s.Healthy == 0 && s.Unknown == 1, fmt.Sprintf("%+v %+v", v, s)
+	})
+	drv.setDown(false)
+	eventually(t, 20*time.Second, "vm1 healthy again", func() (bool, string) {
+		v := r.vm("vm1")
+		return v.State == "healthy", fmt.Sprintf("%+v", v)
+	})
+}
+
+// With --protect-all a domain is protected the moment libvirt reports it started, not at
+// the next resync: a crash a moment later is recovered.
+func TestProtectAllOnStartEvent(t *testing.T) {
+	drv := newFakeDriver()
+	r := start(t, drv, t.TempDir(), func(c *Config) { c.ProtectAll, c.ResyncEvery = true, time.Hour })
+	time.Sleep(100 * time.Millisecond)
+	drv.mu.Lock()
+	drv.doms["demo1"] = &fakeDom{state: hypervisor.Shutoff}
+	drv.emit("demo1", hypervisor.EventDefined, hypervisor.DefinedAdded)
+	drv.doms["demo1"].state, drv.doms["demo1"].reason = hypervisor.Running, hypervisor.RunningBooted
+	drv.emit("demo1", hypervisor.EventStarted, hypervisor.StartedBooted)
+	drv.mu.Unlock()
+	eventually(t, 5*time.Second, "demo1 protected as running", func() (bool, string) {
+		v, err := r.cli.VM(context.Background(), "demo1")
+		return err == nil && v.Desired == "running", fmt.Sprintf("%+v %v", v, err)
+	})
+	drv.crash("demo1")
+	eventually(t, 10*time.Second, "demo1 restarted", func() (bool, string) {
+		return drv.state("demo1") == hypervisor.Running && drv.callsOf("start demo1") == 1, fmt.Sprint(drv.calls)
+	})
+	var nf *api.Error
+	if _, err := r.cli.VM(context.Background(), "nope"); !errors.As(err, &nf) {
+		t.Fatalf("unknown vm: %v", err)
+	}
+}

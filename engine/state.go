@@ -1,0 +1,229 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// VMState is what the engine holds about one protected VM beyond what agents report: the
+// user's intent, the operation in flight, the failure being recovered and the restart
+// history. It is everything the engine needs to go on after the process that runs it dies,
+// so the daemon stores it (in etcd) whenever it changes, before carrying out any action the
+// change ordered, and gives it back with Restore. What agents observed is not part of it:
+// a new process learns that again from the agents' resyncs.
+type VMState struct {
+	VM          VMID
+	Home        HostID
+	MemMiB      int
+	Policy      Policy
+	Desired     Desired
+	Gen         uint64 // intent generation: actions of an older one are not current
+	Op          *OpState
+	Failure     *FailState
+	Restarts    []time.Time // restarts in place, for the policy's window
+	Relocations int
+	Errored     bool   // hass gave up: only a user's operation revives it
+	IntentSeq   uint64 // the home observation's seq when the user's intent last changed
+	Ambiguous   bool   // an alert for an unexplained shutdown was raised for the current stop
+}
+
+// OpState is an operation in flight, as stored.
+type OpState struct {
+	ID        uint64
+	Kind      OpKind
+	Source    Source
+	Target    HostID // migrate only
+	Started   time.Time
+	Deadline  time.Time
+	Escalated bool    // a shutdown that outlived its deadline was turned into a destroy
+	Prev      Desired // the desired state before it, given back if it fails
+	BaseSeq   uint64  // the home observation's seq when it was accepted
+	Home      HostID  // the home when it was accepted
+	SawDown   bool    // a reboot in flight has seen the guest go down
+	Pending   bool    // its action was issued and not answered yet
+}
+
+// FailState is a failure being recovered, as stored.
+type FailState struct {
+	Kind              FailureKind
+	FaultAt           time.Time
+	DetectAt          time.Time
+	ActionAt          time.Time // the first recovery action
+	Attempts          int
+	Next              time.Time // earliest time of the next attempt
+	InFlight          bool      // a recovery action was issued and not answered yet
+	ActHost           HostID
+	Evacuate          bool // the home host is gone: relocate without spending policy
+	NoCapacityAlerted bool
+}
+
+// Validate names the first bad field.
+func (s VMState) Validate() error {
+	switch {
+	case s.VM == "":
+		return errors.New("vm: empty")
+	case s.Home == "":
+		return errors.New("home: empty")
+	case s.MemMiB < 0:
+		return fmt.Errorf("mem_mib %d: must be >= 0", s.MemMiB)
+	case s.Desired > WantAbsent:
+		return fmt.Errorf("desired %d: unknown", s.Desired)
+	case s.Gen == 0:
+		return errors.New("gen: must be >= 1")
+	case s.Relocations < 0:
+		return fmt.Errorf("relocations %d: must be >= 0", s.Relocations)
+	}
+	if err := s.Policy.Validate(); err != nil {
+		return err
+	}
+	if op := s.Op; op != nil {
+		switch {
+		case op.ID == 0:
+			return errors.New("op.id: must be >= 1")
+		case int(op.Kind) >= len(opNames):
+			return fmt.Errorf("op.kind %d: unknown", op.Kind)
+		case int(op.Source) >= len(sourceNames):
+			return fmt.Errorf("op.source %d: unknown", op.Source)
+		case op.Prev > WantAbsent:
+			return fmt.Errorf("op.prev %d: unknown", op.Prev)
+		case op.Deadline.IsZero():
+			return errors.New("op.deadline: missing")
+		}
+	}
+	if f := s.Failure; f != nil {
+		switch {
+		case f.Kind == "":
+			return errors.New("failure.kind: empty")
+		case f.Attempts < 0:
+			return fmt.Errorf("failure.attempts %d: must be >= 0", f.Attempts)
+		case f.DetectAt.IsZero():
+			return errors.New("failure.detect_at: missing")
+		}
+	}
+	return nil
+}
+
+// State returns what the engine holds about one VM, and whether it protects it.
+func (e *Engine) State(id VMID) (VMState, bool) {
+	v := e.vms[id]
+	if v == nil {
+		return VMState{}, false
+	}
+	s := VMState{VM: v.id, Home: v.home, MemMiB: v.mem, Policy: v.policy, Desired: v.desired, Gen: v.gen,
+		Restarts: slices.Clone(v.restarts), Relocations: v.relocations, Errored: v.errored,
+		IntentSeq: v.intentSeq, Ambiguous: v.ambiguous}
+	if op := v.op; op != nil {
+		s.Op = &OpState{ID: op.ID, Kind: op.Kind, Source: op.Source, Target: op.Target, Started: op.Started,
+			Deadline: op.Deadline, Escalated: op.escalated, Prev: op.prev, BaseSeq: op.baseSeq, Home: op.home,
+			SawDown: v.opSawDown, Pending: v.opActID != 0}
+	}
+	if f := v.fail; f != nil {
+		s.Failure = &FailState{Kind: f.kind, FaultAt: f.faultAt, DetectAt: f.detectAt, ActionAt: f.actionAt,
+			Attempts: f.attempts, Next: f.next, InFlight: f.actID != 0, ActHost: f.actHost, Evacuate: f.evacuate,
+			NoCapacityAlerted: f.noCapacityAlerted}
+	}
+	return s, true
+}
+
+// LastID is the largest action or operation ID the engine has handed out. IDs stay unique
+// across restarts when the next engine is restored with a NextID above it.
+func (e *Engine) LastID() uint64 { return e.nextID }
+
+// Restore gives a new engine back what an earlier one held (see VMState), before any
+// observation arrives. IDs handed out from now on are larger than NextID and than any ID in
+// VMs. A VM whose home host is not known is refused, as is an invalid state or a VM already
+// protected; then nothing changes.
+//
+// An operation in flight is driven again once its home host reports the VM: its action is
+// issued again if the VM is not yet where the operation takes it (the old process may have
+// died before carrying it out, or it failed; every such action is idempotent), except a
+// reboot or a migration, which are not repeated: their deadline decides. A recovery attempt that was in flight is not waited for: the first observation
+// says whether it took (the VM runs: recovered) or must be made again.
+type Restore struct {
+	NextID uint64
+	VMs    []VMState
+}
+
+func (Restore) input() {}
+
+func (e *Engine) restore(in Restore) {
+	for i, s := range in.VMs {
+		if err := s.Validate(); err != nil {
+			e.out.Err = fmt.Errorf("restore vm %d (%q): %w", i, s.VM, err)
+			return
+		}
+		if e.hosts[s.Home] == nil {
+			e.out.Err = fmt.Errorf("restore vm %q: home: unknown host %q", s.VM, s.Home)
+			return
+		}
+		if e.vms[s.VM] != nil {
+			e.out.Err = fmt.Errorf("restore vm %q: already protected", s.VM)
+			return
+		}
+		if s.Desired == WantAbsent && s.Op == nil {
+			e.out.Err = fmt.Errorf("restore vm %q: desired absent with no delete in flight", s.VM)
+			return
+		}
+	}
+	if in.NextID > e.nextID {
+		e.nextID = in.NextID
+	}
+	for _, s := range in.VMs {
+		v := &vm{id: s.VM, policy: s.Policy, mem: s.MemMiB, home: s.Home, desired: s.Desired, gen: s.Gen,
+			restarts: slices.Clone(s.Restarts), relocations: s.Relocations, errored: s.Errored,
+			intentSeq: s.IntentSeq, ambiguous: s.Ambiguous}
+		if op := s.Op; op != nil {
+			v.op = &Operation{ID: op.ID, Kind: op.Kind, VM: s.VM, Source: op.Source, Phase: PhaseRunning,
+				Target: op.Target, Started: op.Started, Deadline: op.Deadline, escalated: op.Escalated,
+				prev: op.Prev, baseSeq: op.BaseSeq, home: op.Home}
+			v.opSawDown = op.SawDown
+			_, v.reissue = reissueAction(v.op)
+			e.nextID = max(e.nextID, op.ID)
+		}
+		if f := s.Failure; f != nil {
+			v.fail = &failure{kind: f.Kind, faultAt: f.FaultAt, detectAt: f.DetectAt, actionAt: f.ActionAt,
+				attempts: f.Attempts, next: f.Next, actHost: f.ActHost, evacuate: f.Evacuate,
+				noCapacityAlerted: f.NoCapacityAlerted}
+			if f.InFlight && v.fail.next.After(e.now) {
+				v.fail.next = e.now
+			}
+		}
+		e.vms[s.VM] = v
+		e.vmIx = insertSorted(e.vmIx, s.VM)
+		what := "desired=" + v.desired.String()
+		if v.op != nil {
+			what += fmt.Sprintf(", %s id=%d in flight until %s", v.op.Kind, v.op.ID, v.op.Deadline.UTC().Format(time.RFC3339))
+		}
+		if v.fail != nil {
+			what += fmt.Sprintf(", recovering from %s (%d attempts)", v.fail.kind, v.fail.attempts)
+		}
+		if v.errored {
+			what += ", in error"
+		}
+		e.log(RecProtect, v.id, v.home, "restored: %s", what)
+	}
+}
+
+// reissueAction is the action that carries out op again after a restore.
+func reissueAction(op *Operation) (ActKind, bool) {
+	switch op.Kind {
+	case OpStart:
+		return ActStart, true
+	case OpStop:
+		return ActDestroy, true
+	case OpShutdown:
+		if op.escalated {
+			return ActDestroy, true
+		}
+		return ActShutdown, true
+	case OpDelete:
+		return ActDelete, true
+	case OpSuspend:
+		return ActSuspend, true
+	case OpResume:
+		return ActResume, true
+	}
+	return 0, false
+}

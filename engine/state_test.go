@@ -1,0 +1,140 @@
+package engine
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// restarted moves every VM of e into a new engine, as a restarted daemon does.
+func restarted(t *testing.T, e *Engine, now time.Time) *Engine {
+	t.Helper()
+	n := New(e.cfg)
+	for _, id := range e.hostIx {
+		n.Step(now, AddHost{Host: id, MemMiB: e.hosts[id].mem, Fencing: e.hosts[id].fencing})
+	}
+	var states []VMState
+	for _, id := range e.vmIx {
+		s, _ := e.State(id)
+		states = append(states, s)
+	}
+	if out := n.Step(now, Restore{NextID: e.LastID(), VMs: states}); out.Err != nil {
+		t.Fatalf("restore: %v", out.Err)
+	}
+	for _, s := range states {
+		got, ok := n.State(s.VM)
+		if !ok {
+			t.Fatalf("%s not restored", s.VM)
+		}
+		// An unanswered recovery attempt is not waited for after a restore.
+		if s.Failure != nil && s.Failure.InFlight {
+			s.Failure.InFlight = false
+			if s.Failure.Next.After(now) {
+				s.Failure.Next = now
+			}
+		}
+		if s.Op != nil {
+			s.Op.Pending = false
+		}
+		if !reflect.DeepEqual(got, s) {
+			t.Fatalf("restored state differs:\n got %+v\nwant %+v", got, s)
+		}
+	}
+	return n
+}
+
+func TestRestoreShutdownKeepsItsDeadline(t *testing.T) {
+	cfg := DefaultConfig()
+	e := New(cfg)
+	e.Step(t0, AddHost{Host: "h1", MemMiB: 4096})
+	e.Step(t0, Protect{VM: "v1", Host: "h1", MemMiB: 512, Policy: DefaultPolicy()})
+	e.Step(t0, Observe{Host: "h1", VM: "v1", Seq: 1, State: DomRunning, Reason: ReasonBooted})
+	out := e.Step(t0.Add(time.Second), Request{Op: OpShutdown, VM: "v1"})
+	if out.Err != nil || len(out.Actions) != 1 || out.Actions[0].Kind != ActShutdown {
+		t.Fatalf("shutdown: %+v", out)
+	}
+	opID := out.Actions[0].ID
+	e.Step(t0.Add(2*time.Second), ActionResult{ID: opID, Host: "h1", Seq: 2, State: DomRunning, Reason: ReasonBooted})
+
+	// The daemon dies; a new one restores and resyncs: the guest still runs.
+	n := restarted(t, e, t0.Add(30*time.Second))
+	out = n.Step(t0.Add(31*time.Second), Snapshot{Host: "h1", Seq: 10, Domains: []DomainStatus{{VM: "v1", State: DomRunning}}})
+	if len(out.Actions) != 1 || out.Actions[0].Kind != ActShutdown {
+		t.Fatalf("after restore the shutdown is driven again: got %+v", out.Actions)
+	}
+	if out.Actions[0].ID <= opID {
+		t.Fatalf("action id %d after restore is not above %d", out.Actions[0].ID, opID)
+	}
+	for _, r := range out.Log {
+		if strings.Contains(r.Msg, "inferred") {
+			t.Fatalf("a running guest read as a user's start: %s", r)
+		}
+	}
+	// At the original deadline (shutdown timeout after the request) it escalates.
+	out = n.Step(t0.Add(time.Second+cfg.ShutdownTimeout), Tick{})
+	if len(out.Actions) != 1 || out.Actions[0].Kind != ActDestroy {
+		t.Fatalf("at the deadline: want a destroy, got %+v", out.Actions)
+	}
+	if s, _ := n.Get("v1"); s.Desired != WantStopped {
+		t.Fatalf("desired %s, want stopped", s.Desired)
+	}
+}
+
+func TestRestoreRecoveryInFlight(t *testing.T) {
+	e := New(DefaultConfig())
+	e.Step(t0, AddHost{Host: "h1", MemMiB: 4096})
+	e.Step(t0, Protect{VM: "v1", Host: "h1", MemMiB: 512, Policy: DefaultPolicy()})
+	e.Step(t0, Observe{Host: "h1", VM: "v1", Seq: 1, State: DomRunning, Reason: ReasonBooted})
+	out := e.Step(t0.Add(time.Second), Observe{Host: "h1", VM: "v1", Seq: 2, State: DomShutoff, Reason: ReasonFailed, At: t0.Add(time.Second)})
+	if len(out.Actions) != 1 || out.Actions[0].Kind != ActStart {
+		t.Fatalf("crash: want a start, got %+v", out.Actions)
+	}
+	for _, up := range []bool{true, false} {
+		n := restarted(t, e, t0.Add(3*time.Second))
+		st := DomShutoff
+		if up {
+			st = DomRunning
+		}
+		out = n.Step(t0.Add(4*time.Second), Snapshot{Host: "h1", Seq: 10, Domains: []DomainStatus{{VM: "v1", State: st}}})
+		if up {
+			if len(out.Actions) != 0 || !hasRec(out.Log, RecRecovered) {
+				t.Fatalf("running after restore: want a recovered record and no action, got %+v", out)
+			}
+			continue
+		}
+		if len(out.Actions) != 1 || out.Actions[0].Kind != ActStart {
+			t.Fatalf("down after restore: want a start at once, got %+v", out.Actions)
+		}
+	}
+}
+
+func TestRestoreRefusesBadState(t *testing.T) {
+	good := VMState{VM: "v1", Home: "h1", Policy: DefaultPolicy(), Gen: 1}
+	cases := []struct {
+		edit func(*VMState)
+		want string
+	}{
+		{func(s *VMState) { s.VM = "" }, "vm"},
+		{func(s *VMState) { s.Home = "h9" }, "unknown host"},
+		{func(s *VMState) { s.Gen = 0 }, "gen"},
+		{func(s *VMState) { s.Policy.Window = 0 }, "window"},
+		{func(s *VMState) { s.Op = &OpState{ID: 3, Kind: 99, Deadline: t0} }, "op.kind"},
+		{func(s *VMState) { s.Op = &OpState{ID: 3, Kind: OpStop} }, "op.deadline"},
+		{func(s *VMState) { s.Failure = &FailState{Kind: FailVMCrash} }, "failure.detect_at"},
+		{func(s *VMState) { s.Desired = WantAbsent }, "absent"},
+	}
+	for _, c := range cases {
+		e := New(DefaultConfig())
+		e.Step(t0, AddHost{Host: "h1"})
+		s := good
+		c.edit(&s)
+		out := e.Step(t0, Restore{VMs: []VMState{good, s}})
+		if out.Err == nil || !strings.Contains(out.Err.Error(), c.want) {
+			t.Errorf("want an error naming %q, got %v", c.want, out.Err)
+		}
+		if e.Protected("v1") {
+			t.Errorf("%q: a refused restore changed the engine", c.want)
+		}
+	}
+}
