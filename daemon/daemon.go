@@ -67,6 +67,9 @@ type Daemon struct {
 	// firstCall is when the hypervisor was first asked to recover each VM being recovered:
 	// the recovered event's action time.
 	firstCall map[engine.VMID]time.Time
+	// recordFailed: the last step's decisions could not be written to the store.
+	recordFailed bool
+	dirty        map[engine.VMID]bool // VMs whose last change could not be written yet
 	// unfinished holds the user operations a previous run ordered but did not see done;
 	// they are ordered again after the first resync, once the engine knows the domains.
 	unfinished []engine.Request
@@ -109,7 +112,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger, drv: cfg.Driver, started: time.Now(), ctx: ctx,
 		eng: engine.New(cfg.Engine), tr: lifecycle.NewTranslator(), libvirt: "connecting",
-		persisted: map[engine.VMID]store.VM{}, firstCall: map[engine.VMID]time.Time{}}
+		persisted: map[engine.VMID]store.VM{}, firstCall: map[engine.VMID]time.Time{},
+		dirty: map[engine.VMID]bool{}}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -267,25 +271,19 @@ func (d *Daemon) step(ctx context.Context, in engine.Input) engine.Output {
 	return d.stepLocked(ctx, in)
 }
 
-// stepLocked steps the engine, records what it decided, then starts its actions. Nothing is
-// carried out unless everything the step decided was recorded first: a failed write means
-// no action (the engine's timers try again).
+// stepLocked steps the engine, records what it decided, then starts its actions. Everything
+// a step decided (event log entries, the engine state of the VMs it changed, its actions, a
+// new ID floor) is written in one etcd transaction, and nothing is carried out unless that
+// write succeeded: a failed write means no action (the engine's timers try again).
 func (d *Daemon) stepLocked(ctx context.Context, in engine.Input, also ...engine.VMID) engine.Output {
 	arrived := time.Now()
 	out := d.eng.Step(arrived, in)
 	decided := time.Now()
 	res := engine.Output{Actions: slices.Clone(out.Actions), Log: slices.Clone(out.Log), Err: out.Err}
-	recorded := true
-	if err := d.reserveIDs(ctx, d.eng.LastID()); err != nil {
-		d.log.Error("nothing can be recorded: not acting", "err", err)
-		recorded = false
-	}
-	if len(res.Log) > 0 {
-		for i, r := range res.Log {
-			d.log.Info(r.String(), "type", string(r.Type))
-			if r.VM == "" {
-				continue
-			}
+	var b store.Batch
+	for i, r := range res.Log {
+		d.log.Info(r.String(), "type", string(r.Type))
+		if r.VM != "" {
 			switch r.Type {
 			case engine.RecRecovered:
 				// Acted: when libvirt was asked to restart it, not when the engine decided.
@@ -297,26 +295,46 @@ func (d *Daemon) stepLocked(ctx context.Context, in engine.Input, also ...engine
 				delete(d.firstCall, r.VM)
 			}
 		}
-		if !d.appendEvents(ctx, res.Log) {
-			recorded = false
+		b.Events = append(b.Events, toStoreEvent(res.Log[i]))
+	}
+	changed := d.changedVMs(in, res, also)
+	for _, c := range changed {
+		if c.gone {
+			b.DeleteVMs = append(b.DeleteVMs, c.name)
+		} else {
+			b.PutVMs = append(b.PutVMs, c.rec)
 		}
 	}
-	if !d.persistVMs(ctx, in, res, also) {
-		recorded = false
+	if last := d.eng.LastID(); last >= d.idFloor {
+		b.IDFloor = last + idBlock
 	}
 	for _, a := range res.Actions {
-		if !recorded {
-			d.log.Error("action not carried out: what decided it could not be recorded", "action", a.String())
-			continue
+		b.Actions = append(b.Actions, store.Action{ID: a.ID, Kind: a.Kind.String(), VM: string(a.VM), Host: string(a.Host),
+			Target: string(a.Target), Why: a.Why, Gen: a.Gen, At: decided})
+	}
+	if _, err := d.st.Record(ctx, b); err != nil {
+		d.log.Error("what the engine decided could not be recorded: nothing of it is carried out", "err", err,
+			"events", len(b.Events), "vms", len(b.PutVMs)+len(b.DeleteVMs), "actions", len(b.Actions))
+		d.recordFailed = true
+		for _, c := range changed {
+			d.dirty[engine.VMID(c.name)] = true // written with the next step that succeeds
 		}
-		rec := store.Action{ID: a.ID, Kind: a.Kind.String(), VM: string(a.VM), Host: string(a.Host),
-			Target: string(a.Target), Why: a.Why, Gen: a.Gen, At: time.Now()}
-		if err := d.st.PutAction(ctx, rec); err != nil {
-			// Not recorded, so not carried out: the engine's timeout retries it.
-			d.log.Error("action not recorded, not carrying it out", "action", a.String(), "err", err)
-			continue
+		return res
+	}
+	d.recordFailed = false
+	clear(d.dirty)
+	if b.IDFloor != 0 {
+		d.idFloor = b.IDFloor
+	}
+	for _, c := range changed {
+		if c.gone {
+			delete(d.persisted, engine.VMID(c.name))
+		} else {
+			d.persisted[engine.VMID(c.name)] = c.rec
 		}
-		t := timing{arrived: arrived, decided: decided, recorded: time.Now()}
+	}
+	t := timing{arrived: arrived, decided: decided, recorded: time.Now()}
+	for _, a := range res.Actions {
 		d.wg.Add(1)
 		go d.execute(a, t)
 	}
@@ -339,10 +357,20 @@ func (d *Daemon) appendEvents(ctx context.Context, recs []engine.Record) bool {
 	return true
 }
 
-// persistVMs writes the engine state of every VM the step may have changed (named by its
-// input, its log or its actions) whose stored record differs; false if a write failed.
-func (d *Daemon) persistVMs(ctx context.Context, in engine.Input, out engine.Output, also []engine.VMID) bool {
+// vmChange is a VM record to write (or, gone, to delete).
+type vmChange struct {
+	name string
+	rec  store.VM
+	gone bool
+}
+
+// changedVMs returns the stored records that differ from the engine state of the VMs the
+// step may have changed (named by its input, its log or its actions).
+func (d *Daemon) changedVMs(in engine.Input, out engine.Output, also []engine.VMID) []vmChange {
 	ids := slices.Clone(also)
+	for id := range d.dirty {
+		ids = append(ids, id)
+	}
 	switch in := in.(type) {
 	case engine.Observe:
 		ids = append(ids, in.VM)
@@ -361,7 +389,7 @@ func (d *Daemon) persistVMs(ctx context.Context, in engine.Input, out engine.Out
 	for _, a := range out.Actions {
 		ids = append(ids, a.VM)
 	}
-	ok := true
+	var changes []vmChange
 	seen := map[engine.VMID]bool{}
 	for _, id := range ids {
 		if id == "" || seen[id] {
@@ -371,12 +399,7 @@ func (d *Daemon) persistVMs(ctx context.Context, in engine.Input, out engine.Out
 		s, protected := d.eng.State(id)
 		if !protected {
 			if _, had := d.persisted[id]; had {
-				if err := d.st.DeleteVM(ctx, string(id)); err != nil && !errors.Is(err, store.ErrNotFound) {
-					d.log.Error("forget vm in the store", "vm", id, "err", err)
-					ok = false
-					continue
-				}
-				delete(d.persisted, id)
+				changes = append(changes, vmChange{name: string(id), gone: true})
 			}
 			continue
 		}
@@ -384,14 +407,9 @@ func (d *Daemon) persistVMs(ctx context.Context, in engine.Input, out engine.Out
 		if old, had := d.persisted[id]; had && sameRecord(old, rec) {
 			continue
 		}
-		if err := d.st.PutVM(ctx, rec); err != nil {
-			d.log.Error("write vm to the store", "vm", id, "err", err)
-			ok = false
-			continue
-		}
-		d.persisted[id] = rec
+		changes = append(changes, vmChange{name: string(id), rec: rec})
 	}
-	return ok
+	return changes
 }
 
 // watch follows the hypervisor's events, resyncing after every (re)connect.

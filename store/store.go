@@ -57,6 +57,12 @@ type Store struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// The event counter as this store last wrote it, to append without reading it first.
+	counterMu    sync.Mutex
+	counterKnown bool
+	counterLast  uint64
+	counterRev   int64
 }
 
 // Close closes the client and, for an embedded etcd, stops the server. It is idempotent.
@@ -636,4 +642,159 @@ func (s *Store) SetIDFloor(ctx context.Context, n uint64) error {
 		}
 	}
 	return fmt.Errorf("store: write %s: too much contention", idFloorKey)
+}
+
+// Batch is what one decision changed, to be written at once: event log entries, VM records
+// to put or delete, actions about to be carried out, and a new ID floor (0: unchanged).
+type Batch struct {
+	Events    []Event
+	PutVMs    []VM
+	DeleteVMs []string
+	Actions   []Action
+	IDFloor   uint64
+}
+
+// maxTxnOps stays below etcd's default limit of 128 operations per transaction.
+const maxTxnOps = 120
+
+// Record writes a batch in one etcd transaction, so a decision costs one disk sync and is
+// stored whole or not at all. Events get the next sequence numbers, as AppendEvents gives
+// them. A batch too large for one transaction is written in several, in this order: ID
+// floor, events, VMs, actions (so an action is never stored before what decided it).
+// Nothing is written when a VM or action is invalid. It returns the events with Seq set.
+func (s *Store) Record(ctx context.Context, b Batch) ([]Event, error) {
+	var puts []clientv3.Op
+	for _, v := range b.PutVMs {
+		if err := v.Validate(); err != nil {
+			return nil, fmt.Errorf("store: record: vm %q: %w", v.Name, err)
+		}
+		data, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("store: record: vm %q: %w", v.Name, err)
+		}
+		puts = append(puts, clientv3.OpPut(vmKey(v.Name), string(data)))
+	}
+	for _, name := range b.DeleteVMs {
+		if err := validName(name); err != nil {
+			return nil, fmt.Errorf("store: record: delete vm: %w", err)
+		}
+		puts = append(puts, clientv3.OpDelete(vmKey(name)))
+	}
+	for _, a := range b.Actions {
+		data, err := json.Marshal(a)
+		if err != nil {
+			return nil, fmt.Errorf("store: record: action %d: %w", a.ID, err)
+		}
+		puts = append(puts, clientv3.OpPut(actionKey(a.ID), string(data)))
+	}
+	if b.IDFloor != 0 {
+		puts = append([]clientv3.Op{clientv3.OpPut(idFloorKey, strconv.FormatUint(b.IDFloor, 10))}, puts...)
+	}
+	if len(puts)+len(b.Events)+1 > maxTxnOps {
+		return s.recordInParts(ctx, b)
+	}
+	ctx, cancel := opCtx(ctx)
+	defer cancel()
+	if len(b.Events) == 0 {
+		if len(puts) == 0 {
+			return nil, nil
+		}
+		if _, err := s.cli.Txn(ctx).Then(puts...).Commit(); err != nil {
+			return nil, fmt.Errorf("store: record: %w", err)
+		}
+		return nil, nil
+	}
+	for {
+		last, rev, err := s.eventCounter(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("store: record: %w", err)
+		}
+		out := make([]Event, len(b.Events))
+		ops := make([]clientv3.Op, 0, len(b.Events)+1+len(puts))
+		for i, e := range b.Events {
+			e.Seq = last + uint64(i) + 1
+			data, err := json.Marshal(e)
+			if err != nil {
+				return nil, fmt.Errorf("store: record: encode event: %w", err)
+			}
+			out[i] = e
+			ops = append(ops, clientv3.OpPut(eventKey(e.Seq), string(data)))
+		}
+		next := last + uint64(len(b.Events))
+		ops = append(ops, clientv3.OpPut(eventSeqKey, strconv.FormatUint(next, 10)))
+		ops = append(ops, puts...)
+		tresp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(eventSeqKey), "=", rev)).Then(ops...).Commit()
+		if err != nil {
+			s.forgetCounter()
+			return nil, fmt.Errorf("store: record: %w", err)
+		}
+		if tresp.Succeeded {
+			s.setCounter(next, tresp.Header.Revision)
+			return out, nil
+		}
+		s.forgetCounter() // another writer appended: read the counter again
+	}
+}
+
+func (s *Store) recordInParts(ctx context.Context, b Batch) ([]Event, error) {
+	if b.IDFloor != 0 {
+		if err := s.SetIDFloor(ctx, b.IDFloor); err != nil {
+			return nil, err
+		}
+	}
+	out, err := s.AppendEvents(ctx, b.Events)
+	if err != nil {
+		return out, err
+	}
+	for _, v := range b.PutVMs {
+		if err := s.PutVM(ctx, v); err != nil {
+			return out, err
+		}
+	}
+	for _, name := range b.DeleteVMs {
+		if err := s.DeleteVM(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
+			return out, err
+		}
+	}
+	for _, a := range b.Actions {
+		if err := s.PutAction(ctx, a); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// eventCounter returns the event counter and its mod revision, from memory when this store
+// wrote it last (a failed conditional write makes it read again).
+func (s *Store) eventCounter(ctx context.Context) (uint64, int64, error) {
+	s.counterMu.Lock()
+	known, last, rev := s.counterKnown, s.counterLast, s.counterRev
+	s.counterMu.Unlock()
+	if known {
+		return last, rev, nil
+	}
+	resp, err := s.cli.Get(ctx, eventSeqKey)
+	if err != nil {
+		return 0, 0, fmt.Errorf("get %s: %w", eventSeqKey, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, 0, nil
+	}
+	last, err = strconv.ParseUint(string(resp.Kvs[0].Value), 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("decode %s: %w", eventSeqKey, err)
+	}
+	return last, resp.Kvs[0].ModRevision, nil
+}
+
+func (s *Store) setCounter(last uint64, rev int64) {
+	s.counterMu.Lock()
+	s.counterKnown, s.counterLast, s.counterRev = true, last, rev
+	s.counterMu.Unlock()
+}
+
+func (s *Store) forgetCounter() {
+	s.counterMu.Lock()
+	s.counterKnown = false
+	s.counterMu.Unlock()
 }

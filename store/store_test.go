@@ -609,3 +609,62 @@ func TestOptOuts(t *testing.T) {
 		t.Fatal("an empty name was accepted")
 	}
 }
+
+func TestRecordBatch(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	if _, err := s.AppendEvents(ctx, []Event{{Type: "op", Msg: "before"}}); err != nil {
+		t.Fatal(err)
+	}
+	b := Batch{
+		Events:  []Event{{Type: "detect", VM: "web1", Msg: "crash"}, {Type: "action", VM: "web1", Msg: "start"}},
+		PutVMs:  []VM{vm("web1")},
+		Actions: []Action{{ID: 7, Kind: "start", VM: "web1", Host: "h1", Why: "recovery:vm-crash", Gen: 1}},
+		IDFloor: 1007,
+	}
+	out, err := s.Record(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != 2 || out[0].Seq != 2 || out[1].Seq != 3 {
+		t.Fatalf("events numbered %+v, want 2 and 3", out)
+	}
+	if _, err := s.VM(ctx, "web1"); err != nil {
+		t.Fatal(err)
+	}
+	if acts, err := s.PendingActions(ctx); err != nil || len(acts) != 1 || acts[0].ID != 7 {
+		t.Fatalf("actions %+v %v", acts, err)
+	}
+	if f, err := s.IDFloor(ctx); err != nil || f != 1007 {
+		t.Fatalf("id floor %d %v", f, err)
+	}
+	// Another writer appends in between: the cached counter is stale, numbers still follow.
+	if _, err := s.AppendEvents(ctx, []Event{{Type: "op", Msg: "other"}}); err != nil {
+		t.Fatal(err)
+	}
+	out, err = s.Record(ctx, Batch{Events: []Event{{Type: "op", Msg: "after"}}, DeleteVMs: []string{"web1"}})
+	if err != nil || len(out) != 1 || out[0].Seq != 5 {
+		t.Fatalf("after another writer: %+v %v", out, err)
+	}
+	if _, err := s.VM(ctx, "web1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("web1 not deleted: %v", err)
+	}
+	// An invalid VM: nothing of the batch is written.
+	bad := vm("web2")
+	bad.Desired = "sideways"
+	if _, err := s.Record(ctx, Batch{Events: []Event{{Type: "op"}}, PutVMs: []VM{bad}}); err == nil || !strings.Contains(err.Error(), "desired") {
+		t.Fatalf("invalid vm: %v", err)
+	}
+	if evs, _ := s.Events(ctx, 0, 0); len(evs) != 5 {
+		t.Fatalf("%d events after a refused batch, want 5", len(evs))
+	}
+	// Too large for one transaction: written in parts, in order, all of it.
+	var big Batch
+	for i := range 130 {
+		big.Events = append(big.Events, Event{Type: "op", Msg: fmt.Sprint(i)})
+	}
+	big.PutVMs = []VM{vm("web3")}
+	if out, err := s.Record(ctx, big); err != nil || len(out) != 130 || out[129].Seq != 135 {
+		t.Fatalf("big batch: %d events, %v", len(out), err)
+	}
+}
