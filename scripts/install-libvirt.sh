@@ -74,7 +74,15 @@ else
     log "no /dev/kvm on this machine: guests run under TCG (software emulation)"
 fi
 
-# pidfile-based liveness check; falls back to pgrep -x (exact name, no -f).
+# pidfile-based liveness check; falls back to pgrep -x (exact name, no -f), counting only
+# processes in this mount namespace: a multi-host rig's libvirtds live in their own.
+same_mntns() { [ "$(readlink "/proc/$1/ns/mnt" 2>/dev/null)" = "$(readlink /proc/self/ns/mnt)" ]; }
+ours() {
+    local p
+    for p in $(pgrep -x "$1" 2>/dev/null); do
+        same_mntns "$p" && echo "$p"
+    done
+}
 running() {
     local name="$1" pidfile="/var/run/$1.pid" pid
     if [ -r "$pidfile" ]; then
@@ -83,19 +91,12 @@ running() {
             return 0
         fi
     fi
-    pgrep -x "$name" >/dev/null 2>&1
+    [ -n "$(ours "$name")" ]
 }
-
-if running virtlogd; then
-    log "virtlogd already running"
-else
-    log "starting virtlogd"
-    virtlogd -d
-fi
 
 if [ "$kvm_changed" = 1 ] && running libvirtd; then
     log "restarting libvirtd so that it sees libvirt-qemu's new access to /dev/kvm"
-    pkill -x libvirtd || true
+    for p in $(ours libvirtd); do kill "$p" || true; done
     for _ in $(seq 1 50); do running libvirtd || break; sleep 0.2; done
 fi
 

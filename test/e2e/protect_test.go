@@ -4,7 +4,9 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -208,15 +210,26 @@ func TestBadInput(t *testing.T) {
 
 func stopLibvirtd(t *testing.T) {
 	t.Helper()
-	out, _ := exec.Command("pidof", "libvirtd").Output()
-	for _, f := range strings.Fields(string(out)) {
-		_ = exec.Command("kill", "-TERM", f).Run()
+	// Only this machine's libvirtd (its pidfile): a multi-host rig's libvirtds, in their own
+	// namespaces, are not ours to stop.
+	pid := rootLibvirtdPID()
+	if pid == 0 {
+		t.Fatal("no libvirtd pidfile at /var/run/libvirtd.pid")
 	}
+	_ = syscall.Kill(pid, syscall.SIGTERM)
 	waitFor(t, 30*time.Second, "libvirtd to stop", func() (bool, string) {
 		_, err := os.Stat(socket)
-		out, _ := exec.Command("pidof", "libvirtd").Output()
-		return len(strings.TrimSpace(string(out))) == 0, string(out) + errString(err)
+		return syscall.Kill(pid, 0) != nil, errString(err)
 	})
+}
+
+func rootLibvirtdPID() int {
+	b, err := os.ReadFile("/var/run/libvirtd.pid")
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
 }
 
 func startLibvirtd(t *testing.T) {
