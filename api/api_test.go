@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/vmname"
 )
 
 // ---- the test double ----
@@ -446,18 +447,20 @@ func TestProtectEmptyBodyMeansDefaults(t *testing.T) {
 // ---- validation ----
 
 func TestValidation(t *testing.T) {
-	long := strings.Repeat("a", 129)
+	long := strings.Repeat("a", 1025)
 	big := `{"policy":{"anti_affinity":"` + strings.Repeat("x", MaxBodyBytes) + `"}}`
 	for _, tc := range []struct {
 		method, target, body string
 		field, msg           string
 	}{
-		{"GET", "/v1/vms/-v1", "", "name", `name: "-v1" is not a valid VM name`},
-		{"GET", "/v1/vms/a%20b", "", "name", "name:"},
-		{"GET", "/v1/vms/a%2Fb", "", "name", "name:"},
-		{"GET", "/v1/vms/" + long, "", "name", "name:"},
-		{"DELETE", "/v1/vms/caf%C3%A9/protection", "", "name", "name:"},
-		{"POST", "/v1/vms/.x/operations", `{"op":"stop"}`, "name", "name:"},
+		{"GET", "/v1/vms/a%2Fb", "", "name", `name: "a/b" is not a valid VM name: it holds '/', which libvirt does not allow in a domain name (want 1 to 1024 characters, none of them '/' or a control character)`},
+		{"GET", "/v1/vms/" + long, "", "name", "1025 characters long, more than 1024"},
+		{"DELETE", "/v1/vms/a%09b/protection", "", "name", `"a\tb" is not a valid VM name: it holds the control character U+0009`},
+		{"GET", "/v1/vms/a%00b", "", "name", "U+0000"},
+		{"GET", "/v1/vms/a%0Ab", "", "name", "U+000A"},
+		{"GET", "/v1/vms/a%7Fb", "", "name", "U+007F"},
+		{"GET", "/v1/vms/a%C2%9Bb", "", "name", "U+009B"},
+		{"POST", "/v1/vms/%FF/operations", `{"op":"stop"}`, "name", "not valid UTF-8"},
 		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"10x"}}`, "policy.window", `policy.window: "10x" is not a duration`},
 		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"0s"}}`, "policy.window", "must be positive"},
 		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"-5m"}}`, "policy.window", "must be positive"},
@@ -525,7 +528,17 @@ func TestValidation(t *testing.T) {
 func TestValidInputAccepted(t *testing.T) {
 	for _, tc := range []struct{ method, target, body string }{
 		{"GET", "/v1/vms/" + strings.Repeat("a", 128), ""},
+		{"GET", "/v1/vms/" + strings.Repeat("%C3%A9", 1024), ""},
 		{"GET", "/v1/vms/0f8fad5b-d9cb-469f-a165-70867728950e", ""},
+		{"GET", "/v1/vms/a+b", ""},
+		{"GET", "/v1/vms/-v1", ""},
+		{"GET", "/v1/vms/.x", ""},
+		{"PUT", "/v1/vms/a%20b/protection", ""},
+		{"DELETE", "/v1/vms/caf%C3%A9/protection", ""},
+		{"POST", "/v1/vms/%2E%2E/operations", `{"op":"stop"}`},
+		{"GET", "/v1/vms/%2E", ""},
+		{"GET", "/v1/vms/50%25", ""},
+		{"GET", "/v1/vms/%F0%9F%99%82", ""},
 		{"PUT", "/v1/vms/v1/protection", `{"policy":{"max_restarts":0,"max_relocations":1000,"window":"720h","on_guest_shutdown":"honor","priority":-5}}`},
 		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"1ms"}}`},
 		{"POST", "/v1/vms/v1/operations", `{"op":"migrate","target":"h2.example.com"}`},
@@ -881,6 +894,24 @@ func TestOpenAPI(t *testing.T) {
 			t.Errorf("schema %s has %v, Go type has %v", name, props, want)
 		}
 	}
+	// The name rules are the server's own.
+	var named struct {
+		Components struct {
+			Parameters struct {
+				Name struct {
+					Schema struct {
+						Pattern   string `json:"pattern"`
+						MinLength int    `json:"minLength"`
+						MaxLength int    `json:"maxLength"`
+					} `json:"schema"`
+				} `json:"Name"`
+			} `json:"parameters"`
+		} `json:"components"`
+	}
+	json.Unmarshal(a.body, &named)
+	if s := named.Components.Parameters.Name.Schema; s.Pattern != vmname.Pattern || s.MinLength != 1 || s.MaxLength != vmname.MaxLen {
+		t.Errorf("parameter name: %+v, want pattern %s, 1 to %d characters", s, vmname.Pattern, vmname.MaxLen)
+	}
 	for _, r := range []string{"BadRequest", "NotFound", "Conflict", "Unavailable", "Internal", "MethodNotAllowed"} {
 		if doc.Comps.Responses[r] == nil {
 			t.Errorf("no response %s", r)
@@ -1096,7 +1127,7 @@ func FuzzServer(f *testing.F) {
 			}
 		}
 		for _, c := range calls {
-			if c.Name != "" && !ValidName(c.Name) {
+			if c.Name != "" && !ValidVMName(c.Name) {
 				t.Fatalf("service got bad name %q", c.Name)
 			}
 			switch c.Method {
@@ -1118,4 +1149,83 @@ func FuzzServer(f *testing.F) {
 			t.Fatalf("one request, %d service calls", len(calls))
 		}
 	})
+}
+
+// ---- VM names ----
+
+// oddNames are valid libvirt domain names that a strict pattern would refuse.
+var oddNames = []string{"a+b", "a b", " lead", "trail ", "café", "日本語", "🙂", "50%", "100%25", "a?b", "a#b",
+	`a\b`, `"q"`, "'", ".", "..", "...", "-v1", "a=b;c", "a<b>&c", "a:b@c", "a%2Fb", strings.Repeat("é", 1024)}
+
+func TestVMNamesRoundTrip(t *testing.T) {
+	f, c, ts := newTestServer(t)
+	ctx := t.Context()
+	for _, name := range oddNames {
+		vm, err := c.Protect(ctx, name, ProtectRequest{})
+		if err != nil || vm.Name != name {
+			t.Fatalf("Protect(%q) = %q, %v", name, vm.Name, err)
+		}
+		if last := f.Calls()[len(f.Calls())-1]; last.Name != name {
+			t.Fatalf("Protect(%q): service got %q", name, last.Name)
+		}
+		if got, err := c.VM(ctx, name); err != nil || got.Name != name {
+			t.Fatalf("VM(%q) = %q, %v", name, got.Name, err)
+		}
+		op, err := c.Operate(ctx, name, OperationRequest{Op: "reboot"})
+		if err != nil || op.VM != name {
+			t.Fatalf("Operate(%q) = %+v, %v", name, op, err)
+		}
+	}
+	vms, err := c.VMs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, v := range vms {
+		names = append(names, v.Name)
+	}
+	for _, name := range oddNames {
+		if !slices.Contains(names, name) {
+			t.Errorf("VMs lacks %q", name)
+		}
+	}
+	// The answer holds the name as it is: JSON escaping only where JSON needs it.
+	a := raw(t, ts, "GET", "/v1/vms/a%3Cb%3E&c", "")
+	if !strings.Contains(string(a.body), `"name":"a<b>&c"`) {
+		t.Errorf("answer %s does not show the name as is", a.body)
+	}
+	for _, name := range oddNames {
+		if err := c.Unprotect(ctx, name); err != nil {
+			t.Fatalf("Unprotect(%q): %v", name, err)
+		}
+	}
+	if _, err := c.VM(ctx, "..."); err == nil {
+		t.Fatal("VM ... still there")
+	}
+}
+
+// TestClientRefusesBadNamesAsTheServerDoes: the client checks a name before sending it, with
+// the server's very error.
+func TestClientRefusesBadNamesAsTheServerDoes(t *testing.T) {
+	f, c, ts := newTestServer(t)
+	for name, target := range map[string]string{
+		"a/b":                     "/v1/vms/a%2Fb",
+		"a\tb":                    "/v1/vms/a%09b",
+		"a\u0085":                 "/v1/vms/a%C2%85",
+		strings.Repeat("x", 1025): "/v1/vms/" + strings.Repeat("x", 1025),
+		"\xff":                    "/v1/vms/%FF",
+	} {
+		_, err := c.VM(t.Context(), name)
+		e, ok := errors.AsType[*Error](err)
+		if !ok {
+			t.Fatalf("VM(%q): %v", name, err)
+		}
+		a := raw(t, ts, "GET", target, "")
+		if !reflect.DeepEqual(e, a.err) {
+			t.Errorf("VM(%q): client says %+v, server %+v", name, e, a.err)
+		}
+	}
+	if len(f.Calls()) != 0 {
+		t.Errorf("service calls %+v", f.Calls())
+	}
 }

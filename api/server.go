@@ -115,8 +115,10 @@ func (s *server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			slog.String("query", r.URL.RawQuery), slog.Int("status", w.status),
 			slog.Duration("took", time.Since(start)), slog.String("remote", r.RemoteAddr))
 	}()
-	// ServeMux would redirect unclean paths with a non-JSON body; refuse them instead.
-	if p := r.URL.Path; p == "" || p[0] != '/' || cleanPath(p) != p {
+	// ServeMux would redirect unclean paths with a non-JSON body; refuse them instead. The
+	// path is judged as sent, escaped, as ServeMux routes it: a VM named ".." is sent as
+	// %2E%2E, a clean segment.
+	if p := r.URL.EscapedPath(); p == "" || p[0] != '/' || cleanPath(p) != p {
 		s.notFound(w, r)
 		return
 	}
@@ -279,7 +281,7 @@ func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
 
 func pathName(w http.ResponseWriter, r *http.Request) (string, bool) {
 	name := r.PathValue("name")
-	if err := checkName("name", "VM name", name); err != nil {
+	if err := checkVMName("name", name); err != nil {
 		writeError(w, err)
 		return "", false
 	}
@@ -468,14 +470,26 @@ func writeError(w http.ResponseWriter, err error) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
+	b, err := marshalJSON(v)
 	if err != nil {
 		status = http.StatusInternalServerError
-		b, _ = json.Marshal(errorBody{Error: Internal("cannot encode the answer: %v", err)})
+		b, _ = marshalJSON(errorBody{Error: Internal("cannot encode the answer: %v", err)})
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
+	w.Write(b)
+}
+
+// marshalJSON is json.Marshal with a newline, and without HTML escaping: a VM named "a<b>"
+// is "a<b>" in the answer, not "a\u003cb\u003e" (the answer is never HTML: nosniff).
+func marshalJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }

@@ -5,8 +5,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/vmname"
 )
 
 // Limits the server enforces on input.
@@ -18,15 +20,23 @@ const (
 	MaxEventLimit     = 1000
 )
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
+// NamePattern is the rule for host names and anti-affinity group names (not VM names: see
+// package vmname), as the OpenAPI document gives it.
+const NamePattern = `^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`
 
-// ValidName reports whether s is an acceptable VM, host or anti-affinity group name:
-// 1 to 128 of A-Z a-z 0-9 _ . : -, starting with a letter or digit.
+var nameRE = regexp.MustCompile(NamePattern)
+
+// ValidName reports whether s is an acceptable host or anti-affinity group name: 1 to 128 of
+// A-Z a-z 0-9 _ . : -, starting with a letter or digit.
 func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// ValidVMName reports whether s is an acceptable VM name: a libvirt domain name of 1 to 1024
+// characters without '/' or control characters (see package vmname).
+func ValidVMName(s string) bool { return vmname.Valid(s) }
 
 const nameRule = "want 1 to 128 of A-Z a-z 0-9 _ . : - starting with a letter or digit"
 
-// checkName returns a bad_request error naming field when s is not a valid name.
+// checkName returns a bad_request error naming field when s is not a valid host or group name.
 func checkName(field, what, s string) error {
 	if s == "" {
 		return BadRequest(field, "%s is required", what)
@@ -37,11 +47,26 @@ func checkName(field, what, s string) error {
 	return nil
 }
 
-// quote quotes user input for an error message, cut short if long.
+// checkVMName returns a bad_request error naming field when s is not a valid VM name.
+func checkVMName(field, s string) error {
+	if s == "" {
+		return BadRequest(field, "VM name is required")
+	}
+	if err := vmname.Check(s); err != nil {
+		return BadRequest(field, "%s is not a valid VM name: %v (want %s)", quote(s), err, vmname.Rule)
+	}
+	return nil
+}
+
+// quote quotes user input for an error message, cut short (at a character boundary) if long.
 func quote(s string) string {
 	const max = 64
 	if len(s) > max {
-		return strconv.Quote(s[:max]) + "..."
+		cut := max
+		for cut > max-utf8.UTFMax && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return strconv.Quote(s[:cut]) + "..."
 	}
 	return strconv.Quote(s)
 }

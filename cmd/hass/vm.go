@@ -38,9 +38,12 @@ func (cf *clientFlags) client() (*api.Client, error) {
 
 func (cf *clientFlags) json() bool { return cf.output == "json" }
 
+// printJSON prints v as indented JSON, ending with a newline; strings are as they are ("a<b>",
+// not "a\u003cb\u003e"): this is for people and programs, not for an HTML page.
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
 }
 
