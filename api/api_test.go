@@ -427,7 +427,7 @@ func TestWireFormat(t *testing.T) {
 }
 
 func TestProtectEmptyBodyMeansDefaults(t *testing.T) {
-	for _, body := range []string{"", "  \n", "{}", `{"policy":{}}`, "null"} {
+	for _, body := range []string{"", "  \n", "{}", `{"policy":{}}`} {
 		f, _, ts := newTestServer(t)
 		a := raw(t, ts, "PUT", "/v1/vms/v7/protection", body)
 		if a.status != 200 {
@@ -495,6 +495,20 @@ func TestValidation(t *testing.T) {
 		{"POST", "/v1/vms/v1/operations", `{"op":"migrate","target":"h 2"}`, "target", "not a valid host name"},
 		{"POST", "/v1/vms/v1/operations", `{"op":"reboot","force":true}`, "force", "unknown field (want one of op, target)"},
 		{"POST", "/v1/vms/v1/operations", `{"op":"reboot"}x`, "body", "unexpected data after"},
+		{"POST", "/v1/vms/v1/operations", `{"op":"stop","op":"reboot"}`, "op", `op: key "op" is given twice (each key may appear once)`},
+		{"POST", "/v1/vms/v1/operations", `{"op":"stop","\u006fp":"reboot"}`, "op", "given twice"},
+		{"POST", "/v1/vms/v1/operations", `{"op":"migrate","target":"h2","target":"h3"}`, "target", "given twice"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"1m","window":"2m"}}`, "policy.window", `policy.window: key "window" is given twice`},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{},"policy":{}}`, "policy", "given twice"},
+		{"POST", "/v1/vms/v1/operations", `{"OP":"stop"}`, "OP", "unknown field (want one of op, target)"},
+		{"POST", "/v1/vms/v1/operations", `{"op":"stop","Target":"h2"}`, "Target", "unknown field"},
+		{"PUT", "/v1/vms/v1/protection", `{"Policy":{}}`, "Policy", "unknown field (want one of policy)"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"Window":"1m"}}`, "policy.Window", "unknown field"},
+		{"PUT", "/v1/vms/v1/protection", `null`, "body", "want a JSON object, got null"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":null}`, "policy", "null is not allowed"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":null}}`, "policy.window", "null is not allowed"},
+		{"POST", "/v1/vms/v1/operations", `{"op":null}`, "op", "null is not allowed"},
+		{"POST", "/v1/vms/v1/operations", "{\"op\":\"st\xffop\"}", "body", "not valid UTF-8"},
 		{"GET", "/v1/events?after=x", "", "after", `after: "x" is not a non-negative integer`},
 		{"GET", "/v1/events?after=-1", "", "after", "not a non-negative integer"},
 		{"GET", "/v1/events?after=18446744073709551616", "", "after", "not a non-negative integer"},

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 //go:embed openapi.json
@@ -355,21 +356,32 @@ func jsonFields(t reflect.Type) []string {
 	return out
 }
 
-// decodeStrict decodes one JSON object into v, refusing unknown fields and trailing data; its
-// errors are bad_request *Errors that name the field.
+// decodeStrict decodes one JSON object into v. Beyond encoding/json it refuses what the
+// OpenAPI document refuses: a body that is not UTF-8, trailing data, a key that is not
+// exactly (case included) one of the object's fields, a key given twice, and null (no field
+// is nullable). Its errors are bad_request *Errors that name the field.
 func decodeStrict(data []byte, v any, known knownFields) error {
+	if !utf8.Valid(data) {
+		return BadRequest("body", "the request body is not valid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return jsonError(err, data, known)
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return jsonError(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return BadRequest("body", "unexpected data after the JSON object")
 	}
+	if err := checkKeys(raw, known); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return jsonError(err)
+	}
 	return nil
 }
 
-func jsonError(err error, data []byte, known knownFields) error {
+func jsonError(err error) error {
 	if e, ok := errors.AsType[*json.SyntaxError](err); ok {
 		return BadRequest("body", "invalid JSON at byte %d: %s", e.Offset, strings.TrimPrefix(e.Error(), "json: "))
 	}
@@ -386,40 +398,78 @@ func jsonError(err error, data []byte, known knownFields) error {
 		}
 		return BadRequest(field, "want %s, got %s", describeType(e.Type), e.Value)
 	}
-	if name, ok := strings.CutPrefix(err.Error(), `json: unknown field "`); ok {
-		name = strings.TrimSuffix(name, `"`)
-		obj := unknownFieldObject(data, name, known)
-		field := name
-		if obj != "" {
-			field = obj + "." + name
-		}
-		return BadRequest(field, "unknown field (want one of %s)", strings.Join(known[obj], ", "))
-	}
 	return BadRequest("body", "%s", strings.TrimPrefix(err.Error(), "json: "))
 }
 
-// unknownFieldObject finds which object of the body holds the unknown field name: the top,
-// unless the top's fields are all known, then the first nested object that has it.
-func unknownFieldObject(data []byte, name string, known knownFields) string {
-	var top map[string]json.RawMessage
-	if json.Unmarshal(data, &top) != nil {
-		return ""
+// checkKeys walks the (syntactically valid) JSON value data and refuses, naming the field:
+// a key given twice in one object, a key that is not one of the fields known for its object
+// (compared exactly: encoding/json would take "OP" for "op"), and null anywhere.
+func checkKeys(data []byte, known knownFields) error {
+	type frame struct {
+		object bool
+		path   string          // dotted path of this object or array ("" for the top)
+		seen   map[string]bool // keys so far, in an object
+		key    string          // the key whose value comes next, in an object
 	}
-	if _, ok := top[name]; ok && !slices.Contains(known[""], name) {
-		return ""
-	}
-	for obj := range known {
-		if obj == "" {
-			continue
+	join := func(path, key string) string {
+		if path == "" {
+			return key
 		}
-		var inner map[string]json.RawMessage
-		if json.Unmarshal(top[obj], &inner) == nil {
-			if _, ok := inner[name]; ok {
-				return obj
+		return path + "." + key
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var stack []*frame
+	wantKey := false
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // io.EOF; data was checked by the caller, so nothing else
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if wantKey {
+			if key, ok := tok.(string); ok {
+				field := join(top.path, key)
+				if top.seen[key] {
+					return BadRequest(field, "key %s is given twice (each key may appear once)", quote(key))
+				}
+				top.seen[key] = true
+				if fields, ok := known[top.path]; ok && !slices.Contains(fields, key) {
+					return BadRequest(field, "unknown field (want one of %s)", strings.Join(fields, ", "))
+				}
+				top.key, wantKey = key, false
+				continue
 			}
 		}
+		// A value, or the end of an object or array.
+		path := ""
+		if top != nil {
+			path = top.path
+			if top.object {
+				path = join(top.path, top.key)
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &frame{object: true, path: path, seen: map[string]bool{}})
+			wantKey = true
+			continue
+		case json.Delim('['):
+			stack = append(stack, &frame{path: path})
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		case nil:
+			if path == "" {
+				return BadRequest("body", "want a JSON object, got null")
+			}
+			return BadRequest(path, "null is not allowed (leave the field out to get its default)")
+		}
+		wantKey = len(stack) > 0 && stack[len(stack)-1].object
 	}
-	return ""
 }
 
 func describeType(t reflect.Type) string {
