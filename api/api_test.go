@@ -1243,3 +1243,52 @@ func TestClientRefusesBadNamesAsTheServerDoes(t *testing.T) {
 		t.Errorf("service calls %+v", f.Calls())
 	}
 }
+
+// ---- slow clients ----
+
+// TestSlowBodyIsCutOff: a client that sends the headers and then stalls gets an answer and a
+// closed connection within the body timeout (plus slack), never a connection held forever.
+func TestSlowBodyIsCutOff(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	const bound = timeout + 2*time.Second
+	for _, tc := range []struct {
+		name, req, status string
+	}{
+		{"stalled body", "PUT /v1/vms/v1/protection HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"pol", "400"},
+		{"no body at all", "POST /v1/vms/v1/operations HTTP/1.1\r\nHost: h\r\nContent-Length: 20\r\n\r\n", "400"},
+		{"stalled chunks", "POST /v1/vms/v1/operations HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"op\"\r\n", "400"},
+		{"unread body", "GET /v1/status HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nxx", "200"},
+		{"refused before the body", "PUT /v1/vms/a%2Fb/protection HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n{", "400"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake()
+			ts := httptest.NewServer(newServer(f, testLogger(t), timeout))
+			defer ts.Close()
+			conn, err := net.Dial("tcp", ts.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close() // before ts.Close, which waits for the handler
+			start := time.Now()
+			if _, err := io.WriteString(conn, tc.req); err != nil {
+				t.Fatal(err)
+			}
+			conn.SetReadDeadline(start.Add(bound))
+			got, err := io.ReadAll(conn) // the answer, then EOF when the server closes
+			took := time.Since(start)
+			if err != nil {
+				t.Fatalf("after %s: %v (got %q): the server neither answered nor closed the connection", took.Round(time.Millisecond), err, got)
+			}
+			if !strings.HasPrefix(string(got), "HTTP/1.1 "+tc.status+" ") {
+				t.Fatalf("answer %q, want %s", got, tc.status)
+			}
+			if tc.status == "400" && strings.Contains(tc.name, "stall") && !strings.Contains(string(got), "body: the request body did not arrive within 300ms") {
+				t.Errorf("answer %q does not say the body timed out", got)
+			}
+			if c := f.Calls(); tc.status == "400" && len(c) != 0 {
+				t.Errorf("service called: %+v", c)
+			}
+			t.Logf("answered and closed after %s", took.Round(time.Millisecond))
+		})
+	}
+}

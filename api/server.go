@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"os"
 	"path"
 	"reflect"
 	"runtime/debug"
@@ -27,10 +28,16 @@ var openapiJSON []byte
 // OpenAPI returns the OpenAPI 3 document served at GET /openapi.json.
 func OpenAPI() []byte { return bytes.Clone(openapiJSON) }
 
+// BodyReadTimeout bounds how long the server waits for a request's body, from the moment its
+// handler starts: a client that sends the headers and then stalls (or trickles) gets a 400 and
+// a closed connection, instead of holding a connection and a goroutine forever.
+const BodyReadTimeout = 10 * time.Second
+
 type server struct {
-	svc Service
-	log *slog.Logger
-	mux *http.ServeMux
+	svc         Service
+	log         *slog.Logger
+	mux         *http.ServeMux
+	bodyTimeout time.Duration
 }
 
 type route struct {
@@ -42,10 +49,14 @@ type route struct {
 // svc is called; every answer, errors included, is JSON. Each request is logged at debug
 // level on logger (nil: no logging).
 func NewServer(svc Service, logger *slog.Logger) http.Handler {
+	return newServer(svc, logger, BodyReadTimeout)
+}
+
+func newServer(svc Service, logger *slog.Logger, bodyTimeout time.Duration) *server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &server{svc: svc, log: logger, mux: http.NewServeMux()}
+	s := &server{svc: svc, log: logger, mux: http.NewServeMux(), bodyTimeout: bodyTimeout}
 	routes := []route{
 		{"GET", "/v1/vms", s.listVMs},
 		{"GET", "/v1/vms/{name}", s.getVM},
@@ -97,6 +108,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
+// Unwrap lets http.ResponseController reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 func (s *server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	w := &statusWriter{ResponseWriter: rw}
@@ -116,6 +130,14 @@ func (s *server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			slog.String("query", r.URL.RawQuery), slog.Int("status", w.status),
 			slog.Duration("took", time.Since(start)), slog.String("remote", r.RemoteAddr))
 	}()
+	// A request with a body must deliver it in time, whether its handler reads it (a timeout is
+	// a 400) or not (net/http then drains it after the answer, and gives up at the deadline).
+	// Requests without one are left alone: their connection is being watched for the client
+	// going away, and a deadline there would cancel the request's context.
+	if r.ContentLength != 0 {
+		// Not supported by every ResponseWriter (httptest.ResponseRecorder): nothing to bound.
+		_ = http.NewResponseController(rw).SetReadDeadline(time.Now().Add(s.bodyTimeout))
+	}
 	// ServeMux would redirect unclean paths with a non-JSON body; refuse them instead. The
 	// path is judged as sent, escaped, as ServeMux routes it: a VM named ".." is sent as
 	// %2E%2E, a clean segment.
@@ -186,7 +208,7 @@ func (s *server) protect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req ProtectRequest
-	body, err := readBody(w, r)
+	body, err := s.readBody(w, r)
 	if err == nil && len(bytes.TrimSpace(body)) > 0 {
 		err = decodeStrict(body, &req, protectFields)
 	}
@@ -223,7 +245,7 @@ func (s *server) operate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req OperationRequest
-	body, err := readBody(w, r)
+	body, err := s.readBody(w, r)
 	if err == nil && len(bytes.TrimSpace(body)) > 0 {
 		err = decodeStrict(body, &req, operationFields)
 	}
@@ -320,7 +342,7 @@ func eventQuery(raw string) (after uint64, limit int, err error) {
 	return after, limit, nil
 }
 
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.Body == nil {
 		return nil, nil
 	}
@@ -328,6 +350,9 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return nil, BadRequest("body", "request body is larger than %d KiB", MaxBodyBytes>>10)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, BadRequest("body", "the request body did not arrive within %s", s.bodyTimeout)
 		}
 		return nil, BadRequest("body", "cannot read request body: %v", err)
 	}
