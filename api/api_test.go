@@ -495,6 +495,24 @@ func TestValidation(t *testing.T) {
 		{"POST", "/v1/vms/v1/operations", `{"op":"migrate","target":"h 2"}`, "target", "not a valid host name"},
 		{"POST", "/v1/vms/v1/operations", `{"op":"reboot","force":true}`, "force", "unknown field (want one of op, target)"},
 		{"POST", "/v1/vms/v1/operations", `{"op":"reboot"}x`, "body", "unexpected data after"},
+		{"POST", "/v1/vms/v1/operations", `{"op":"resume","target":""}`, "target", "target: an empty string is not allowed (leave target out and hass picks a host)"},
+		{"POST", "/v1/vms/v1/operations", `{"op":"migrate","target":""}`, "target", "an empty string is not allowed"},
+		{"POST", "/v1/vms/v1/operations", `{"op":""}`, "op", "op is required"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":""}}`, "policy.window", "policy.window: an empty string is not allowed (leave the field out to get its default)"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"on_guest_shutdown":""}}`, "policy.on_guest_shutdown", "an empty string is not allowed"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"anti_affinity":""}}`, "policy.anti_affinity", "an empty string is not allowed"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"priority":2147483648}}`, "policy.priority", "policy.priority: 2147483648 is out of range (want -2147483648 to 2147483647)"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"priority":-2147483649}}`, "policy.priority", "out of range"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"0"}}`, "policy.window", "must be positive"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"1e3s"}}`, "policy.window", "not a duration"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"10 m"}}`, "policy.window", "not a duration"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"99999999999999h"}}`, "policy.window", "longer than 30 days"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"720h0m0.000000001s"}}`, "policy.window", "longer than 30 days"},
+		{"PUT", "/v1/vms/v1/protection", "\u00a0", "body", "invalid JSON"},
+		{"GET", "/v1/events?after=%2B1", "", "after", "not a non-negative integer"},
+		{"GET", "/v1/events?limit=%2B5", "", "limit", "not an integer from 1 to 1000"},
+		{"GET", "/v1/events?limit=%205", "", "limit", "not an integer from 1 to 1000"},
+		{"GET", "/v1/events?limit=1e2", "", "limit", "not an integer from 1 to 1000"},
 		{"POST", "/v1/vms/v1/operations", `{"op":"stop","op":"reboot"}`, "op", `op: key "op" is given twice (each key may appear once)`},
 		{"POST", "/v1/vms/v1/operations", `{"op":"stop","\u006fp":"reboot"}`, "op", "given twice"},
 		{"POST", "/v1/vms/v1/operations", `{"op":"migrate","target":"h2","target":"h3"}`, "target", "given twice"},
@@ -556,7 +574,12 @@ func TestValidInputAccepted(t *testing.T) {
 		{"PUT", "/v1/vms/v1/protection", `{"policy":{"max_restarts":0,"max_relocations":1000,"window":"720h","on_guest_shutdown":"honor","priority":-5}}`},
 		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"1ms"}}`},
 		{"POST", "/v1/vms/v1/operations", `{"op":"migrate","target":"h2.example.com"}`},
-		{"POST", "/v1/vms/v1/operations", `{"op":"resume","target":""}`},
+		{"POST", "/v1/vms/v1/operations", `{"op":"migrate"}`},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"+10m","priority":2147483647}}`},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":".5h","priority":-2147483648}}`},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"1.h30.5m10µs1μs1us"}}`},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"719h59m60s"}}`},
+		{"GET", "/v1/events?after=007&limit=0010", ""},
 		{"GET", "/v1/events?after=18446744073709551615&limit=1000", ""},
 		{"GET", "/v1/events?limit=1", ""},
 	} {
@@ -834,6 +857,9 @@ func TestOpenAPI(t *testing.T) {
 		Comps   struct {
 			Schemas map[string]struct {
 				Properties map[string]any `json:"properties"`
+				OneOf      []struct {
+					Ref string `json:"$ref"`
+				} `json:"oneOf"`
 			} `json:"schemas"`
 			Responses map[string]any `json:"responses"`
 		} `json:"components"`
@@ -901,6 +927,13 @@ func TestOpenAPI(t *testing.T) {
 		for p := range s.Properties {
 			props = append(props, p)
 		}
+		for _, v := range s.OneOf { // a union: the Go type has every variant's fields
+			for p := range doc.Comps.Schemas[strings.TrimPrefix(v.Ref, "#/components/schemas/")].Properties {
+				if !slices.Contains(props, p) {
+					props = append(props, p)
+				}
+			}
+		}
 		want := jsonFields(typ)
 		slices.Sort(props)
 		slices.Sort(want)
@@ -925,6 +958,29 @@ func TestOpenAPI(t *testing.T) {
 	json.Unmarshal(a.body, &named)
 	if s := named.Components.Parameters.Name.Schema; s.Pattern != vmname.Pattern || s.MinLength != 1 || s.MaxLength != vmname.MaxLen {
 		t.Errorf("parameter name: %+v, want pattern %s, 1 to %d characters", s, vmname.Pattern, vmname.MaxLen)
+	}
+	var m map[string]any
+	json.Unmarshal(a.body, &m)
+	schemas := m["components"].(map[string]any)["schemas"].(map[string]any)
+	prop := func(schema, name string) map[string]any {
+		return schemas[schema].(map[string]any)["properties"].(map[string]any)[name].(map[string]any)
+	}
+	for _, p := range []map[string]any{prop("Policy", "anti_affinity"), prop("MigrateOperationRequest", "target")} {
+		if p["pattern"] != NamePattern {
+			t.Errorf("pattern %v, want %s", p["pattern"], NamePattern)
+		}
+	}
+	if p := prop("Policy", "window"); p["pattern"] != WindowPattern {
+		t.Errorf("window pattern %v, want %s", p["pattern"], WindowPattern)
+	}
+	var ops []string
+	for _, v := range []string{"MigrateOperationRequest", "OtherOperationRequest"} {
+		for _, op := range prop(v, "op")["enum"].([]any) {
+			ops = append(ops, op.(string))
+		}
+	}
+	if slices.Sort(ops); !slices.Equal(ops, slices.Sorted(slices.Values(Ops))) {
+		t.Errorf("operations %v, want %v", ops, Ops)
 	}
 	for _, r := range []string{"BadRequest", "NotFound", "Conflict", "Unavailable", "Internal", "MethodNotAllowed"} {
 		if doc.Comps.Responses[r] == nil {
@@ -1060,9 +1116,12 @@ func TestConversions(t *testing.T) {
 // ---- fuzzing ----
 
 // FuzzServer throws arbitrary requests at the server: it must never panic, must always answer
-// JSON, must answer below 500 unless the service itself failed internally, and must never call
-// the service with input that does not validate.
+// JSON, must answer below 500 unless the service itself failed internally, must never call
+// the service with input that does not validate, and must serve exactly the requests the
+// OpenAPI document calls valid (judged as in TestOpenAPIAgreesWithServer).
 func FuzzServer(f *testing.F) {
+	doc := loadOAS(f)
+	ops := doc.operations()
 	seeds := []struct {
 		method, path, query, body string
 		mode                      uint8
@@ -1087,6 +1146,17 @@ func FuzzServer(f *testing.F) {
 		{"GET", "*", "", "", 0},
 		{"GET", "/v1/vms/\x00", "", "", 0},
 		{"PUT", "/v1/vms/a%2Fb/protection", "", `{"policy":{"anti_affinity":"\u0000"}}`, 0},
+		{"PUT", "/v1/vms/a+b/protection", "", `{"policy":{"window":"1h30m","priority":-2147483648}}`, 0},
+		{"PUT", "/v1/vms/%2E%2E/protection", "", `{"policy":{"window":"720h1ns"}}`, 0},
+		{"PUT", "/v1/vms/caf%C3%A9/protection", "", `{"policy":{"window":"0"},"policy":{}}`, 0},
+		{"PUT", "/v1/vms/a%20b/protection", "", `{"policy":{"Window":"1m","priority":null}}`, 0},
+		{"POST", "/v1/vms/50%25/operations", "", `{"op":"migrate","target":""}`, 0},
+		{"POST", "/v1/vms/v1/operations", "", `{"op":"migrate","op":"reboot"}`, 0},
+		{"POST", "/v1/vms/v1/operations", "", `{"OP":"stop"}`, 0},
+		{"POST", "/v1/vms/a%09b/operations", "", "\u00a0", 0},
+		{"GET", "/v1/events", "after=-0&limit=%2B5", "", 0},
+		{"GET", "/v1/events", "after=18446744073709551616", "", 0},
+		{"HEAD", "/v1/vms/v1", "", "", 0},
 	}
 	for _, s := range seeds {
 		f.Add(s.method, s.path, s.query, []byte(s.body), s.mode)
@@ -1161,6 +1231,12 @@ func FuzzServer(f *testing.F) {
 		}
 		if len(calls) > 1 {
 			t.Fatalf("one request, %d service calls", len(calls))
+		}
+		if vs, decided := (&validator{d: doc}).judge(ops, method, u.EscapedPath(), u.RawQuery, body); decided {
+			served := len(calls) > 0 || rec.Code < 300
+			if served != (len(vs) == 0) {
+				t.Fatalf("%q %q ?%q %q: the document says %v, the server answered %d %s", method, u.EscapedPath(), u.RawQuery, body, vs, rec.Code, rec.Body)
+			}
 		}
 	})
 }

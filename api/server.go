@@ -9,11 +9,13 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math/big"
 	"net/http"
 	"net/url"
 	"os"
 	"path"
 	"reflect"
+	"regexp"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -209,7 +211,7 @@ func (s *server) protect(w http.ResponseWriter, r *http.Request) {
 	}
 	var req ProtectRequest
 	body, err := s.readBody(w, r)
-	if err == nil && len(bytes.TrimSpace(body)) > 0 {
+	if err == nil && !isBlank(body) {
 		err = decodeStrict(body, &req, protectFields)
 	}
 	if err == nil {
@@ -246,7 +248,7 @@ func (s *server) operate(w http.ResponseWriter, r *http.Request) {
 	}
 	var req OperationRequest
 	body, err := s.readBody(w, r)
-	if err == nil && len(bytes.TrimSpace(body)) > 0 {
+	if err == nil && !isBlank(body) {
 		err = decodeStrict(body, &req, operationFields)
 	}
 	if err == nil {
@@ -326,20 +328,32 @@ func eventQuery(raw string) (after uint64, limit int, err error) {
 	}
 	limit = DefaultEventLimit
 	if v, ok := q["after"]; ok {
-		n, perr := strconv.ParseUint(v[0], 10, 64)
-		if perr != nil {
+		n, ok := queryInt(v[0])
+		if !ok || !n.IsUint64() {
 			return 0, 0, BadRequest("after", "%s is not a non-negative integer (an event seq)", quote(v[0]))
 		}
-		after = n
+		after = n.Uint64()
 	}
 	if v, ok := q["limit"]; ok {
-		n, perr := strconv.Atoi(v[0])
-		if perr != nil || n < 1 || n > MaxEventLimit {
+		n, ok := queryInt(v[0])
+		if !ok || !n.IsInt64() || n.Int64() < 1 || n.Int64() > MaxEventLimit {
 			return 0, 0, BadRequest("limit", "%s is not an integer from 1 to %d", quote(v[0]), MaxEventLimit)
 		}
-		limit = n
+		limit = int(n.Int64())
 	}
 	return after, limit, nil
+}
+
+var queryIntRE = regexp.MustCompile(`^-?[0-9]+$`)
+
+// queryInt parses an integer query parameter as the OpenAPI document's type integer means it:
+// decimal digits, an optional minus sign, no plus sign, no spaces, no fraction or exponent.
+// Its range is checked by the caller ("-0" and "007" are integers in range).
+func queryInt(s string) (*big.Int, bool) {
+	if !queryIntRE.MatchString(s) {
+		return nil, false
+	}
+	return new(big.Int).SetString(s, 10)
 }
 
 func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
@@ -358,6 +372,10 @@ func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 	}
 	return b, nil
 }
+
+// isBlank reports whether body holds nothing but JSON whitespace: an empty body. (Not
+// bytes.TrimSpace: U+00A0 or U+0085 alone is not an empty body but invalid JSON.)
+func isBlank(body []byte) bool { return len(bytes.Trim(body, " \t\r\n")) == 0 }
 
 // knownFields lists, for each JSON object a body may hold (by dotted path, "" for the top),
 // the fields it takes; unknown-field errors use it to name the field and what is allowed.
@@ -397,11 +415,25 @@ func decodeStrict(data []byte, v any, known knownFields) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return BadRequest("body", "unexpected data after the JSON object")
 	}
-	if err := checkKeys(raw, known); err != nil {
+	empty, err := checkKeys(raw, known)
+	if err != nil {
 		return err
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
 		return jsonError(err)
+	}
+	// Every string a request may give has a pattern or an enum that "" does not meet; leaving
+	// a field out is how to get its default.
+	if len(empty) > 0 {
+		field := empty[0]
+		msg := "an empty string is not allowed (leave the field out to get its default)"
+		switch field {
+		case "op":
+			msg = "op is required (want one of " + strings.Join(Ops, ", ") + ")"
+		case "target":
+			msg = "an empty string is not allowed (leave target out and hass picks a host)"
+		}
+		return BadRequest(field, "%s", msg)
 	}
 	return nil
 }
@@ -428,8 +460,9 @@ func jsonError(err error) error {
 
 // checkKeys walks the (syntactically valid) JSON value data and refuses, naming the field:
 // a key given twice in one object, a key that is not one of the fields known for its object
-// (compared exactly: encoding/json would take "OP" for "op"), and null anywhere.
-func checkKeys(data []byte, known knownFields) error {
+// (compared exactly: encoding/json would take "OP" for "op"), and null anywhere. It returns the
+// fields given as "", in order.
+func checkKeys(data []byte, known knownFields) (empty []string, err error) {
 	type frame struct {
 		object bool
 		path   string          // dotted path of this object or array ("" for the top)
@@ -449,7 +482,7 @@ func checkKeys(data []byte, known knownFields) error {
 	for {
 		tok, err := dec.Token()
 		if err != nil {
-			return nil // io.EOF; data was checked by the caller, so nothing else
+			return empty, nil // io.EOF; data was checked by the caller, so nothing else
 		}
 		var top *frame
 		if len(stack) > 0 {
@@ -459,11 +492,11 @@ func checkKeys(data []byte, known knownFields) error {
 			if key, ok := tok.(string); ok {
 				field := join(top.path, key)
 				if top.seen[key] {
-					return BadRequest(field, "key %s is given twice (each key may appear once)", quote(key))
+					return nil, BadRequest(field, "key %s is given twice (each key may appear once)", quote(key))
 				}
 				top.seen[key] = true
 				if fields, ok := known[top.path]; ok && !slices.Contains(fields, key) {
-					return BadRequest(field, "unknown field (want one of %s)", strings.Join(fields, ", "))
+					return nil, BadRequest(field, "unknown field (want one of %s)", strings.Join(fields, ", "))
 				}
 				top.key, wantKey = key, false
 				continue
@@ -489,9 +522,13 @@ func checkKeys(data []byte, known knownFields) error {
 			stack = stack[:len(stack)-1]
 		case nil:
 			if path == "" {
-				return BadRequest("body", "want a JSON object, got null")
+				return nil, BadRequest("body", "want a JSON object, got null")
 			}
-			return BadRequest(path, "null is not allowed (leave the field out to get its default)")
+			return nil, BadRequest(path, "null is not allowed (leave the field out to get its default)")
+		case "":
+			if top != nil && top.object {
+				empty = append(empty, path)
+			}
 		}
 		wantKey = len(stack) > 0 && stack[len(stack)-1].object
 	}

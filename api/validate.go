@@ -1,6 +1,7 @@
 package api
 
 import (
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -16,6 +17,8 @@ const (
 	MaxBodyBytes      = 64 << 10            // request bodies
 	MaxCount          = 1000                // max_restarts, max_relocations
 	MaxWindow         = 30 * 24 * time.Hour // policy window
+	MinPriority       = math.MinInt32       // policy priority: a 32-bit integer,
+	MaxPriority       = math.MaxInt32       // as the OpenAPI document's format int32 says
 	DefaultEventLimit = 100                 // GET /v1/events without limit
 	MaxEventLimit     = 1000
 )
@@ -90,6 +93,9 @@ func (p Policy) Validate() error {
 			return BadRequest("policy.on_guest_shutdown", "%s is not one of honour, honor, restart", quote(p.OnGuestShutdown))
 		}
 	}
+	if p.Priority != nil && (*p.Priority < MinPriority || *p.Priority > MaxPriority) {
+		return BadRequest("policy.priority", "%d is out of range (want %d to %d)", *p.Priority, MinPriority, MaxPriority)
+	}
 	if p.AntiAffinity != "" && !ValidName(p.AntiAffinity) {
 		return BadRequest("policy.anti_affinity", "%s is not a valid group name (%s)", quote(p.AntiAffinity), nameRule)
 	}
@@ -103,11 +109,23 @@ func checkCount(field string, n *int) error {
 	return nil
 }
 
+// WindowPattern is the syntax of a policy window: a Go duration (time.ParseDuration) without a
+// minus sign (a window is positive) and other than the bare "0".
+const WindowPattern = `^\+?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$`
+
+var windowRE = regexp.MustCompile(WindowPattern)
+
 func parseWindow(s string) (time.Duration, error) {
+	if !windowRE.MatchString(s) {
+		if d, err := time.ParseDuration(s); err == nil && d <= 0 { // "-5m", "0"
+			return 0, BadRequest("policy.window", "%s must be positive", quote(s))
+		}
+		return 0, BadRequest("policy.window", "%s is not a duration (e.g. 10m, 1h30m)", quote(s))
+	}
 	d, err := time.ParseDuration(s)
 	switch {
 	case err != nil:
-		return 0, BadRequest("policy.window", "%s is not a duration (e.g. 10m, 1h30m)", quote(s))
+		return 0, BadRequest("policy.window", "%s is longer than 30 days (720h)", quote(s)) // the only error left: overflow
 	case d <= 0:
 		return 0, BadRequest("policy.window", "%s must be positive", quote(s))
 	case d > MaxWindow:
