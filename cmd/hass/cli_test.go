@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ type cliFake struct {
 	vms    []api.VM
 	events []api.Event
 	names  []string // the VM names the service was called with
+	lv     string   // the libvirt connection state Status reports ("connected" if empty)
 }
 
 var cliT0 = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
@@ -70,7 +72,11 @@ func (f *cliFake) Events(_ context.Context, after uint64, limit int) ([]api.Even
 	return out, nil
 }
 func (f *cliFake) Status(context.Context) (api.Status, error) {
-	return api.Status{Host: "h1", Libvirt: "connected", Store: "ok", VMs: len(f.vms), Healthy: len(f.vms), Uptime: "1m", Version: "test"}, nil
+	lv := f.lv
+	if lv == "" {
+		lv = "connected"
+	}
+	return api.Status{Host: "h1", Libvirt: lv, Store: "ok", VMs: len(f.vms), Healthy: len(f.vms), Uptime: "1m", Version: "test"}, nil
 }
 
 func cliServer(t *testing.T, f *cliFake) string {
@@ -136,5 +142,97 @@ func TestCLILibvirtNames(t *testing.T) {
 	code, _, errs := hass("vm", "show", "a/b", "--server", srv)
 	if code == 0 || !strings.Contains(errs, `name: "a/b" is not a valid VM name`) {
 		t.Errorf("show a/b: exit %d, stderr %q", code, errs)
+	}
+}
+
+// TestCLIOutputEndsWithNewline: every command that prints, tables and JSON alike, ends its
+// output with one newline, so the shell prompt starts on a line of its own.
+func TestCLIOutputEndsWithNewline(t *testing.T) {
+	f := newCLIFake("v1", "web 01")
+	f.events[1].Msg = "restart failed:\n" // a message that ends a line itself
+	now := cliT0
+	f.events = append(f.events, api.Event{Seq: 3, At: now, Type: "recovered", VM: "v1", Host: "h1", Msg: "vm-crash after 1 attempt(s)",
+		FaultAt: &now, RecoveredAt: &now})
+	srv := cliServer(t, f)
+	empty := cliServer(t, newCLIFake())
+	scenario := filepath.Join("..", "..", "scenarios", "crash-restart-in-place")
+	for _, args := range [][]string{
+		{"events"}, {"events", "-o", "json"}, {"events", "--after", "99"}, {"events", "--server", empty},
+		{"events", "--limit", "1"},
+		{"vm", "list"}, {"vm", "list", "-o", "json"}, {"vm", "list", "--server", empty},
+		{"vm", "list", "-o", "json", "--server", empty},
+		{"vm", "show", "v1"}, {"vm", "show", "v1", "-o", "json"},
+		{"vm", "protect", "v1"}, {"vm", "protect", "v1", "-o", "json"},
+		{"vm", "unprotect", "v1"}, {"vm", "unprotect", "v1", "-o", "json"},
+		{"vm", "reboot", "v1"}, {"vm", "migrate", "v1", "h2", "-o", "json"},
+		{"status"}, {"status", "-o", "json"},
+		{"sim", "--hosts", "2", "--vms", "3", "--hours", "1"}, {"sim", "--hosts", "2", "--vms", "3", "--hours", "1", "--json"},
+		{"sim", "--scenario", scenario},
+		{"vm"}, {"--help"},
+	} {
+		if !slices.Contains(args, "--server") && args[0] != "sim" && args[0] != "--help" {
+			args = append(args, "--server", srv)
+		}
+		code, out, errs := hass(args...)
+		if code != 0 {
+			t.Errorf("%q: exit %d: %s", args, code, errs)
+			continue
+		}
+		if !strings.HasSuffix(out, "\n") || strings.HasSuffix(out, "\n\n") {
+			t.Errorf("%q: output does not end with exactly one newline:\n%q", args, out)
+		}
+	}
+	// Errors too, on stderr.
+	for _, args := range [][]string{{"vm", "show", "nope", "--server", srv}, {"events", "--limit", "0"}, {"vm", "show", "a/b"}} {
+		code, out, errs := hass(args...)
+		if code == 0 || out != "" || !strings.HasSuffix(errs, "\n") || strings.Count(errs, "\n") != 1 {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q: want one line on stderr", args, code, out, errs)
+		}
+	}
+}
+
+// TestCLITableRowsStayOneLine: what the daemon sends may hold newlines, carriage returns, tabs
+// and escape sequences (a libvirt error in an event, the libvirt connection error in the
+// status); a table shows them escaped, one row per line, aligned, ending with a newline.
+func TestCLITableRowsStayOneLine(t *testing.T) {
+	f := newCLIFake("v1", "v2")
+	f.events[0].Msg = "start failed: internal error: qemu unexpectedly closed the monitor:\n2026-03-04T05:06:07 qemu: -device x\r\n"
+	f.events[1].Msg = "odd\tbytes \x1b[2J\x1b[A and \u009b31m"
+	f.vms[1].Failure = "vm-crash\n"
+	f.events[1].Host = "h\r1"
+	f.lv = "dial unix /var/run/libvirt/libvirt-sock: connect: no such file or directory\n"
+	srv := cliServer(t, f)
+
+	code, out, _ := hass("events", "--server", srv)
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if code != 0 || len(lines) != 3 || !strings.HasSuffix(out, "\n") {
+		t.Fatalf("events: exit %d, %d lines, want a header and 2 rows:\n%s", code, len(lines), out)
+	}
+	for _, want := range []string{`closed the monitor:\n2026-03-04T05:06:07 qemu: -device x`, `odd\tbytes \x1b[2J\x1b[A and \u009b31m`, `h\r1`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("events: %q not shown escaped:\n%s", want, out)
+		}
+	}
+	if i := strings.Index(lines[0], "MESSAGE"); strings.Index(lines[1], "start failed") != i || strings.Index(lines[2], "odd") != i {
+		t.Errorf("events: the MESSAGE column is not aligned:\n%s", out)
+	}
+	code, out, _ = hass("vm", "list", "--server", srv)
+	if n := strings.Count(out, "\n"); code != 0 || n != 3 || !strings.Contains(out, `healthy (vm-crash\n)`) {
+		t.Errorf("vm list: exit %d, %d lines:\n%s", code, n, out)
+	}
+	code, status, _ := hass("status", "--server", srv)
+	if code != 0 || strings.Count(status, "\n") != 1 || !strings.Contains(status, `no such file or directory\n, store ok`) {
+		t.Errorf("status: exit %d: %q", code, status)
+	}
+	for _, s := range []string{out, status} {
+		if strings.ContainsFunc(strings.TrimSuffix(s, "\n"), func(r rune) bool { return r < 0x20 && r != '\n' || r == 0x1b || r == 0x9b }) {
+			t.Errorf("control characters reach the terminal: %q", s)
+		}
+	}
+	// JSON keeps the text as it is (escaped the JSON way).
+	code, out, _ = hass("events", "-o", "json", "--server", srv)
+	var evs []api.Event
+	if err := json.Unmarshal([]byte(out), &evs); code != 0 || err != nil || evs[0].Msg != f.events[0].Msg {
+		t.Errorf("events -o json: %v\n%s", err, out)
 	}
 }
