@@ -7,11 +7,13 @@
 //   - an empty name: the domain XML parser reads <name> with virXPathString, which returns
 //     NULL for an empty string, and reports VIR_ERR_NO_NAME ("missing name information");
 //     src/conf/domain_conf.c, src/util/virxml.c;
-//   - a name holding '/', for every driver that does not set VIR_DOMAIN_DEF_FEATURE_NAME_SLASH
-//     (QEMU/KVM does not; only vbox, vmx/esx, openvz and xenapi do): "name %s cannot contain
-//     '/'" in virDomainDefPostParseCheckFeatures, src/conf/domain_postparse.c;
-//   - a newline, when a domain is defined, in the define paths of most drivers
-//     (virXMLCheckIllegalChars("name", def->name, "\n"));
+//   - a name holding '/', for every driver that does not set VIR_DOMAIN_DEF_FEATURE_NAME_SLASH:
+//     "name %s cannot contain '/'" in virDomainDefPostParseCheckFeatures,
+//     src/conf/domain_postparse.c. The QEMU/KVM driver's parser config
+//     (virQEMUDriverDomainDefParserConfig, src/qemu/qemu_domain.c) does not set it; only
+//     vbox, vmx (VMware/ESX), openvz and xenapi do;
+//   - a newline, when a domain is defined, in the define paths of many drivers (libxl, lxc,
+//     bhyve, esx, vz, ...: virXMLCheckIllegalChars("name", def->name, "\n"));
 //   - what XML 1.0 cannot carry at all: NUL and the other C0 control characters but tab,
 //     newline and carriage return.
 //
