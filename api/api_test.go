@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/vmname"
 )
 
 // ---- the test double ----
@@ -426,7 +427,7 @@ func TestWireFormat(t *testing.T) {
 }
 
 func TestProtectEmptyBodyMeansDefaults(t *testing.T) {
-	for _, body := range []string{"", "  \n", "{}", `{"policy":{}}`, "null"} {
+	for _, body := range []string{"", "  \n", "{}", `{"policy":{}}`} {
 		f, _, ts := newTestServer(t)
 		a := raw(t, ts, "PUT", "/v1/vms/v7/protection", body)
 		if a.status != 200 {
@@ -446,18 +447,20 @@ func TestProtectEmptyBodyMeansDefaults(t *testing.T) {
 // ---- validation ----
 
 func TestValidation(t *testing.T) {
-	long := strings.Repeat("a", 129)
+	long := strings.Repeat("a", 1025)
 	big := `{"policy":{"anti_affinity":"` + strings.Repeat("x", MaxBodyBytes) + `"}}`
 	for _, tc := range []struct {
 		method, target, body string
 		field, msg           string
 	}{
-		{"GET", "/v1/vms/-v1", "", "name", `name: "-v1" is not a valid VM name`},
-		{"GET", "/v1/vms/a%20b", "", "name", "name:"},
-		{"GET", "/v1/vms/a%2Fb", "", "name", "name:"},
-		{"GET", "/v1/vms/" + long, "", "name", "name:"},
-		{"DELETE", "/v1/vms/caf%C3%A9/protection", "", "name", "name:"},
-		{"POST", "/v1/vms/.x/operations", `{"op":"stop"}`, "name", "name:"},
+		{"GET", "/v1/vms/a%2Fb", "", "name", `name: "a/b" is not a valid VM name: it holds '/', which libvirt does not allow in a domain name (want 1 to 1024 characters, none of them '/' or a control character)`},
+		{"GET", "/v1/vms/" + long, "", "name", "1025 characters long, more than 1024"},
+		{"DELETE", "/v1/vms/a%09b/protection", "", "name", `"a\tb" is not a valid VM name: it holds the control character U+0009`},
+		{"GET", "/v1/vms/a%00b", "", "name", "U+0000"},
+		{"GET", "/v1/vms/a%0Ab", "", "name", "U+000A"},
+		{"GET", "/v1/vms/a%7Fb", "", "name", "U+007F"},
+		{"GET", "/v1/vms/a%C2%9Bb", "", "name", "U+009B"},
+		{"POST", "/v1/vms/%FF/operations", `{"op":"stop"}`, "name", "not valid UTF-8"},
 		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"10x"}}`, "policy.window", `policy.window: "10x" is not a duration`},
 		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"0s"}}`, "policy.window", "must be positive"},
 		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"-5m"}}`, "policy.window", "must be positive"},
@@ -492,6 +495,38 @@ func TestValidation(t *testing.T) {
 		{"POST", "/v1/vms/v1/operations", `{"op":"migrate","target":"h 2"}`, "target", "not a valid host name"},
 		{"POST", "/v1/vms/v1/operations", `{"op":"reboot","force":true}`, "force", "unknown field (want one of op, target)"},
 		{"POST", "/v1/vms/v1/operations", `{"op":"reboot"}x`, "body", "unexpected data after"},
+		{"POST", "/v1/vms/v1/operations", `{"op":"resume","target":""}`, "target", "target: an empty string is not allowed (leave target out and hass picks a host)"},
+		{"POST", "/v1/vms/v1/operations", `{"op":"migrate","target":""}`, "target", "an empty string is not allowed"},
+		{"POST", "/v1/vms/v1/operations", `{"op":""}`, "op", "op is required"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":""}}`, "policy.window", "policy.window: an empty string is not allowed (leave the field out to get its default)"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"on_guest_shutdown":""}}`, "policy.on_guest_shutdown", "an empty string is not allowed"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"anti_affinity":""}}`, "policy.anti_affinity", "an empty string is not allowed"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"priority":2147483648}}`, "policy.priority", "policy.priority: 2147483648 is out of range (want -2147483648 to 2147483647)"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"priority":-2147483649}}`, "policy.priority", "out of range"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"0"}}`, "policy.window", "must be positive"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"1e3s"}}`, "policy.window", "not a duration"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"10 m"}}`, "policy.window", "not a duration"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"99999999999999h"}}`, "policy.window", "longer than 30 days"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"720h0m0.000000001s"}}`, "policy.window", "longer than 30 days"},
+		{"PUT", "/v1/vms/v1/protection", "\u00a0", "body", "invalid JSON"},
+		{"GET", "/v1/events?after=%2B1", "", "after", "not a non-negative integer"},
+		{"GET", "/v1/events?limit=%2B5", "", "limit", "not an integer from 1 to 1000"},
+		{"GET", "/v1/events?limit=%205", "", "limit", "not an integer from 1 to 1000"},
+		{"GET", "/v1/events?limit=1e2", "", "limit", "not an integer from 1 to 1000"},
+		{"POST", "/v1/vms/v1/operations", `{"op":"stop","op":"reboot"}`, "op", `op: key "op" is given twice (each key may appear once)`},
+		{"POST", "/v1/vms/v1/operations", `{"op":"stop","\u006fp":"reboot"}`, "op", "given twice"},
+		{"POST", "/v1/vms/v1/operations", `{"op":"migrate","target":"h2","target":"h3"}`, "target", "given twice"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"1m","window":"2m"}}`, "policy.window", `policy.window: key "window" is given twice`},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{},"policy":{}}`, "policy", "given twice"},
+		{"POST", "/v1/vms/v1/operations", `{"OP":"stop"}`, "OP", "unknown field (want one of op, target)"},
+		{"POST", "/v1/vms/v1/operations", `{"op":"stop","Target":"h2"}`, "Target", "unknown field"},
+		{"PUT", "/v1/vms/v1/protection", `{"Policy":{}}`, "Policy", "unknown field (want one of policy)"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"Window":"1m"}}`, "policy.Window", "unknown field"},
+		{"PUT", "/v1/vms/v1/protection", `null`, "body", "want a JSON object, got null"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":null}`, "policy", "null is not allowed"},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":null}}`, "policy.window", "null is not allowed"},
+		{"POST", "/v1/vms/v1/operations", `{"op":null}`, "op", "null is not allowed"},
+		{"POST", "/v1/vms/v1/operations", "{\"op\":\"st\xffop\"}", "body", "not valid UTF-8"},
 		{"GET", "/v1/events?after=x", "", "after", `after: "x" is not a non-negative integer`},
 		{"GET", "/v1/events?after=-1", "", "after", "not a non-negative integer"},
 		{"GET", "/v1/events?after=18446744073709551616", "", "after", "not a non-negative integer"},
@@ -525,11 +560,26 @@ func TestValidation(t *testing.T) {
 func TestValidInputAccepted(t *testing.T) {
 	for _, tc := range []struct{ method, target, body string }{
 		{"GET", "/v1/vms/" + strings.Repeat("a", 128), ""},
+		{"GET", "/v1/vms/" + strings.Repeat("%C3%A9", 1024), ""},
 		{"GET", "/v1/vms/0f8fad5b-d9cb-469f-a165-70867728950e", ""},
+		{"GET", "/v1/vms/a+b", ""},
+		{"GET", "/v1/vms/-v1", ""},
+		{"GET", "/v1/vms/.x", ""},
+		{"PUT", "/v1/vms/a%20b/protection", ""},
+		{"DELETE", "/v1/vms/caf%C3%A9/protection", ""},
+		{"POST", "/v1/vms/%2E%2E/operations", `{"op":"stop"}`},
+		{"GET", "/v1/vms/%2E", ""},
+		{"GET", "/v1/vms/50%25", ""},
+		{"GET", "/v1/vms/%F0%9F%99%82", ""},
 		{"PUT", "/v1/vms/v1/protection", `{"policy":{"max_restarts":0,"max_relocations":1000,"window":"720h","on_guest_shutdown":"honor","priority":-5}}`},
 		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"1ms"}}`},
 		{"POST", "/v1/vms/v1/operations", `{"op":"migrate","target":"h2.example.com"}`},
-		{"POST", "/v1/vms/v1/operations", `{"op":"resume","target":""}`},
+		{"POST", "/v1/vms/v1/operations", `{"op":"migrate"}`},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"+10m","priority":2147483647}}`},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":".5h","priority":-2147483648}}`},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"1.h30.5m10µs1μs1us"}}`},
+		{"PUT", "/v1/vms/v1/protection", `{"policy":{"window":"719h59m60s"}}`},
+		{"GET", "/v1/events?after=007&limit=0010", ""},
 		{"GET", "/v1/events?after=18446744073709551615&limit=1000", ""},
 		{"GET", "/v1/events?limit=1", ""},
 	} {
@@ -807,6 +857,9 @@ func TestOpenAPI(t *testing.T) {
 		Comps   struct {
 			Schemas map[string]struct {
 				Properties map[string]any `json:"properties"`
+				OneOf      []struct {
+					Ref string `json:"$ref"`
+				} `json:"oneOf"`
 			} `json:"schemas"`
 			Responses map[string]any `json:"responses"`
 		} `json:"components"`
@@ -874,12 +927,60 @@ func TestOpenAPI(t *testing.T) {
 		for p := range s.Properties {
 			props = append(props, p)
 		}
+		for _, v := range s.OneOf { // a union: the Go type has every variant's fields
+			for p := range doc.Comps.Schemas[strings.TrimPrefix(v.Ref, "#/components/schemas/")].Properties {
+				if !slices.Contains(props, p) {
+					props = append(props, p)
+				}
+			}
+		}
 		want := jsonFields(typ)
 		slices.Sort(props)
 		slices.Sort(want)
 		if !slices.Equal(props, want) {
 			t.Errorf("schema %s has %v, Go type has %v", name, props, want)
 		}
+	}
+	// The name rules are the server's own.
+	var named struct {
+		Components struct {
+			Parameters struct {
+				Name struct {
+					Schema struct {
+						Pattern   string `json:"pattern"`
+						MinLength int    `json:"minLength"`
+						MaxLength int    `json:"maxLength"`
+					} `json:"schema"`
+				} `json:"Name"`
+			} `json:"parameters"`
+		} `json:"components"`
+	}
+	json.Unmarshal(a.body, &named)
+	if s := named.Components.Parameters.Name.Schema; s.Pattern != vmname.Pattern || s.MinLength != 1 || s.MaxLength != vmname.MaxLen {
+		t.Errorf("parameter name: %+v, want pattern %s, 1 to %d characters", s, vmname.Pattern, vmname.MaxLen)
+	}
+	var m map[string]any
+	json.Unmarshal(a.body, &m)
+	schemas := m["components"].(map[string]any)["schemas"].(map[string]any)
+	prop := func(schema, name string) map[string]any {
+		return schemas[schema].(map[string]any)["properties"].(map[string]any)[name].(map[string]any)
+	}
+	for _, p := range []map[string]any{prop("Policy", "anti_affinity"), prop("MigrateOperationRequest", "target")} {
+		if p["pattern"] != NamePattern {
+			t.Errorf("pattern %v, want %s", p["pattern"], NamePattern)
+		}
+	}
+	if p := prop("Policy", "window"); p["pattern"] != WindowPattern {
+		t.Errorf("window pattern %v, want %s", p["pattern"], WindowPattern)
+	}
+	var ops []string
+	for _, v := range []string{"MigrateOperationRequest", "OtherOperationRequest"} {
+		for _, op := range prop(v, "op")["enum"].([]any) {
+			ops = append(ops, op.(string))
+		}
+	}
+	if slices.Sort(ops); !slices.Equal(ops, slices.Sorted(slices.Values(Ops))) {
+		t.Errorf("operations %v, want %v", ops, Ops)
 	}
 	for _, r := range []string{"BadRequest", "NotFound", "Conflict", "Unavailable", "Internal", "MethodNotAllowed"} {
 		if doc.Comps.Responses[r] == nil {
@@ -1015,9 +1116,12 @@ func TestConversions(t *testing.T) {
 // ---- fuzzing ----
 
 // FuzzServer throws arbitrary requests at the server: it must never panic, must always answer
-// JSON, must answer below 500 unless the service itself failed internally, and must never call
-// the service with input that does not validate.
+// JSON, must answer below 500 unless the service itself failed internally, must never call
+// the service with input that does not validate, and must serve exactly the requests the
+// OpenAPI document calls valid (judged as in TestOpenAPIAgreesWithServer).
 func FuzzServer(f *testing.F) {
+	doc := loadOAS(f)
+	ops := doc.operations()
 	seeds := []struct {
 		method, path, query, body string
 		mode                      uint8
@@ -1042,6 +1146,17 @@ func FuzzServer(f *testing.F) {
 		{"GET", "*", "", "", 0},
 		{"GET", "/v1/vms/\x00", "", "", 0},
 		{"PUT", "/v1/vms/a%2Fb/protection", "", `{"policy":{"anti_affinity":"\u0000"}}`, 0},
+		{"PUT", "/v1/vms/a+b/protection", "", `{"policy":{"window":"1h30m","priority":-2147483648}}`, 0},
+		{"PUT", "/v1/vms/%2E%2E/protection", "", `{"policy":{"window":"720h1ns"}}`, 0},
+		{"PUT", "/v1/vms/caf%C3%A9/protection", "", `{"policy":{"window":"0"},"policy":{}}`, 0},
+		{"PUT", "/v1/vms/a%20b/protection", "", `{"policy":{"Window":"1m","priority":null}}`, 0},
+		{"POST", "/v1/vms/50%25/operations", "", `{"op":"migrate","target":""}`, 0},
+		{"POST", "/v1/vms/v1/operations", "", `{"op":"migrate","op":"reboot"}`, 0},
+		{"POST", "/v1/vms/v1/operations", "", `{"OP":"stop"}`, 0},
+		{"POST", "/v1/vms/a%09b/operations", "", "\u00a0", 0},
+		{"GET", "/v1/events", "after=-0&limit=%2B5", "", 0},
+		{"GET", "/v1/events", "after=18446744073709551616", "", 0},
+		{"HEAD", "/v1/vms/v1", "", "", 0},
 	}
 	for _, s := range seeds {
 		f.Add(s.method, s.path, s.query, []byte(s.body), s.mode)
@@ -1096,7 +1211,7 @@ func FuzzServer(f *testing.F) {
 			}
 		}
 		for _, c := range calls {
-			if c.Name != "" && !ValidName(c.Name) {
+			if c.Name != "" && !ValidVMName(c.Name) {
 				t.Fatalf("service got bad name %q", c.Name)
 			}
 			switch c.Method {
@@ -1117,5 +1232,139 @@ func FuzzServer(f *testing.F) {
 		if len(calls) > 1 {
 			t.Fatalf("one request, %d service calls", len(calls))
 		}
+		if vs, decided := (&validator{d: doc}).judge(ops, method, u.EscapedPath(), u.RawQuery, body); decided {
+			served := len(calls) > 0 || rec.Code < 300
+			if served != (len(vs) == 0) {
+				t.Fatalf("%q %q ?%q %q: the document says %v, the server answered %d %s", method, u.EscapedPath(), u.RawQuery, body, vs, rec.Code, rec.Body)
+			}
+		}
 	})
+}
+
+// ---- VM names ----
+
+// oddNames are valid libvirt domain names that a strict pattern would refuse.
+var oddNames = []string{"a+b", "a b", " lead", "trail ", "café", "日本語", "🙂", "50%", "100%25", "a?b", "a#b",
+	`a\b`, `"q"`, "'", ".", "..", "...", "-v1", "a=b;c", "a<b>&c", "a:b@c", "a%2Fb", strings.Repeat("é", 1024)}
+
+func TestVMNamesRoundTrip(t *testing.T) {
+	f, c, ts := newTestServer(t)
+	ctx := t.Context()
+	for _, name := range oddNames {
+		vm, err := c.Protect(ctx, name, ProtectRequest{})
+		if err != nil || vm.Name != name {
+			t.Fatalf("Protect(%q) = %q, %v", name, vm.Name, err)
+		}
+		if last := f.Calls()[len(f.Calls())-1]; last.Name != name {
+			t.Fatalf("Protect(%q): service got %q", name, last.Name)
+		}
+		if got, err := c.VM(ctx, name); err != nil || got.Name != name {
+			t.Fatalf("VM(%q) = %q, %v", name, got.Name, err)
+		}
+		op, err := c.Operate(ctx, name, OperationRequest{Op: "reboot"})
+		if err != nil || op.VM != name {
+			t.Fatalf("Operate(%q) = %+v, %v", name, op, err)
+		}
+	}
+	vms, err := c.VMs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, v := range vms {
+		names = append(names, v.Name)
+	}
+	for _, name := range oddNames {
+		if !slices.Contains(names, name) {
+			t.Errorf("VMs lacks %q", name)
+		}
+	}
+	// The answer holds the name as it is: JSON escaping only where JSON needs it.
+	a := raw(t, ts, "GET", "/v1/vms/a%3Cb%3E&c", "")
+	if !strings.Contains(string(a.body), `"name":"a<b>&c"`) {
+		t.Errorf("answer %s does not show the name as is", a.body)
+	}
+	for _, name := range oddNames {
+		if err := c.Unprotect(ctx, name); err != nil {
+			t.Fatalf("Unprotect(%q): %v", name, err)
+		}
+	}
+	if _, err := c.VM(ctx, "..."); err == nil {
+		t.Fatal("VM ... still there")
+	}
+}
+
+// TestClientRefusesBadNamesAsTheServerDoes: the client checks a name before sending it, with
+// the server's very error.
+func TestClientRefusesBadNamesAsTheServerDoes(t *testing.T) {
+	f, c, ts := newTestServer(t)
+	for name, target := range map[string]string{
+		"a/b":                     "/v1/vms/a%2Fb",
+		"a\tb":                    "/v1/vms/a%09b",
+		"a\u0085":                 "/v1/vms/a%C2%85",
+		strings.Repeat("x", 1025): "/v1/vms/" + strings.Repeat("x", 1025),
+		"\xff":                    "/v1/vms/%FF",
+	} {
+		_, err := c.VM(t.Context(), name)
+		e, ok := errors.AsType[*Error](err)
+		if !ok {
+			t.Fatalf("VM(%q): %v", name, err)
+		}
+		a := raw(t, ts, "GET", target, "")
+		if !reflect.DeepEqual(e, a.err) {
+			t.Errorf("VM(%q): client says %+v, server %+v", name, e, a.err)
+		}
+	}
+	if len(f.Calls()) != 0 {
+		t.Errorf("service calls %+v", f.Calls())
+	}
+}
+
+// ---- slow clients ----
+
+// TestSlowBodyIsCutOff: a client that sends the headers and then stalls gets an answer and a
+// closed connection within the body timeout (plus slack), never a connection held forever.
+func TestSlowBodyIsCutOff(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	const bound = timeout + 2*time.Second
+	for _, tc := range []struct {
+		name, req, status string
+	}{
+		{"stalled body", "PUT /v1/vms/v1/protection HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"pol", "400"},
+		{"no body at all", "POST /v1/vms/v1/operations HTTP/1.1\r\nHost: h\r\nContent-Length: 20\r\n\r\n", "400"},
+		{"stalled chunks", "POST /v1/vms/v1/operations HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"op\"\r\n", "400"},
+		{"unread body", "GET /v1/status HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\nxx", "200"},
+		{"refused before the body", "PUT /v1/vms/a%2Fb/protection HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n{", "400"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake()
+			ts := httptest.NewServer(newServer(f, testLogger(t), timeout))
+			defer ts.Close()
+			conn, err := net.Dial("tcp", ts.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close() // before ts.Close, which waits for the handler
+			start := time.Now()
+			if _, err := io.WriteString(conn, tc.req); err != nil {
+				t.Fatal(err)
+			}
+			conn.SetReadDeadline(start.Add(bound))
+			got, err := io.ReadAll(conn) // the answer, then EOF when the server closes
+			took := time.Since(start)
+			if err != nil {
+				t.Fatalf("after %s: %v (got %q): the server neither answered nor closed the connection", took.Round(time.Millisecond), err, got)
+			}
+			if !strings.HasPrefix(string(got), "HTTP/1.1 "+tc.status+" ") {
+				t.Fatalf("answer %q, want %s", got, tc.status)
+			}
+			if tc.status == "400" && strings.Contains(tc.name, "stall") && !strings.Contains(string(got), "body: the request body did not arrive within 300ms") {
+				t.Errorf("answer %q does not say the body timed out", got)
+			}
+			if c := f.Calls(); tc.status == "400" && len(c) != 0 {
+				t.Errorf("service called: %+v", c)
+			}
+			t.Logf("answered and closed after %s", took.Round(time.Millisecond))
+		})
+	}
 }

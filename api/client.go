@@ -177,11 +177,25 @@ func (c *Client) Health(ctx context.Context) error {
 	return c.do(ctx, http.MethodGet, "/healthz", nil, &Health{})
 }
 
+// vmPath is the path of the VM's resource: the name checked as the server checks it (so a bad
+// name fails the same way, without a round trip) and path-escaped.
 func vmPath(name, suffix string) (string, error) {
-	if name == "" {
-		return "", BadRequest("name", "VM name is required")
+	if err := checkVMName("name", name); err != nil {
+		return "", err
 	}
-	return "/v1/vms/" + url.PathEscape(name) + suffix, nil
+	return "/v1/vms/" + escapeSegment(name) + suffix, nil
+}
+
+// escapeSegment escapes s as one path segment. url.PathEscape leaves dots alone, so "." and
+// ".." are escaped by hand: sent as is they would be path navigation, not a name.
+func escapeSegment(s string) string {
+	switch s {
+	case ".":
+		return "%2E"
+	case "..":
+		return "%2E%2E"
+	}
+	return url.PathEscape(s)
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {

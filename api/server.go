@@ -9,15 +9,19 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math/big"
 	"net/http"
 	"net/url"
+	"os"
 	"path"
 	"reflect"
+	"regexp"
 	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 //go:embed openapi.json
@@ -26,10 +30,16 @@ var openapiJSON []byte
 // OpenAPI returns the OpenAPI 3 document served at GET /openapi.json.
 func OpenAPI() []byte { return bytes.Clone(openapiJSON) }
 
+// BodyReadTimeout bounds how long the server waits for a request's body, from the moment its
+// handler starts: a client that sends the headers and then stalls (or trickles) gets a 400 and
+// a closed connection, instead of holding a connection and a goroutine forever.
+const BodyReadTimeout = 10 * time.Second
+
 type server struct {
-	svc Service
-	log *slog.Logger
-	mux *http.ServeMux
+	svc         Service
+	log         *slog.Logger
+	mux         *http.ServeMux
+	bodyTimeout time.Duration
 }
 
 type route struct {
@@ -41,10 +51,14 @@ type route struct {
 // svc is called; every answer, errors included, is JSON. Each request is logged at debug
 // level on logger (nil: no logging).
 func NewServer(svc Service, logger *slog.Logger) http.Handler {
+	return newServer(svc, logger, BodyReadTimeout)
+}
+
+func newServer(svc Service, logger *slog.Logger, bodyTimeout time.Duration) *server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &server{svc: svc, log: logger, mux: http.NewServeMux()}
+	s := &server{svc: svc, log: logger, mux: http.NewServeMux(), bodyTimeout: bodyTimeout}
 	routes := []route{
 		{"GET", "/v1/vms", s.listVMs},
 		{"GET", "/v1/vms/{name}", s.getVM},
@@ -96,6 +110,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
+// Unwrap lets http.ResponseController reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 func (s *server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	w := &statusWriter{ResponseWriter: rw}
@@ -115,8 +132,18 @@ func (s *server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			slog.String("query", r.URL.RawQuery), slog.Int("status", w.status),
 			slog.Duration("took", time.Since(start)), slog.String("remote", r.RemoteAddr))
 	}()
-	// ServeMux would redirect unclean paths with a non-JSON body; refuse them instead.
-	if p := r.URL.Path; p == "" || p[0] != '/' || cleanPath(p) != p {
+	// A request with a body must deliver it in time, whether its handler reads it (a timeout is
+	// a 400) or not (net/http then drains it after the answer, and gives up at the deadline).
+	// Requests without one are left alone: their connection is being watched for the client
+	// going away, and a deadline there would cancel the request's context.
+	if r.ContentLength != 0 {
+		// Not supported by every ResponseWriter (httptest.ResponseRecorder): nothing to bound.
+		_ = http.NewResponseController(rw).SetReadDeadline(time.Now().Add(s.bodyTimeout))
+	}
+	// ServeMux would redirect unclean paths with a non-JSON body; refuse them instead. The
+	// path is judged as sent, escaped, as ServeMux routes it: a VM named ".." is sent as
+	// %2E%2E, a clean segment.
+	if p := r.URL.EscapedPath(); p == "" || p[0] != '/' || cleanPath(p) != p {
 		s.notFound(w, r)
 		return
 	}
@@ -183,8 +210,8 @@ func (s *server) protect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req ProtectRequest
-	body, err := readBody(w, r)
-	if err == nil && len(bytes.TrimSpace(body)) > 0 {
+	body, err := s.readBody(w, r)
+	if err == nil && !isBlank(body) {
 		err = decodeStrict(body, &req, protectFields)
 	}
 	if err == nil {
@@ -220,8 +247,8 @@ func (s *server) operate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req OperationRequest
-	body, err := readBody(w, r)
-	if err == nil && len(bytes.TrimSpace(body)) > 0 {
+	body, err := s.readBody(w, r)
+	if err == nil && !isBlank(body) {
 		err = decodeStrict(body, &req, operationFields)
 	}
 	if err == nil {
@@ -279,7 +306,7 @@ func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
 
 func pathName(w http.ResponseWriter, r *http.Request) (string, bool) {
 	name := r.PathValue("name")
-	if err := checkName("name", "VM name", name); err != nil {
+	if err := checkVMName("name", name); err != nil {
 		writeError(w, err)
 		return "", false
 	}
@@ -301,23 +328,35 @@ func eventQuery(raw string) (after uint64, limit int, err error) {
 	}
 	limit = DefaultEventLimit
 	if v, ok := q["after"]; ok {
-		n, perr := strconv.ParseUint(v[0], 10, 64)
-		if perr != nil {
+		n, ok := queryInt(v[0])
+		if !ok || !n.IsUint64() {
 			return 0, 0, BadRequest("after", "%s is not a non-negative integer (an event seq)", quote(v[0]))
 		}
-		after = n
+		after = n.Uint64()
 	}
 	if v, ok := q["limit"]; ok {
-		n, perr := strconv.Atoi(v[0])
-		if perr != nil || n < 1 || n > MaxEventLimit {
+		n, ok := queryInt(v[0])
+		if !ok || !n.IsInt64() || n.Int64() < 1 || n.Int64() > MaxEventLimit {
 			return 0, 0, BadRequest("limit", "%s is not an integer from 1 to %d", quote(v[0]), MaxEventLimit)
 		}
-		limit = n
+		limit = int(n.Int64())
 	}
 	return after, limit, nil
 }
 
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+var queryIntRE = regexp.MustCompile(`^-?[0-9]+$`)
+
+// queryInt parses an integer query parameter as the OpenAPI document's type integer means it:
+// decimal digits, an optional minus sign, no plus sign, no spaces, no fraction or exponent.
+// Its range is checked by the caller ("-0" and "007" are integers in range).
+func queryInt(s string) (*big.Int, bool) {
+	if !queryIntRE.MatchString(s) {
+		return nil, false
+	}
+	return new(big.Int).SetString(s, 10)
+}
+
+func (s *server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.Body == nil {
 		return nil, nil
 	}
@@ -326,10 +365,17 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return nil, BadRequest("body", "request body is larger than %d KiB", MaxBodyBytes>>10)
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, BadRequest("body", "the request body did not arrive within %s", s.bodyTimeout)
+		}
 		return nil, BadRequest("body", "cannot read request body: %v", err)
 	}
 	return b, nil
 }
+
+// isBlank reports whether body holds nothing but JSON whitespace: an empty body. (Not
+// bytes.TrimSpace: U+00A0 or U+0085 alone is not an empty body but invalid JSON.)
+func isBlank(body []byte) bool { return len(bytes.Trim(body, " \t\r\n")) == 0 }
 
 // knownFields lists, for each JSON object a body may hold (by dotted path, "" for the top),
 // the fields it takes; unknown-field errors use it to name the field and what is allowed.
@@ -353,21 +399,46 @@ func jsonFields(t reflect.Type) []string {
 	return out
 }
 
-// decodeStrict decodes one JSON object into v, refusing unknown fields and trailing data; its
-// errors are bad_request *Errors that name the field.
+// decodeStrict decodes one JSON object into v. Beyond encoding/json it refuses what the
+// OpenAPI document refuses: a body that is not UTF-8, trailing data, a key that is not
+// exactly (case included) one of the object's fields, a key given twice, and null (no field
+// is nullable). Its errors are bad_request *Errors that name the field.
 func decodeStrict(data []byte, v any, known knownFields) error {
+	if !utf8.Valid(data) {
+		return BadRequest("body", "the request body is not valid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return jsonError(err, data, known)
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return jsonError(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return BadRequest("body", "unexpected data after the JSON object")
 	}
+	empty, err := checkKeys(raw, known)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return jsonError(err)
+	}
+	// Every string a request may give has a pattern or an enum that "" does not meet; leaving
+	// a field out is how to get its default.
+	if len(empty) > 0 {
+		field := empty[0]
+		msg := "an empty string is not allowed (leave the field out to get its default)"
+		switch field {
+		case "op":
+			msg = "op is required (want one of " + strings.Join(Ops, ", ") + ")"
+		case "target":
+			msg = "an empty string is not allowed (leave target out and hass picks a host)"
+		}
+		return BadRequest(field, "%s", msg)
+	}
 	return nil
 }
 
-func jsonError(err error, data []byte, known knownFields) error {
+func jsonError(err error) error {
 	if e, ok := errors.AsType[*json.SyntaxError](err); ok {
 		return BadRequest("body", "invalid JSON at byte %d: %s", e.Offset, strings.TrimPrefix(e.Error(), "json: "))
 	}
@@ -384,40 +455,83 @@ func jsonError(err error, data []byte, known knownFields) error {
 		}
 		return BadRequest(field, "want %s, got %s", describeType(e.Type), e.Value)
 	}
-	if name, ok := strings.CutPrefix(err.Error(), `json: unknown field "`); ok {
-		name = strings.TrimSuffix(name, `"`)
-		obj := unknownFieldObject(data, name, known)
-		field := name
-		if obj != "" {
-			field = obj + "." + name
-		}
-		return BadRequest(field, "unknown field (want one of %s)", strings.Join(known[obj], ", "))
-	}
 	return BadRequest("body", "%s", strings.TrimPrefix(err.Error(), "json: "))
 }
 
-// unknownFieldObject finds which object of the body holds the unknown field name: the top,
-// unless the top's fields are all known, then the first nested object that has it.
-func unknownFieldObject(data []byte, name string, known knownFields) string {
-	var top map[string]json.RawMessage
-	if json.Unmarshal(data, &top) != nil {
-		return ""
+// checkKeys walks the (syntactically valid) JSON value data and refuses, naming the field:
+// a key given twice in one object, a key that is not one of the fields known for its object
+// (compared exactly: encoding/json would take "OP" for "op"), and null anywhere. It returns the
+// fields given as "", in order.
+func checkKeys(data []byte, known knownFields) (empty []string, err error) {
+	type frame struct {
+		object bool
+		path   string          // dotted path of this object or array ("" for the top)
+		seen   map[string]bool // keys so far, in an object
+		key    string          // the key whose value comes next, in an object
 	}
-	if _, ok := top[name]; ok && !slices.Contains(known[""], name) {
-		return ""
-	}
-	for obj := range known {
-		if obj == "" {
-			continue
+	join := func(path, key string) string {
+		if path == "" {
+			return key
 		}
-		var inner map[string]json.RawMessage
-		if json.Unmarshal(top[obj], &inner) == nil {
-			if _, ok := inner[name]; ok {
-				return obj
+		return path + "." + key
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var stack []*frame
+	wantKey := false
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return empty, nil // io.EOF; data was checked by the caller, so nothing else
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if wantKey {
+			if key, ok := tok.(string); ok {
+				field := join(top.path, key)
+				if top.seen[key] {
+					return nil, BadRequest(field, "key %s is given twice (each key may appear once)", quote(key))
+				}
+				top.seen[key] = true
+				if fields, ok := known[top.path]; ok && !slices.Contains(fields, key) {
+					return nil, BadRequest(field, "unknown field (want one of %s)", strings.Join(fields, ", "))
+				}
+				top.key, wantKey = key, false
+				continue
 			}
 		}
+		// A value, or the end of an object or array.
+		path := ""
+		if top != nil {
+			path = top.path
+			if top.object {
+				path = join(top.path, top.key)
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &frame{object: true, path: path, seen: map[string]bool{}})
+			wantKey = true
+			continue
+		case json.Delim('['):
+			stack = append(stack, &frame{path: path})
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		case nil:
+			if path == "" {
+				return nil, BadRequest("body", "want a JSON object, got null")
+			}
+			return nil, BadRequest(path, "null is not allowed (leave the field out to get its default)")
+		case "":
+			if top != nil && top.object {
+				empty = append(empty, path)
+			}
+		}
+		wantKey = len(stack) > 0 && stack[len(stack)-1].object
 	}
-	return ""
 }
 
 func describeType(t reflect.Type) string {
@@ -468,14 +582,26 @@ func writeError(w http.ResponseWriter, err error) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
+	b, err := marshalJSON(v)
 	if err != nil {
 		status = http.StatusInternalServerError
-		b, _ = json.Marshal(errorBody{Error: Internal("cannot encode the answer: %v", err)})
+		b, _ = marshalJSON(errorBody{Error: Internal("cannot encode the answer: %v", err)})
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	w.Write(append(b, '\n'))
+	w.Write(b)
+}
+
+// marshalJSON is json.Marshal with a newline, and without HTML escaping: a VM named "a<b>"
+// is "a<b>" in the answer, not "a\u003cb\u003e" (the answer is never HTML: nosniff).
+func marshalJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }

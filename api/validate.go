@@ -1,12 +1,15 @@
 package api
 
 import (
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/vmname"
 )
 
 // Limits the server enforces on input.
@@ -14,19 +17,29 @@ const (
 	MaxBodyBytes      = 64 << 10            // request bodies
 	MaxCount          = 1000                // max_restarts, max_relocations
 	MaxWindow         = 30 * 24 * time.Hour // policy window
+	MinPriority       = math.MinInt32       // policy priority: a 32-bit integer,
+	MaxPriority       = math.MaxInt32       // as the OpenAPI document's format int32 says
 	DefaultEventLimit = 100                 // GET /v1/events without limit
 	MaxEventLimit     = 1000
 )
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
+// NamePattern is the rule for host names and anti-affinity group names (not VM names: see
+// package vmname), as the OpenAPI document gives it.
+const NamePattern = `^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`
 
-// ValidName reports whether s is an acceptable VM, host or anti-affinity group name:
-// 1 to 128 of A-Z a-z 0-9 _ . : -, starting with a letter or digit.
+var nameRE = regexp.MustCompile(NamePattern)
+
+// ValidName reports whether s is an acceptable host or anti-affinity group name: 1 to 128 of
+// A-Z a-z 0-9 _ . : -, starting with a letter or digit.
 func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// ValidVMName reports whether s is an acceptable VM name: a libvirt domain name of 1 to 1024
+// characters without '/' or control characters (see package vmname).
+func ValidVMName(s string) bool { return vmname.Valid(s) }
 
 const nameRule = "want 1 to 128 of A-Z a-z 0-9 _ . : - starting with a letter or digit"
 
-// checkName returns a bad_request error naming field when s is not a valid name.
+// checkName returns a bad_request error naming field when s is not a valid host or group name.
 func checkName(field, what, s string) error {
 	if s == "" {
 		return BadRequest(field, "%s is required", what)
@@ -37,11 +50,26 @@ func checkName(field, what, s string) error {
 	return nil
 }
 
-// quote quotes user input for an error message, cut short if long.
+// checkVMName returns a bad_request error naming field when s is not a valid VM name.
+func checkVMName(field, s string) error {
+	if s == "" {
+		return BadRequest(field, "VM name is required")
+	}
+	if err := vmname.Check(s); err != nil {
+		return BadRequest(field, "%s is not a valid VM name: %v (want %s)", quote(s), err, vmname.Rule)
+	}
+	return nil
+}
+
+// quote quotes user input for an error message, cut short (at a character boundary) if long.
 func quote(s string) string {
 	const max = 64
 	if len(s) > max {
-		return strconv.Quote(s[:max]) + "..."
+		cut := max
+		for cut > max-utf8.UTFMax && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return strconv.Quote(s[:cut]) + "..."
 	}
 	return strconv.Quote(s)
 }
@@ -65,6 +93,9 @@ func (p Policy) Validate() error {
 			return BadRequest("policy.on_guest_shutdown", "%s is not one of honour, honor, restart", quote(p.OnGuestShutdown))
 		}
 	}
+	if p.Priority != nil && (*p.Priority < MinPriority || *p.Priority > MaxPriority) {
+		return BadRequest("policy.priority", "%d is out of range (want %d to %d)", *p.Priority, MinPriority, MaxPriority)
+	}
 	if p.AntiAffinity != "" && !ValidName(p.AntiAffinity) {
 		return BadRequest("policy.anti_affinity", "%s is not a valid group name (%s)", quote(p.AntiAffinity), nameRule)
 	}
@@ -78,11 +109,23 @@ func checkCount(field string, n *int) error {
 	return nil
 }
 
+// WindowPattern is the syntax of a policy window: a Go duration (time.ParseDuration) without a
+// minus sign (a window is positive) and other than the bare "0".
+const WindowPattern = `^\+?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$`
+
+var windowRE = regexp.MustCompile(WindowPattern)
+
 func parseWindow(s string) (time.Duration, error) {
+	if !windowRE.MatchString(s) {
+		if d, err := time.ParseDuration(s); err == nil && d <= 0 { // "-5m", "0"
+			return 0, BadRequest("policy.window", "%s must be positive", quote(s))
+		}
+		return 0, BadRequest("policy.window", "%s is not a duration (e.g. 10m, 1h30m)", quote(s))
+	}
 	d, err := time.ParseDuration(s)
 	switch {
 	case err != nil:
-		return 0, BadRequest("policy.window", "%s is not a duration (e.g. 10m, 1h30m)", quote(s))
+		return 0, BadRequest("policy.window", "%s is longer than 30 days (720h)", quote(s)) // the only error left: overflow
 	case d <= 0:
 		return 0, BadRequest("policy.window", "%s must be positive", quote(s))
 	case d > MaxWindow:

@@ -26,6 +26,7 @@ import (
 	"github.com/hassproject/hass/hypervisor"
 	"github.com/hassproject/hass/lifecycle"
 	"github.com/hassproject/hass/store"
+	"github.com/hassproject/hass/vmname"
 )
 
 // Config configures a daemon.
@@ -407,6 +408,11 @@ func (d *Daemon) changedVMs(in engine.Input, out engine.Output, also []engine.VM
 		if old, had := d.persisted[id]; had && sameRecord(old, rec) {
 			continue
 		}
+		if err := rec.Validate(); err != nil {
+			// Never let one VM's record keep every other decision from being recorded.
+			d.log.Error("the engine state of a vm cannot be stored: it is kept in memory only", "vm", id, "err", err)
+			continue
+		}
 		changes = append(changes, vmChange{name: string(id), rec: rec})
 	}
 	return changes
@@ -519,6 +525,10 @@ func (d *Daemon) protectNew(ctx context.Context, doms []hypervisor.Domain, seq u
 			continue
 		}
 		d.seen[dom.Name] = true
+		if err := vmname.Check(dom.Name); err != nil {
+			d.log.Warn("protect-all: a domain whose name hass cannot take is left unprotected", "vm", dom.Name, "err", err)
+			continue
+		}
 		if d.eng.Protected(engine.VMID(dom.Name)) {
 			continue
 		}

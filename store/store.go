@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +22,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/hassproject/hass/vmname"
 )
 
 // ErrNotFound is returned (wrapped) when a VM or action does not exist.
@@ -190,11 +191,11 @@ var (
 	desireds  = []string{"running", "paused", "stopped"}
 )
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
-
+// validName checks a VM name by hass's one rule (package vmname), the API's: a libvirt domain
+// name, which holds no '/', so a VM's key is one level under vmPrefix.
 func validName(name string) error {
-	if !nameRE.MatchString(name) {
-		return fmt.Errorf("name %q: must match %s", name, nameRE)
+	if err := vmname.Check(name); err != nil {
+		return fmt.Errorf("name %q: %v (want %s)", name, err, vmname.Rule)
 	}
 	return nil
 }

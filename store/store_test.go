@@ -117,8 +117,10 @@ func TestVMValidation(t *testing.T) {
 	}{
 		{"name", func(v *VM) { v.Name = "" }},
 		{"name", func(v *VM) { v.Name = "a/b" }},
-		{"name", func(v *VM) { v.Name = "-x" }},
-		{"name", func(v *VM) { v.Name = strings.Repeat("a", 129) }},
+		{"name", func(v *VM) { v.Name = "a\x00b" }},
+		{"name", func(v *VM) { v.Name = "a\nb" }},
+		{"name", func(v *VM) { v.Name = "\xff" }},
+		{"name", func(v *VM) { v.Name = strings.Repeat("a", 1025) }},
 		{"desired", func(v *VM) { v.Desired = "" }},
 		{"desired", func(v *VM) { v.Desired = "Running" }},
 		{"policy.max_restarts", func(v *VM) { v.Policy.MaxRestarts = -1 }},
@@ -134,8 +136,8 @@ func TestVMValidation(t *testing.T) {
 			t.Errorf("%+v: error %v, want one naming %s", v, err, tc.field)
 		}
 	}
-	if err := s.PutVM(ctx, vm(strings.Repeat("a", 128))); err != nil {
-		t.Errorf("128-char name: %v", err)
+	if err := s.PutVM(ctx, vm(strings.Repeat("é", 1024))); err != nil {
+		t.Errorf("1024-character name: %v", err)
 	}
 	// Nothing invalid was written: the prefix holds exactly the one good VM.
 	resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix())
@@ -666,5 +668,46 @@ func TestRecordBatch(t *testing.T) {
 	big.PutVMs = []VM{vm("web3")}
 	if out, err := s.Record(ctx, big); err != nil || len(out) != 130 || out[129].Seq != 135 {
 		t.Fatalf("big batch: %d events, %v", len(out), err)
+	}
+}
+
+// TestLibvirtNames: any libvirt domain name hass takes (see package vmname) is a key, read
+// back, listed, opted out and deleted as it is.
+func TestLibvirtNames(t *testing.T) {
+	ctx := t.Context()
+	s := open(t, t.TempDir())
+	names := []string{"a+b", "a b", "café", "日本語", "🙂", "50%", ".", "..", "-x", `a\b`, "a?b#c", "a\u00a0b"}
+	for _, n := range names {
+		if err := s.PutVM(ctx, vm(n)); err != nil {
+			t.Fatalf("put %q: %v", n, err)
+		}
+		got, err := s.VM(ctx, n)
+		if err != nil || got.Name != n {
+			t.Fatalf("get %q: %+v, %v", n, got, err)
+		}
+		if err := s.SetOptOut(ctx, n, true); err != nil {
+			t.Fatalf("opt out %q: %v", n, err)
+		}
+	}
+	vms, err := s.VMs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outs, err := s.OptOuts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vms) != len(names) || len(outs) != len(names) {
+		t.Fatalf("%d VMs, %d opt-outs, want %d", len(vms), len(outs), len(names))
+	}
+	for _, v := range vms {
+		if !slices.Contains(names, v.Name) || !outs[v.Name] {
+			t.Errorf("listed %q", v.Name)
+		}
+	}
+	for _, n := range names {
+		if err := s.DeleteVM(ctx, n); err != nil {
+			t.Fatalf("delete %q: %v", n, err)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hassproject/hass/api"
+	"github.com/hassproject/hass/vmname"
 )
 
 // clientFlags are shared by every command that talks to the daemon.
@@ -38,9 +40,12 @@ func (cf *clientFlags) client() (*api.Client, error) {
 
 func (cf *clientFlags) json() bool { return cf.output == "json" }
 
+// printJSON prints v as indented JSON, ending with a newline; strings are as they are ("a<b>",
+// not "a\u003cb\u003e"): this is for people and programs, not for an HTML page.
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
 }
 
@@ -103,7 +108,7 @@ func vmCmd() *cobra.Command {
 			if cf.json() {
 				return printJSON(cmd.OutOrStdout(), map[string]any{"name": args[0], "protected": false})
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s is no longer protected\n", args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "%s is no longer protected\n", cell(args[0]))
 			return nil
 		},
 	}
@@ -179,12 +184,32 @@ func vmCmd() *cobra.Command {
 				if cf.json() {
 					return printJSON(cmd.OutOrStdout(), o)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s %s: accepted (operation %d, %s)\n", opName, args[0], o.ID, o.Phase)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s: accepted (operation %d, %s)\n", opName, cell(args[0]), o.ID, cell(o.Phase))
 				return nil
 			},
 		})
 	}
 	return c
+}
+
+// cell makes s fit one table cell or one line: control characters (a newline or a carriage
+// return in a libvirt error message, a tab, an escape sequence) are shown escaped as in Go
+// ("\n", "\x1b"), so that a row stays one line, the columns stay aligned, the table ends
+// with its newline where the terminal's cursor is, and the terminal is never driven.
+func cell(s string) string {
+	if !strings.ContainsFunc(s, vmname.IsControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if vmname.IsControl(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		} else {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 func printVMs(w io.Writer, cf *clientFlags, vms []api.VM) error {
@@ -201,8 +226,8 @@ func printVMs(w io.Writer, cf *clientFlags, vms []api.VM) error {
 		if v.Operation != nil {
 			state += " (" + v.Operation.Op + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%d\tmax %d in %s, guest shutdown: %s\n", v.Name, v.Host, v.Desired,
-			v.Observed, v.Reason, state, v.Restarts, v.Policy.MaxRestarts, v.Policy.Window, v.Policy.OnGuestShutdown)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%d\tmax %d in %s, guest shutdown: %s\n", cell(v.Name), cell(v.Host), cell(v.Desired),
+			cell(v.Observed), cell(v.Reason), cell(state), v.Restarts, v.Policy.MaxRestarts, cell(v.Policy.Window), cell(v.Policy.OnGuestShutdown))
 	}
 	return tw.Flush()
 }
@@ -237,7 +262,7 @@ func eventsCmd() *cobra.Command {
 				if e.RecoveredAt != nil && e.FaultAt != nil {
 					msg += fmt.Sprintf(" [fault %s, recovered %s]", e.FaultAt.Format(time.RFC3339Nano), e.RecoveredAt.Format(time.RFC3339Nano))
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.At.Local().Format("15:04:05.000"), e.Type, e.VM, e.Host, strings.TrimSpace(msg))
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.At.Local().Format("15:04:05.000"), cell(e.Type), cell(e.VM), cell(e.Host), cell(strings.TrimSpace(msg)))
 			}
 			return tw.Flush()
 		},
@@ -267,7 +292,7 @@ func statusCmd() *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), s)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "host %s: libvirt %s, store %s; %d VMs protected (%d healthy, %d recovering, %d in error, %d in an operation, %d unknown); up %s\n",
-				s.Host, s.Libvirt, s.Store, s.VMs, s.Healthy, s.Recovering, s.Error, s.Operating, s.Unknown, s.Uptime)
+				cell(s.Host), cell(s.Libvirt), cell(s.Store), s.VMs, s.Healthy, s.Recovering, s.Error, s.Operating, s.Unknown, cell(s.Uptime))
 			return nil
 		},
 	}
