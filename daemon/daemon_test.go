@@ -301,3 +301,32 @@ func TestProtectAllOnStartEvent(t *testing.T) {
 		t.Fatalf("unknown vm: %v", err)
 	}
 }
+
+// A protect racing with an unprotect never leaves a VM protected without evidence: if it
+// ends protected, its state is what libvirt reported, not unknown.
+func TestProtectUnprotectRace(t *testing.T) {
+	drv := newFakeDriver()
+	drv.add("vm1", true)
+	r := start(t, drv, t.TempDir(), func(c *Config) { c.ResyncEvery = time.Hour })
+	ctx := context.Background()
+	if _, err := r.cli.Protect(ctx, "vm1", api.ProtectRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); _ = r.cli.Unprotect(ctx, "vm1") }()
+		go func() { defer wg.Done(); _, _ = r.cli.Protect(ctx, "vm1", api.ProtectRequest{}) }()
+		wg.Wait()
+		v, err := r.cli.VM(ctx, "vm1")
+		if err != nil {
+			if _, err := r.cli.Protect(ctx, "vm1", api.ProtectRequest{}); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if v.Observed != "running" || v.State != "healthy" {
+			t.Fatalf("round %d: protected with observed %q, state %q", i, v.Observed, v.State)
+		}
+	}
+}
