@@ -569,21 +569,21 @@ func (g *gen) execute(a engine.Action) {
 	})
 }
 
-// reply is the executor's ActionResult: the host's stamp and how the action left the domain.
+// reply is the executor's ActionResult. As the daemon's executor does, it lists the host's
+// domains once the action returned and answers with the host's stamp and how the action
+// left the domain, so the result usually follows the libvirt event the action caused.
 func (g *gen) reply(h *ghost, v *gvm, a engine.Action, err string) {
-	if !h.up {
-		g.m.ActionsLost++
-		return
-	}
-	g.m.Answered++
-	r := engine.ActionResult{ID: a.ID, Err: err, Host: h.id, Seq: g.stamp(h), State: engine.DomAbsent}
-	if d := v.on(h); d != nil {
-		r.State, r.Reason = row(d)
-	}
-	if err != "" {
-		g.m.ActionErrors++
-	}
-	g.send(h, r)
+	g.finish(h, g.dur(4*time.Millisecond), func() {
+		r := engine.ActionResult{ID: a.ID, Err: err, Host: h.id, Seq: g.stamp(h), State: engine.DomAbsent}
+		if d := v.on(h); d != nil {
+			r.State, r.Reason = row(d)
+		}
+		g.m.Answered++
+		if err != "" {
+			g.m.ActionErrors++
+		}
+		g.send(h, r)
+	})
 }
 
 // later runs fn after d, unless the host lost power meanwhile.
