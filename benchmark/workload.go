@@ -992,26 +992,32 @@ type KindStats struct {
 type Mix struct {
 	Inputs  int // Steps; NextWake polls are counted apart
 	Kinds   [nKinds]KindStats
-	Actions [engine.ActFence + 1]int
-	Ops     [engine.OpResume + 1]int // requests by operation
+	Actions [engine.ActFence + 1]int // actions the engine ordered, by kind
+	Ops     [engine.OpResume + 1]int // requests, by operation
 	Refused int                      // requests the engine refused (Output.Err)
 
 	// Paths the engine took, read from its event log.
-	Detected, Recovered, GaveUp      int
-	OpsDone, OpsFailed, OpsExpired   int
-	Inferred                         int // operations done behind hass's back (virsh, the guest)
-	Relocations, MigratePlaced       int // placements: recovery elsewhere; migrations to a host the engine chose
-	Fenced, HostsUp                  int
-	Stale, Alerts, Forgotten, Escal  int
-	Faults                           [nFaults]int
-	Virsh, Created                   int
-	HostLosses, HostRepairs          int
-	Answered                         int // actions the agents answered with an ActionResult
-	ActionErrors, ActionsLost        int // results carrying an error; actions lost with their host
-	ActionsOvertaken                 int // actions the executor dropped: no longer current
-	SplitBrain                       int // a start while another copy ran (must stay 0)
-	wakePolls, pollTicks             int
-	inputsWithAction, actionsOrdered int
+	Detected, Recovered, GaveUp    int
+	OpsDone, OpsFailed, OpsExpired int
+	Escal                          int // shutdowns the guest ignored, escalated to a destroy
+	Inferred                       int // operations done behind hass's back (virsh, the guest)
+	Relocations, MigratePlaced     int // placements: recovery elsewhere; migrations to a host the engine chose
+	Fenced, HostsUp                int
+	Stale, Alerts, Forgotten       int
+
+	// What the workload did.
+	Faults                  [nFaults]int
+	Virsh, Created          int // virsh destroys; new VMs protected in place of deleted ones
+	HostLosses, HostRepairs int
+
+	// How the agents answered.
+	Answered         int // actions answered with an ActionResult
+	ActionErrors     int // of which with an error
+	ActionsLost      int // actions lost with their host
+	ActionsOvertaken int // actions the executor dropped: no longer current
+	SplitBrain       int // starts while another copy ran (must stay 0)
+
+	wakePolls, inputsWithAction, actionsOrdered int
 }
 
 func (m *Mix) count(k Kind, dt time.Duration, out engine.Output) {
@@ -1030,9 +1036,6 @@ func (m *Mix) count(k Kind, dt time.Duration, out engine.Output) {
 	}
 	for _, r := range out.Log {
 		m.record(r)
-	}
-	if k == KindTick {
-		m.pollTicks++
 	}
 }
 
