@@ -1,11 +1,20 @@
 // Package benchmark measures hass's speed targets: decision-engine throughput and simulator
 // speed. `hass bench` prints its numbers and `go test -bench` runs the same code. It measures
 // and reports; it asserts nothing about wall-clock time.
+//
+// The engine is measured on a recorded workload (workload.go): a cluster's life on a
+// virtual clock, with lease renewals, resyncs, crashes and their restarts answered by the
+// agents, user operations, guest signals, and host losses with fencing and evacuation. One
+// benchmark op replays the whole recording into a fresh engine; the figures are per input.
 package benchmark
 
 import (
 	"fmt"
+	"io"
 	"runtime"
+	"runtime/pprof"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,47 +22,95 @@ import (
 	"github.com/hassproject/hass/sim"
 )
 
-var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+var (
+	recMu      sync.Mutex
+	recordings = map[Shape]*Recording{}
+)
 
-// Cluster returns an engine protecting vms running VMs spread over hosts hosts.
-func Cluster(hosts, vms int) *engine.Engine {
-	e := engine.New(engine.DefaultConfig())
-	for h := range hosts {
-		e.Step(t0, engine.AddHost{Host: hostID(h), MemMiB: 1 << 20})
+// Recorded returns s's workload with DefaultRates, recording it (on one core) on first use.
+func Recorded(s Shape) (*Recording, error) {
+	recMu.Lock()
+	defer recMu.Unlock()
+	if r := recordings[s]; r != nil {
+		return r, nil
 	}
-	for v := range vms {
-		e.Step(t0, engine.Protect{VM: vmID(v), Host: hostID(v % hosts), MemMiB: 512, Policy: engine.DefaultPolicy()})
-		e.Step(t0, engine.Observe{Host: hostID(v % hosts), VM: vmID(v), Seq: 1, State: engine.DomRunning, Reason: engine.ReasonBooted})
+	prev := runtime.GOMAXPROCS(1)
+	defer runtime.GOMAXPROCS(prev)
+	r, err := Record(s, DefaultRates())
+	if err != nil {
+		return nil, err
 	}
-	return e
+	recordings[s] = r
+	return r, nil
 }
 
-func hostID(i int) engine.HostID { return engine.HostID(fmt.Sprintf("h%03d", i)) }
-func vmID(i int) engine.VMID     { return engine.VMID(fmt.Sprintf("vm%05d", i)) }
-
-// Observations feeds b.N observations to a 1,000-VM engine: three in four say a VM still
-// runs (the common case), one in four is a crash, whose restart is answered by the next
-// observation, so the classification, recovery and bookkeeping paths all run.
-func Observations(b *testing.B) {
-	const hosts, vms = 8, 1000
-	e := Cluster(hosts, vms)
-	seq := uint64(2)
-	now := t0
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := range b.N {
-		v := i % vms
-		h := hostID(v % hosts)
-		now = now.Add(time.Millisecond)
-		seq++
-		st, r := engine.DomRunning, engine.ReasonBooted
-		if (i/vms)%4 == 3 {
-			st, r = engine.DomShutoff, engine.ReasonFailed
-		}
-		e.Step(now, engine.Observe{Host: h, VM: vmID(v), Seq: seq, State: st, Reason: r, At: now})
+// EngineMix measures the engine on s's workload, on one core: each op replays the
+// recording's inputs into a fresh s.Cluster() (built, and the heap collected, off the
+// clock). Its figures are in CPU time (the process's, garbage collection included), so
+// other load on the machine does not count; ns/op is the testing package's wall time.
+//
+//	inputs/s, ns/input       the engine's throughput on the mix (Steps)
+//	allocs/input, B/input    per Step
+//	ns/poll                  one NextWake, timed apart on the final state; the daemon
+//	                         calls it every 200 ms to know when to Tick
+//	engine-ms/virtual-s      Steps and polls: the engine's CPU per second of the cluster's life
+func EngineMix(b *testing.B, s Shape) {
+	rec, err := Recorded(s)
+	if err != nil {
+		b.Fatal(err)
 	}
+	if bad := rec.Check(); bad != nil {
+		b.Fatalf("%s: the workload did not exercise the engine: %s", s, strings.Join(bad, "; "))
+	}
+	prev := runtime.GOMAXPROCS(1) // the engine is single-threaded; its garbage collector shares its core here
+	defer runtime.GOMAXPROCS(prev)
+	var before, after runtime.MemStats
+	var allocs, bytes uint64
+	var cpu time.Duration
+	var e *engine.Engine
+	b.ResetTimer()
 	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "obs/s")
+	for range b.N {
+		e = s.Cluster()
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		c := processCPU()
+		b.StartTimer()
+		same := rec.Replay(e, false)
+		b.StopTimer()
+		cpu += processCPU() - c
+		runtime.ReadMemStats(&after)
+		allocs += after.Mallocs - before.Mallocs
+		bytes += after.TotalAlloc - before.TotalAlloc
+		if !same {
+			b.Fatal("the replay ordered other actions than the recording: the engine is not deterministic, or the cluster differs")
+		}
+	}
+	poll := pollCost(e)
+	recMu.Lock()
+	rec.stepsCPU, rec.pollCPU = cpu/time.Duration(b.N), poll
+	recMu.Unlock()
+	n := float64(rec.Inputs()) * float64(b.N)
+	b.ReportMetric(n/cpu.Seconds(), "inputs/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/n, "ns/input")
+	b.ReportMetric(float64(allocs)/n, "allocs/input")
+	b.ReportMetric(float64(bytes)/n, "B/input")
+	b.ReportMetric(float64(poll.Nanoseconds()), "ns/poll")
+	perRun := float64(cpu.Nanoseconds())/float64(b.N) + float64(poll.Nanoseconds())*float64(rec.Polls())
+	b.ReportMetric(perRun/1e6/s.Window.Seconds(), "engine-ms/virtual-s")
+}
+
+// pollCost is the CPU time of one NextWake on e: the mean of a batch of calls lasting at
+// least 20 ms.
+func pollCost(e *engine.Engine) time.Duration {
+	n, c := 0, processCPU()
+	for n < 10 || processCPU()-c < 20*time.Millisecond {
+		for range 10 {
+			e.NextWake()
+		}
+		n += 10
+	}
+	return (processCPU() - c) / time.Duration(n)
 }
 
 // Simulation runs `hass sim` with 100 VMs on 8 hosts for 24 simulated hours.
@@ -75,18 +132,79 @@ type Row struct {
 	Name, Value, Target string
 }
 
-// Run measures everything on one core and returns the rows.
-func Run() []Row {
+// EngineRows measures the engine on s's workload and returns its rows.
+func EngineRows(s Shape) ([]Row, *Recording, error) {
+	rec, err := Recorded(s)
+	if err != nil {
+		return nil, nil, err
+	}
+	if bad := rec.Check(); bad != nil {
+		return nil, nil, fmt.Errorf("%s: the workload did not exercise the engine: %s", s, strings.Join(bad, "; "))
+	}
+	res := testing.Benchmark(func(b *testing.B) { EngineMix(b, s) })
+	if res.N == 0 {
+		return nil, nil, fmt.Errorf("%s: the replay ordered other actions than the recording", s)
+	}
+	x := res.Extra
+	what := fmt.Sprintf("%s VMs on %s hosts", commas(s.VMs), commas(s.Hosts))
+	cpu := x["engine-ms/virtual-s"]
+	return []Row{
+		{"engine inputs per second (1 core, mixed workload, " + what + ")", commas(int(x["inputs/s"] + 0.5)), ">= 100,000"},
+		{"engine time per input (" + what + ")", fmt.Sprintf("%s ns, %.0f B, %.1f allocs", commas(int(x["ns/input"]+0.5)), x["B/input"], x["allocs/input"]), ""},
+		{"engine NextWake, polled every 200 ms (" + what + ")", nanosStr(int64(x["ns/poll"])) + " per call", ""},
+		{"engine CPU per second of cluster life, inputs + polls (" + what + ")", fmt.Sprintf("%.2f ms (%s of a core)", cpu, pct(cpu/1000)), ""},
+	}, rec, nil
+}
+
+// SimRows measures the simulator and returns its rows.
+func SimRows() []Row {
 	prev := runtime.GOMAXPROCS(1)
 	defer runtime.GOMAXPROCS(prev)
-	obs := testing.Benchmark(Observations)
 	simr := testing.Benchmark(Simulation)
-	perObs := float64(obs.T.Nanoseconds()) / float64(obs.N)
 	simSec := simr.T.Seconds() / float64(simr.N)
 	return []Row{
-		{"engine observations per second (1 core, 1,000 VMs)", fmt.Sprintf("%.0f", 1e9/perObs), ">= 100,000"},
-		{"engine time per observation", fmt.Sprintf("%.0f ns, %d B, %d allocs", perObs, obs.AllocedBytesPerOp(), obs.AllocsPerOp()), ""},
 		{"hass sim: 100 VMs x 24 h, 8 hosts (wall time)", fmt.Sprintf("%.2f s", simSec), "< 10 s"},
 		{"hass sim speed", fmt.Sprintf("%.0f VM-hours/s", 2400/simSec), ">= 240"},
 	}
+}
+
+// Run measures the engine on each shape, then (withSim) the simulator, and returns the
+// rows and the recordings, whose Mix says what the engine was fed and what ran.
+func Run(shapes []Shape, withSim bool) ([]Row, []*Recording, error) {
+	var rows []Row
+	var recs []*Recording
+	for _, s := range shapes {
+		r, rec, err := EngineRows(s)
+		if err != nil {
+			return nil, nil, err
+		}
+		rows = append(rows, r...)
+		recs = append(recs, rec)
+	}
+	if withSim {
+		rows = append(rows, SimRows()...)
+	}
+	return rows, recs, nil
+}
+
+// Profile writes a CPU profile of one replay of s's workload, NextWake polls included (and
+// nothing else), to w.
+func Profile(s Shape, w io.Writer) error {
+	rec, err := Recorded(s)
+	if err != nil {
+		return err
+	}
+	prev := runtime.GOMAXPROCS(1)
+	defer runtime.GOMAXPROCS(prev)
+	e := s.Cluster()
+	runtime.GC()
+	if err := pprof.StartCPUProfile(w); err != nil {
+		return err
+	}
+	same := rec.Replay(e, true)
+	pprof.StopCPUProfile()
+	if !same {
+		return fmt.Errorf("%s: the replay diverged from the recording", s)
+	}
+	return nil
 }

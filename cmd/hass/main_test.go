@@ -93,3 +93,37 @@ func TestScenarioMalformed(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", code, errs)
 	}
 }
+
+func TestBenchSmallShape(t *testing.T) {
+	code, out, errs := hass("bench", "--shape", "1000/20/10m", "--sim=false")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, want := range []string{"engine inputs per second (1 core, mixed workload, 1,000 VMs on 20 hosts)",
+		"engine CPU per second of cluster life", "mix: 1,000 VMs on 20 hosts, 10m0s of virtual time", "action result", "snapshot", "placements"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "hass sim") {
+		t.Errorf("--sim=false still measured the simulator:\n%s", out)
+	}
+}
+
+func TestBenchBadShape(t *testing.T) {
+	for _, tc := range []struct {
+		shape, want string
+	}{
+		{"1000/20", "want VMS/HOSTS/WINDOW"},
+		{"x/20/1h", "vms"},
+		{"1000/20/soon", "window"},
+		{"1000/1/1h", "hosts 1"},
+		{"100000/20/1h", "at most 72 per host"},
+		{"1000/20/5s", "window 5s"},
+	} {
+		code, out, errs := hass("bench", "--shape", tc.shape)
+		if code != 2 || !strings.Contains(errs, tc.want) || out != "" {
+			t.Errorf("--shape %s: exit %d, stdout %q, stderr %q, want exit 2 naming %q", tc.shape, code, out, errs, tc.want)
+		}
+	}
+}
