@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hassproject/hass/agent"
 	"github.com/hassproject/hass/api"
 	"github.com/hassproject/hass/engine"
 	"github.com/hassproject/hass/hypervisor"
@@ -615,7 +616,7 @@ func (d *Daemon) execute(a engine.Action, t timing) {
 		d.mu.Unlock()
 	}
 	actx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	err := d.carryOut(actx, a)
+	err := agent.Carry(actx, d.drv, a)
 	cancel()
 	d.log.Info("action carried out", "action", a.String(), "id", a.ID,
 		"decide", t.decided.Sub(t.arrived), "record", t.recorded.Sub(t.decided),
@@ -628,7 +629,7 @@ func (d *Daemon) execute(a engine.Action, t timing) {
 	if err != nil {
 		res.Err = err.Error()
 		// Never reached libvirt: not the VM's failure, and nothing was done.
-		res.Unreached = errors.Is(err, hypervisor.ErrNotConnected) || errors.Is(err, hypervisor.ErrClosed)
+		res.Unreached = agent.Unreached(err)
 	}
 	if doms, lerr := d.drv.List(ctx); lerr == nil {
 		res.State = engine.DomAbsent
@@ -646,44 +647,4 @@ func (d *Daemon) execute(a engine.Action, t timing) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.stepLocked(ctx, res, a.VM)
-}
-
-// carryOut maps an action onto the driver. Starting a running domain or destroying a
-// stopped one succeeds: actions are idempotent.
-func (d *Daemon) carryOut(ctx context.Context, a engine.Action) error {
-	name := string(a.VM)
-	ignore := func(err error, allowed ...error) error {
-		for _, e := range allowed {
-			if errors.Is(err, e) {
-				return nil
-			}
-		}
-		return err
-	}
-	switch a.Kind {
-	case engine.ActStart:
-		return ignore(d.drv.Start(ctx, name), hypervisor.ErrInvalidState)
-	case engine.ActDestroy:
-		return ignore(d.drv.Destroy(ctx, name), hypervisor.ErrInvalidState)
-	case engine.ActShutdown:
-		return d.drv.Shutdown(ctx, name)
-	case engine.ActReboot:
-		return d.drv.Reboot(ctx, name)
-	case engine.ActReset:
-		return d.drv.Reset(ctx, name)
-	case engine.ActSuspend:
-		return d.drv.Suspend(ctx, name)
-	case engine.ActResume:
-		return d.drv.Resume(ctx, name)
-	case engine.ActDelete:
-		if err := ignore(d.drv.Destroy(ctx, name), hypervisor.ErrInvalidState, hypervisor.ErrNotFound); err != nil {
-			return err
-		}
-		return ignore(d.drv.Undefine(ctx, name), hypervisor.ErrNotFound)
-	case engine.ActMigrate:
-		return fmt.Errorf("live migration to %s needs hass running there too: single-host mode", a.Target)
-	case engine.ActFence:
-		return errors.New("no fence device configured")
-	}
-	return fmt.Errorf("unknown action %s", a.Kind)
 }

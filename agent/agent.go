@@ -1,0 +1,288 @@
+// Package agent is the per-host part of hass: it turns the hypervisor's events and domain
+// lists into reports for the controller (observations with this host's sequence stamps,
+// signals, snapshots, action results), carries out the controller's orders only while they
+// are current, keeps the host's lease, fences the host itself when the rest of the cluster
+// could be restarting its VMs, and pets the watchdog.
+//
+// Like the engine it decides and never does I/O: every call passes the time, and what the
+// agent wants done goes through its Env, a set of one-line delegations (in the manner of
+// pve-ha-manager's Env.pm). The real agent runs it over libvirt, etcd and the system clock;
+// the simulator over its simulated hypervisor, store and virtual clock, so that both run the
+// same agent. It is not safe for concurrent use: its runner serialises calls.
+//
+// # Self-fencing, and why HA must not cause an outage
+//
+// An agent that cannot renew its lease for SelfFenceAfter (shorter than the lease's TTL)
+// destroys its protected domains before the lease can expire, because once it expires the
+// controller may start them elsewhere. But when the control plane is lost everywhere at once
+// (etcd, or every controller) nobody can be restarting anything, and a fence would only turn
+// a control-plane outage into a VM outage. So hosts tell each other, over their own network,
+// whether they hold their lease (Heartbeat). An agent without its lease holds back its fence
+// only while every other member of the cluster is heard from and none of them holds a lease:
+// then no live host exists on which the controller could start anything (it places VMs only
+// on hosts whose lease is alive). A member not heard from might hold its lease, so it counts
+// as "the cluster may be acting": the agent fences. A cluster of one host never fences
+// itself: nobody else could start its VMs.
+//
+// When a peer regains its lease the others hear of it within a heartbeat and fence at once
+// (their renewal is long overdue), well before the controller can declare them failed: that
+// takes a whole lease TTL after the store came back, plus the self-fence margin.
+package agent
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/lifecycle"
+)
+
+// Config tunes one agent.
+type Config struct {
+	Host engine.HostID
+	// SelfFenceAfter: no lease renewal for this long and the agent fences itself (unless the
+	// control plane is lost everywhere). It must be shorter than the lease's TTL by more than
+	// the time a fence takes.
+	SelfFenceAfter time.Duration
+	// PeerTimeout: a peer whose last heartbeat is older than this is not heard from.
+	PeerTimeout time.Duration
+}
+
+// DefaultConfig is what hass runs with for a 10 s lease.
+func DefaultConfig(host engine.HostID) Config {
+	return Config{Host: host, SelfFenceAfter: 7 * time.Second, PeerTimeout: 3 * time.Second}
+}
+
+// Row is one domain as the hypervisor lists it, in libvirt's numeric vocabulary.
+type Row struct {
+	Name          string
+	State, Reason int
+}
+
+// Heartbeat is what hosts tell each other over their own network, every second or so.
+type Heartbeat struct {
+	From    engine.HostID
+	At      time.Time // the sender's clock; receivers use their own time of arrival
+	LeaseOK bool      // the sender renewed its lease within its SelfFenceAfter
+	Fenced  bool      // the sender has fenced itself
+}
+
+// Outcome is how an order went, as the executor reports it.
+type Outcome struct {
+	Err error
+	// Unreached: the hypervisor could not be reached at all; nothing was done.
+	Unreached bool
+	// Row is the domain after the order, when the executor could list it; Absent says the
+	// listing worked and the domain is not defined.
+	Row    *Row
+	Absent bool
+}
+
+// Env is the world around an agent. Who writes and who reads is said on each method.
+type Env interface {
+	// Report sends a report to the controller. Real: written to etcd under this host's
+	// prefix, which the leading controller watches. Simulated: the bus and the store.
+	Report(in engine.Input)
+	// Current says whether an order is still wanted: its VM's intent generation and the
+	// leader's term, read from the store (a remote agent cannot ask the controller's memory).
+	Current(a engine.Action) bool
+	// Execute carries out an order on this host's hypervisor (see Carry) and then calls done
+	// with the time and how it went, in the agent's runner (possibly later: a start takes
+	// time).
+	Execute(a engine.Action, done func(now time.Time, o Outcome))
+	// Protected lists the VMs the store says are protected (what a self-fence destroys).
+	Protected() []engine.VMID
+	// Destroy kills a domain at once, for a self-fence.
+	Destroy(vm engine.VMID)
+	// Members lists the cluster's hosts, as last read from the store.
+	Members() []engine.HostID
+	// PetWatchdog tells the watchdog (hardware, softdog, or a stand-in outside the host)
+	// that the agent is alive; a host whose agent stops petting it is reset.
+	PetWatchdog()
+	// SendHeartbeat sends a heartbeat to every peer over the hosts' own network.
+	SendHeartbeat(hb Heartbeat)
+	// Log writes a line of the agent's log (scenario logs show them next to the controller's).
+	Log(format string, args ...any)
+}
+
+type peer struct {
+	heard   time.Time // when its last heartbeat arrived (our clock)
+	leaseOK bool
+}
+
+// Agent is one host's agent.
+type Agent struct {
+	cfg     Config
+	env     Env
+	tr      *lifecycle.Translator
+	lastSeq uint64
+	renewed time.Time // the last lease renewal that succeeded
+	fenced  bool
+	holding bool // holding back a fence: the control plane is lost everywhere
+	peers   map[engine.HostID]peer
+}
+
+// New returns an agent that has just started: it owes a resync (Listed) and a renewal.
+func New(cfg Config, env Env, now time.Time) *Agent {
+	return &Agent{cfg: cfg, env: env, tr: lifecycle.NewTranslator(), renewed: now, peers: map[engine.HostID]peer{}}
+}
+
+// Fenced reports whether the agent has fenced its host and not regained its lease since.
+func (a *Agent) Fenced() bool { return a.fenced }
+
+// stamp is this host's next observation stamp: its clock, strictly increasing.
+func (a *Agent) stamp(now time.Time) uint64 {
+	n := uint64(now.UnixNano())
+	if n <= a.lastSeq {
+		n = a.lastSeq + 1
+	}
+	a.lastSeq = n
+	return n
+}
+
+// Stamp returns a new observation stamp, for a resync: take it before listing the domains,
+// so that any event after the listing is newer than the list.
+func (a *Agent) Stamp(now time.Time) uint64 { return a.stamp(now) }
+
+// Event handles one hypervisor event: translated, stamped and reported.
+func (a *Agent) Event(now time.Time, ev lifecycle.Event) {
+	r := a.tr.Event(ev)
+	if r.Skip {
+		return
+	}
+	vm := engine.VMID(ev.Domain)
+	if r.Signal {
+		a.env.Report(engine.Signal{Host: a.cfg.Host, VM: vm, Seq: a.stamp(now), Kind: r.Sig, Watchdog: r.WD, At: now})
+		return
+	}
+	a.env.Report(engine.Observe{Host: a.cfg.Host, VM: vm, Seq: a.stamp(now), State: r.State, Reason: r.Reason, At: now})
+}
+
+// Listed reports a complete domain list taken after stamp seq (a resync).
+func (a *Agent) Listed(now time.Time, seq uint64, rows []Row) {
+	snap := engine.Snapshot{Host: a.cfg.Host, Seq: seq, At: now}
+	for _, r := range rows {
+		st, why := a.tr.Row(r.Name, r.State, r.Reason)
+		snap.Domains = append(snap.Domains, engine.DomainStatus{VM: engine.VMID(r.Name), State: st, Reason: why})
+	}
+	a.env.Report(snap)
+}
+
+// Row translates one listed domain, as a snapshot row would read.
+func (a *Agent) Row(r Row) (engine.DomState, engine.Reason) {
+	return a.tr.Row(r.Name, r.State, r.Reason)
+}
+
+// Order carries out an order of the controller unless it is no longer current, and reports
+// how it went, with how it left the domain.
+func (a *Agent) Order(now time.Time, act engine.Action) {
+	if act.Host != a.cfg.Host {
+		a.env.Log("order %d (%s) is for %s, not this host: ignored", act.ID, act, act.Host)
+		return
+	}
+	if a.fenced {
+		a.env.Log("order %d (%s) dropped: this host has fenced itself", act.ID, act)
+		return
+	}
+	if !a.env.Current(act) {
+		a.env.Log("order %d (%s) dropped: overtaken by a newer intent or leader", act.ID, act)
+		return
+	}
+	if act.Kind == engine.ActReboot || act.Kind == engine.ActReset {
+		a.tr.OwnStop(string(act.VM)) // a hard reboot's stop is ours, not a user's
+	}
+	a.env.Execute(act, func(now time.Time, o Outcome) { a.done(now, act, o) })
+}
+
+func (a *Agent) done(now time.Time, act engine.Action, o Outcome) {
+	res := engine.ActionResult{ID: act.ID, Host: a.cfg.Host, Seq: a.stamp(now), Unreached: o.Unreached}
+	if o.Err != nil {
+		res.Err = o.Err.Error()
+	}
+	switch {
+	case o.Row != nil:
+		res.State, res.Reason = a.tr.Row(o.Row.Name, o.Row.State, o.Row.Reason)
+	case o.Absent:
+		res.State = engine.DomAbsent
+	}
+	a.env.Report(res)
+}
+
+// LeaseRenewed records a successful renewal. An agent that had fenced itself is back: it
+// forgets what it knew of its domains' causes and owes a resync.
+func (a *Agent) LeaseRenewed(now time.Time) {
+	a.renewed = now
+	if a.fenced {
+		a.env.Log("lease renewed: no longer fenced")
+		a.fenced = false
+		a.tr.Forget()
+	}
+	if a.holding {
+		a.env.Log("lease renewed: the control plane is back")
+		a.holding = false
+	}
+}
+
+// Heard records a peer's heartbeat, as it arrived at now.
+func (a *Agent) Heard(now time.Time, hb Heartbeat) {
+	if hb.From == a.cfg.Host {
+		return
+	}
+	a.peers[hb.From] = peer{heard: now, leaseOK: hb.LeaseOK}
+}
+
+// Tick runs every second or so: it fences the host when the lease is overdue and the rest of
+// the cluster could be acting, pets the watchdog, and sends this host's heartbeat.
+func (a *Agent) Tick(now time.Time) {
+	overdue := now.Sub(a.renewed) >= a.cfg.SelfFenceAfter
+	if overdue && !a.fenced {
+		if why, lost := a.lostEverywhere(now); lost {
+			if !a.holding {
+				a.env.Log("no lease renewal for %s, but %s: not fencing", now.Sub(a.renewed).Round(time.Millisecond), why)
+				a.holding = true
+			}
+		} else {
+			a.fence(now, why)
+		}
+	}
+	a.env.PetWatchdog()
+	a.env.SendHeartbeat(Heartbeat{From: a.cfg.Host, At: now, LeaseOK: !overdue, Fenced: a.fenced})
+}
+
+// lostEverywhere says whether the control plane is lost for every member of the cluster:
+// every other member heard from recently, and none holding its lease. why explains the
+// verdict either way.
+func (a *Agent) lostEverywhere(now time.Time) (why string, lost bool) {
+	others := 0
+	for _, m := range a.env.Members() {
+		if m == a.cfg.Host {
+			continue
+		}
+		others++
+		p, ok := a.peers[m]
+		switch {
+		case !ok || now.Sub(p.heard) > a.cfg.PeerTimeout:
+			return fmt.Sprintf("%s is not heard from and may hold its lease", m), false
+		case p.leaseOK:
+			return fmt.Sprintf("%s holds its lease: the cluster may be restarting this host's VMs", m), false
+		}
+	}
+	if others == 0 {
+		return "no other host could start its VMs", true
+	}
+	return fmt.Sprintf("none of the %d other hosts holds a lease either (the control plane is lost everywhere)", others), true
+}
+
+// fence destroys every protected domain of this host, before the lease can expire.
+func (a *Agent) fence(now time.Time, why string) {
+	a.fenced, a.holding = true, false
+	vms := slices.Clone(a.env.Protected())
+	slices.Sort(vms)
+	a.env.Log("fencing this host: no lease renewal for %s and %s; destroying %d protected domains",
+		now.Sub(a.renewed).Round(time.Millisecond), why, len(vms))
+	for _, vm := range vms {
+		a.tr.Fencing(string(vm))
+		a.env.Destroy(vm)
+	}
+}

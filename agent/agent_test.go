@@ -1,0 +1,171 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/lifecycle"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+type fakeEnv struct {
+	reports   []engine.Input
+	current   bool
+	executed  []engine.Action
+	pending   []func(time.Time, Outcome)
+	protected []engine.VMID
+	destroyed []engine.VMID
+	members   []engine.HostID
+	pets      int
+	beats     []Heartbeat
+	log       []string
+}
+
+func (f *fakeEnv) Report(in engine.Input)       { f.reports = append(f.reports, in) }
+func (f *fakeEnv) Current(a engine.Action) bool { return f.current }
+func (f *fakeEnv) Protected() []engine.VMID     { return f.protected }
+func (f *fakeEnv) Destroy(vm engine.VMID)       { f.destroyed = append(f.destroyed, vm) }
+func (f *fakeEnv) Members() []engine.HostID     { return f.members }
+func (f *fakeEnv) PetWatchdog()                 { f.pets++ }
+func (f *fakeEnv) SendHeartbeat(hb Heartbeat)   { f.beats = append(f.beats, hb) }
+func (f *fakeEnv) Log(format string, args ...any) {
+	f.log = append(f.log, fmt.Sprintf(format, args...))
+}
+func (f *fakeEnv) Execute(a engine.Action, done func(time.Time, Outcome)) {
+	f.executed = append(f.executed, a)
+	f.pending = append(f.pending, done)
+}
+
+func newAgent(members ...engine.HostID) (*Agent, *fakeEnv) {
+	env := &fakeEnv{current: true, members: members, protected: []engine.VMID{"v2", "v1"}}
+	return New(DefaultConfig("h1"), env, t0), env
+}
+
+func TestEventsAreStampedInOrder(t *testing.T) {
+	a, env := newAgent("h1")
+	a.Event(t0, lifecycle.Event{Kind: lifecycle.KindLifecycle, Domain: "v1", Type: lifecycle.EvStopped, Detail: lifecycle.StoppedFailed})
+	a.Event(t0, lifecycle.Event{Kind: lifecycle.KindLifecycle, Domain: "v1", Type: lifecycle.EvStarted, Detail: lifecycle.StartedBooted})
+	if len(env.reports) != 2 {
+		t.Fatalf("reports %+v", env.reports)
+	}
+	o1, o2 := env.reports[0].(engine.Observe), env.reports[1].(engine.Observe)
+	if o1.State != engine.DomShutoff || o1.Reason != engine.ReasonFailed || o2.State != engine.DomRunning {
+		t.Fatalf("translated %+v %+v", o1, o2)
+	}
+	if o2.Seq <= o1.Seq || o1.Host != "h1" {
+		t.Fatalf("stamps %d then %d on %s: want increasing", o1.Seq, o2.Seq, o1.Host)
+	}
+	seq := a.Stamp(t0)
+	a.Listed(t0, seq, []Row{{Name: "v1", State: lifecycle.StateRunning, Reason: 1}})
+	snap := env.reports[2].(engine.Snapshot)
+	if snap.Seq != seq || len(snap.Domains) != 1 || snap.Domains[0].State != engine.DomRunning || seq <= o2.Seq {
+		t.Fatalf("snapshot %+v", snap)
+	}
+}
+
+func TestOrdersRunOnlyWhileCurrent(t *testing.T) {
+	a, env := newAgent("h1")
+	act := engine.Action{ID: 7, Kind: engine.ActStart, VM: "v1", Host: "h1", Gen: 3}
+	env.current = false
+	a.Order(t0, act)
+	if len(env.executed) != 0 {
+		t.Fatalf("a stale order was carried out")
+	}
+	a.Order(t0, engine.Action{ID: 8, Kind: engine.ActStart, VM: "v1", Host: "h2"})
+	if len(env.executed) != 0 {
+		t.Fatalf("another host's order was carried out")
+	}
+	env.current = true
+	a.Order(t0, act)
+	if len(env.executed) != 1 {
+		t.Fatalf("a current order was not carried out")
+	}
+	env.pending[0](t0.Add(time.Second), Outcome{Err: errors.New("not connected"), Unreached: true,
+		Row: &Row{Name: "v1", State: lifecycle.StateShutoff, Reason: lifecycle.ShutoffFailed}})
+	res := env.reports[len(env.reports)-1].(engine.ActionResult)
+	if res.ID != 7 || !res.Unreached || res.Err == "" || res.State != engine.DomShutoff || res.Seq == 0 {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+func TestSelfFence(t *testing.T) {
+	cases := []struct {
+		name    string
+		members []engine.HostID
+		heard   []Heartbeat // heard at t0+6s
+		fence   bool
+		why     string
+	}{
+		{"a cluster of one never fences", []engine.HostID{"h1"}, nil, false, "no other host"},
+		{"a silent peer may hold its lease", []engine.HostID{"h1", "h2"}, nil, true, "h2 is not heard from"},
+		{"a peer holding its lease may restart our VMs", []engine.HostID{"h1", "h2", "h3"},
+			[]Heartbeat{{From: "h2", LeaseOK: true}, {From: "h3"}}, true, "h2 holds its lease"},
+		{"every peer heard and none has a lease: the control plane is lost everywhere", []engine.HostID{"h1", "h2", "h3"},
+			[]Heartbeat{{From: "h2"}, {From: "h3"}}, false, "control plane is lost everywhere"},
+		{"one peer heard, one silent", []engine.HostID{"h1", "h2", "h3"},
+			[]Heartbeat{{From: "h2"}}, true, "h3 is not heard from"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a, env := newAgent(c.members...)
+			a.Tick(t0.Add(5 * time.Second)) // overdue only at 7 s
+			if len(env.destroyed) != 0 || a.Fenced() {
+				t.Fatal("fenced before SelfFenceAfter")
+			}
+			for _, hb := range c.heard {
+				a.Heard(t0.Add(6*time.Second), hb)
+			}
+			a.Tick(t0.Add(7 * time.Second))
+			if a.Fenced() != c.fence {
+				t.Fatalf("fenced = %v, want %v; log %q", a.Fenced(), c.fence, env.log)
+			}
+			if c.fence && !slices.Equal(env.destroyed, []engine.VMID{"v1", "v2"}) {
+				t.Fatalf("destroyed %v, want every protected domain", env.destroyed)
+			}
+			if !c.fence && len(env.destroyed) != 0 {
+				t.Fatalf("destroyed %v without fencing", env.destroyed)
+			}
+			if !strings.Contains(strings.Join(env.log, "\n"), c.why) {
+				t.Fatalf("log %q does not say %q", env.log, c.why)
+			}
+			if env.pets != 2 {
+				t.Fatalf("watchdog petted %d times in 2 ticks", env.pets)
+			}
+			if last := env.beats[len(env.beats)-1]; last.LeaseOK || last.Fenced != c.fence {
+				t.Fatalf("heartbeat %+v", last)
+			}
+		})
+	}
+}
+
+func TestHeldFenceFallsWhenAPeerRegainsItsLease(t *testing.T) {
+	a, env := newAgent("h1", "h2")
+	a.Heard(t0.Add(6*time.Second), Heartbeat{From: "h2"})
+	a.Tick(t0.Add(7 * time.Second))
+	if a.Fenced() {
+		t.Fatal("fenced while the control plane is lost everywhere")
+	}
+	a.Heard(t0.Add(30*time.Second), Heartbeat{From: "h2", LeaseOK: true})
+	a.Tick(t0.Add(30 * time.Second))
+	if !a.Fenced() || len(env.destroyed) != 2 {
+		t.Fatalf("h2 has its lease back: want a fence, got fenced=%v destroyed=%v", a.Fenced(), env.destroyed)
+	}
+	a.Order(t0.Add(31*time.Second), engine.Action{ID: 9, Kind: engine.ActStart, VM: "v1", Host: "h1"})
+	if len(env.executed) != 0 {
+		t.Fatal("a fenced host carried out an order")
+	}
+	a.LeaseRenewed(t0.Add(40 * time.Second))
+	if a.Fenced() {
+		t.Fatal("still fenced after renewing the lease")
+	}
+	a.Order(t0.Add(41*time.Second), engine.Action{ID: 10, Kind: engine.ActStart, VM: "v1", Host: "h1"})
+	if len(env.executed) != 1 {
+		t.Fatal("an order after the lease came back was not carried out")
+	}
+}

@@ -1,0 +1,56 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/hypervisor"
+)
+
+// Carry is the executor: it maps one order onto the hypervisor driver. Orders are
+// idempotent: starting a running domain or destroying a stopped one succeeds.
+func Carry(ctx context.Context, drv hypervisor.Driver, a engine.Action) error {
+	name := string(a.VM)
+	ignore := func(err error, allowed ...error) error {
+		for _, e := range allowed {
+			if errors.Is(err, e) {
+				return nil
+			}
+		}
+		return err
+	}
+	switch a.Kind {
+	case engine.ActStart:
+		return ignore(drv.Start(ctx, name), hypervisor.ErrInvalidState)
+	case engine.ActDestroy:
+		return ignore(drv.Destroy(ctx, name), hypervisor.ErrInvalidState)
+	case engine.ActShutdown:
+		return drv.Shutdown(ctx, name)
+	case engine.ActReboot:
+		return drv.Reboot(ctx, name)
+	case engine.ActReset:
+		return drv.Reset(ctx, name)
+	case engine.ActSuspend:
+		return drv.Suspend(ctx, name)
+	case engine.ActResume:
+		return drv.Resume(ctx, name)
+	case engine.ActDelete:
+		if err := ignore(drv.Destroy(ctx, name), hypervisor.ErrInvalidState, hypervisor.ErrNotFound); err != nil {
+			return err
+		}
+		return ignore(drv.Undefine(ctx, name), hypervisor.ErrNotFound)
+	case engine.ActMigrate:
+		return fmt.Errorf("live migration to %s needs hass running there too: single-host mode", a.Target)
+	case engine.ActFence:
+		return errors.New("no fence device configured")
+	}
+	return fmt.Errorf("unknown action %s", a.Kind)
+}
+
+// Unreached says whether an executor's error means the hypervisor was never reached, so the
+// order was not carried out at all.
+func Unreached(err error) bool {
+	return errors.Is(err, hypervisor.ErrNotConnected) || errors.Is(err, hypervisor.ErrClosed)
+}
