@@ -158,7 +158,7 @@ func (d *Daemon) Events(ctx context.Context, afterSeq uint64, limit int) ([]api.
 // Status implements api.Service.
 func (d *Daemon) Status(ctx context.Context) (api.Status, error) {
 	storeState := "ok"
-	if _, err := d.st.Events(ctx, 0, 1); err != nil {
+	if err := d.st.Health(ctx); err != nil { // unreadable, unwritable (disk full) or failed
 		storeState = err.Error()
 	}
 	d.mu.Lock()
