@@ -158,7 +158,7 @@ func (s *Store) writable() error {
 	}
 	if free < s.minFree {
 		err := kindErrorf(ErrNoSpace, "writes refused: %d MiB free on the filesystem of %s, and hass keeps %d MiB free "+
-			"there so that etcd never fails a write (it would exit); free some space", free>>20, s.dir, s.minFree>>20)
+			"there so that etcd never fails a write (it cannot go on after one); free some space", free>>20, s.dir, s.minFree>>20)
 		if !s.low.Swap(true) {
 			s.log.Error("store: writes refused until disk space is freed: nothing is recorded, so nothing is carried out", "err", err)
 		}
