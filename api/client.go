@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
@@ -41,6 +42,10 @@ type UnreachableError struct {
 }
 
 func (e *UnreachableError) Error() string {
+	if errors.Is(e.Err, fs.ErrPermission) {
+		return fmt.Sprintf("cannot reach the hass daemon at %s: %v (only root and the members of the socket's group, "+
+			"hass by default, may use it)", e.URL, e.Err)
+	}
 	return fmt.Sprintf("cannot reach the hass daemon at %s: %v (is `hass up` running?)", e.URL, e.Err)
 }
 

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -35,7 +34,7 @@ type Config struct {
 	HostName    string   // this host's name in hass; default: the OS host name
 	DataDir     string   // embedded etcd's data directory
 	Etcd        []string // an external etcd cluster instead of the embedded one
-	Listen      string   // the API's address, host:port; default 127.0.0.1:7080
+	Listen      string   // the API's address, unix:///path or host:port; default DefaultListen
 	ResyncEvery time.Duration
 	TickEvery   time.Duration
 	Engine      engine.Config
@@ -49,6 +48,12 @@ type Config struct {
 	ProtectAll bool
 	// KeepEvents bounds the event log; older entries are trimmed every ten minutes.
 	KeepEvents int
+	// SocketGroup is the group let into the API's unix socket; "" means DefaultSocketGroup
+	// if it exists (else only the socket's owner can use it).
+	SocketGroup string
+	// StoreMinFree is the free space (bytes) the embedded store keeps on its data dir's
+	// filesystem, refusing writes below it; 0 means store.DefaultMinFree, < 0 none.
+	StoreMinFree int64
 }
 
 // Daemon is one running `hass up`.
@@ -95,7 +100,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.HostName = h
 	}
 	if cfg.Listen == "" {
-		cfg.Listen = "127.0.0.1:7080"
+		cfg.Listen = DefaultListen
 	}
 	if cfg.ResyncEvery <= 0 {
 		cfg.ResyncEvery = 30 * time.Second
@@ -117,7 +122,7 @@ func Run(ctx context.Context, cfg Config) error {
 		persisted: map[engine.VMID]store.VM{}, firstCall: map[engine.VMID]time.Time{},
 		dirty: map[engine.VMID]bool{}}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := listenAPI(cfg.Listen, cfg.SocketGroup, d.log)
 	if err != nil {
 		return fmt.Errorf("daemon: listen on %s: %w", cfg.Listen, err)
 	}
@@ -129,7 +134,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if cfg.DataDir == "" {
 			return errors.New("daemon: no data directory for the embedded etcd")
 		}
-		d.st, err = store.OpenEmbedded(ctx, cfg.DataDir, d.log)
+		d.st, err = store.OpenEmbeddedConfig(ctx, store.EmbeddedConfig{Dir: cfg.DataDir, Logger: d.log, MinFree: cfg.StoreMinFree})
 	}
 	if err != nil {
 		return fmt.Errorf("daemon: state store: %w", err)
@@ -143,9 +148,9 @@ func Run(ctx context.Context, cfg Config) error {
 	srv := &http.Server{Handler: api.NewServer(d, d.log), ReadHeaderTimeout: 10 * time.Second}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
-	d.log.Info("hass is up", "host", cfg.HostName, "api", ln.Addr().String(), "vms", len(d.eng.Status()))
+	d.log.Info("hass is up", "host", cfg.HostName, "api", ln.addr, "vms", len(d.eng.Status()))
 	if cfg.Ready != nil {
-		cfg.Ready(ln.Addr().String())
+		cfg.Ready(ln.addr)
 	}
 
 	loopCtx, stop := context.WithCancel(ctx)
@@ -158,6 +163,8 @@ func Run(ctx context.Context, cfg Config) error {
 	case <-ctx.Done():
 	case err = <-srvErr:
 		err = fmt.Errorf("daemon: API server: %w", err)
+	case <-d.st.Done(): // nothing can be recorded any more, so nothing may be done
+		err = fmt.Errorf("daemon: the state store failed: %w", d.st.Err())
 	}
 	stop()
 	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -165,7 +172,11 @@ func Run(ctx context.Context, cfg Config) error {
 	_ = srv.Shutdown(shut)
 	_ = d.drv.Close()
 	d.wg.Wait()
-	d.log.Info("hass is down")
+	if err != nil {
+		d.log.Error("hass is down", "err", err)
+	} else {
+		d.log.Info("hass is down")
+	}
 	return err
 }
 
@@ -186,12 +197,15 @@ func (d *Daemon) restore(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("daemon: load the ID floor: %w", err)
 	}
-	vms, err := d.st.VMs(ctx)
+	vms, unreadable, err := d.st.LoadVMs(ctx)
 	if err != nil {
 		return fmt.Errorf("daemon: load protected VMs: %w", err)
 	}
 	var states []engine.VMState
 	var bad []engine.Record
+	for _, b := range unreadable {
+		bad = append(bad, d.badRecord(strings.TrimPrefix(b.Key, "/hass/v1/vms/"), b.Err))
+	}
 	for _, r := range vms {
 		st, err := fromRecord(r, host)
 		if err != nil {
@@ -216,9 +230,12 @@ func (d *Daemon) restore(ctx context.Context) error {
 	if d.seen, err = d.st.OptOuts(ctx); err != nil {
 		return fmt.Errorf("daemon: load opt-outs: %w", err)
 	}
-	pending, err := d.st.PendingActions(ctx)
+	pending, badActions, err := d.st.LoadPendingActions(ctx)
 	if err != nil {
 		return fmt.Errorf("daemon: load pending actions: %w", err)
+	}
+	for _, b := range badActions {
+		d.log.Error("a stored action record cannot be read; left as it is", "key", b.Key, "err", b.Err)
 	}
 	for _, a := range pending {
 		// The engine's restored state decides what is done again; the old records go.

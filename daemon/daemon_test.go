@@ -14,6 +14,8 @@ import (
 	"github.com/hassproject/hass/api"
 	"github.com/hassproject/hass/engine"
 	"github.com/hassproject/hass/hypervisor"
+	"github.com/hassproject/hass/store"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // These tests run the real daemon (engine, store on a real embedded etcd, API over HTTP)
@@ -328,5 +330,56 @@ func TestProtectUnprotectRace(t *testing.T) {
 		if v.Observed != "running" || v.State != "healthy" {
 			t.Fatalf("round %d: protected with observed %q, state %q", i, v.Observed, v.State)
 		}
+	}
+}
+
+// One damaged record never unprotects the other VMs: it is reported, and the rest load.
+func TestBadRecordLeavesTheOthersProtected(t *testing.T) {
+	dir := t.TempDir()
+	drv := newFakeDriver()
+	drv.add("vm1", true)
+	drv.add("vm2", true)
+	r := start(t, drv, dir, nil)
+	ctx := context.Background()
+	for _, n := range []string{"vm1", "vm2"} {
+		if _, err := r.cli.Protect(ctx, n, api.ProtectRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.stop()
+
+	// Somebody writes a malformed record for vm2 straight into etcd.
+	st, err := store.OpenEmbedded(ctx, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: st.Endpoints(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, "/hass/v1/vms/vm2", `{"name":"vm2","host":"h1","desired":"running","policy":{"window":"forever"}}`); err != nil {
+		t.Fatal(err)
+	}
+	cli.Close()
+	st.Close()
+
+	r = start(t, drv, dir, nil)
+	if v := r.vm("vm1"); v.Desired != "running" {
+		t.Fatalf("vm1 after the restart: %+v", v)
+	}
+	if _, err := r.cli.VM(ctx, "vm2"); err == nil {
+		t.Fatal("vm2 protected from an unreadable record")
+	}
+	evs := r.events("vm2")
+	if !hasEvent(evs, "alert", "stored record unreadable") || !hasEvent(evs, "alert", "policy.window") {
+		t.Fatalf("no alert naming the bad field: %+v", evs)
+	}
+	drv.crash("vm1")
+	eventually(t, 10*time.Second, "vm1 still protected: restarted", func() (bool, string) {
+		return drv.state("vm1") == hypervisor.Running, fmt.Sprint(drv.calls)
+	})
+	// Protecting vm2 again writes a good record over the bad one.
+	if _, err := r.cli.Protect(ctx, "vm2", api.ProtectRequest{}); err != nil {
+		t.Fatal(err)
 	}
 }

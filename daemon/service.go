@@ -64,6 +64,9 @@ func (d *Daemon) Protect(ctx context.Context, name string, req api.ProtectReques
 	if err != nil {
 		return api.VM{}, err
 	}
+	if err := d.st.Writable(); err != nil {
+		return api.VM{}, api.Unavailable("%v: nothing was changed", err)
+	}
 	d.mu.Lock()
 	seq := d.stamp()
 	d.mu.Unlock()
@@ -114,6 +117,9 @@ func (d *Daemon) Protect(ctx context.Context, name string, req api.ProtectReques
 
 // Unprotect implements api.Service.
 func (d *Daemon) Unprotect(ctx context.Context, name string) error {
+	if err := d.st.Writable(); err != nil {
+		return api.Unavailable("%v: nothing was changed", err)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if out := d.stepLocked(ctx, engine.Unprotect{VM: engine.VMID(name)}); out.Err != nil {
@@ -133,6 +139,9 @@ func (d *Daemon) Unprotect(ctx context.Context, name string) error {
 // Operate implements api.Service: the operation is recorded (desired state, event log,
 // action) before libvirt is asked.
 func (d *Daemon) Operate(ctx context.Context, name string, req api.OperationRequest) (api.Operation, error) {
+	if err := d.st.Writable(); err != nil {
+		return api.Operation{}, api.Unavailable("%v: nothing was changed", err)
+	}
 	op, err := engine.ParseOpKind(req.Op)
 	if err != nil {
 		return api.Operation{}, api.BadRequest("op", "%v", err)
@@ -174,7 +183,7 @@ func (d *Daemon) Events(ctx context.Context, afterSeq uint64, limit int) ([]api.
 // Status implements api.Service.
 func (d *Daemon) Status(ctx context.Context) (api.Status, error) {
 	storeState := "ok"
-	if _, err := d.st.Events(ctx, 0, 1); err != nil {
+	if err := d.st.Health(ctx); err != nil { // unreadable, unwritable (disk full) or failed
 		storeState = err.Error()
 	}
 	d.mu.Lock()

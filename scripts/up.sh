@@ -10,5 +10,5 @@ command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
 bash scripts/install-libvirt.sh
 mkdir -p bin
 go build -o bin/hass ./cmd/hass
-echo "hass: API on http://127.0.0.1:7080; try: bin/hass vm list, bin/hass events, bin/hass status" >&2
+echo "hass: API on unix:///run/hass/hass.sock (root, and group hass if it exists); try: bin/hass vm list, bin/hass events, bin/hass status" >&2
 exec bin/hass up --data-dir "${HASS_DATA_DIR:-/var/lib/hass}" --protect-all "$@"

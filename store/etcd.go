@@ -2,17 +2,19 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
-	"net"
 	"net/url"
 	"os"
+	"path/filepath"
+	"runtime"
 	"sort"
-	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -21,99 +23,222 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// readyTimeout bounds how long OpenEmbedded waits for the embedded etcd to serve.
+// readyTimeout bounds each wait of OpenEmbedded: for etcd's files to be checked, for etcd to
+// start, and for it to serve.
 const readyTimeout = 60 * time.Second
+
+// closeTimeout bounds how long Close waits for the embedded etcd to stop, and
+// failedCloseTimeout how long once the store failed: an etcd that hit a fatal error may never.
+const (
+	closeTimeout       = 10 * time.Second
+	failedCloseTimeout = 2 * time.Second
+)
+
+// watchEvery is how often an open embedded store checks that its data dir is still there.
+const watchEvery = time.Second
+
+// DefaultMinFree is the free space an embedded store keeps on its data dir's filesystem
+// unless told otherwise: etcd's next WAL segment (64 MiB, allocated whole) and room for its db
+// to grow. etcd exits the process when a write to its WAL or db fails; below this, the store
+// refuses writes instead.
+const DefaultMinFree = 128 << 20
 
 // EmbeddedConfig configures OpenEmbeddedConfig.
 type EmbeddedConfig struct {
-	Dir        string       // data directory, created (0700) if missing
-	ClientPort int          // 127.0.0.1 port for clients; 0 picks a free one
-	PeerPort   int          // 127.0.0.1 port for raft peers; 0 picks a free one
-	Logger     *slog.Logger // etcd's errors go here; nil discards them
+	Dir    string       // data directory, created (0700) if missing, made 0700 if wider
+	Logger *slog.Logger // etcd's errors and the store's own notices go here; nil discards them
+	// MinFree is the free space (bytes) kept on Dir's filesystem: below it, every write is
+	// refused with ErrNoSpace until space is freed. 0 means DefaultMinFree; < 0 disables it.
+	MinFree int64
 }
 
-// OpenEmbedded starts an embedded single-node etcd with its data in dir (created if
-// missing), listening only on 127.0.0.1 on ports chosen free at start, and returns a Store
-// using a clientv3 client to it. State survives a restart with the same dir. Close stops
-// both. etcd's own logs are forwarded to logger at error level only (nil discards them).
+// OpenEmbedded starts an embedded single-node etcd with its data in dir and returns a Store
+// using a clientv3 client to it; see OpenEmbeddedConfig.
 func OpenEmbedded(ctx context.Context, dir string, logger *slog.Logger) (*Store, error) {
 	return OpenEmbeddedConfig(ctx, EmbeddedConfig{Dir: dir, Logger: logger})
 }
 
-// OpenEmbeddedConfig is OpenEmbedded with the ports given.
+// OpenEmbeddedConfig starts an embedded single-node etcd with its data in c.Dir and returns a
+// Store using a clientv3 client to it. State survives a restart with the same dir. Close stops
+// both.
+//
+// Only the user running hass can reach the store: etcd serves its clients and its (unused)
+// raft peer endpoint on unix sockets inside the data dir, which is made 0700; nothing listens
+// on TCP.
+//
+// It fails with an error, never a panic or an endless wait:
+//   - ErrInUse when another process uses the dir (its lock file is held);
+//   - ErrDamaged, naming the file, when etcd's files are damaged or inconsistent;
+//   - ErrStoreLost when the marker next to the dir (MarkerPath) records a store created
+//     there, but the dir holds none (deleted, or its disk not mounted) or another one.
+//
+// A dir without a store (and without a marker) gets a new, empty one, which is logged as a
+// warning, and the marker is written. Once open, the store fails (Done, Err) if etcd hits a
+// fatal error (a failed disk write) or the dir is deleted.
 func OpenEmbeddedConfig(ctx context.Context, c EmbeddedConfig) (*Store, error) {
 	if c.Dir == "" {
 		return nil, errors.New("store: open embedded etcd: no data dir")
 	}
-	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("store: open embedded etcd: %w", err)
-	}
-	closing := new(atomic.Bool)
-	zl := zapLogger(c.Logger, closing)
-	var e *embed.Etcd
-	var err error
-	// A port picked free may be taken before etcd binds it: try again with new ones.
-	for attempt := 0; ; attempt++ {
-		e, err = startEtcd(c, zl)
-		picked := c.ClientPort == 0 || c.PeerPort == 0
-		if err == nil || !picked || !errors.Is(err, syscall.EADDRINUSE) || attempt == 4 {
-			break
-		}
-	}
+	dir, err := filepath.Abs(c.Dir)
 	if err != nil {
-		return nil, fmt.Errorf("store: start embedded etcd in %s: %w", c.Dir, err)
+		return nil, fmt.Errorf("store: open embedded etcd in %s: %w", c.Dir, err)
 	}
-	fail := func(err error) (*Store, error) {
-		e.Close()
-		return nil, fmt.Errorf("store: start embedded etcd in %s: %w", c.Dir, err)
+	failf := func(format string, a ...any) error {
+		return fmt.Errorf("store: open embedded etcd in %s: %w", dir, fmt.Errorf(format, a...))
+	}
+	if p := filepath.Join(dir, clientSock); len(p) > maxSockPath {
+		return nil, failf("%s is too long for a unix socket (%d bytes, at most %d): use a shorter data dir", p, len(p), maxSockPath)
+	}
+	log := c.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	markerPath := MarkerPath(dir)
+	mk, hadMarker, markerErr := readMarker(markerPath)
+	lost := func(what string) error {
+		id := ""
+		if markerErr == nil {
+			id = fmt.Sprintf(" (etcd cluster %s, created %s)", mk.ClusterID, mk.Created)
+		}
+		return kindErrorf(ErrStoreLost, "%s records that the store of this host%s lives in %s, but %s. "+
+			"If its disk is not mounted, mount it; if it was lost, restore it from a backup; "+
+			"to start over with a new, empty store (no VM protected), delete %s",
+			markerPath, id, dir, what, markerPath)
+	}
+	if hadMarker && !exists(dir) {
+		return nil, fmt.Errorf("store: %w", lost("it does not exist"))
+	}
+	created, err := ownDir(dir)
+	if err != nil {
+		return nil, failf("%w", err)
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	keepLock := false // set when an etcd we could not stop may still hold its files
+	defer func() {
+		if lock != nil && !keepLock {
+			lock.Close()
+		}
+	}()
+
+	state, err := bounded(ctx, func() (dirState, error) { return precheck(dir) })
+	if err != nil {
+		return nil, fmt.Errorf("store: %w (hass does not start on a damaged store: restore %s from a backup, "+
+			"or move it away and delete %s to start over with a new, empty one)", err, dir, markerPath)
+	}
+	if hadMarker && !state.store {
+		return nil, fmt.Errorf("store: %w", lost("it holds no store"))
+	}
+
+	life, fail := context.WithCancelCause(context.Background())
+	closing := new(atomic.Bool)
+	zl := zapLogger(c.Logger, closing, func(err error) { fail(err) })
+	e, held, err := startEtcd(ctx, life, etcdConfig(dir, zl))
+	if err != nil {
+		keepLock = held // an unfinished start may hold etcd's files: a new open must not wait on them
+		fail(err)
+		return nil, failf("%w", err)
+	}
+	stop := func(err error) (*Store, error) {
+		closing.Store(true)
+		fail(err)
+		keepLock = !closeEtcd(e, closeTimeout)
+		return nil, failf("%w", err)
 	}
 	timer := time.NewTimer(readyTimeout)
 	defer timer.Stop()
 	select {
 	case <-e.Server.ReadyNotify():
 	case err := <-e.Err():
-		return fail(err)
+		return stop(err)
 	case <-e.Server.StopNotify():
-		return fail(errors.New("server stopped before it was ready"))
+		return stop(errors.New("etcd stopped before it was ready"))
+	case <-life.Done():
+		return stop(context.Cause(life))
 	case <-timer.C:
-		return fail(fmt.Errorf("not ready after %s", readyTimeout))
+		return stop(fmt.Errorf("etcd not ready after %s", readyTimeout))
 	case <-ctx.Done():
-		return fail(ctx.Err())
+		return stop(ctx.Err())
 	}
+
+	cid := e.Server.Cluster().ID().String()
+	switch {
+	case hadMarker && markerErr == nil && mk.ClusterID != cid:
+		return stop(lost(fmt.Sprintf("it holds another store (etcd cluster %s): is the wrong disk mounted?", cid)))
+	case hadMarker && markerErr == nil:
+	default:
+		if markerErr != nil {
+			log.Warn("store: the marker of the store is unreadable: writing it again", "marker", markerPath, "err", markerErr)
+		}
+		if err := writeMarker(markerPath, dir, cid); err != nil {
+			log.Warn("store: cannot record the store's identity next to its data dir: a lost data dir will not be told from a first start",
+				"marker", markerPath, "err", err)
+		}
+	}
+	if !state.store {
+		how := "the data dir was empty"
+		if created {
+			how = "the data dir did not exist"
+		}
+		log.Warn("store: initialised a new, empty store: no VM is protected until one is protected again. "+
+			"On a first start this is expected; if hass ran on this host before, its store is lost "+
+			"(from now on, "+markerPath+" makes hass refuse to start with an empty store)",
+			"dir", dir, "why", how, "etcd_cluster", cid)
+	}
+	for _, n := range []string{clientSock, peerSock} {
+		_ = os.Chmod(filepath.Join(dir, n), 0o600) // the dir (0700) already keeps others out
+	}
+
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{e.Clients[0].Addr().String()},
+		Endpoints:   []string{"unix://" + filepath.Join(dir, clientSock)},
 		DialTimeout: 5 * time.Second,
 		Logger:      zl,
 	})
 	if err != nil {
-		return fail(fmt.Errorf("client: %w", err))
+		return stop(fmt.Errorf("client: %w", err))
 	}
-	return &Store{cli: cli, etcd: e, closing: closing}, nil
+	dirInfo, err := os.Stat(dir)
+	if err != nil {
+		cli.Close()
+		return stop(err)
+	}
+	minFree := c.MinFree
+	if minFree == 0 {
+		minFree = DefaultMinFree
+	}
+	s := &Store{cli: cli, etcd: e, closing: closing, dir: dir, lock: lock, minFree: minFree, log: log,
+		life: life, fail: fail}
+	lock = nil // the store owns it now
+	s.wg.Add(1)
+	go s.watch(dirInfo)
+	return s, nil
 }
 
-func startEtcd(c EmbeddedConfig, zl *zap.Logger) (*embed.Etcd, error) {
-	clientPort, peerPort := c.ClientPort, c.PeerPort
-	var err error
-	if clientPort == 0 {
-		if clientPort, err = freePort(); err != nil {
-			return nil, err
-		}
-	}
-	if peerPort == 0 {
-		if peerPort, err = freePort(); err != nil {
-			return nil, err
-		}
-	}
-	curl := url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(clientPort))}
-	purl := url.URL{Scheme: "http", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(peerPort))}
+// etcdConfig is the embedded etcd's configuration: one member, reachable only through unix
+// sockets inside dir.
+//
+// etcd names unix socket URLs unusually: a client listener binds to the URL's host and path
+// joined (so unix:///abs/path binds /abs/path), a peer listener to its host alone (so
+// unix:///abs/path would bind "", and etcd's own tests' unix://localhost:2380 binds a file
+// named "localhost:2380" in the working directory); the peer URL is therefore built with the
+// absolute path as its host. Advertised URLs must look like host:port; a single member never
+// dials them, so they are a placeholder.
+func etcdConfig(dir string, zl *zap.Logger) *embed.Config {
+	curl := url.URL{Scheme: "unix", Path: filepath.Join(dir, clientSock)}
+	purl := url.URL{Scheme: "unix", Host: filepath.Join(dir, peerSock)}
+	adv := url.URL{Scheme: "unix", Host: "localhost:0"}
 
 	cfg := embed.NewConfig()
 	cfg.Name = "hass"
-	cfg.Dir = c.Dir
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{curl}, []url.URL{curl}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{purl}, []url.URL{purl}
+	cfg.Dir = dir
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{curl}, []url.URL{adv}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{purl}, []url.URL{adv}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	cfg.InitialClusterToken = "hass"
+	// Used only when a new store is created: a random token gives every store its own
+	// cluster ID, which the marker next to the data dir records.
+	cfg.InitialClusterToken = "hass-" + randomHex(8)
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zl)
 	cfg.LogLevel = "error"
 	cfg.EnableGRPCGateway = false
@@ -129,25 +254,141 @@ func startEtcd(c EmbeddedConfig, zl *zap.Logger) (*embed.Etcd, error) {
 	// One member has no peers to wait for: short ticks make the first election (and so
 	// OpenEmbedded) take ~0.1 s instead of ~1 s.
 	cfg.TickMs, cfg.ElectionMs = 25, 250
-	return embed.StartEtcd(cfg)
+	return cfg
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pick a free port: %w", err)
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// bounded runs f in its own goroutine and waits for it at most readyTimeout (or until ctx
+// ends).
+func bounded[T any](ctx context.Context, f func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	ch := make(chan result, 1)
+	go func() {
+		v, err := f()
+		ch <- result{v, err}
+	}()
+	timer := time.NewTimer(readyTimeout)
+	defer timer.Stop()
+	var zero T
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-timer.C:
+		return zero, fmt.Errorf("gave up after %s", readyTimeout)
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+}
+
+// startEtcd runs embed.StartEtcd, turning its panics into errors, and waits for it at most
+// readyTimeout, or until ctx ends or a fatal error of etcd is reported (life ends). On an
+// error, held says that the start neither finished nor cleaned up after itself: it may still
+// hold etcd's files.
+func startEtcd(ctx context.Context, life context.Context, cfg *embed.Config) (e *embed.Etcd, held bool, err error) {
+	type result struct {
+		e        *embed.Etcd
+		err      error
+		panicked bool
+	}
+	ch := make(chan result, 1)
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				ch <- result{err: fmt.Errorf("etcd panicked while opening its files: %v", v), panicked: true}
+			}
+		}()
+		e, err := embed.StartEtcd(cfg)
+		ch <- result{e: e, err: err}
+	}()
+	abandon := func(err error) (*embed.Etcd, bool, error) {
+		go func() { // if the start ever finishes, stop what it started
+			if r := <-ch; r.e != nil {
+				closeEtcd(r.e, closeTimeout)
+			}
+		}()
+		return nil, true, err
+	}
+	timer := time.NewTimer(readyTimeout)
+	defer timer.Stop()
+	select {
+	case r := <-ch:
+		// After an error, StartEtcd has closed what it opened; after a panic, maybe not.
+		return r.e, r.panicked, r.err
+	case <-life.Done():
+		return abandon(context.Cause(life))
+	case <-timer.C:
+		return abandon(fmt.Errorf("etcd did not start within %s", readyTimeout))
+	case <-ctx.Done():
+		return abandon(ctx.Err())
+	}
+}
+
+// closeEtcd stops e, waiting at most timeout; it reports whether e stopped.
+func closeEtcd(e *embed.Etcd, timeout time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() { _ = recover() }() // an etcd that failed may panic on its way down
+		e.Close()
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
+// watch fails the store when etcd stops on its own, or when its data dir is deleted or
+// replaced under it: what etcd writes from then on goes to files that are gone.
+func (s *Store) watch(dirInfo fs.FileInfo) {
+	defer s.wg.Done()
+	tick := time.NewTicker(watchEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.life.Done():
+			return
+		case err, ok := <-s.etcd.Err():
+			if s.closing.Load() {
+				return
+			}
+			if !ok {
+				err = errors.New("closed")
+			}
+			s.fail(fmt.Errorf("etcd stopped serving: %v", err))
+			return
+		case <-s.etcd.Server.StopNotify():
+			if !s.closing.Load() {
+				s.fail(errors.New("etcd stopped"))
+			}
+			return
+		case <-tick.C:
+			if err := checkDirIntact(s.dir, dirInfo, s.lock); err != nil {
+				s.fail(fmt.Errorf("the data dir %s was deleted or replaced while hass was running (%v): "+
+					"nothing recorded from now on would survive a restart", s.dir, err))
+				return
+			}
+		}
+	}
 }
 
 // Connect returns a Store using an external etcd cluster. It fails unless the cluster
 // answers a read within ctx (or 10 s if ctx has no deadline).
 func Connect(ctx context.Context, endpoints []string, logger *slog.Logger) (*Store, error) {
+	life, fail := context.WithCancelCause(context.Background())
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
-		Logger:      zapLogger(logger, new(atomic.Bool)),
+		Logger:      zapLogger(logger, new(atomic.Bool), func(err error) { fail(err) }),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: connect to etcd %v: %w", endpoints, err)
@@ -161,17 +402,62 @@ func Connect(ctx context.Context, endpoints []string, logger *slog.Logger) (*Sto
 		cli.Close()
 		return nil, fmt.Errorf("store: connect to etcd %v: %w", endpoints, err)
 	}
-	return &Store{cli: cli}, nil
+	log := logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Store{cli: cli, life: life, fail: fail, log: log}, nil
 }
 
-// zapLogger returns a zap logger that forwards errors (and worse) to l; nil discards all.
+// zapLogger returns a zap logger that forwards errors (and worse) to l; nil discards them.
 // Once closing is set, they are logged at debug level: etcd reports its listeners being
 // closed on shutdown as errors.
-func zapLogger(l *slog.Logger, closing *atomic.Bool) *zap.Logger {
-	if l == nil {
-		return zap.NewNop()
+//
+// etcd logs at fatal level (zap then exits the process) or panic level (zap then panics, in
+// whatever goroutine, often one etcd started, where no recover can reach) when it cannot go
+// on: a failed WAL or db write, a damaged file. This logger does neither: it reports the
+// entry to fatal, as an error, and ends the goroutine that logged it. The store then fails,
+// and its user (the daemon) stops with that error, instead of the process dying without a
+// word.
+func zapLogger(l *slog.Logger, closing *atomic.Bool, fatal func(error)) *zap.Logger {
+	var core zapcore.Core = zapcore.NewNopCore()
+	if l != nil {
+		core = &slogCore{l: l.With("component", "etcd"), closing: closing}
 	}
-	return zap.New(&slogCore{l: l.With("component", "etcd"), closing: closing})
+	h := terminalHook{report: fatal}
+	return zap.New(core, zap.WithFatalHook(h), zap.WithPanicHook(h))
+}
+
+// terminalHook is zap's action after a fatal or panic entry: see zapLogger.
+type terminalHook struct{ report func(error) }
+
+func (h terminalHook) OnWrite(ce *zapcore.CheckedEntry, fields []zapcore.Field) {
+	h.report(fmt.Errorf("etcd: %s", describe(ce.Entry, fields)))
+	runtime.Goexit()
+}
+
+// describe is a log entry as one line: its message, then its fields (key=value, sorted).
+func describe(e zapcore.Entry, fields []zapcore.Field) string {
+	enc := zapcore.NewMapObjectEncoder()
+	for _, f := range fields {
+		f.AddTo(enc)
+	}
+	keys := make([]string, 0, len(enc.Fields))
+	for k := range enc.Fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString(e.Message)
+	for i, k := range keys {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s=%v", k, enc.Fields[k])
+	}
+	return b.String()
 }
 
 // slogCore is a zapcore.Core writing to a slog.Logger, enabled at error level and above.

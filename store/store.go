@@ -12,6 +12,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
@@ -55,6 +57,18 @@ type Store struct {
 	etcd *embed.Etcd // nil when connected to an external cluster
 	// closing quiets the errors etcd logs while it shuts down.
 	closing *atomic.Bool
+	log     *slog.Logger
+
+	// Embedded only: the data dir, the lock on it, the free space writes need.
+	dir     string
+	lock    *os.File
+	minFree int64
+	low     atomic.Bool // writes are being refused for want of space
+
+	// life ends, with the cause, when the store fails or is closed.
+	life context.Context
+	fail context.CancelCauseFunc
+	wg   sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
@@ -66,31 +80,132 @@ type Store struct {
 	counterRev   int64
 }
 
-// Close closes the client and, for an embedded etcd, stops the server. It is idempotent.
+// ErrClosed is the cause Err reports once Close was called (and nothing failed before).
+var ErrClosed = errors.New("store: closed")
+
+// ErrNoSpace is returned (wrapped) by every write while the data dir's filesystem has less
+// free space than the store keeps (EmbeddedConfig.MinFree): nothing is written, and so the
+// daemon carries nothing out, until space is freed.
+var ErrNoSpace = errors.New("not enough free disk space to record anything")
+
+// Done is closed when the store can no longer be used: the embedded etcd hit a fatal error
+// (a failed disk write) or stopped, or its data dir was deleted, or Close was called. Err
+// then says why. A daemon should stop when it is closed.
+func (s *Store) Done() <-chan struct{} { return s.life.Done() }
+
+// Err is nil while the store is usable, then why it is not (ErrClosed after Close).
+func (s *Store) Err() error {
+	if s.life.Err() == nil {
+		return nil
+	}
+	return context.Cause(s.life)
+}
+
+// Close closes the client and, for an embedded etcd, stops the server (waiting for it at
+// most 10 s, or 2 s once the store failed) and releases the data dir. It is idempotent.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		if s.closing != nil {
 			s.closing.Store(true)
 		}
+		timeout := closeTimeout
+		if s.Err() != nil {
+			timeout = failedCloseTimeout
+		}
+		s.fail(ErrClosed)
 		if err := s.cli.Close(); err != nil && !errors.Is(err, context.Canceled) {
 			s.closeErr = fmt.Errorf("store: close client: %w", err)
 		}
+		stopped := true
 		if s.etcd != nil {
-			s.etcd.Close()
+			stopped = closeEtcd(s.etcd, timeout)
+		}
+		s.wg.Wait()
+		if !stopped {
+			// Keep the lock: etcd may still hold its files.
+			s.closeErr = errors.Join(s.closeErr, fmt.Errorf("store: embedded etcd did not stop within %s", timeout))
+			return
+		}
+		if s.lock != nil {
+			s.lock.Close()
 		}
 	})
 	return s.closeErr
 }
 
-// Endpoints returns the client endpoints (host:port) the store talks to (for an embedded etcd: where it
-// listens, e.g. for etcdctl while debugging).
+// Endpoints returns the client endpoints the store talks to; for an embedded etcd, its unix
+// socket, unix:///DATADIR/client.sock (etcdctl --endpoints takes it, as root, for debugging).
 func (s *Store) Endpoints() []string { return s.cli.Endpoints() }
 
-func opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return ctx, func() {}
+// Health is nil when the store can be read and written, else why not: it failed (Err), or
+// writes are refused for want of disk space (ErrNoSpace), or a read failed.
+func (s *Store) Health(ctx context.Context) error {
+	if err := s.writable(); err != nil {
+		return err
 	}
-	return context.WithTimeout(ctx, defaultOpTimeout)
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	if _, err := s.cli.Get(ctx, eventSeqKey); err != nil {
+		return fmt.Errorf("store: read: %w", s.cause(err))
+	}
+	return nil
+}
+
+// Writable is nil when a write may be attempted now, else why not (a failed store, or
+// ErrNoSpace): callers refuse a user's request up front rather than accept what cannot be
+// recorded.
+func (s *Store) Writable() error { return s.writable() }
+
+// writable is nil when a write may be attempted: the store has not failed, and (embedded)
+// its filesystem has the free space it keeps. It logs when writes stop and resume.
+func (s *Store) writable() error {
+	if err := s.Err(); err != nil {
+		return err
+	}
+	if s.minFree <= 0 || s.dir == "" {
+		return nil
+	}
+	free, err := freeBytes(s.dir)
+	if err != nil {
+		return nil // the dir is gone or unreadable: watch reports it
+	}
+	if free < s.minFree {
+		err := kindErrorf(ErrNoSpace, "writes refused: %d MiB free on the filesystem of %s, and hass keeps %d MiB free "+
+			"there so that etcd never fails a write (it cannot go on after one); free some space", free>>20, s.dir, s.minFree>>20)
+		if !s.low.Swap(true) {
+			s.log.Error("store: writes refused until disk space is freed: nothing is recorded, so nothing is carried out", "err", err)
+		}
+		return err
+	}
+	if s.low.Swap(false) {
+		s.log.Info("store: disk space is back: writes resume", "dir", s.dir, "free_mib", free>>20)
+	}
+	return nil
+}
+
+// opCtx bounds a store call: by defaultOpTimeout when ctx has no deadline (clientv3 otherwise
+// retries forever while etcd is unreachable), and by the store's life.
+func (s *Store) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	cancelTimeout := context.CancelFunc(func() {})
+	if _, ok := ctx.Deadline(); !ok {
+		ctx, cancelTimeout = context.WithTimeout(ctx, defaultOpTimeout)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(s.life, func() { cancel(context.Cause(s.life)) })
+	return ctx, func() {
+		stop()
+		cancel(nil)
+		cancelTimeout()
+	}
+}
+
+// cause is err, or why the store failed if it did: a call cut short by the failure reports
+// the failure, not "context canceled".
+func (s *Store) cause(err error) error {
+	if f := s.Err(); f != nil && errors.Is(err, context.Canceled) {
+		return f
+	}
+	return err
 }
 
 // Duration is a time.Duration that is JSON-encoded as a Go duration string ("10m0s").
@@ -195,58 +310,70 @@ var (
 // name, which holds no '/', so a VM's key is one level under vmPrefix.
 func validName(name string) error {
 	if err := vmname.Check(name); err != nil {
-		return fmt.Errorf("name %q: %v (want %s)", name, err, vmname.Rule)
+		return fieldErr("name", "%q: %v (want %s)", name, err, vmname.Rule)
 	}
 	return nil
 }
 
-// Validate names the first bad field.
+// FieldError says which field of a record is bad, and why.
+type FieldError struct {
+	Field string // the field's JSON path, e.g. "policy.window"
+	Msg   string // its value and what is wrong with it, e.g. `"0s": must be > 0`
+}
+
+func (e *FieldError) Error() string { return e.Field + " " + e.Msg }
+
+func fieldErr(field, format string, a ...any) error {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, a...)}
+}
+
+// Validate names the first bad field (a *FieldError).
 func (v VM) Validate() error {
 	if err := validName(v.Name); err != nil {
 		return err
 	}
 	switch {
 	case v.Desired == "absent" && (v.Op == nil || v.Op.Kind != "delete"):
-		return fmt.Errorf("desired %q: only with a delete in flight", v.Desired)
+		return fieldErr("desired", "%q: only with a delete in flight", v.Desired)
 	case v.Desired != "absent" && !slices.Contains(desireds, v.Desired):
-		return fmt.Errorf("desired %q: want running, paused or stopped", v.Desired)
+		return fieldErr("desired", "%q: want running, paused or stopped", v.Desired)
 	case v.MemMiB < 0:
-		return fmt.Errorf("mem_mib %d: must be >= 0", v.MemMiB)
+		return fieldErr("mem_mib", "%d: must be >= 0", v.MemMiB)
 	case v.Policy.MaxRestarts < 0:
-		return fmt.Errorf("policy.max_restarts %d: must be >= 0", v.Policy.MaxRestarts)
+		return fieldErr("policy.max_restarts", "%d: must be >= 0", v.Policy.MaxRestarts)
 	case v.Policy.Window <= 0:
-		return fmt.Errorf("policy.window %s: must be > 0", v.Policy.Window)
+		return fieldErr("policy.window", "%s: must be > 0", v.Policy.Window)
 	case v.Policy.MaxRelocations < 0:
-		return fmt.Errorf("policy.max_relocations %d: must be >= 0", v.Policy.MaxRelocations)
+		return fieldErr("policy.max_relocations", "%d: must be >= 0", v.Policy.MaxRelocations)
 	case v.Policy.OnGuestShutdown != "honour" && v.Policy.OnGuestShutdown != "restart":
-		return fmt.Errorf("policy.on_guest_shutdown %q: want honour or restart", v.Policy.OnGuestShutdown)
+		return fieldErr("policy.on_guest_shutdown", "%q: want honour or restart", v.Policy.OnGuestShutdown)
 	case v.Relocations < 0:
-		return fmt.Errorf("relocations %d: must be >= 0", v.Relocations)
+		return fieldErr("relocations", "%d: must be >= 0", v.Relocations)
 	}
 	if op := v.Op; op != nil {
 		switch {
 		case op.ID == 0:
-			return errors.New("op.id: must be >= 1")
+			return fieldErr("op.id", "must be >= 1")
 		case !slices.Contains(opKinds, op.Kind):
-			return fmt.Errorf("op.kind %q: want one of %s", op.Kind, strings.Join(opKinds, ", "))
+			return fieldErr("op.kind", "%q: want one of %s", op.Kind, strings.Join(opKinds, ", "))
 		case !slices.Contains(opSources, op.Source):
-			return fmt.Errorf("op.source %q: want one of %s", op.Source, strings.Join(opSources, ", "))
+			return fieldErr("op.source", "%q: want one of %s", op.Source, strings.Join(opSources, ", "))
 		case !slices.Contains(desireds, op.Prev) && op.Prev != "absent":
-			return fmt.Errorf("op.prev %q: want running, paused, stopped or absent", op.Prev)
+			return fieldErr("op.prev", "%q: want running, paused, stopped or absent", op.Prev)
 		case op.Deadline.IsZero():
-			return errors.New("op.deadline: missing")
+			return fieldErr("op.deadline", "missing")
 		case op.Home == "":
-			return errors.New("op.home: missing")
+			return fieldErr("op.home", "missing")
 		}
 	}
 	if f := v.Failure; f != nil {
 		switch {
 		case f.Kind == "":
-			return errors.New("failure.kind: missing")
+			return fieldErr("failure.kind", "missing")
 		case f.Attempts < 0:
-			return fmt.Errorf("failure.attempts %d: must be >= 0", f.Attempts)
+			return fieldErr("failure.attempts", "%d: must be >= 0", f.Attempts)
 		case f.DetectAt.IsZero():
-			return errors.New("failure.detect_at: missing")
+			return fieldErr("failure.detect_at", "missing")
 		}
 	}
 	return nil
@@ -257,15 +384,43 @@ func (v VM) Validate() error {
 func decodeVM(key string, value []byte) (VM, error) {
 	var v VM
 	if err := json.Unmarshal(value, &v); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return VM{}, fmt.Errorf("decode %s: not a JSON record: %w", key, err)
+		}
 		return VM{}, fmt.Errorf("decode %s: %w", key, err)
 	}
 	if err := v.Validate(); err != nil {
 		return VM{}, fmt.Errorf("decode %s: %w", key, err)
 	}
 	if want := strings.TrimPrefix(key, vmPrefix); v.Name != want {
-		return VM{}, fmt.Errorf("decode %s: name %q does not match the key", key, v.Name)
+		return VM{}, fmt.Errorf("decode %s: %w", key, fieldErr("name", "%q: does not match the key", v.Name))
 	}
 	return v, nil
+}
+
+// BadRecord is a stored record that cannot be used, and why.
+type BadRecord struct {
+	Key string // its etcd key, e.g. /hass/v1/vms/web1
+	// Field is the bad field's JSON path ("policy.window"), or "" when the record is not
+	// JSON at all.
+	Field string
+	Err   error // what is wrong; its message names the key, and the field if there is one
+}
+
+func (b BadRecord) Error() string { return b.Err.Error() }
+
+func badRecord(key string, err error) BadRecord {
+	b := BadRecord{Key: key, Err: err}
+	var fe *FieldError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &fe):
+		b.Field = fe.Field
+	case errors.As(err, &te):
+		b.Field = te.Field
+	}
+	return b
 }
 
 // PutVM creates or replaces a VM. Nothing is written if v is invalid.
@@ -277,10 +432,13 @@ func (s *Store) PutVM(ctx context.Context, v VM) error {
 	if err != nil {
 		return fmt.Errorf("store: put vm %q: %w", v.Name, err)
 	}
-	ctx, cancel := opCtx(ctx)
+	if err := s.writable(); err != nil {
+		return fmt.Errorf("store: put vm %q: %w", v.Name, err)
+	}
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	if _, err := s.cli.Put(ctx, vmKey(v.Name), string(b)); err != nil {
-		return fmt.Errorf("store: put vm %q: %w", v.Name, err)
+		return fmt.Errorf("store: put vm %q: %w", v.Name, s.cause(err))
 	}
 	return nil
 }
@@ -290,11 +448,14 @@ func (s *Store) DeleteVM(ctx context.Context, name string) error {
 	if err := validName(name); err != nil {
 		return fmt.Errorf("store: delete vm %q: %w", name, err)
 	}
-	ctx, cancel := opCtx(ctx)
+	if err := s.writable(); err != nil {
+		return fmt.Errorf("store: delete vm %q: %w", name, err)
+	}
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	resp, err := s.cli.Delete(ctx, vmKey(name))
 	if err != nil {
-		return fmt.Errorf("store: delete vm %q: %w", name, err)
+		return fmt.Errorf("store: delete vm %q: %w", name, s.cause(err))
 	}
 	if resp.Deleted == 0 {
 		return fmt.Errorf("store: delete vm %q: %w", name, ErrNotFound)
@@ -308,7 +469,10 @@ func (s *Store) SetOptOut(ctx context.Context, name string, out bool) error {
 	if err := validName(name); err != nil {
 		return fmt.Errorf("store: opt-out %q: %w", name, err)
 	}
-	ctx, cancel := opCtx(ctx)
+	if err := s.writable(); err != nil {
+		return fmt.Errorf("store: opt-out %q: %w", name, err)
+	}
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	var err error
 	if out {
@@ -317,18 +481,18 @@ func (s *Store) SetOptOut(ctx context.Context, name string, out bool) error {
 		_, err = s.cli.Delete(ctx, optOutPrefix+name)
 	}
 	if err != nil {
-		return fmt.Errorf("store: opt-out %q: %w", name, err)
+		return fmt.Errorf("store: opt-out %q: %w", name, s.cause(err))
 	}
 	return nil
 }
 
 // OptOuts lists the VMs users unprotected on purpose.
 func (s *Store) OptOuts(ctx context.Context) (map[string]bool, error) {
-	ctx, cancel := opCtx(ctx)
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	resp, err := s.cli.Get(ctx, optOutPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
-		return nil, fmt.Errorf("store: list opt-outs: %w", err)
+		return nil, fmt.Errorf("store: list opt-outs: %w", s.cause(err))
 	}
 	out := make(map[string]bool, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
@@ -342,11 +506,11 @@ func (s *Store) VM(ctx context.Context, name string) (VM, error) {
 	if err := validName(name); err != nil {
 		return VM{}, fmt.Errorf("store: get vm %q: %w", name, err)
 	}
-	ctx, cancel := opCtx(ctx)
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	resp, err := s.cli.Get(ctx, vmKey(name))
 	if err != nil {
-		return VM{}, fmt.Errorf("store: get vm %q: %w", name, err)
+		return VM{}, fmt.Errorf("store: get vm %q: %w", name, s.cause(err))
 	}
 	if len(resp.Kvs) == 0 {
 		return VM{}, fmt.Errorf("store: get vm %q: %w", name, ErrNotFound)
@@ -361,25 +525,42 @@ func (s *Store) VM(ctx context.Context, name string) (VM, error) {
 }
 
 // VMs lists every VM, sorted by name. A record that cannot be decoded fails the whole
-// listing with an error naming its key.
+// listing with an error naming its key; LoadVMs loads the others and reports it apart.
 func (s *Store) VMs(ctx context.Context) ([]VM, error) {
-	ctx, cancel := opCtx(ctx)
+	vms, bad, err := s.LoadVMs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(bad) > 0 {
+		return nil, fmt.Errorf("store: list vms: %w", bad[0].Err)
+	}
+	return vms, nil
+}
+
+// LoadVMs lists every VM record: the valid ones, sorted by name, and apart from them each
+// record that cannot be used (not JSON, a field of the wrong type or out of range, a name
+// that does not match its key), with its key and the bad field, sorted by key. One bad record
+// never hides the others: a daemon protects the VMs it can and reports the rest. err is only
+// for the store itself (unreachable, failed); both lists are then nil.
+func (s *Store) LoadVMs(ctx context.Context) (vms []VM, bad []BadRecord, err error) {
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	resp, err := s.cli.Get(ctx, vmPrefix, clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 	if err != nil {
-		return nil, fmt.Errorf("store: list vms: %w", err)
+		return nil, nil, fmt.Errorf("store: list vms: %w", s.cause(err))
 	}
-	vms := make([]VM, 0, len(resp.Kvs))
+	vms = make([]VM, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		v, err := decodeVM(string(kv.Key), kv.Value)
 		if err != nil {
-			return nil, fmt.Errorf("store: list vms: %w", err)
+			bad = append(bad, badRecord(string(kv.Key), err))
+			continue
 		}
 		v.Rev = kv.ModRevision
 		vms = append(vms, v)
 	}
-	return vms, nil
+	return vms, bad, nil
 }
 
 // Event is one entry of hass's event log.
@@ -417,12 +598,15 @@ func (s *Store) AppendEvents(ctx context.Context, evs []Event) ([]Event, error) 
 }
 
 func (s *Store) appendBatch(ctx context.Context, evs []Event) ([]Event, error) {
-	ctx, cancel := opCtx(ctx)
+	if err := s.writable(); err != nil {
+		return nil, fmt.Errorf("store: append events: %w", err)
+	}
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	for {
 		resp, err := s.cli.Get(ctx, eventSeqKey)
 		if err != nil {
-			return nil, fmt.Errorf("store: append events: get %s: %w", eventSeqKey, err)
+			return nil, fmt.Errorf("store: append events: get %s: %w", eventSeqKey, s.cause(err))
 		}
 		var last uint64
 		var rev int64 // 0: the counter does not exist yet
@@ -451,7 +635,7 @@ func (s *Store) appendBatch(ctx context.Context, evs []Event) ([]Event, error) {
 			Then(ops...).
 			Commit()
 		if err != nil {
-			return nil, fmt.Errorf("store: append events %d..%d: %w", last+1, next, err)
+			return nil, fmt.Errorf("store: append events %d..%d: %w", last+1, next, s.cause(err))
 		}
 		if tresp.Succeeded {
 			return out, nil
@@ -465,7 +649,7 @@ func (s *Store) Events(ctx context.Context, afterSeq uint64, limit int) ([]Event
 	if afterSeq == ^uint64(0) {
 		return nil, nil
 	}
-	ctx, cancel := opCtx(ctx)
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	opts := []clientv3.OpOption{
 		clientv3.WithRange(clientv3.GetPrefixRangeEnd(eventPrefix)),
@@ -476,7 +660,7 @@ func (s *Store) Events(ctx context.Context, afterSeq uint64, limit int) ([]Event
 	}
 	resp, err := s.cli.Get(ctx, eventKey(afterSeq+1), opts...)
 	if err != nil {
-		return nil, fmt.Errorf("store: list events after %d: %w", afterSeq, err)
+		return nil, fmt.Errorf("store: list events after %d: %w", afterSeq, s.cause(err))
 	}
 	evs := make([]Event, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
@@ -509,20 +693,23 @@ func (s *Store) TrimEvents(ctx context.Context, keep int) error {
 	if keep < 0 {
 		return fmt.Errorf("store: trim events: keep %d: must be >= 0", keep)
 	}
-	ctx, cancel := opCtx(ctx)
+	if err := s.writable(); err != nil {
+		return fmt.Errorf("store: trim events to %d: %w", keep, err)
+	}
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	// The newest keep+1 keys; the last of them is the newest one to delete.
 	resp, err := s.cli.Get(ctx, eventPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
 		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(keep)+1))
 	if err != nil {
-		return fmt.Errorf("store: trim events to %d: %w", keep, err)
+		return fmt.Errorf("store: trim events to %d: %w", keep, s.cause(err))
 	}
 	if len(resp.Kvs) <= keep {
 		return nil
 	}
 	end := string(resp.Kvs[keep].Key) + "\x00"
 	if _, err := s.cli.Delete(ctx, eventPrefix, clientv3.WithRange(end)); err != nil {
-		return fmt.Errorf("store: trim events to %d: %w", keep, err)
+		return fmt.Errorf("store: trim events to %d: %w", keep, s.cause(err))
 	}
 	return nil
 }
@@ -547,21 +734,27 @@ func (s *Store) PutAction(ctx context.Context, a Action) error {
 	if err != nil {
 		return fmt.Errorf("store: put action %d: %w", a.ID, err)
 	}
-	ctx, cancel := opCtx(ctx)
+	if err := s.writable(); err != nil {
+		return fmt.Errorf("store: put action %d: %w", a.ID, err)
+	}
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	if _, err := s.cli.Put(ctx, actionKey(a.ID), string(b)); err != nil {
-		return fmt.Errorf("store: put action %d: %w", a.ID, err)
+		return fmt.Errorf("store: put action %d: %w", a.ID, s.cause(err))
 	}
 	return nil
 }
 
 // DeleteAction deletes a recorded action; ErrNotFound if there was none.
 func (s *Store) DeleteAction(ctx context.Context, id uint64) error {
-	ctx, cancel := opCtx(ctx)
+	if err := s.writable(); err != nil {
+		return fmt.Errorf("store: delete action %d: %w", id, err)
+	}
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	resp, err := s.cli.Delete(ctx, actionKey(id))
 	if err != nil {
-		return fmt.Errorf("store: delete action %d: %w", id, err)
+		return fmt.Errorf("store: delete action %d: %w", id, s.cause(err))
 	}
 	if resp.Deleted == 0 {
 		return fmt.Errorf("store: delete action %d: %w", id, ErrNotFound)
@@ -569,28 +762,45 @@ func (s *Store) DeleteAction(ctx context.Context, id uint64) error {
 	return nil
 }
 
-// PendingActions lists the recorded actions, by ID.
+// PendingActions lists the recorded actions, by ID. A record that cannot be decoded fails
+// the whole listing with an error naming its key; LoadPendingActions reports it apart.
 func (s *Store) PendingActions(ctx context.Context) ([]Action, error) {
-	ctx, cancel := opCtx(ctx)
+	as, bad, err := s.LoadPendingActions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(bad) > 0 {
+		return nil, fmt.Errorf("store: list actions: %w", bad[0].Err)
+	}
+	return as, nil
+}
+
+// LoadPendingActions lists the recorded actions that can be decoded, by ID, and apart from
+// them each record that cannot, with its key (as LoadVMs does for VMs). err is only for the
+// store itself.
+func (s *Store) LoadPendingActions(ctx context.Context) (as []Action, bad []BadRecord, err error) {
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	resp, err := s.cli.Get(ctx, actionPrefix, clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 	if err != nil {
-		return nil, fmt.Errorf("store: list actions: %w", err)
+		return nil, nil, fmt.Errorf("store: list actions: %w", s.cause(err))
 	}
-	as := make([]Action, 0, len(resp.Kvs))
+	as = make([]Action, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		key := string(kv.Key)
 		var a Action
 		if err := json.Unmarshal(kv.Value, &a); err != nil {
-			return nil, fmt.Errorf("store: list actions: decode %s: %w", key, err)
+			bad = append(bad, badRecord(key, fmt.Errorf("decode %s: %w", key, err)))
+			continue
 		}
 		if key != actionKey(a.ID) {
-			return nil, fmt.Errorf("store: list actions: decode %s: id %d does not match the key", key, a.ID)
+			bad = append(bad, badRecord(key, fmt.Errorf("decode %s: %w", key, fieldErr("id", "%d: does not match the key", a.ID))))
+			continue
 		}
 		as = append(as, a)
 	}
-	return as, nil
+	return as, bad, nil
 }
 
 const idFloorKey = prefix + "meta/id_floor"
@@ -598,7 +808,7 @@ const idFloorKey = prefix + "meta/id_floor"
 // IDFloor returns the largest action or operation ID an earlier run may have handed out
 // (0 on a new store): a new run hands out only larger ones, so IDs never repeat.
 func (s *Store) IDFloor(ctx context.Context) (uint64, error) {
-	ctx, cancel := opCtx(ctx)
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	resp, err := s.cli.Get(ctx, idFloorKey)
 	if err != nil {
@@ -616,7 +826,10 @@ func (s *Store) IDFloor(ctx context.Context) (uint64, error) {
 
 // SetIDFloor records that IDs up to n may be handed out. It never lowers the floor.
 func (s *Store) SetIDFloor(ctx context.Context, n uint64) error {
-	ctx, cancel := opCtx(ctx)
+	if err := s.writable(); err != nil {
+		return fmt.Errorf("store: write %s: %w", idFloorKey, err)
+	}
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	v := strconv.FormatUint(n, 10)
 	// Read, then write if higher, guarded by the key's revision so that two writers cannot
@@ -664,6 +877,9 @@ const maxTxnOps = 120
 // floor, events, VMs, actions (so an action is never stored before what decided it).
 // Nothing is written when a VM or action is invalid. It returns the events with Seq set.
 func (s *Store) Record(ctx context.Context, b Batch) ([]Event, error) {
+	if err := s.writable(); err != nil {
+		return nil, fmt.Errorf("store: record: %w", err)
+	}
 	var puts []clientv3.Op
 	for _, v := range b.PutVMs {
 		if err := v.Validate(); err != nil {
@@ -694,14 +910,14 @@ func (s *Store) Record(ctx context.Context, b Batch) ([]Event, error) {
 	if len(puts)+len(b.Events)+1 > maxTxnOps {
 		return s.recordInParts(ctx, b)
 	}
-	ctx, cancel := opCtx(ctx)
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	if len(b.Events) == 0 {
 		if len(puts) == 0 {
 			return nil, nil
 		}
 		if _, err := s.cli.Txn(ctx).Then(puts...).Commit(); err != nil {
-			return nil, fmt.Errorf("store: record: %w", err)
+			return nil, fmt.Errorf("store: record: %w", s.cause(err))
 		}
 		return nil, nil
 	}
@@ -727,7 +943,7 @@ func (s *Store) Record(ctx context.Context, b Batch) ([]Event, error) {
 		tresp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(eventSeqKey), "=", rev)).Then(ops...).Commit()
 		if err != nil {
 			s.forgetCounter()
-			return nil, fmt.Errorf("store: record: %w", err)
+			return nil, fmt.Errorf("store: record: %w", s.cause(err))
 		}
 		if tresp.Succeeded {
 			s.setCounter(next, tresp.Header.Revision)

@@ -6,15 +6,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -468,30 +469,35 @@ func TestDurationJSON(t *testing.T) {
 	}
 }
 
-func TestOpenEmbeddedGivenPorts(t *testing.T) {
-	ctx := context.Background()
-	ports := make([]int, 2)
-	for i := range ports {
-		p, err := freePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = p
+func TestEmbeddedListensOnlyInItsDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
 	}
-	s, err := OpenEmbeddedConfig(ctx, EmbeddedConfig{Dir: t.TempDir(), ClientPort: ports[0], PeerPort: ports[1]})
+	s := open(t, dir)
+	if want := "unix://" + filepath.Join(dir, clientSock); !slices.Equal(s.Endpoints(), []string{want}) {
+		t.Errorf("endpoints %v, want [%s]", s.Endpoints(), want)
+	}
+	fi, err := os.Stat(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	if want := fmt.Sprintf("127.0.0.1:%d", ports[0]); !slices.Contains(s.Endpoints(), want) {
-		t.Errorf("endpoints %v, want %s", s.Endpoints(), want)
+	if fi.Mode().Perm() != 0o700 {
+		t.Errorf("data dir mode %v, want 0700", fi.Mode().Perm())
 	}
-	// The same ports again: a clear error, no retry loop.
-	_, err = OpenEmbeddedConfig(ctx, EmbeddedConfig{Dir: t.TempDir(), ClientPort: ports[0], PeerPort: ports[1]})
-	if !errors.Is(err, syscall.EADDRINUSE) { // what OpenEmbedded retries on when it picked the ports
-		t.Errorf("ports in use: %v", err)
+	for _, n := range []string{clientSock, peerSock} {
+		fi, err := os.Stat(filepath.Join(dir, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode()&fs.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, want a socket with 0600", n, fi.Mode())
+		}
 	}
-	t.Log(err)
+	// This process (the test) listens on no TCP port at all.
+	if ports := tcpListeners(t, os.Getpid()); len(ports) > 0 {
+		t.Errorf("listening on TCP %v", ports)
+	}
 }
 
 func TestConnect(t *testing.T) {

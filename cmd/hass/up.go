@@ -14,6 +14,7 @@ import (
 	"github.com/hassproject/hass/daemon"
 	"github.com/hassproject/hass/engine"
 	"github.com/hassproject/hass/hypervisor/libvirt"
+	"github.com/hassproject/hass/store"
 )
 
 func upCmd() *cobra.Command {
@@ -23,6 +24,7 @@ func upCmd() *cobra.Command {
 		etcd            string
 		logLevel        string
 		shutdownTimeout time.Duration
+		minFreeMiB      int64
 	)
 	c := &cobra.Command{
 		Use:   "up",
@@ -30,6 +32,12 @@ func upCmd() *cobra.Command {
 		Long: `Run everything hass needs to protect the VMs of this host, in one process: the
 decision engine, the libvirt driver and its event stream, the state in an embedded etcd (or an
 external cluster with --etcd), and the HTTP API the other commands talk to.
+
+The API has no authentication yet: by default it is served on the unix socket
+` + daemon.DefaultListen + `, which only root and the members of group ` + daemon.DefaultSocketGroup + ` (if
+that group exists) can use. The embedded etcd listens only on unix sockets inside --data-dir
+(made 0700). --listen host:port serves the API on TCP instead, where any user of this host can
+reach it (and, off loopback, anyone on the network): hass warns about it.
 
 Then protect VMs with 'hass vm protect NAME'.`,
 		Args: cobra.NoArgs,
@@ -54,14 +62,23 @@ Then protect VMs with 'hass vm protect NAME'.`,
 				return usageError{fmt.Errorf("--shutdown-timeout %s: want at least 1s", shutdownTimeout)}
 			}
 			cfg.Engine.ShutdownTimeout = shutdownTimeout
+			if minFreeMiB < 0 {
+				return usageError{fmt.Errorf("--store-min-free %d: want 0 (no check) or more", minFreeMiB)}
+			}
+			cfg.StoreMinFree = minFreeMiB << 20
+			if minFreeMiB == 0 {
+				cfg.StoreMinFree = -1
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return daemon.Run(ctx, cfg)
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/hass", "where the embedded etcd keeps hass's state")
-	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7080", "the API's address")
+	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/hass", "where the embedded etcd keeps hass's state (DIR.store-id, next to it, records which store it holds)")
+	f.Int64Var(&minFreeMiB, "store-min-free", store.DefaultMinFree>>20, "MiB kept free on the data dir's filesystem: below it, nothing is recorded and so nothing is done (0: no check)")
+	f.StringVar(&cfg.Listen, "listen", daemon.DefaultListen, "the API's address: unix:///path, or host:port (TCP: any local user can reach it)")
+	f.StringVar(&cfg.SocketGroup, "socket-group", "", "the group let into the API's unix socket (mode 0660); default: "+daemon.DefaultSocketGroup+" if it exists, else none (mode 0600)")
 	f.StringVar(&cfg.HostName, "host-name", "", "this host's name in hass (default: the OS host name)")
 	f.StringVar(&uri, "libvirt-uri", libvirt.DefaultURI, "libvirt connection URI (local unix socket)")
 	f.StringVar(&etcd, "etcd", "", "comma-separated endpoints of an external etcd cluster, instead of the embedded one")

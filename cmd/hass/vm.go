@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hassproject/hass/api"
+	"github.com/hassproject/hass/daemon"
 	"github.com/hassproject/hass/vmname"
 )
 
@@ -25,9 +26,9 @@ type clientFlags struct {
 func (cf *clientFlags) add(c *cobra.Command) {
 	def := os.Getenv("HASS_SERVER")
 	if def == "" {
-		def = "http://127.0.0.1:7080"
+		def = daemon.DefaultListen
 	}
-	c.PersistentFlags().StringVar(&cf.server, "server", def, "the hass daemon's API (env HASS_SERVER)")
+	c.PersistentFlags().StringVar(&cf.server, "server", def, "the hass daemon's API: unix:///path or http://host:port (env HASS_SERVER)")
 	c.PersistentFlags().StringVarP(&cf.output, "output", "o", "table", "table or json")
 }
 
