@@ -69,13 +69,13 @@ func TestReadmeDemo(t *testing.T) {
 	stays(t, "demo1", "shut off", 5*time.Second)
 }
 
-// demoLines returns the commands of the README block that follows "In another shell:",
+// demoLines returns the commands of the README block that follows "In another shell",
 // without their comments.
 func demoLines(t *testing.T, readme string) []string {
 	t.Helper()
-	i := strings.Index(readme, "In another shell:")
+	i := strings.Index(readme, "In another shell")
 	if i < 0 {
-		t.Fatal(`README has no "In another shell:" demo`)
+		t.Fatal(`README has no "In another shell" demo`)
 	}
 	block := readme[i:]
 	start := strings.Index(block, "```sh\n")

@@ -59,8 +59,10 @@ func TestRecoveryLoggedAcrossHassCrash(t *testing.T) {
 	d := startHass(t, data)
 	name := guest(t)
 	d.hass("vm", "protect", name)
-	d.hass("vm", "suspend", name)
-	d.hass("vm", "resume", name)
+	d.hass("vm", "stop", name)
+	waitVM(t, d, name, recoverWithin, "stopped", func(v VM) bool { return v.Observed == "shutoff" && v.State == "healthy" })
+	d.hass("vm", "start", name)
+	waitVM(t, d, name, recoverWithin, "running", func(v VM) bool { return v.Observed == "running" && v.State == "healthy" })
 	firstOp := opIDs(d.events())
 	pid, _ := killQemu(t, name)
 	waitFor(t, recoverWithin, "the restart issued", func() (bool, string) {
@@ -74,7 +76,8 @@ func TestRecoveryLoggedAcrossHassCrash(t *testing.T) {
 	waitFor(t, recoverWithin, "the recovered event", func() (bool, string) {
 		return d2.countEvents(name, "recovered") == 1, fmt.Sprint(d2.countEvents(name, "recovered"))
 	})
-	d2.hass("vm", "suspend", name)
+	waitVM(t, d2, name, recoverWithin, "healthy", func(v VM) bool { return v.Observed == "running" && v.State == "healthy" })
+	d2.hass("vm", "stop", name)
 	after := opIDs(d2.events())
 	seen := map[int]bool{}
 	for _, id := range after {
