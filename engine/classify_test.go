@@ -1,22 +1,12 @@
 package engine
 
 import (
-	"os"
 	"strings"
 	"testing"
 	"time"
 )
 
 const ms1 = time.Millisecond
-
-// runBugs: HASS_BUGS=1 go test ./engine runs the stories marked as known bugs instead of
-// skipping them (they are expected to fail until the engine is fixed).
-func skipBug(t *testing.T, bug string) {
-	t.Helper()
-	if bug != "" && os.Getenv("HASS_BUGS") == "" {
-		t.Skip("BUG: " + bug)
-	}
-}
 
 func wantCurrent(k ActKind, vm VMID, want bool) func(*testing.T, *harness) {
 	return func(t *testing.T, h *harness) {
@@ -124,7 +114,6 @@ func TestClassify(t *testing.T) {
 	tests := []struct {
 		name  string
 		naive bool
-		bug   string // set: a known engine bug; the story says what should happen
 		steps []ev
 	}{
 		{name: "kill -9 restarts on home", steps: cat(std(def), []ev{
@@ -413,7 +402,6 @@ func TestClassify(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			skipBug(t, tc.bug)
 			cfg := DefaultConfig()
 			cfg.Naive = tc.naive
 			newHarness(t, cfg).run(tc.steps)
@@ -437,9 +425,6 @@ func TestNextWakeIOError(t *testing.T) {
 // TestNextWakeVanishedOnFencedHost: a vm missing from its host's list whose host is then
 // fenced, with no room elsewhere, must not leave the vanish timer in the past.
 func TestNextWakeVanishedOnFencedHost(t *testing.T) {
-	skipBug(t, "vanishedAt is only resolved in classify(); once the home host is suspect/fenced (or the vm "+
-		"is recovering or in error) evaluate() never reaches it, so NextWake keeps returning "+
-		"vanishedAt+VanishGrace in the past (the daemon spins; the simulator counts a stuck timer)")
 	s := time.Second
 	h := newHarness(t, DefaultConfig())
 	h.run([]ev{
@@ -460,10 +445,6 @@ func TestNextWakeVanishedOnFencedHost(t *testing.T) {
 // TestNextWakeSuspectHost: a recovery start due to time out while its host is suspect must not
 // make NextWake point into the past until the host is fenced.
 func TestNextWakeSuspectHost(t *testing.T) {
-	skipBug(t, "evaluate() returns early for a vm whose home host is suspect, so a recovery attempt's "+
-		"actDeadline (or backoff f.next) that falls inside [lostAt, lostAt+SelfFenceMargin) is not handled "+
-		"by the Tick at that deadline, yet NextWake still returns it: the daemon spins until the fence "+
-		"margin passes (a stuck timer in the simulator)")
 	s := time.Second
 	h := newHarness(t, DefaultConfig())
 	h.run(cat(std(DefaultPolicy()), []ev{
@@ -481,9 +462,6 @@ func TestNextWakeSuspectHost(t *testing.T) {
 // TestNextWakePausedWhileRecovering: a hang whose reset is in flight, then a user suspends the
 // guest with virsh: the reset's deadline must not stay in NextWake once it has passed.
 func TestNextWakePausedWhileRecovering(t *testing.T) {
-	skipBug(t, "classify() for DomPaused only calls recover() for ReasonWatchdog; with any other reason "+
-		"(user, migrated, unknown) a failure in flight keeps its actDeadline/next, nothing handles them "+
-		"on the Tick, and NextWake returns that past deadline for good (daemon spins; stuck timer)")
 	s := time.Second
 	h := newHarness(t, DefaultConfig())
 	h.run(cat(std(DefaultPolicy()), []ev{
@@ -501,10 +479,6 @@ func TestNextWakePausedWhileRecovering(t *testing.T) {
 // when the start expires, opFailed() detects a new failure on the errored vm, and its timers
 // must not get stuck.
 func TestNextWakeErroredWithFailure(t *testing.T) {
-	skipBug(t, "giveUp() leaves a start op that rode along with the recovery in flight; when it expires "+
-		"checkOp()->opFailed()->detect() starts a new recovery (here an evacuation ActStart) on a vm that "+
-		"stays errored, and evaluate() returns early for errored vms, so that recovery's actDeadline is "+
-		"never handled and NextWake returns it in the past for good")
 	s := time.Second
 	p := policy(func(p *Policy) { p.MaxRestarts, p.MaxRelocations = 0, 1 })
 	h := newHarness(t, DefaultConfig())

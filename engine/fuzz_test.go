@@ -9,11 +9,6 @@ import (
 	"time"
 )
 
-// tolerateKnownBugs makes FuzzEngine step around the engine bugs that classify_test.go
-// documents with skipped stories (see the comments where it is used). Set it to false once
-// they are fixed, so the fuzzer checks those paths too.
-const tolerateKnownBugs = false
-
 // fuzzBytes hands out the fuzzer's bytes; it returns zeros once they run out.
 type fuzzBytes struct {
 	b []byte
@@ -52,12 +47,8 @@ type fuzzRun struct {
 	// userStopped: the last accepted request for the vm was stop, shutdown or delete, and
 	// since then nothing reported the vm up anywhere.
 	userStopped map[VMID]bool
-	// knownBug: the vm went through a known engine bug since the user stopped it (see
-	// classify_test.go), so a start for it is not news: "watchdog signal racing an api stop"
-	// and "a nova migration accepted during an api stop".
-	knownBug map[VMID]bool
-	steps    int
-	trace    []func() string // formatted only when a check fails
+	steps       int
+	trace       []func() string // formatted only when a check fails
 }
 
 func (r *fuzzRun) fatalf(format string, args ...any) {
@@ -390,37 +381,24 @@ func (r *fuzzRun) step(in Input) {
 	// Actions are current when issued (except a delete answered in the same step, which
 	// forgets the vm at once).
 	for _, a := range acts {
-		if tolerateKnownBugs && a.Why == "recovery:"+string(FailOperation) {
-			continue // "a nova migration that expires with the vm paused is no failure"
-		}
 		if !r.e.Current(a) && a.Kind != ActDelete && r.e.Protected(a.VM) {
 			r.fatalf("action %s is not current in the step that issued it", a)
 		}
 	}
 
 	// What this input tells about the user's intent.
-	knownBug := false
 	switch in := in.(type) {
 	case Request:
-		if in.Op == OpMigrate && in.Source != SrcAPI && tolerateKnownBugs && r.desired(in.VM) > WantPaused {
-			r.knownBug[in.VM] = true
-		}
 		switch {
 		case in.Op == OpStop || in.Op == OpShutdown || in.Op == OpDelete:
 			r.userStopped[in.VM] = true
 		case in.Op > OpResume:
-			if tolerateKnownBugs {
-				// Known bug: an unknown operation is accepted and issues ActStart.
-				knownBug = true
-			}
+			// refused: an unknown operation changes nothing
 		default:
 			// Any other operation is a newer intent than the stop (a reboot or a migration
 			// after a stop may well mean "run it"); the invariant only covers a stop that is
 			// the user's last word.
 			r.userStopped[in.VM] = false
-			if in.Op == OpStart || in.Op == OpResume || in.Op == OpSuspend {
-				r.knownBug[in.VM] = false
-			}
 		}
 	case Observe:
 		if ran(in.State, in.Reason) {
@@ -448,21 +426,14 @@ func (r *fuzzRun) step(in Input) {
 		if rec.Type == RecAlert && strings.Contains(rec.Msg, "did not take effect") {
 			r.userStopped[rec.VM] = false
 		}
-		if rec.Type == RecDetect && strings.HasPrefix(rec.Msg, string(FailGuestHang)) && tolerateKnownBugs &&
-			(r.userStopped[rec.VM] || r.desired(rec.VM) > WantPaused) {
-			// Known bug: "watchdog signal racing an api stop" / "a watchdog-paused vm
-			// stopped by the user": a hang is detected on a vm the user stopped.
-			r.knownBug[rec.VM] = true
-		}
 		if rec.Type == RecForget {
 			delete(r.userStopped, rec.VM)
-			delete(r.knownBug, rec.VM)
 		}
 	}
 
-	if !r.naive && !knownBug {
+	if !r.naive {
 		for _, a := range acts {
-			if a.Kind != ActStart || r.knownBug[a.VM] {
+			if a.Kind != ActStart {
 				continue
 			}
 			if _, isReq := in.(Request); isReq {
@@ -481,38 +452,10 @@ func (r *fuzzRun) step(in Input) {
 
 	// After a Tick at t, the engine wants to be woken after t, or never.
 	if _, ok := in.(Tick); ok {
-		if w := r.e.NextWake(); !w.IsZero() && !w.After(r.enow) && !r.knownStuck(w) {
+		if w := r.e.NextWake(); !w.IsZero() && !w.After(r.enow) {
 			r.fatalf("after a Tick at +%s NextWake is +%s", r.enow.Sub(t0), w.Sub(t0))
 		}
 	}
-}
-
-// knownStuck reports a stuck timer w caused by a known bug.
-func (r *fuzzRun) knownStuck(w time.Time) bool {
-	if !tolerateKnownBugs {
-		return false
-	}
-	for _, v := range r.e.vms {
-		// TestNextWakeSuspectHost
-		if h := r.e.hosts[v.home]; h != nil && h.state == hostSuspect && v.fail != nil &&
-			(w.Equal(v.fail.actDeadline) || w.Equal(v.fail.next)) {
-			return true
-		}
-		// TestNextWakeErroredWithFailure
-		if v.errored && v.fail != nil && (w.Equal(v.fail.actDeadline) || w.Equal(v.fail.next)) {
-			return true
-		}
-		// TestNextWakePausedWhileRecovering
-		if o := v.obsOn(v.home); o != nil && o.state == DomPaused && v.fail != nil &&
-			(w.Equal(v.fail.actDeadline) || w.Equal(v.fail.next)) {
-			return true
-		}
-		// TestNextWakeVanishedOnFencedHost
-		if !v.vanishedAt.IsZero() && w.Equal(v.vanishedAt.Add(r.e.cfg.VanishGrace)) {
-			return true
-		}
-	}
-	return false
 }
 
 func (r *fuzzRun) desired(id VMID) Desired {
@@ -526,7 +469,7 @@ func (r *fuzzRun) desired(id VMID) Desired {
 
 func runFuzz(t *testing.T, data []byte) {
 	r := &fuzzRun{t: t, in: fuzzBytes{b: data}, now: t0, seqs: map[HostID]uint64{},
-		userStopped: map[VMID]bool{}, knownBug: map[VMID]bool{}}
+		userStopped: map[VMID]bool{}}
 	flags := r.in.u8()
 	cfg := DefaultConfig()
 	r.naive = flags&1 == 1
