@@ -627,3 +627,37 @@ func TestUnprotect(t *testing.T) {
 		t.Fatalf("NextWake %s after the only vm was forgotten", h.e.NextWake())
 	}
 }
+
+// TestEvacuationIgnoresRestartBackoff: host loss is not the VM's fault. A VM that crashed (and
+// was restarted) shortly before its host was lost is evacuated as soon as the host is fenced,
+// like its neighbours, not after its in-place restart backoff; and one still waiting out that
+// backoff when the host is fenced is evacuated at the fence too.
+func TestEvacuationIgnoresRestartBackoff(t *testing.T) {
+	s := time.Second
+	t.Run("recovered crash, then host loss", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(cluster3(false), []ev{
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1")},
+			{at: 11 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+			{at: 20 * s, in: obs(3, DomShutoff, ReasonFailed), acts: acts(), check: wantWake(25 * s)},
+			{at: 21 * s, in: Tick{}},
+			{at: 22 * s, in: Tick{}},
+			{at: 25 * s, in: Tick{}, acts: acts("start@h1")},
+			{at: 26 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+			{at: 30 * s, in: HostLease{Host: "h1", Since: t0.Add(28 * s)}},
+			{at: 32 * s, in: Tick{}, acts: acts("start@h3"), recs: recs(RecHost, RecDetect),
+				check: all(wantHome("h3"), wantFailure(FailHostDown))},
+		}))
+	})
+	t.Run("host lost while a crash waits out its backoff", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(cluster3(true), []ev{
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1")},
+			{at: 11 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+			{at: 20 * s, in: obs(3, DomShutoff, ReasonFailed), acts: acts(), check: wantWake(25 * s)},
+			{at: 21 * s, in: HostLease{Host: "h1", Since: t0.Add(20 * s)}, acts: acts("fence@h1")},
+			{at: 21*s + 500*ms1, in: FenceResult{Host: "h1", OK: true}, acts: acts("start@h3"),
+				check: wantHome("h3")},
+		}))
+	})
+}

@@ -786,6 +786,11 @@ func (e *Engine) detect(v *vm, k FailureKind, faultAt time.Time, why string) {
 		f.faultAt = e.now
 	}
 	f.next = e.now.Add(e.backoff(v.restartsInWindow(e.now)))
+	if h := e.hosts[v.home]; k == FailHostDown || h == nil || h.state != hostUp {
+		// Host loss is not the VM's fault: its in-place restart backoff does not delay the
+		// evacuation.
+		f.next = e.now
+	}
 	v.fail = f
 	e.log(RecDetect, v.id, v.home, "%s: %s", k, why)
 	e.recover(v)

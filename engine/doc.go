@@ -79,7 +79,9 @@
 // A host whose lease expired is suspect; it is fenced when an IPMI power-off is confirmed or
 // when SelfFenceMargin has passed since expiry (its agent destroyed its VMs before the lease
 // could expire). Only then are its VMs placed elsewhere, highest priority first, by memory
-// and anti-affinity; evacuation does not spend the VM's restart budget. A recovery action is
+// and anti-affinity; evacuation does not spend the VM's restart budget and does not wait for
+// its restart backoff (host loss is not the VM's fault: a VM that crashed a minute ago leaves
+// with its neighbours). A recovery action is
 // recorded (in the log and the VM's state) before it is issued, carries an ID, and is retried
 // when it fails or goes unanswered for StartTimeout; a user's stop or delete cancels it.
 //

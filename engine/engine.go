@@ -352,6 +352,11 @@ func (e *Engine) fenced(h *host, why string) {
 			// That attempt died with the host: no answer will come. Try elsewhere now.
 			f.actID, f.next = 0, e.now
 		}
+		if f := v.fail; f != nil && f.actID == 0 && v.home == h.id {
+			// A failure waiting out its restart backoff on this host: host loss is not the
+			// VM's fault, so it is evacuated now, with its neighbours.
+			f.next = e.now
+		}
 		if v.home == h.id {
 			homed = append(homed, v)
 		} else if v.op != nil && v.op.Kind == OpMigrate {
