@@ -661,3 +661,43 @@ func TestEvacuationIgnoresRestartBackoff(t *testing.T) {
 		}))
 	})
 }
+
+// TestRelocationAvoidsHostsItFailedOn: a VM relocated after failing on h1 fails again on h2;
+// its next relocation goes to h3, which it never failed on, though h1 has more free memory.
+// Only when no such host has room does it go back to one it failed on.
+func TestRelocationAvoidsHostsItFailedOn(t *testing.T) {
+	s := time.Second
+	p := policy(func(p *Policy) { p.MaxRestarts, p.MaxRelocations = 1, 3 })
+	setup := []ev{
+		{in: AddHost{Host: "h1", MemMiB: 8192}},
+		{in: AddHost{Host: "h2", MemMiB: 4096}},
+		{in: AddHost{Host: "h3", MemMiB: 2048}},
+		{in: Protect{VM: "v1", Host: "h1", MemMiB: 1024, Policy: p}},
+		{in: obs(1, DomRunning, ReasonBooted)},
+		{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1")},
+		{at: 11 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+		{at: 20 * s, in: obs(3, DomShutoff, ReasonFailed), acts: acts(), check: wantWake(25 * s)},
+		{at: 25 * s, in: Tick{}, acts: acts("start@h2"), check: wantHome("h2")},
+		{at: 26 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+		{at: 30 * s, in: obsAt("h2", 1, DomShutoff, ReasonFailed), recs: recs(RecDetect), check: wantWake(35 * s)},
+		{at: 35 * s, in: Tick{}, acts: acts("start@h3"), check: wantHome("h3")},
+	}
+	h := newHarness(t, DefaultConfig())
+	h.run(setup)
+	// It fails on h3 as well: every host has seen it fail, so the one with the most room wins.
+	h.run([]ev{
+		{at: 36 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+		{at: 50 * s, in: obsAt("h3", 1, DomShutoff, ReasonFailed), recs: recs(RecDetect), check: wantWake(55 * s)},
+		{at: 55 * s, in: Tick{}, acts: acts("start@h1"), check: wantHome("h1")},
+	})
+	// Outside the window (10 minutes) the old failures no longer count.
+	h2 := newHarness(t, DefaultConfig())
+	h2.run(setup[:9])
+	h2.run([]ev{
+		{at: 26 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+		{at: 20 * time.Minute, in: obsAt("h2", 1, DomShutoff, ReasonFailed), acts: acts("start@h2")},
+		{at: 20*time.Minute + s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+		{at: 20*time.Minute + 10*s, in: obsAt("h2", 2, DomShutoff, ReasonFailed), check: wantWake(20*time.Minute + 15*s)},
+		{at: 20*time.Minute + 15*s, in: Tick{}, acts: acts("start@h1"), check: wantHome("h1")},
+	})
+}

@@ -397,6 +397,7 @@ func (e *Engine) actionResult(in ActionResult) {
 		if f := v.fail; f != nil && f.actID == in.ID {
 			f.actID = 0
 			if in.Err != "" {
+				v.failedOnHost(f.actHost, e.now) // it would not start there
 				f.next = e.now.Add(e.backoff(f.attempts))
 				e.log(RecAlert, v.id, f.actHost, "recovery attempt %d failed: %s; next try at +%s", f.attempts, in.Err, f.next.Sub(e.now))
 				e.evaluate(v)
@@ -792,6 +793,7 @@ func (e *Engine) detect(v *vm, k FailureKind, faultAt time.Time, why string) {
 		f.next = e.now
 	}
 	v.fail = f
+	v.failedOnHost(v.home, e.now)
 	e.log(RecDetect, v.id, v.home, "%s: %s", k, why)
 	e.recover(v)
 }

@@ -78,12 +78,19 @@
 // up: the VM is in error, an alert is logged, and only a user's operation revives it.
 // A host whose lease expired is suspect; it is fenced when an IPMI power-off is confirmed or
 // when SelfFenceMargin has passed since expiry (its agent destroyed its VMs before the lease
-// could expire). Only then are its VMs placed elsewhere, highest priority first, by memory
-// and anti-affinity; evacuation does not spend the VM's restart budget and does not wait for
-// its restart backoff (host loss is not the VM's fault: a VM that crashed a minute ago leaves
-// with its neighbours). A recovery action is
-// recorded (in the log and the VM's state) before it is issued, carries an ID, and is retried
-// when it fails or goes unanswered for StartTimeout; a user's stop or delete cancels it.
+// could expire). Only then are its VMs placed elsewhere, highest priority first; evacuation
+// does not spend the VM's restart budget and does not wait for its restart backoff (host
+// loss is not the VM's fault: a VM that crashed a minute ago leaves with its neighbours).
+//
+// Placement (a relocation, an evacuation, a start or migration with no host named) takes a
+// host that is up and has the memory, preferring one the VM has not failed on within its
+// policy window (it crashed there, or a start there was refused), then one that keeps its
+// anti-affinity group apart, then the most free memory. A host it failed on is used again
+// only when no other has room.
+//
+// A recovery action is recorded (in the log and the VM's state) before it is issued, carries
+// an ID, and is retried when it fails or goes unanswered for StartTimeout; a user's stop or
+// delete cancels it.
 //
 // The naive detector (Config.Naive) keeps the same recovery but classifies any protected VM
 // that is not running as failed, and trusts observations in arrival order. It exists to show,

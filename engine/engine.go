@@ -68,11 +68,18 @@ type vm struct {
 	fail        *failure
 	restarts    []time.Time
 	relocations int
+	failedOn    []hostFailure // where it failed, newest last; placement avoids these hosts within the window
 	errored     bool
 	intentSeq   uint64 // the home observation's seq when the user's intent last changed
 	vanishedAt  time.Time
 	unknownLog  bool // "waiting" already logged for the current unknown spell
 	ambiguous   bool // an alert for an unexplained shutdown was raised for the current stop
+}
+
+// hostFailure is one failure of a VM on a host: detected there, or a start refused there.
+type hostFailure struct {
+	host HostID
+	at   time.Time
 }
 
 // ErrNotProtected is wrapped by errors about a VM the engine does not protect.
@@ -433,6 +440,27 @@ func (v *vm) obsFor(h HostID) *hostObs {
 	}
 	v.obs = append(v.obs, hostObs{host: h})
 	return &v.obs[len(v.obs)-1]
+}
+
+// failedOnHost notes a failure of v on h at now; failures older than the window are dropped.
+func (v *vm) failedOnHost(h HostID, now time.Time) {
+	out := v.failedOn[:0]
+	for _, f := range v.failedOn {
+		if now.Sub(f.at) < v.policy.Window && f.host != h {
+			out = append(out, f)
+		}
+	}
+	v.failedOn = append(out, hostFailure{host: h, at: now})
+}
+
+// failedRecently reports whether v failed on h within its window.
+func (v *vm) failedRecently(h HostID, now time.Time) bool {
+	for _, f := range v.failedOn {
+		if f.host == h && now.Sub(f.at) < v.policy.Window {
+			return true
+		}
+	}
+	return false
 }
 
 func (v *vm) restartsInWindow(now time.Time) int {
