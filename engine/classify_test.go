@@ -701,3 +701,83 @@ func TestRelocationAvoidsHostsItFailedOn(t *testing.T) {
 		{at: 20*time.Minute + 15*s, in: Tick{}, acts: acts("start@h1"), check: wantHome("h1")},
 	})
 }
+
+func wantRestarts(restarts, relocations int) func(*testing.T, *harness) {
+	return func(t *testing.T, h *harness) {
+		t.Helper()
+		if s := h.status("v1"); s.Restarts != restarts || s.Relocations != relocations {
+			t.Fatalf("restarts %d relocations %d, want %d and %d", s.Restarts, s.Relocations, restarts, relocations)
+		}
+	}
+}
+
+// TestUnreachedAttempts: an action whose executor could not reach the hypervisor was never
+// carried out. A recovery attempt is refunded (attempt, restart stamp, relocation, move of
+// home) and tried again as soon as the host reports, or after UnreachedRetry; a user
+// operation keeps its operation and its action is issued again likewise.
+func TestUnreachedAttempts(t *testing.T) {
+	s := time.Second
+	unreached := func(k ActKind) result {
+		return result{kind: k, err: "cannot connect to libvirt", unreached: true}
+	}
+	snap := func(seq uint64, st DomState, r Reason) Snapshot {
+		return Snapshot{Host: "h1", Seq: seq, Domains: []DomainStatus{{VM: "v1", State: st, Reason: r}}}
+	}
+	t.Run("restart in place: refunded, retried at the host's next report", func(t *testing.T) {
+		p := policy(func(p *Policy) { p.MaxRestarts, p.MaxRelocations = 1, 0 })
+		newHarness(t, DefaultConfig()).run(cat(std(p), []ev{
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1"), check: wantRestarts(1, 0)},
+			{at: 11 * s, in: unreached(ActStart), acts: acts(), recs: recs(RecAlert),
+				check: all(wantRestarts(0, 0), wantFailure(FailVMCrash), wantWake(21*s))},
+			{at: 15 * s, in: snap(3, DomShutoff, ReasonFailed), acts: acts("start@h1"), check: wantRestarts(1, 0)},
+			{at: 16 * s, in: result{kind: ActStart}, recs: recs(RecRecovered), check: wantState("healthy")},
+			// The budget is intact: the next crash is restarted, not given up on.
+			{at: 20 * time.Minute, in: obs(4, DomShutoff, ReasonFailed), acts: acts("start@h1")},
+		}))
+	})
+	t.Run("retried after UnreachedRetry when the host stays silent; one alert per outage", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1")},
+			{at: 11 * s, in: unreached(ActStart), recs: recs(RecAlert)},
+			{at: 21*s - ms1, in: Tick{}, acts: acts()},
+			{at: 21 * s, in: Tick{}, acts: acts("start@h1")},
+			{at: 22 * s, in: unreached(ActStart), nrecs: recs(RecAlert), check: wantRestarts(0, 0)},
+			{at: 32 * s, in: Tick{}, acts: acts("start@h1")},
+			{at: 33 * s, in: result{kind: ActStart}, recs: recs(RecRecovered), check: wantRestarts(1, 0)},
+		}))
+	})
+	t.Run("relocation: refunded, home back, another host preferred", func(t *testing.T) {
+		p := policy(func(p *Policy) { p.MaxRestarts, p.MaxRelocations = 0, 1 })
+		newHarness(t, DefaultConfig()).run([]ev{
+			{in: AddHost{Host: "h1", MemMiB: 4096}},
+			{in: AddHost{Host: "h2", MemMiB: 8192}},
+			{in: AddHost{Host: "h3", MemMiB: 4096}},
+			{in: Protect{VM: "v1", Host: "h1", MemMiB: 1024, Policy: p}},
+			{in: obs(1, DomRunning, ReasonBooted)},
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h2"), check: all(wantHome("h2"), wantRestarts(0, 1))},
+			{at: 11 * s, in: unreached(ActStart), acts: acts(), check: all(wantHome("h1"), wantRestarts(0, 0))},
+			{at: 21 * s, in: Tick{}, acts: acts("start@h3"), check: all(wantHome("h3"), wantRestarts(0, 1))},
+			{at: 22 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+		})
+	})
+	t.Run("a user's stop keeps its operation and goes again when the host reports", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: req(OpStop), acts: acts("destroy@h1")},
+			{at: 11 * s, in: unreached(ActDestroy), acts: acts(), nrecs: recs(RecAlert),
+				check: all(wantState("operation"), wantDesired(WantStopped), wantWake(21*s))},
+			{at: 15 * s, in: snap(2, DomRunning, ReasonBooted), acts: acts("destroy@h1"), nrecs: recs(RecOp),
+				check: wantDesired(WantStopped)},
+			{at: 16 * s, in: result{kind: ActDestroy, seq: 3, state: DomShutoff, reason: ReasonDestroyed},
+				recs: recs(RecOp), check: wantState("healthy")},
+		}))
+	})
+	t.Run("a user's reboot goes again after UnreachedRetry", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: req(OpReboot), acts: acts("reboot@h1")},
+			{at: 11 * s, in: unreached(ActReboot), acts: acts(), check: wantState("operation")},
+			{at: 21 * s, in: Tick{}, acts: acts("reboot@h1")},
+			{at: 22 * s, in: obs(2, DomShutoff, ReasonOwnStop), nrecs: recs(RecDetect)},
+			{at: 24 * s, in: obs(3, DomRunning, ReasonBooted), recs: recs(RecOp), check: wantState("healthy")},
+		}))
+	})
+}

@@ -199,25 +199,67 @@ func (e *Engine) checkOp(v *vm) {
 		return
 	}
 	if e.now.Before(op.Deadline) {
+		if !op.retryAt.IsZero() && v.opActID == 0 && !e.now.Before(op.retryAt) {
+			// Its action never reached the hypervisor: issue it again.
+			e.opAct(v, opAction(op))
+		}
 		return
 	}
 	if op.Kind == OpShutdown && !op.escalated && state.up() {
 		op.escalated = true
 		op.Deadline = e.now.Add(e.cfg.StartTimeout)
 		e.log(RecOp, v.id, v.home, "shutdown id=%d outlived its deadline: destroying", op.ID)
-		v.opActID = e.act(v, ActDestroy, v.home, "", fmt.Sprintf("op:%d", op.ID)).ID
+		e.opAct(v, ActDestroy)
 		return
 	}
 	if k, ok := insist(op, state); ok {
 		// The user's stop, delete or suspend stands: hass never gives it up on its own,
 		// so it tries again, and says so, until it is seen done or the user asks otherwise.
 		op.Deadline = e.now.Add(e.cfg.StartTimeout)
+		if op.Kind == OpShutdown {
+			op.escalated = true // insisting on a shutdown is a destroy
+		}
 		e.log(RecAlert, v.id, v.home, "%s id=%d not confirmed by its deadline (vm %s): trying again", op.Kind, op.ID, state)
-		v.opActID = e.act(v, k, v.home, "", fmt.Sprintf("op:%d", op.ID)).ID
+		e.opAct(v, k)
 		return
 	}
 	e.endOp(v, PhaseExpired, "deadline passed with the vm "+state.String())
 	e.opFailed(v, op, state)
+}
+
+// opAct issues the action that carries out the VM's operation.
+func (e *Engine) opAct(v *vm, k ActKind) {
+	op := v.op
+	target := HostID("")
+	if k == ActMigrate {
+		target = op.Target
+	}
+	op.retryAt = time.Time{}
+	v.opActID = e.act(v, k, v.home, target, fmt.Sprintf("op:%d", op.ID)).ID
+}
+
+// opAction is the action that carries out an operation.
+func opAction(op *Operation) ActKind {
+	switch op.Kind {
+	case OpShutdown:
+		if op.escalated {
+			return ActDestroy
+		}
+		return ActShutdown
+	case OpStop:
+		return ActDestroy
+	case OpReboot:
+		return ActReboot
+	case OpDelete:
+		return ActDelete
+	case OpMigrate:
+		return ActMigrate
+	case OpSuspend:
+		return ActSuspend
+	case OpResume:
+		return ActResume
+	}
+	return ActStart
 }
 
 // insist says whether an operation that changes the user's intent towards "less running"
@@ -396,6 +438,11 @@ func (e *Engine) actionResult(in ActionResult) {
 		v := e.vms[id]
 		if f := v.fail; f != nil && f.actID == in.ID {
 			f.actID = 0
+			if in.Unreached {
+				e.unreachedAttempt(v, f, in)
+				return
+			}
+			f.unreached = ""
 			if in.Err != "" {
 				v.failedOnHost(f.actHost, e.now) // it would not start there
 				f.next = e.now.Add(e.backoff(f.attempts))
@@ -421,6 +468,19 @@ func (e *Engine) actionResult(in ActionResult) {
 		if v.opActID == in.ID && v.op != nil {
 			op := v.op
 			v.opActID = 0
+			if in.Unreached {
+				host := in.Host
+				if e.hosts[host] == nil {
+					host = v.home
+				}
+				if h := e.hosts[host]; h != nil {
+					h.unreached = true
+				}
+				op.retryAt = e.now.Add(e.unreachedRetry())
+				e.log(RecOp, v.id, host, "%s id=%d could not reach the hypervisor (%s): issuing it again when %s reports, or in %s",
+					op.Kind, op.ID, in.Err, host, e.unreachedRetry())
+				return
+			}
 			if in.Err != "" {
 				o := v.obsFor(v.home)
 				if in.State != DomUnknown && in.Host == v.home && in.Seq > o.seq {
@@ -494,6 +554,7 @@ func (e *Engine) tick() {
 			continue
 		}
 		due := (v.op != nil && !e.now.Before(v.op.Deadline)) ||
+			(v.op != nil && !v.op.retryAt.IsZero() && v.opActID == 0 && !e.now.Before(v.op.retryAt)) ||
 			(!v.vanishedAt.IsZero() && !e.now.Before(v.vanishedAt.Add(e.cfg.VanishGrace)))
 		if f := v.fail; f != nil {
 			due = due || (f.actID != 0 && !e.now.Before(f.actDeadline)) || (f.actID == 0 && !e.now.Before(f.next))
@@ -529,6 +590,9 @@ func (e *Engine) evaluate(v *vm) {
 		return
 	}
 	o := v.obsOn(v.home)
+	if !v.vanishedAt.IsZero() && (o == nil || o.state != DomAbsent || o.reason != ReasonUnknown) {
+		v.vanishedAt = time.Time{} // it is listed again (or known otherwise): not vanished
+	}
 	if o == nil || o.state == DomUnknown {
 		if v.fail != nil {
 			e.recover(v)
@@ -833,6 +897,7 @@ func (e *Engine) recover(v *vm) {
 		}
 		v.restarts = append(pruneBefore(v.restarts, e.now.Add(-v.policy.Window)), e.now)
 		e.startAttempt(v, e.act(v, ActStart, v.home, "", why), v.home)
+		f.actRestart = true
 		return
 	}
 	evacuate := f.evacuate || h.state != hostUp
@@ -865,17 +930,91 @@ func (e *Engine) recover(v *vm) {
 		v.relocations++
 	}
 	e.log(RecOp, v.id, v.home, "relocating to %s", target)
+	from := v.home
 	v.home = target // recorded before it is carried out
 	e.startAttempt(v, e.act(v, ActStart, target, "", why), target)
+	f.actReloc, f.actFrom = !evacuate, from
 }
 
 func (e *Engine) startAttempt(v *vm, a Action, h HostID) {
 	f := v.fail
 	f.attempts++
 	f.actID, f.actHost, f.actDeadline = a.ID, h, e.now.Add(e.cfg.StartTimeout)
+	f.actAt, f.actRestart, f.actReloc, f.actFrom = e.now, false, false, ""
 	if f.actionAt.IsZero() {
 		f.actionAt = e.now
 	}
+}
+
+// unreachedAttempt handles a recovery attempt whose executor could not reach the hypervisor:
+// it was never carried out, so it is not the VM's failure. What it cost is given back (the
+// attempt, its restart stamp, its relocation, the move of the VM's home), and it is tried
+// again when the host reports again, or after UnreachedRetry.
+func (e *Engine) unreachedAttempt(v *vm, f *failure, in ActionResult) {
+	host := f.actHost
+	if f.attempts > 0 {
+		f.attempts--
+	}
+	if f.actRestart {
+		for i := len(v.restarts) - 1; i >= 0; i-- {
+			if v.restarts[i].Equal(f.actAt) {
+				v.restarts = append(v.restarts[:i], v.restarts[i+1:]...)
+				break
+			}
+		}
+	}
+	if f.actReloc && v.relocations > 0 {
+		v.relocations--
+	}
+	if f.actFrom != "" {
+		v.home = f.actFrom
+	}
+	f.actRestart, f.actReloc, f.actFrom = false, false, ""
+	if h := e.hosts[host]; h != nil {
+		h.unreached = true
+	}
+	f.next = e.now.Add(e.unreachedRetry())
+	msg := fmt.Sprintf("recovery attempt could not reach the hypervisor on %s (%s): not counted against the vm; trying again when %s reports, or in %s",
+		host, in.Err, host, e.unreachedRetry())
+	if f.unreached == "" {
+		e.log(RecAlert, v.id, host, "%s", msg) // once per outage
+	} else {
+		e.log(RecOp, v.id, host, "%s", msg)
+	}
+	f.unreached = host
+}
+
+// reachable: host id reported, so its hypervisor can be reached again. What waits for it
+// (a recovery attempt or an operation's action that came back unreached) goes now.
+func (e *Engine) reachable(id HostID) {
+	h := e.hosts[id]
+	if h == nil || !h.unreached {
+		return
+	}
+	h.unreached = false
+	for _, vid := range slices.Clone(e.vmIx) {
+		v := e.vms[vid]
+		if v == nil {
+			continue
+		}
+		wake := false
+		if f := v.fail; f != nil && f.unreached == id && f.actID == 0 && f.next.After(e.now) {
+			f.next, wake = e.now, true
+		}
+		if op := v.op; op != nil && !op.retryAt.IsZero() && v.opActID == 0 && v.home == id && op.retryAt.After(e.now) {
+			op.retryAt, wake = e.now, true
+		}
+		if wake {
+			e.evaluate(v)
+		}
+	}
+}
+
+func (e *Engine) unreachedRetry() time.Duration {
+	if e.cfg.UnreachedRetry > 0 {
+		return e.cfg.UnreachedRetry
+	}
+	return time.Second
 }
 
 func (e *Engine) recovered(v *vm) {

@@ -92,6 +92,15 @@
 // an ID, and is retried when it fails or goes unanswered for StartTimeout; a user's stop or
 // delete cancels it.
 //
+// An action whose executor could not reach the hypervisor at all (ActionResult.Unreached:
+// no connection to libvirtd) was never carried out, so it is not the VM's failure: a
+// recovery attempt gets back what it cost (the attempt, its restart stamp, its relocation,
+// the move of the VM's home) and is issued again as soon as the host reports (a Snapshot, an
+// observation, an action result that reached its hypervisor), or after UnreachedRetry; it
+// alerts once per outage. A user operation whose action was unreached keeps its operation,
+// and the action is issued again the same way. Placement avoids a host found unreachable
+// until it reports again.
+//
 // The naive detector (Config.Naive) keeps the same recovery but classifies any protected VM
 // that is not running as failed, and trusts observations in arrival order. It exists to show,
 // in the simulator, what operation awareness buys.

@@ -28,6 +28,9 @@ type host struct {
 	lastSeen   time.Time // when the host last renewed it
 	lastResync time.Time // when its last complete domain list (Snapshot) was taken
 	fenceActID uint64
+	// unreached: an action for this host came back unreached (its hypervisor could not be
+	// reached); the host's next report re-issues what waits for it.
+	unreached bool
 }
 
 // hostObs is the newest thing known about a VM on one host.
@@ -52,6 +55,16 @@ type failure struct {
 	actDeadline                 time.Time
 	evacuate                    bool // the home host is gone: relocate without spending policy
 	noCapacityAlerted           bool
+	// What the attempt in flight cost, so that an attempt that never reached the hypervisor
+	// can be refunded: actAt is when it was issued (its restart stamp, if actRestart), actReloc
+	// says it counted a relocation, actFrom is the home before it moved the VM ("" if it did not).
+	actAt      time.Time
+	actRestart bool
+	actReloc   bool
+	actFrom    HostID
+	// unreached is the host whose hypervisor the last attempt could not reach; cleared by an
+	// attempt that reaches one. The next attempt waits for that host to report, or for next.
+	unreached HostID
 }
 
 type vm struct {
@@ -133,6 +146,7 @@ func (e *Engine) Step(now time.Time, in Input) Output {
 			break
 		}
 		e.observe(in.Host, in.VM, in.Seq, in.State, in.Reason, in.At)
+		e.reachable(in.Host)
 	case Signal:
 		e.signal(in)
 	case Snapshot:
@@ -143,12 +157,16 @@ func (e *Engine) Step(now time.Time, in Input) Output {
 			}
 		}
 		e.snapshot(in)
+		e.reachable(in.Host)
 	case ActionResult:
 		if in.State > DomAbsent || in.Reason > ReasonOwnStop {
 			e.out.Err = fmt.Errorf("result of action %d: invalid state %d or reason %d", in.ID, in.State, in.Reason)
 			break
 		}
 		e.actionResult(in)
+		if !in.Unreached {
+			e.reachable(in.Host)
+		}
 	default:
 		e.out.Err = fmt.Errorf("engine: unknown input %T", in)
 	}
@@ -251,6 +269,9 @@ func (e *Engine) NextWake() time.Time {
 		v := e.vms[id]
 		if v.op != nil {
 			min(v.op.Deadline)
+			if !v.op.retryAt.IsZero() && v.opActID == 0 {
+				min(v.op.retryAt)
+			}
 		}
 		if h := e.hosts[v.home]; h == nil || h.state == hostSuspect {
 			continue // nothing moves until the host is fenced, which is timed above
@@ -310,8 +331,8 @@ func (e *Engine) hostLease(in HostLease) {
 	case in.Alive && h.state != hostUp:
 		e.log(RecHost, "", h.id, "lease renewed: up again (was %s)", h.state)
 		h.state, h.fenceActID = hostUp, 0
-		for _, id := range e.vmIx {
-			if v := e.vms[id]; v.home == h.id {
+		for _, id := range slices.Clone(e.vmIx) { // an evaluation may forget a VM
+			if v := e.vms[id]; v != nil && v.home == h.id {
 				e.evaluate(v)
 			}
 		}

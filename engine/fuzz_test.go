@@ -213,8 +213,11 @@ func (r *fuzzRun) actionResult() ActionResult {
 	} else {
 		res = ActionResult{ID: uint64(r.in.u8()), Host: r.host()}
 	}
-	if r.in.n(3) == 0 {
+	switch r.in.n(6) {
+	case 0, 1:
 		res.Err = "boom"
+	case 2:
+		res.Err, res.Unreached = "cannot connect to libvirt", true
 	}
 	if r.in.bit() {
 		res.Seq = r.seq(res.Host)
@@ -337,6 +340,11 @@ func (r *fuzzRun) step(in Input) {
 		}
 	}
 
+	var costBefore []VMStatus
+	if res, ok := in.(ActionResult); ok && res.Unreached {
+		costBefore = r.e.Status()
+	}
+
 	advanced := r.now.After(r.enow)
 	out := r.e.Step(r.now, in)
 	if advanced {
@@ -376,6 +384,22 @@ func (r *fuzzRun) step(in Input) {
 			}
 		}
 		return
+	}
+
+	// An action that never reached the hypervisor costs the VM nothing, and nothing is
+	// issued until the host reports again or the retry delay passes.
+	if costBefore != nil {
+		if len(acts) != 0 {
+			r.fatalf("an unreached result issued %v at once", acts)
+		}
+		for _, b := range costBefore {
+			for _, a := range r.e.Status() {
+				if a.VM == b.VM && (a.Restarts > b.Restarts || a.Relocations > b.Relocations) {
+					r.fatalf("an unreached result raised %s's restarts %d->%d or relocations %d->%d",
+						a.VM, b.Restarts, a.Restarts, b.Relocations, a.Relocations)
+				}
+			}
+		}
 	}
 
 	// Actions are current when issued (except a delete answered in the same step, which

@@ -22,6 +22,8 @@ type result struct {
 	seq    uint64
 	state  DomState
 	reason Reason
+	// unreached: the executor could not reach the hypervisor
+	unreached bool
 }
 
 func (result) input() {}
@@ -77,7 +79,7 @@ func (h *harness) step(i int, s ev) {
 		if host == "" {
 			host = a.Host
 		}
-		in = ActionResult{ID: a.ID, Err: r.err, Host: host, Seq: r.seq, State: r.state, Reason: r.reason}
+		in = ActionResult{ID: a.ID, Err: r.err, Host: host, Seq: r.seq, State: r.state, Reason: r.reason, Unreached: r.unreached}
 	}
 	out := h.e.Step(t0.Add(s.at), in)
 	h.last = Output{Actions: slices.Clone(out.Actions), Log: slices.Clone(out.Log), Err: out.Err}

@@ -19,10 +19,11 @@ func (e *Engine) feasible(v *vm, h *host, used map[HostID]int, groups map[HostID
 }
 
 // place chooses a host for v other than exclude. Among the feasible hosts it prefers, in
-// this order: one the VM has not failed on within its policy window (a host it just crashed
-// on, or that refused to start it, is tried again only when no other host has room), one
-// that keeps its anti-affinity group apart, then the one with the most free memory; ties
-// are broken by name. It returns "" when no host has room.
+// this order: one whose hypervisor was not just found unreachable, one the VM has not
+// failed on within its policy window (a host it just crashed on, or that refused to start
+// it, is tried again only when no other host has room), one that keeps its anti-affinity
+// group apart, then the one with the most free memory; ties are broken by name. It returns
+// "" when no host has room.
 func (e *Engine) place(v *vm, exclude HostID) HostID {
 	used := make(map[HostID]int, len(e.hostIx))
 	groups := make(map[HostID]map[string]bool)
@@ -40,10 +41,13 @@ func (e *Engine) place(v *vm, exclude HostID) HostID {
 		}
 	}
 	type score struct {
-		fresh, soft bool
-		free        int
+		reached, fresh, soft bool
+		free                 int
 	}
 	better := func(a, b score) bool {
+		if a.reached != b.reached {
+			return a.reached
+		}
 		if a.fresh != b.fresh {
 			return a.fresh
 		}
@@ -62,7 +66,10 @@ func (e *Engine) place(v *vm, exclude HostID) HostID {
 		if !ok {
 			continue
 		}
-		sc := score{fresh: !v.failedRecently(id, e.now), soft: soft, free: h.mem - used[id]}
+		if o := v.obsOn(id); o != nil && o.state.up() {
+			continue // a copy of it is up there already: never start a second one beside it
+		}
+		sc := score{reached: !h.unreached, fresh: !v.failedRecently(id, e.now), soft: soft, free: h.mem - used[id]}
 		if h.mem == 0 {
 			sc.free = 1 << 30
 		}

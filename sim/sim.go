@@ -312,7 +312,10 @@ func (s *Sim) execute(a engine.Action) {
 			return
 		}
 		if !h.libvirtd {
-			s.reply(h, a, "cannot connect to libvirt: daemon not running")
+			// The agent cannot reach its hypervisor: the action was never carried out.
+			r := s.result(h, a, "cannot connect to libvirt: daemon not running")
+			r.Unreached = true
+			s.send(h, r)
 			return
 		}
 		s.carryOut(h, a)
@@ -321,13 +324,17 @@ func (s *Sim) execute(a engine.Action) {
 
 // reply is the agent answering an action, with how it left the domain.
 func (s *Sim) reply(h *host, a engine.Action, err string) {
+	s.send(h, s.result(h, a, err))
+}
+
+func (s *Sim) result(h *host, a engine.Action, err string) engine.ActionResult {
 	r := engine.ActionResult{ID: a.ID, Err: err, Host: h.id, Seq: h.seq(s.now)}
 	if d := h.doms[a.VM]; d != nil && h.libvirtd {
 		r.State, r.Reason = h.tr.Row(string(a.VM), d.state, d.reason)
 	} else if h.libvirtd {
 		r.State = engine.DomAbsent
 	}
-	s.send(h, r)
+	return r
 }
 
 func (s *Sim) carryOut(h *host, a engine.Action) {
