@@ -781,3 +781,100 @@ func TestUnreachedAttempts(t *testing.T) {
 		}))
 	})
 }
+
+// count returns how many records of type rt the story logged so far.
+func (h *harness) count(rt RecordType) int {
+	n := 0
+	for _, r := range h.logs {
+		if r.Type == rt {
+			n++
+		}
+	}
+	return n
+}
+
+// TestOperationsEnd: every user operation reaches an end. A stop whose domain will not die is
+// tried a few times and then fails, leaving the VM in error with one alert; a stop or delete
+// of a VM whose host is fenced is done, since the fence proves the VM down.
+func TestOperationsEnd(t *testing.T) {
+	s := time.Second
+	m := time.Minute
+	t.Run("a destroy that keeps failing: error, one alert, then quiet", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: req(OpStop), acts: acts("destroy@h1")},
+			{at: 11 * s, in: result{kind: ActDestroy, err: "domain will not die", seq: 2, state: DomRunning, reason: ReasonBooted}},
+			{at: 70 * s, in: Tick{}, acts: acts("destroy@h1")},
+			{at: 71 * s, in: result{kind: ActDestroy, err: "domain will not die", seq: 3, state: DomRunning, reason: ReasonBooted}},
+			{at: 130 * s, in: Tick{}, acts: acts("destroy@h1")},
+			{at: 190 * s, in: Tick{}, acts: acts("destroy@h1")},
+			{at: 250 * s, in: Tick{}, acts: acts(), recs: recs(RecAlert, RecOp),
+				check: all(wantState("error"), wantDesired(WantStopped))},
+		}))
+		if n := h.count(RecAlert); n != 1 {
+			t.Fatalf("%d alerts, want exactly 1:\n%s", n, logText(h.logs))
+		}
+		if w := h.e.NextWake(); !w.IsZero() {
+			t.Fatalf("NextWake +%s for an operation that has ended", w.Sub(t0))
+		}
+		h.run([]ev{
+			{at: 30 * m, in: Tick{}, acts: acts(), check: wantState("error")},
+			{at: 31 * m, in: obs(4, DomRunning, ReasonBooted), acts: acts(), check: all(wantState("error"), wantDesired(WantStopped))},
+			// Later it is seen down after all: what the user asked for holds, the error is over.
+			{at: 32 * m, in: obs(5, DomShutoff, ReasonDestroyed), acts: acts(), nrecs: recs(RecDetect),
+				check: all(wantState("healthy"), wantDesired(WantStopped))},
+		})
+	})
+	t.Run("libvirtd gone for good: the stop's unreached retries end too", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		steps := cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: req(OpStop), acts: acts("destroy@h1")},
+		})
+		h.run(steps)
+		for i := 0; i < 200 && !h.e.NextWake().IsZero(); i++ {
+			if a, ok := h.lastAct(ActDestroy, "v1"); ok && len(h.last.Actions) > 0 {
+				h.step(i, ev{at: h.e.now.Sub(t0) + 10*ms1, in: ActionResult{ID: a.ID, Host: "h1", Err: "cannot connect", Unreached: true}, any: true})
+			}
+			if w := h.e.NextWake(); !w.IsZero() {
+				h.step(i, ev{at: w.Sub(t0), in: Tick{}, any: true})
+			}
+		}
+		if st := h.status("v1"); st.State != "error" || h.e.now.Sub(t0) > 10*m {
+			t.Fatalf("state %s at +%s, want error within 10 minutes", st.State, h.e.now.Sub(t0))
+		}
+		if n := h.count(RecAlert); n != 1 {
+			t.Fatalf("%d alerts, want exactly 1:\n%s", n, logText(h.logs))
+		}
+	})
+	t.Run("a stop of a vm whose host is fenced is done", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(cluster3(false), []ev{
+			{at: 10 * s, in: req(OpStop), acts: acts("destroy@h1")},
+			{at: 11 * s, in: HostLease{Host: "h1", Since: t0.Add(9 * s)}},
+			{at: 13 * s, in: Tick{}, acts: acts(), nrecs: recs(RecDetect, RecAlert),
+				check: all(wantState("healthy"), wantDesired(WantStopped), wantHostState("h1", "fenced"))},
+			{at: 30 * m, in: Tick{}, acts: acts(), nrecs: recs(RecAlert)},
+		}))
+		if w := h.e.NextWake(); !w.IsZero() {
+			t.Fatalf("NextWake +%s", w.Sub(t0))
+		}
+	})
+	t.Run("a stop whose host is fenced later, while it is retried", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(cluster3(true), []ev{
+			{at: 10 * s, in: req(OpShutdown), acts: acts("shutdown@h1")},
+			{at: 130 * s, in: Tick{}, acts: acts("destroy@h1")},
+			{at: 140 * s, in: HostLease{Host: "h1", Since: t0.Add(138 * s)}, acts: acts("fence@h1")},
+			{at: 141 * s, in: FenceResult{Host: "h1", OK: true}, acts: acts(),
+				check: all(wantState("healthy"), wantDesired(WantStopped))},
+		}))
+	})
+	t.Run("a delete of a vm whose host is fenced forgets it", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(cluster3(false), []ev{
+			{at: 10 * s, in: req(OpDelete), acts: acts("delete@h1")},
+			{at: 11 * s, in: HostLease{Host: "h1", Since: t0.Add(9 * s)}},
+			{at: 13 * s, in: Tick{}, acts: acts(), recs: recs(RecForget), check: wantProtected(false)},
+		}))
+	})
+}

@@ -198,6 +198,19 @@ func (e *Engine) checkOp(v *vm) {
 		}
 		return
 	}
+	if h := e.hosts[v.home]; h != nil && h.state == hostFenced && v.home == op.home {
+		// Its host is fenced: the VM is down, proved. A stop is done; a delete is done as far
+		// as the VM goes (its definition stays on the dead host, which hass no longer tends).
+		switch op.Kind {
+		case OpStop, OpShutdown:
+			e.endOp(v, PhaseDone, fmt.Sprintf("its host %s was fenced: the vm is down", v.home))
+			return
+		case OpDelete:
+			e.endOp(v, PhaseDone, fmt.Sprintf("its host %s was fenced: the vm is down", v.home))
+			e.forget(v, fmt.Sprintf("deleted (its definition on %s is left there: the host is fenced)", v.home))
+			return
+		}
+	}
 	if e.now.Before(op.Deadline) {
 		if !op.retryAt.IsZero() && v.opActID == 0 && !e.now.Before(op.retryAt) {
 			// Its action never reached the hypervisor: issue it again.
@@ -213,13 +226,22 @@ func (e *Engine) checkOp(v *vm) {
 		return
 	}
 	if k, ok := insist(op, state); ok {
-		// The user's stop, delete or suspend stands: hass never gives it up on its own,
-		// so it tries again, and says so, until it is seen done or the user asks otherwise.
+		// The user's stop, delete or suspend stands: hass never turns it around on its own.
+		// It tries again a few times; if the VM still is not seen done, the operation has
+		// failed and the VM is in error, with one alert, for the user to sort out.
+		if op.tries >= InsistTries {
+			e.endOp(v, PhaseFailed, fmt.Sprintf("not confirmed after %d attempts (vm %s)", op.tries+1, state))
+			v.errored = true
+			e.log(RecAlert, v.id, v.home, "%s id=%d could not be carried out: the vm is still %s on %s after %d attempts; it is in error and hass will not try again until a user acts",
+				op.Kind, op.ID, state, v.home, op.tries+1)
+			return
+		}
+		op.tries++
 		op.Deadline = e.now.Add(e.cfg.StartTimeout)
 		if op.Kind == OpShutdown {
 			op.escalated = true // insisting on a shutdown is a destroy
 		}
-		e.log(RecAlert, v.id, v.home, "%s id=%d not confirmed by its deadline (vm %s): trying again", op.Kind, op.ID, state)
+		e.log(RecOp, v.id, v.home, "%s id=%d not confirmed by its deadline (vm %s): trying again (%d of %d)", op.Kind, op.ID, state, op.tries, InsistTries)
 		e.opAct(v, k)
 		return
 	}
@@ -260,6 +282,36 @@ func opAction(op *Operation) ActKind {
 		return ActResume
 	}
 	return ActStart
+}
+
+// InsistTries is how many times a stop, shutdown, delete or suspend is tried again after its
+// deadline passed without it being seen done, before it fails and leaves the VM in error.
+const InsistTries = 3
+
+// opErrorCured: a VM left in error by a stop, delete or suspend that could not be carried out
+// is now seen as the user wanted it (down, gone, paused): it is no longer in error.
+func (e *Engine) opErrorCured(v *vm) {
+	o := v.obsOn(v.home)
+	h := e.hosts[v.home]
+	fenced := h != nil && h.state == hostFenced
+	fresh := o != nil && o.state != DomUnknown && o.seq > v.intentSeq
+	switch v.desired {
+	case WantAbsent:
+		if fenced || (fresh && o.state == DomAbsent) {
+			v.errored = false
+			e.forget(v, "deleted: it is gone, as the user asked")
+		}
+	case WantStopped:
+		if fenced || (fresh && !o.state.up()) {
+			v.errored = false
+			e.log(RecOp, v.id, v.home, "no longer in error: the vm is down, as the user asked")
+		}
+	case WantPaused:
+		if fresh && o.state == DomPaused {
+			v.errored = false
+			e.log(RecOp, v.id, v.home, "no longer in error: the vm is paused, as the user asked")
+		}
+	}
 }
 
 // insist says whether an operation that changes the user's intent towards "less running"
@@ -477,10 +529,14 @@ func (e *Engine) actionResult(in ActionResult) {
 					h.unreached = true
 				}
 				op.retryAt = e.now.Add(e.unreachedRetry())
-				e.log(RecOp, v.id, host, "%s id=%d could not reach the hypervisor (%s): issuing it again when %s reports, or in %s",
-					op.Kind, op.ID, in.Err, host, e.unreachedRetry())
+				if !op.unreached { // once per outage: each retry is in the log as an action
+					e.log(RecOp, v.id, host, "%s id=%d could not reach the hypervisor (%s): issuing it again when %s reports, or every %s",
+						op.Kind, op.ID, in.Err, host, e.unreachedRetry())
+				}
+				op.unreached = true
 				return
 			}
+			op.unreached = false
 			if in.Err != "" {
 				o := v.obsFor(v.home)
 				if in.State != DomUnknown && in.Host == v.home && in.Seq > o.seq {
@@ -491,7 +547,7 @@ func (e *Engine) actionResult(in ActionResult) {
 				if _, ok := insist(op, state); ok {
 					v.opActID = 0
 					v.op = op
-					e.log(RecAlert, v.id, v.home, "%s id=%d failed (%s): trying again at its deadline", op.Kind, op.ID, in.Err)
+					e.log(RecOp, v.id, v.home, "%s id=%d failed (%s): trying again at its deadline", op.Kind, op.ID, in.Err)
 					return
 				}
 				e.endOp(v, PhaseFailed, in.Err)
@@ -572,6 +628,9 @@ func (e *Engine) tick() {
 // nothing changed does nothing.
 func (e *Engine) evaluate(v *vm) {
 	e.checkOp(v)
+	if e.vms[v.id] == v && v.errored && v.op == nil && v.desired != WantRunning {
+		e.opErrorCured(v)
+	}
 	if e.vms[v.id] != v || v.errored {
 		return // the operation deleted it, or it is in error until a user acts
 	}
@@ -974,12 +1033,9 @@ func (e *Engine) unreachedAttempt(v *vm, f *failure, in ActionResult) {
 		h.unreached = true
 	}
 	f.next = e.now.Add(e.unreachedRetry())
-	msg := fmt.Sprintf("recovery attempt could not reach the hypervisor on %s (%s): not counted against the vm; trying again when %s reports, or in %s",
-		host, in.Err, host, e.unreachedRetry())
-	if f.unreached == "" {
-		e.log(RecAlert, v.id, host, "%s", msg) // once per outage
-	} else {
-		e.log(RecOp, v.id, host, "%s", msg)
+	if f.unreached != host { // once per outage: each retry is in the log as an action
+		e.log(RecAlert, v.id, host, "recovery attempt could not reach the hypervisor on %s (%s): not counted against the vm; trying again when %s reports, or every %s",
+			host, in.Err, host, e.unreachedRetry())
 	}
 	f.unreached = host
 }

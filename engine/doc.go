@@ -66,9 +66,15 @@
 // An accepted Request bumps the VM's generation, records the operation with a deadline, and
 // orders the matching action (start, shutdown, destroy, reboot, delete, migrate, suspend,
 // resume). It completes on an observation newer than the request; past its deadline a
-// shutdown is escalated to a destroy, a start, reboot or resume that left the VM down is a
-// failure (operation-failed), and a stop, shutdown, delete or suspend that left the VM up
-// gives the desired state back. Operations from OpenStack order nothing: Nova acts itself.
+// shutdown is escalated to a destroy, and a start, reboot or resume that left the VM down is
+// a failure (operation-failed). A stop, shutdown, delete or suspend not seen done by its
+// deadline is tried again (InsistTries times, StartTimeout apart, said in the log, not as
+// alerts); after that it has failed: the VM is in error with one alert, its desired state
+// stays what the user asked (nothing restarts it), and hass leaves it to the user; the
+// error ends when the VM is seen as the user wanted or the user asks again. A stop,
+// shutdown or delete of a VM whose host is fenced is done: the fence proves the VM down (a
+// deleted VM's definition stays on the dead host). Every operation thus ends. Operations
+// from OpenStack order nothing: Nova acts itself.
 //
 // # Recovery
 //

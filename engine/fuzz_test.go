@@ -515,9 +515,10 @@ func runFuzz(t *testing.T, data []byte) {
 		r.step(r.next())
 	}
 	// Let every timer run out: each wake must make progress.
-	for i := 0; i < 64; i++ {
+	horizon := r.enow.Add(30 * time.Minute)
+	for i := 0; i < 400; i++ {
 		w := r.e.NextWake()
-		if w.IsZero() {
+		if w.IsZero() || w.After(horizon) {
 			break
 		}
 		if w.Before(r.enow) {
@@ -525,6 +526,15 @@ func runFuzz(t *testing.T, data []byte) {
 		}
 		r.now = w
 		r.step(Tick{})
+	}
+	// With nothing but time passing, every stop, shutdown, delete or suspend has ended by
+	// now: done, or failed with the VM in error. None is tried again forever.
+	if r.e.NextWake().After(horizon) || r.e.NextWake().IsZero() {
+		for _, id := range r.e.vmIx {
+			if op := r.e.vms[id].op; op != nil && (op.Kind == OpStop || op.Kind == OpShutdown || op.Kind == OpDelete || op.Kind == OpSuspend) {
+				r.fatalf("%s of %s still in flight 30 minutes after the last input (deadline +%s)", op.Kind, id, op.Deadline.Sub(t0))
+			}
+		}
 	}
 }
 

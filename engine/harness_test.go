@@ -45,6 +45,7 @@ type harness struct {
 	t    *testing.T
 	e    *Engine
 	acts []Action // every action issued so far
+	logs []Record // every record logged so far
 	last Output   // the last step's output (copied)
 }
 
@@ -84,6 +85,7 @@ func (h *harness) step(i int, s ev) {
 	out := h.e.Step(t0.Add(s.at), in)
 	h.last = Output{Actions: slices.Clone(out.Actions), Log: slices.Clone(out.Log), Err: out.Err}
 	h.acts = append(h.acts, h.last.Actions...)
+	h.logs = append(h.logs, h.last.Log...)
 	desc := fmt.Sprintf("step %d (+%s %T%+v)", i, s.at, in, in)
 	switch {
 	case s.err == "" && out.Err != nil:

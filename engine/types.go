@@ -186,7 +186,11 @@ type Operation struct {
 	// retryAt is when the operation's action, which came back unreached (the hypervisor
 	// could not be reached), is issued again; zero when nothing waits. The host's next
 	// report brings it forward.
-	retryAt time.Time
+	retryAt   time.Time
+	unreached bool // its last action came back unreached (said once in the log per outage)
+	// tries counts how many times the action was issued again after the deadline passed
+	// (a stop, shutdown, delete or suspend insisted on); see InsistTries.
+	tries int
 }
 
 // FailureKind names what failed.
