@@ -878,3 +878,92 @@ func TestOperationsEnd(t *testing.T) {
 		}))
 	})
 }
+
+// TestTwoCopies: when hass sees the VM up on two live hosts, it keeps the copy that carries the
+// guest's live state (one that arrived by live migration, else its home), pauses the other
+// (nothing is lost), alerts once, and leaves the paused copy to the operator.
+func TestTwoCopies(t *testing.T) {
+	s := time.Second
+	countAlerts := func(want int) func(*testing.T, *harness) {
+		return func(t *testing.T, h *harness) {
+			t.Helper()
+			if n := h.count(RecAlert); n != want {
+				t.Fatalf("%d alerts, want %d:\n%s", n, want, logText(h.logs))
+			}
+		}
+	}
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	t.Run("a copy booted on the source after a migration switched over: the migrated copy wins", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(std(DefaultPolicy()), []ev{
+			// virsh migrate h1 -> h2: the incoming copy, then the source stops
+			{at: 10 * s, in: Observe{Host: "h2", VM: "v1", Seq: 1, State: DomPaused, Reason: ReasonMigrated, At: at(10 * s)}},
+			{at: 14 * s, in: Observe{Host: "h1", VM: "v1", Seq: 2, State: DomShutoff, Reason: ReasonMigrated, At: at(14 * s)}, recs: recs(RecOp)},
+			// a copy is booted on h1 from disk, and only then does h2's resume arrive
+			{at: 15 * s, in: Observe{Host: "h1", VM: "v1", Seq: 3, State: DomRunning, Reason: ReasonBooted, At: at(15 * s)}},
+			{at: 16 * s, in: Observe{Host: "h2", VM: "v1", Seq: 2, State: DomRunning, Reason: ReasonMigrated, At: at(14 * s)},
+				acts: acts("suspend@h1"), recs: recs(RecAlert), check: all(wantHome("h2"), countAlerts(1), wantLogMsg("keeping the one on h2"))},
+			// the pause took; the resyncs of the paused copy say nothing new
+			{at: 17 * s, in: Observe{Host: "h1", VM: "v1", Seq: 4, State: DomPaused, Reason: ReasonUser, At: at(17 * s)}, acts: acts()},
+			{at: 47 * s, in: Snapshot{Host: "h1", Seq: 5, At: at(47 * s), Domains: []DomainStatus{{VM: "v1", State: DomPaused, Reason: ReasonUser}}},
+				acts: acts(), check: all(countAlerts(1), wantHome("h2"), wantDesired(WantRunning))},
+			// the operator destroys it: one copy again
+			{at: 60 * s, in: Observe{Host: "h1", VM: "v1", Seq: 6, State: DomShutoff, Reason: ReasonDestroyed, At: at(60 * s)},
+				acts: acts(), recs: recs(RecExpected), check: all(countAlerts(1), wantDesired(WantRunning), wantHome("h2"))},
+			// and the VM is still protected where it runs
+			{at: 90 * s, in: Observe{Host: "h2", VM: "v1", Seq: 3, State: DomShutoff, Reason: ReasonFailed, At: at(90 * s)}, acts: acts("start@h2")},
+		}))
+	})
+	t.Run("a copy appears on another host while home runs: home kept, the other paused once", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: obsAt("h2", 1, DomRunning, ReasonBooted), acts: acts("suspend@h2"), recs: recs(RecAlert),
+				check: all(wantHome("h1"), wantLogMsg("hass cannot tell"))},
+			// the pause did not take: it is issued again after StartTimeout, without an alert
+			{at: 40 * s, in: Snapshot{Host: "h2", Seq: 2, At: at(40 * s), Domains: []DomainStatus{{VM: "v1", State: DomRunning, Reason: ReasonBooted}}},
+				acts: acts()},
+			{at: 70 * s, in: Snapshot{Host: "h2", Seq: 3, At: at(70 * s), Domains: []DomainStatus{{VM: "v1", State: DomRunning, Reason: ReasonBooted}}},
+				acts: acts("suspend@h2"), nrecs: recs(RecAlert)},
+			{at: 71 * s, in: obsAt("h2", 4, DomPaused, ReasonUser), acts: acts()},
+			// the operator resumes it on purpose: hass leaves it alone
+			{at: 100 * s, in: obsAt("h2", 5, DomRunning, ReasonResumed), acts: acts(), check: countAlerts(1)},
+			{at: 200 * s, in: Snapshot{Host: "h2", Seq: 6, At: at(200 * s), Domains: []DomainStatus{{VM: "v1", State: DomRunning, Reason: ReasonResumed}}},
+				acts: acts(), check: countAlerts(1)},
+		}))
+	})
+	t.Run("a report of the source taken before the switch-over is no second copy", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: Observe{Host: "h2", VM: "v1", Seq: 1, State: DomPaused, Reason: ReasonMigrated, At: at(10 * s)}},
+			{at: 14 * s, in: Observe{Host: "h2", VM: "v1", Seq: 2, State: DomRunning, Reason: ReasonMigrated, At: at(14 * s)},
+				check: wantHome("h2")},
+			// h1's resync taken a moment before the switch-over arrives late
+			{at: 14*s + 20*ms1, in: Snapshot{Host: "h1", Seq: 2, At: at(14*s - 5*ms1), Domains: []DomainStatus{{VM: "v1", State: DomRunning, Reason: ReasonBooted}}},
+				acts: acts(), nrecs: recs(RecAlert)},
+			{at: 14*s + 30*ms1, in: Observe{Host: "h1", VM: "v1", Seq: 3, State: DomShutoff, Reason: ReasonMigrated, At: at(14 * s)},
+				acts: acts(), nrecs: recs(RecAlert, RecDetect), check: all(wantHome("h2"), countAlerts(0))},
+		}))
+	})
+}
+
+// TestRebootEndedByGuestShutdown: the guest shuts itself down during a reboot and the reboot's
+// failed result (carrying the domain's state) arrives before the shutdown event: the shutdown
+// is honoured as the policy says, not restarted as a failed reboot.
+func TestRebootEndedByGuestShutdown(t *testing.T) {
+	s := time.Second
+	down := result{kind: ActReboot, err: "domain went down during the reboot", seq: 3, state: DomShutoff, reason: ReasonShutdownGuest}
+	t.Run("honour", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: req(OpReboot), acts: acts("reboot@h1")},
+			{at: 14 * s, in: down, acts: acts(), nrecs: recs(RecDetect), check: wantDesired(WantStopped)},
+			{at: 14*s + 10*ms1, in: obs(2, DomShutoff, ReasonShutdownGuest), acts: acts()},
+			{at: 30 * time.Minute, in: Tick{}, acts: acts(), check: wantDesired(WantStopped)},
+		}))
+	})
+	t.Run("restart", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(std(policy(func(p *Policy) { p.OnGuestShutdown = GuestShutdownRestart })), []ev{
+			{at: 10 * s, in: req(OpReboot), acts: acts("reboot@h1")},
+			{at: 14 * s, in: down, acts: acts("start@h1"), check: wantFailure(FailGuestShutdown)},
+		}))
+	})
+}

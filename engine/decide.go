@@ -333,14 +333,28 @@ func insist(op *Operation, state DomState) (ActKind, bool) {
 func (e *Engine) opFailed(v *vm, op *Operation, state DomState) {
 	switch op.Kind {
 	case OpMigrate:
-		if op.Source != SrcAPI && v.wantsUp() && !state.up() && v.fail == nil {
+		if o := v.obsOn(v.home); op.Source != SrcAPI && v.wantsUp() && !state.up() && v.fail == nil && o != nil && e.nowhere(v, op, o) {
 			e.detect(v, FailOperation, e.now, "migration left the vm running nowhere")
 		}
 	case OpStart, OpReboot, OpResume:
-		if v.wantsUp() && !state.up() && v.fail == nil {
+		if v.wantsUp() && !state.up() && v.fail == nil && !downOnPurpose(v.obsOn(v.home), op) {
 			e.detect(v, FailOperation, e.now, fmt.Sprintf("%s did not bring the vm up", op.Kind))
 		}
 	}
+}
+
+// downOnPurpose: since op was accepted, the VM was seen to go down by somebody's wish (the
+// guest shut itself down, a user stopped, shut down or undefined it), not by failing. The
+// classification rules say what that means, as they would without the operation.
+func downOnPurpose(o *hostObs, op *Operation) bool {
+	if o == nil || o.seq <= op.baseSeq || o.state.up() || crashReason(o) {
+		return false
+	}
+	switch o.reason {
+	case ReasonShutdownGuest, ReasonShutdownHost, ReasonShutdown, ReasonDestroyed, ReasonUndefined:
+		return true
+	}
+	return false
 }
 
 // ---- observations ----------------------------------------------------------------------
@@ -364,16 +378,22 @@ func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, a
 	if seq > o.seq {
 		o.seq = seq
 	}
+	if at.IsZero() {
+		at = e.now
+	}
+	prevSince := o.since
+	o.seen(st, r, at)
 	o.prevState, o.prevReason = o.state, o.reason
 	o.state, o.reason, o.at = st, r, at
-	if at.IsZero() {
-		o.at = e.now
-	}
 	if h != v.home {
 		hh, ho := e.hosts[v.home], v.obsOn(v.home)
 		homeDown := hh == nil || hh.state == hostFenced ||
 			(hh.state == hostUp && ho != nil && ho.state != DomUnknown && !ho.state.up())
 		migrating := v.op != nil && v.op.Kind == OpMigrate && (v.op.Target == h || v.op.Target == "")
+		cold := false
+		if !st.up() && v.dropDup(h) {
+			e.log(RecExpected, id, h, "the extra copy here is gone (%s/%s); the vm runs on %s", st, r, v.home)
+		}
 		if !st.up() {
 			// A copy away from home going down does not matter, unless the VM had already
 			// moved here (its home copy is down after a migration) and then failed here
@@ -399,6 +419,19 @@ func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, a
 			if v.op != nil && v.op.Kind == OpMigrate {
 				v.op.Target = h
 			}
+			if f := v.fail; f != nil && f.actID != 0 && f.actHost != h {
+				// A recovery start on its way elsewhere is void: the VM runs here.
+				v.gen++
+				f.actID = 0
+			}
+			// The old home's copy came up after this one began to arrive (its incoming copy
+			// appeared, or it took over): it is not the migration's source, but a copy booted
+			// since. Two copies run.
+			arrived := o.since
+			if prev == DomPaused && o.prevReason == ReasonMigrated && !prevSince.IsZero() {
+				arrived = prevSince
+			}
+			cold = ho != nil && live(ho.state, ho.reason) && hh != nil && hh.state == hostUp && ho.since.After(arrived)
 		case homeDown:
 			// Started here by somebody while its home copy is known to be down: it lives
 			// here now. Anything hass had on its way to the old home is void.
@@ -408,10 +441,22 @@ func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, a
 				f.actID = 0
 			}
 		default:
-			e.log(RecAlert, id, h, "runs here too, but its home is %s: possible split brain", v.home)
+			// Up here and at home: two copies, unless this report predates the home copy
+			// coming up (a migration's source reported just before its switch-over).
+			if v.dupOn(h) != nil || !o.prevState.up() || ho == nil || o.at.After(ho.since.Add(time.Second)) {
+				e.twoCopies(v, h)
+				if v.home == h {
+					e.evaluate(v) // it moved home to the copy it keeps
+				}
+			}
 			return
 		}
+		old := v.home
 		v.home = h
+		v.dropDup(h) // an extra copy here is the VM's home now
+		if cold {
+			e.twoCopies(v, old)
+		}
 	}
 	if v.op != nil && v.op.Kind == OpReboot && !st.up() {
 		v.opSawDown = true
@@ -505,6 +550,7 @@ func (e *Engine) actionResult(in ActionResult) {
 			switch {
 			case f.kind == FailGuestHang:
 				if o := v.obsFor(f.actHost); in.State != DomUnknown && in.Seq > o.seq {
+					o.seen(in.State, in.Reason, e.now)
 					o.seq, o.state, o.reason, o.at = in.Seq, in.State, in.Reason, e.now
 				} else if o.reason == ReasonWatchdog {
 					o.reason = ReasonBooted // the reset answered the watchdog
@@ -541,6 +587,7 @@ func (e *Engine) actionResult(in ActionResult) {
 				o := v.obsFor(v.home)
 				if in.State != DomUnknown && in.Host == v.home && in.Seq > o.seq {
 					// The agent says how it left the domain: fresher than any event.
+					o.seen(in.State, in.Reason, e.now)
 					o.seq, o.state, o.reason, o.at = in.Seq, in.State, in.Reason, e.now
 				}
 				state := o.state
@@ -585,9 +632,15 @@ func (e *Engine) actionResult(in ActionResult) {
 				e.observe(v.home, v.id, in.Seq, DomRunning, ReasonResumed, e.now)
 			case OpMigrate:
 				t := v.obsFor(op.Target)
+				t.seen(DomRunning, ReasonMigrated, e.now)
 				t.state, t.reason, t.at = DomRunning, ReasonMigrated, e.now
 				e.log(RecExpected, v.id, op.Target, "migrated here from %s", v.home)
+				old, oo := v.home, v.obsOn(v.home)
 				v.home = op.Target
+				v.dropDup(v.home)
+				if oo != nil && live(oo.state, oo.reason) && oo.since.After(op.Started.Add(time.Second)) && e.hosts[old].state == hostUp {
+					e.twoCopies(v, old) // the old home's copy was booted after the migration began
+				}
 				e.evaluate(v)
 			}
 			return
@@ -779,7 +832,7 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 			e.endOp(v, PhaseFailed, fmt.Sprintf("vm went down (%s/%s) during the operation", o.state, o.reason))
 		case op.Kind == OpMigrate && o.reason != ReasonMigrated:
 			e.endOp(v, PhaseFailed, fmt.Sprintf("vm went down (%s/%s) during the migration", o.state, o.reason))
-		case op.Kind == OpMigrate && e.nowhere(v, op):
+		case op.Kind == OpMigrate && e.nowhere(v, op, o):
 			e.endOp(v, PhaseFailed, "every other host has reported since, and none runs it")
 			e.detect(v, FailOperation, op.Started, "migrated away but runs nowhere")
 			return
@@ -828,6 +881,52 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 	}
 }
 
+// twoCopies handles a VM seen up on its home and on other, both live hosts: a split brain,
+// two guests writing to one disk. hass keeps the copy that carries the guest's live state,
+// which is the one that arrived by live migration when only one did (it holds the guest's
+// memory; a copy booted from disk holds nothing that is not on the disk), and otherwise the
+// one it knows as the VM's home; it pauses the other. A pause stops the other copy's writes
+// at once and loses nothing, so even if hass kept the wrong one, no state is lost: the
+// operator checks, then destroys or resumes the paused copy. hass alerts once, and leaves
+// the paused copy alone from then on (it pauses it again only if the pause never took);
+// when that copy goes down, the VM has one copy again.
+func (e *Engine) twoCopies(v *vm, other HostID) {
+	o, ho := v.obsOn(other), v.obsOn(v.home)
+	if o == nil || ho == nil {
+		return
+	}
+	if d := v.dupOn(other); d != nil {
+		switch {
+		case o.state == DomPaused:
+			d.pauseAt = time.Time{} // the pause took
+		case !d.pauseAt.IsZero() && o.state == DomRunning && !e.now.Before(d.pauseAt.Add(e.cfg.StartTimeout)):
+			d.pauseAt = e.now // it did not: once more, without another alert
+			e.act(v, ActSuspend, other, "", "split-brain")
+		}
+		return
+	}
+	keep, pause := v.home, other
+	why := "its home: hass cannot tell which copy carries the guest's live state"
+	if o.reason == ReasonMigrated && ho.reason != ReasonMigrated {
+		keep, pause = other, v.home
+		why = "it arrived by live migration and carries the guest's memory; the other was booted from disk"
+	} else if ho.reason == ReasonMigrated && o.reason != ReasonMigrated {
+		why = "it arrived by live migration and carries the guest's memory; the other was booted from disk"
+	}
+	if keep != v.home {
+		v.home = keep
+		v.gen++ // nothing hass ordered for the old home stands
+	}
+	v.dups = append(v.dups, dupCopy{host: pause})
+	d := &v.dups[len(v.dups)-1]
+	e.log(RecAlert, v.id, pause, "two copies run, on %s and %s: keeping the one on %s (%s); pausing the one on %s, which stops its disk writes and loses nothing: check, then destroy or resume it (hass leaves it paused)",
+		keep, pause, keep, why, pause)
+	if po := v.obsOn(pause); po.state == DomRunning {
+		d.pauseAt = e.now
+		e.act(v, ActSuspend, pause, "", "split-brain")
+	}
+}
+
 // landed returns the host other than home where the VM was last seen running, if any.
 func (e *Engine) landed(v *vm) HostID {
 	for _, o := range v.obs {
@@ -838,15 +937,28 @@ func (e *Engine) landed(v *vm) HostID {
 	return ""
 }
 
-// nowhere proves that a VM whose home copy left in a migration runs on no other host: every
-// other host is fenced, or has sent a complete domain list taken after the migration began
-// without it running there (else its home would have moved). A suspect host proves nothing.
-func (e *Engine) nowhere(v *vm, op *Operation) bool {
+// nowhere proves that a VM whose home copy left in a migration (o, its home observation,
+// is down) runs on no other host: every other host is fenced, or has sent a complete domain
+// list taken after the switch-over (the moment the source was first seen stopped) without it
+// running there, else its home would have moved. A list taken earlier proves nothing, even
+// one taken during the migration: the incoming copy is still paused until the switch-over,
+// and runs right after it. A suspect host proves nothing either.
+func (e *Engine) nowhere(v *vm, op *Operation, o *hostObs) bool {
+	switchAt := o.since
+	if switchAt.IsZero() {
+		switchAt = o.at
+	}
+	if switchAt.After(e.now) {
+		switchAt = e.now // an agent clock ahead of ours must not postpone the proof for ever
+	}
+	if switchAt.Before(op.Started) {
+		switchAt = op.Started
+	}
 	for _, id := range e.hostIx {
 		h := e.hosts[id]
 		switch {
 		case id == v.home || h.state == hostFenced:
-		case h.state == hostSuspect || !h.lastResync.After(op.Started.Add(time.Second)): // a second for clock skew
+		case h.state == hostSuspect || !h.lastResync.After(switchAt.Add(time.Second)): // a second for clock skew
 			return false
 		}
 	}

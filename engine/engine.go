@@ -40,9 +40,26 @@ type hostObs struct {
 	state  DomState
 	reason Reason
 	at     time.Time
+	// since is when the copy was first seen in its present condition: live (running, or
+	// paused other than as a migration's incoming copy) or not. For a migration's source
+	// that stopped, and for its destination that took over, it is the switch-over.
+	since time.Time
 	// what it was before the newest observation
 	prevState  DomState
 	prevReason Reason
+}
+
+// live: the guest exists in memory and runs or could (an incoming migration copy does not
+// until the switch-over).
+func live(st DomState, r Reason) bool {
+	return st.up() && !(st == DomPaused && r == ReasonMigrated)
+}
+
+// seen notes the new state (st, r), seen at, in since (before it is stored).
+func (o *hostObs) seen(st DomState, r Reason, at time.Time) {
+	if o.since.IsZero() || o.state == DomUnknown || st == DomUnknown || live(o.state, o.reason) != live(st, r) {
+		o.since = at
+	}
 }
 
 type failure struct {
@@ -82,11 +99,43 @@ type vm struct {
 	restarts    []time.Time
 	relocations int
 	failedOn    []hostFailure // where it failed, newest last; placement avoids these hosts within the window
-	errored     bool
-	intentSeq   uint64 // the home observation's seq when the user's intent last changed
-	vanishedAt  time.Time
-	unknownLog  bool // "waiting" already logged for the current unknown spell
-	ambiguous   bool // an alert for an unexplained shutdown was raised for the current stop
+	// dups are the extra copies of the VM that hass found up beside the one it keeps (a
+	// split brain): each was alerted once and paused, and is left to the operator until it
+	// is seen gone.
+	dups       []dupCopy
+	errored    bool
+	intentSeq  uint64 // the home observation's seq when the user's intent last changed
+	vanishedAt time.Time
+	unknownLog bool // "waiting" already logged for the current unknown spell
+	ambiguous  bool // an alert for an unexplained shutdown was raised for the current stop
+}
+
+// dupCopy is an extra copy of a VM on host. pauseAt is when hass issued its pause, zero once
+// the copy was seen paused (or was paused already).
+type dupCopy struct {
+	host    HostID
+	pauseAt time.Time
+}
+
+// dupOn returns the extra copy on h, or nil.
+func (v *vm) dupOn(h HostID) *dupCopy {
+	for i := range v.dups {
+		if v.dups[i].host == h {
+			return &v.dups[i]
+		}
+	}
+	return nil
+}
+
+// dropDup forgets the extra copy on h; it reports whether there was one.
+func (v *vm) dropDup(h HostID) bool {
+	for i := range v.dups {
+		if v.dups[i].host == h {
+			v.dups = slices.Delete(v.dups, i, i+1)
+			return true
+		}
+	}
+	return false
 }
 
 // hostFailure is one failure of a VM on a host: detected there, or a start refused there.
@@ -371,11 +420,13 @@ func (e *Engine) fenced(h *host, why string) {
 	for _, id := range e.vmIx {
 		v := e.vms[id]
 		if o := v.obsOn(h.id); o != nil {
+			o.seen(DomUnknown, ReasonFenced, e.now)
 			o.state, o.reason = DomUnknown, ReasonFenced
 		}
 		if v.home == h.id {
 			v.vanishedAt = time.Time{}
 		}
+		v.dropDup(h.id) // an extra copy died with its host
 		if f := v.fail; f != nil && f.actID != 0 && f.actHost == h.id {
 			// That attempt died with the host: no answer will come. Try elsewhere now.
 			f.actID, f.next = 0, e.now

@@ -47,8 +47,12 @@ type fuzzRun struct {
 	// userStopped: the last accepted request for the vm was stop, shutdown or delete, and
 	// since then nothing reported the vm up anywhere.
 	userStopped map[VMID]bool
-	steps       int
-	trace       []func() string // formatted only when a check fails
+	// twoCopies: hass alerted that the vm runs twice, with the copy on the host paused; it
+	// must not say so again while nothing showed that copy gone (down, its host fenced) and
+	// nothing else changed for the vm (a request, protection, a move of its home).
+	twoCopies map[VMID]map[HostID]bool
+	steps     int
+	trace     []func() string // formatted only when a check fails
 }
 
 func (r *fuzzRun) fatalf(format string, args ...any) {
@@ -345,6 +349,11 @@ func (r *fuzzRun) step(in Input) {
 		costBefore = r.e.Status()
 	}
 
+	homes := map[VMID]HostID{}
+	for _, s := range r.e.Status() {
+		homes[s.VM] = s.Home
+	}
+
 	advanced := r.now.After(r.enow)
 	out := r.e.Step(r.now, in)
 	if advanced {
@@ -455,6 +464,66 @@ func (r *fuzzRun) step(in Input) {
 		}
 	}
 
+	// A second copy is alerted once.
+	gone := func(vm VMID, h HostID) {
+		if m := r.twoCopies[vm]; m != nil {
+			delete(m, h)
+		}
+	}
+	switch in := in.(type) {
+	case Observe:
+		if !isUp(in.State) {
+			gone(in.VM, in.Host)
+		}
+	case Snapshot:
+		listed := map[VMID]bool{}
+		for _, d := range in.Domains {
+			listed[d.VM] = true
+			if !isUp(d.State) {
+				gone(d.VM, in.Host)
+			}
+		}
+		for vm := range r.twoCopies {
+			if !listed[vm] {
+				gone(vm, in.Host)
+			}
+		}
+	case Request:
+		delete(r.twoCopies, in.VM)
+	case Protect:
+		delete(r.twoCopies, in.VM)
+	}
+	for _, s := range r.e.Status() {
+		if homes[s.VM] != s.Home {
+			delete(r.twoCopies, s.VM)
+		}
+	}
+	for vm, m := range r.twoCopies {
+		for h := range m {
+			if r.e.HostState(h) == "fenced" {
+				delete(m, h)
+			}
+		}
+		if !r.e.Protected(vm) {
+			delete(r.twoCopies, vm)
+		}
+	}
+	for _, rec := range log {
+		if rec.Type == RecForget {
+			delete(r.twoCopies, rec.VM)
+		}
+		if rec.Type != RecAlert || !strings.Contains(rec.Msg, "two copies run") {
+			continue
+		}
+		if r.twoCopies[rec.VM][rec.Host] {
+			r.fatalf("second copy of %s on %s alerted again: %s", rec.VM, rec.Host, rec.Msg)
+		}
+		if r.twoCopies[rec.VM] == nil {
+			r.twoCopies[rec.VM] = map[HostID]bool{}
+		}
+		r.twoCopies[rec.VM][rec.Host] = true
+	}
+
 	if !r.naive {
 		for _, a := range acts {
 			if a.Kind != ActStart {
@@ -493,7 +562,7 @@ func (r *fuzzRun) desired(id VMID) Desired {
 
 func runFuzz(t *testing.T, data []byte) {
 	r := &fuzzRun{t: t, in: fuzzBytes{b: data}, now: t0, seqs: map[HostID]uint64{},
-		userStopped: map[VMID]bool{}}
+		userStopped: map[VMID]bool{}, twoCopies: map[VMID]map[HostID]bool{}}
 	flags := r.in.u8()
 	cfg := DefaultConfig()
 	r.naive = flags&1 == 1
