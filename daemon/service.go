@@ -226,7 +226,7 @@ func toRecord(s engine.VMState) store.VM {
 	if op := s.Op; op != nil {
 		r.Op = &store.Op{ID: op.ID, Kind: op.Kind.String(), Source: op.Source.String(), Target: string(op.Target),
 			Started: op.Started.UTC(), Deadline: op.Deadline.UTC(), Escalated: op.Escalated, Prev: op.Prev.String(),
-			BaseSeq: op.BaseSeq, Home: string(op.Home), SawDown: op.SawDown, Pending: op.Pending}
+			BaseSeq: op.BaseSeq, Home: string(op.Home), SawDown: op.SawDown, Pending: op.Pending, Tries: op.Tries}
 	}
 	if f := s.Failure; f != nil {
 		r.Failure = &store.Failure{Kind: string(f.Kind), FaultAt: f.FaultAt.UTC(), DetectAt: f.DetectAt.UTC(),
@@ -235,6 +235,9 @@ func toRecord(s engine.VMState) store.VM {
 	}
 	for i, t := range r.Restarts {
 		r.Restarts[i] = t.UTC()
+	}
+	for _, f := range s.FailedOn {
+		r.FailedOn = append(r.FailedOn, store.FailedOn{Host: string(f.Host), At: f.At.UTC()})
 	}
 	return r
 }
@@ -256,12 +259,15 @@ func fromRecord(r store.VM, host engine.HostID) (engine.VMState, error) {
 			AntiAffinity: r.Policy.AntiAffinity},
 		Gen: max(r.Gen, 1), Restarts: r.Restarts, Relocations: r.Relocations, Errored: r.Errored,
 		IntentSeq: r.IntentSeq, Ambiguous: r.Ambiguous}
+	for _, f := range r.FailedOn {
+		s.FailedOn = append(s.FailedOn, engine.HostFailure{Host: engine.HostID(f.Host), At: f.At})
+	}
 	if s.Desired, err = parseDesired(r.Desired); err != nil {
 		return s, fmt.Errorf("desired: %w", err)
 	}
 	if op := r.Op; op != nil {
 		o := &engine.OpState{ID: op.ID, Target: engine.HostID(op.Target), Started: op.Started, Deadline: op.Deadline,
-			Escalated: op.Escalated, BaseSeq: op.BaseSeq, Home: host, SawDown: op.SawDown, Pending: op.Pending}
+			Escalated: op.Escalated, BaseSeq: op.BaseSeq, Home: host, SawDown: op.SawDown, Pending: op.Pending, Tries: op.Tries}
 		if o.Kind, err = engine.ParseOpKind(op.Kind); err != nil {
 			return s, fmt.Errorf("op.kind: %w", err)
 		}

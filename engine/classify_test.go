@@ -1,22 +1,12 @@
 package engine
 
 import (
-	"os"
 	"strings"
 	"testing"
 	"time"
 )
 
 const ms1 = time.Millisecond
-
-// runBugs: HASS_BUGS=1 go test ./engine runs the stories marked as known bugs instead of
-// skipping them (they are expected to fail until the engine is fixed).
-func skipBug(t *testing.T, bug string) {
-	t.Helper()
-	if bug != "" && os.Getenv("HASS_BUGS") == "" {
-		t.Skip("BUG: " + bug)
-	}
-}
 
 func wantCurrent(k ActKind, vm VMID, want bool) func(*testing.T, *harness) {
 	return func(t *testing.T, h *harness) {
@@ -124,7 +114,6 @@ func TestClassify(t *testing.T) {
 	tests := []struct {
 		name  string
 		naive bool
-		bug   string // set: a known engine bug; the story says what should happen
 		steps []ev
 	}{
 		{name: "kill -9 restarts on home", steps: cat(std(def), []ev{
@@ -413,7 +402,6 @@ func TestClassify(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			skipBug(t, tc.bug)
 			cfg := DefaultConfig()
 			cfg.Naive = tc.naive
 			newHarness(t, cfg).run(tc.steps)
@@ -437,9 +425,6 @@ func TestNextWakeIOError(t *testing.T) {
 // TestNextWakeVanishedOnFencedHost: a vm missing from its host's list whose host is then
 // fenced, with no room elsewhere, must not leave the vanish timer in the past.
 func TestNextWakeVanishedOnFencedHost(t *testing.T) {
-	skipBug(t, "vanishedAt is only resolved in classify(); once the home host is suspect/fenced (or the vm "+
-		"is recovering or in error) evaluate() never reaches it, so NextWake keeps returning "+
-		"vanishedAt+VanishGrace in the past (the daemon spins; the simulator counts a stuck timer)")
 	s := time.Second
 	h := newHarness(t, DefaultConfig())
 	h.run([]ev{
@@ -460,10 +445,6 @@ func TestNextWakeVanishedOnFencedHost(t *testing.T) {
 // TestNextWakeSuspectHost: a recovery start due to time out while its host is suspect must not
 // make NextWake point into the past until the host is fenced.
 func TestNextWakeSuspectHost(t *testing.T) {
-	skipBug(t, "evaluate() returns early for a vm whose home host is suspect, so a recovery attempt's "+
-		"actDeadline (or backoff f.next) that falls inside [lostAt, lostAt+SelfFenceMargin) is not handled "+
-		"by the Tick at that deadline, yet NextWake still returns it: the daemon spins until the fence "+
-		"margin passes (a stuck timer in the simulator)")
 	s := time.Second
 	h := newHarness(t, DefaultConfig())
 	h.run(cat(std(DefaultPolicy()), []ev{
@@ -481,9 +462,6 @@ func TestNextWakeSuspectHost(t *testing.T) {
 // TestNextWakePausedWhileRecovering: a hang whose reset is in flight, then a user suspends the
 // guest with virsh: the reset's deadline must not stay in NextWake once it has passed.
 func TestNextWakePausedWhileRecovering(t *testing.T) {
-	skipBug(t, "classify() for DomPaused only calls recover() for ReasonWatchdog; with any other reason "+
-		"(user, migrated, unknown) a failure in flight keeps its actDeadline/next, nothing handles them "+
-		"on the Tick, and NextWake returns that past deadline for good (daemon spins; stuck timer)")
 	s := time.Second
 	h := newHarness(t, DefaultConfig())
 	h.run(cat(std(DefaultPolicy()), []ev{
@@ -501,10 +479,6 @@ func TestNextWakePausedWhileRecovering(t *testing.T) {
 // when the start expires, opFailed() detects a new failure on the errored vm, and its timers
 // must not get stuck.
 func TestNextWakeErroredWithFailure(t *testing.T) {
-	skipBug(t, "giveUp() leaves a start op that rode along with the recovery in flight; when it expires "+
-		"checkOp()->opFailed()->detect() starts a new recovery (here an evacuation ActStart) on a vm that "+
-		"stays errored, and evaluate() returns early for errored vms, so that recovery's actDeadline is "+
-		"never handled and NextWake returns it in the past for good")
 	s := time.Second
 	p := policy(func(p *Policy) { p.MaxRestarts, p.MaxRelocations = 0, 1 })
 	h := newHarness(t, DefaultConfig())
@@ -652,4 +626,344 @@ func TestUnprotect(t *testing.T) {
 	if !h.e.NextWake().IsZero() {
 		t.Fatalf("NextWake %s after the only vm was forgotten", h.e.NextWake())
 	}
+}
+
+// TestEvacuationIgnoresRestartBackoff: host loss is not the VM's fault. A VM that crashed (and
+// was restarted) shortly before its host was lost is evacuated as soon as the host is fenced,
+// like its neighbours, not after its in-place restart backoff; and one still waiting out that
+// backoff when the host is fenced is evacuated at the fence too.
+func TestEvacuationIgnoresRestartBackoff(t *testing.T) {
+	s := time.Second
+	t.Run("recovered crash, then host loss", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(cluster3(false), []ev{
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1")},
+			{at: 11 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+			{at: 20 * s, in: obs(3, DomShutoff, ReasonFailed), acts: acts(), check: wantWake(25 * s)},
+			{at: 21 * s, in: Tick{}},
+			{at: 22 * s, in: Tick{}},
+			{at: 25 * s, in: Tick{}, acts: acts("start@h1")},
+			{at: 26 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+			{at: 30 * s, in: HostLease{Host: "h1", Since: t0.Add(28 * s)}},
+			{at: 32 * s, in: Tick{}, acts: acts("start@h3"), recs: recs(RecHost, RecDetect),
+				check: all(wantHome("h3"), wantFailure(FailHostDown))},
+		}))
+	})
+	t.Run("host lost while a crash waits out its backoff", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(cluster3(true), []ev{
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1")},
+			{at: 11 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+			{at: 20 * s, in: obs(3, DomShutoff, ReasonFailed), acts: acts(), check: wantWake(25 * s)},
+			{at: 21 * s, in: HostLease{Host: "h1", Since: t0.Add(20 * s)}, acts: acts("fence@h1")},
+			{at: 21*s + 500*ms1, in: FenceResult{Host: "h1", OK: true}, acts: acts("start@h3"),
+				check: wantHome("h3")},
+		}))
+	})
+}
+
+// TestRelocationAvoidsHostsItFailedOn: a VM relocated after failing on h1 fails again on h2;
+// its next relocation goes to h3, which it never failed on, though h1 has more free memory.
+// Only when no such host has room does it go back to one it failed on.
+func TestRelocationAvoidsHostsItFailedOn(t *testing.T) {
+	s := time.Second
+	p := policy(func(p *Policy) { p.MaxRestarts, p.MaxRelocations = 1, 3 })
+	setup := []ev{
+		{in: AddHost{Host: "h1", MemMiB: 8192}},
+		{in: AddHost{Host: "h2", MemMiB: 4096}},
+		{in: AddHost{Host: "h3", MemMiB: 2048}},
+		{in: Protect{VM: "v1", Host: "h1", MemMiB: 1024, Policy: p}},
+		{in: obs(1, DomRunning, ReasonBooted)},
+		{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1")},
+		{at: 11 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+		{at: 20 * s, in: obs(3, DomShutoff, ReasonFailed), acts: acts(), check: wantWake(25 * s)},
+		{at: 25 * s, in: Tick{}, acts: acts("start@h2"), check: wantHome("h2")},
+		{at: 26 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+		{at: 30 * s, in: obsAt("h2", 1, DomShutoff, ReasonFailed), recs: recs(RecDetect), check: wantWake(35 * s)},
+		{at: 35 * s, in: Tick{}, acts: acts("start@h3"), check: wantHome("h3")},
+	}
+	h := newHarness(t, DefaultConfig())
+	h.run(setup)
+	// It fails on h3 as well: every host has seen it fail, so the one with the most room wins.
+	h.run([]ev{
+		{at: 36 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+		{at: 50 * s, in: obsAt("h3", 1, DomShutoff, ReasonFailed), recs: recs(RecDetect), check: wantWake(55 * s)},
+		{at: 55 * s, in: Tick{}, acts: acts("start@h1"), check: wantHome("h1")},
+	})
+	// Outside the window (10 minutes) the old failures no longer count.
+	h2 := newHarness(t, DefaultConfig())
+	h2.run(setup[:9])
+	h2.run([]ev{
+		{at: 26 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+		{at: 20 * time.Minute, in: obsAt("h2", 1, DomShutoff, ReasonFailed), acts: acts("start@h2")},
+		{at: 20*time.Minute + s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+		{at: 20*time.Minute + 10*s, in: obsAt("h2", 2, DomShutoff, ReasonFailed), check: wantWake(20*time.Minute + 15*s)},
+		{at: 20*time.Minute + 15*s, in: Tick{}, acts: acts("start@h1"), check: wantHome("h1")},
+	})
+}
+
+func wantRestarts(restarts, relocations int) func(*testing.T, *harness) {
+	return func(t *testing.T, h *harness) {
+		t.Helper()
+		if s := h.status("v1"); s.Restarts != restarts || s.Relocations != relocations {
+			t.Fatalf("restarts %d relocations %d, want %d and %d", s.Restarts, s.Relocations, restarts, relocations)
+		}
+	}
+}
+
+// TestUnreachedAttempts: an action whose executor could not reach the hypervisor was never
+// carried out. A recovery attempt is refunded (attempt, restart stamp, relocation, move of
+// home) and tried again as soon as the host reports, or after UnreachedRetry; a user
+// operation keeps its operation and its action is issued again likewise.
+func TestUnreachedAttempts(t *testing.T) {
+	s := time.Second
+	unreached := func(k ActKind) result {
+		return result{kind: k, err: "cannot connect to libvirt", unreached: true}
+	}
+	snap := func(seq uint64, st DomState, r Reason) Snapshot {
+		return Snapshot{Host: "h1", Seq: seq, Domains: []DomainStatus{{VM: "v1", State: st, Reason: r}}}
+	}
+	t.Run("restart in place: refunded, retried at the host's next report", func(t *testing.T) {
+		p := policy(func(p *Policy) { p.MaxRestarts, p.MaxRelocations = 1, 0 })
+		newHarness(t, DefaultConfig()).run(cat(std(p), []ev{
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1"), check: wantRestarts(1, 0)},
+			{at: 11 * s, in: unreached(ActStart), acts: acts(), recs: recs(RecAlert),
+				check: all(wantRestarts(0, 0), wantFailure(FailVMCrash), wantWake(21*s))},
+			{at: 15 * s, in: snap(3, DomShutoff, ReasonFailed), acts: acts("start@h1"), check: wantRestarts(1, 0)},
+			{at: 16 * s, in: result{kind: ActStart}, recs: recs(RecRecovered), check: wantState("healthy")},
+			// The budget is intact: the next crash is restarted, not given up on.
+			{at: 20 * time.Minute, in: obs(4, DomShutoff, ReasonFailed), acts: acts("start@h1")},
+		}))
+	})
+	t.Run("retried after UnreachedRetry when the host stays silent; one alert per outage", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1")},
+			{at: 11 * s, in: unreached(ActStart), recs: recs(RecAlert)},
+			{at: 21*s - ms1, in: Tick{}, acts: acts()},
+			{at: 21 * s, in: Tick{}, acts: acts("start@h1")},
+			{at: 22 * s, in: unreached(ActStart), nrecs: recs(RecAlert), check: wantRestarts(0, 0)},
+			{at: 32 * s, in: Tick{}, acts: acts("start@h1")},
+			{at: 33 * s, in: result{kind: ActStart}, recs: recs(RecRecovered), check: wantRestarts(1, 0)},
+		}))
+	})
+	t.Run("relocation: refunded, home back, another host preferred", func(t *testing.T) {
+		p := policy(func(p *Policy) { p.MaxRestarts, p.MaxRelocations = 0, 1 })
+		newHarness(t, DefaultConfig()).run([]ev{
+			{in: AddHost{Host: "h1", MemMiB: 4096}},
+			{in: AddHost{Host: "h2", MemMiB: 8192}},
+			{in: AddHost{Host: "h3", MemMiB: 4096}},
+			{in: Protect{VM: "v1", Host: "h1", MemMiB: 1024, Policy: p}},
+			{in: obs(1, DomRunning, ReasonBooted)},
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h2"), check: all(wantHome("h2"), wantRestarts(0, 1))},
+			{at: 11 * s, in: unreached(ActStart), acts: acts(), check: all(wantHome("h1"), wantRestarts(0, 0))},
+			{at: 21 * s, in: Tick{}, acts: acts("start@h3"), check: all(wantHome("h3"), wantRestarts(0, 1))},
+			{at: 22 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
+		})
+	})
+	t.Run("a user's stop keeps its operation and goes again when the host reports", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: req(OpStop), acts: acts("destroy@h1")},
+			{at: 11 * s, in: unreached(ActDestroy), acts: acts(), nrecs: recs(RecAlert),
+				check: all(wantState("operation"), wantDesired(WantStopped), wantWake(21*s))},
+			{at: 15 * s, in: snap(2, DomRunning, ReasonBooted), acts: acts("destroy@h1"), nrecs: recs(RecOp),
+				check: wantDesired(WantStopped)},
+			{at: 16 * s, in: result{kind: ActDestroy, seq: 3, state: DomShutoff, reason: ReasonDestroyed},
+				recs: recs(RecOp), check: wantState("healthy")},
+		}))
+	})
+	t.Run("a user's reboot goes again after UnreachedRetry", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: req(OpReboot), acts: acts("reboot@h1")},
+			{at: 11 * s, in: unreached(ActReboot), acts: acts(), check: wantState("operation")},
+			{at: 21 * s, in: Tick{}, acts: acts("reboot@h1")},
+			{at: 22 * s, in: obs(2, DomShutoff, ReasonOwnStop), nrecs: recs(RecDetect)},
+			{at: 24 * s, in: obs(3, DomRunning, ReasonBooted), recs: recs(RecOp), check: wantState("healthy")},
+		}))
+	})
+}
+
+// count returns how many records of type rt the story logged so far.
+func (h *harness) count(rt RecordType) int {
+	n := 0
+	for _, r := range h.logs {
+		if r.Type == rt {
+			n++
+		}
+	}
+	return n
+}
+
+// TestOperationsEnd: every user operation reaches an end. A stop whose domain will not die is
+// tried a few times and then fails, leaving the VM in error with one alert; a stop or delete
+// of a VM whose host is fenced is done, since the fence proves the VM down.
+func TestOperationsEnd(t *testing.T) {
+	s := time.Second
+	m := time.Minute
+	t.Run("a destroy that keeps failing: error, one alert, then quiet", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: req(OpStop), acts: acts("destroy@h1")},
+			{at: 11 * s, in: result{kind: ActDestroy, err: "domain will not die", seq: 2, state: DomRunning, reason: ReasonBooted}},
+			{at: 70 * s, in: Tick{}, acts: acts("destroy@h1")},
+			{at: 71 * s, in: result{kind: ActDestroy, err: "domain will not die", seq: 3, state: DomRunning, reason: ReasonBooted}},
+			{at: 130 * s, in: Tick{}, acts: acts("destroy@h1")},
+			{at: 190 * s, in: Tick{}, acts: acts("destroy@h1")},
+			{at: 250 * s, in: Tick{}, acts: acts(), recs: recs(RecAlert, RecOp),
+				check: all(wantState("error"), wantDesired(WantStopped))},
+		}))
+		if n := h.count(RecAlert); n != 1 {
+			t.Fatalf("%d alerts, want exactly 1:\n%s", n, logText(h.logs))
+		}
+		if w := h.e.NextWake(); !w.IsZero() {
+			t.Fatalf("NextWake +%s for an operation that has ended", w.Sub(t0))
+		}
+		h.run([]ev{
+			{at: 30 * m, in: Tick{}, acts: acts(), check: wantState("error")},
+			{at: 31 * m, in: obs(4, DomRunning, ReasonBooted), acts: acts(), check: all(wantState("error"), wantDesired(WantStopped))},
+			// Later it is seen down after all: what the user asked for holds, the error is over.
+			{at: 32 * m, in: obs(5, DomShutoff, ReasonDestroyed), acts: acts(), nrecs: recs(RecDetect),
+				check: all(wantState("healthy"), wantDesired(WantStopped))},
+		})
+	})
+	t.Run("libvirtd gone for good: the stop's unreached retries end too", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		steps := cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: req(OpStop), acts: acts("destroy@h1")},
+		})
+		h.run(steps)
+		for i := 0; i < 200 && !h.e.NextWake().IsZero(); i++ {
+			if a, ok := h.lastAct(ActDestroy, "v1"); ok && len(h.last.Actions) > 0 {
+				h.step(i, ev{at: h.e.now.Sub(t0) + 10*ms1, in: ActionResult{ID: a.ID, Host: "h1", Err: "cannot connect", Unreached: true}, any: true})
+			}
+			if w := h.e.NextWake(); !w.IsZero() {
+				h.step(i, ev{at: w.Sub(t0), in: Tick{}, any: true})
+			}
+		}
+		if st := h.status("v1"); st.State != "error" || h.e.now.Sub(t0) > 10*m {
+			t.Fatalf("state %s at +%s, want error within 10 minutes", st.State, h.e.now.Sub(t0))
+		}
+		if n := h.count(RecAlert); n != 1 {
+			t.Fatalf("%d alerts, want exactly 1:\n%s", n, logText(h.logs))
+		}
+	})
+	t.Run("a stop of a vm whose host is fenced is done", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(cluster3(false), []ev{
+			{at: 10 * s, in: req(OpStop), acts: acts("destroy@h1")},
+			{at: 11 * s, in: HostLease{Host: "h1", Since: t0.Add(9 * s)}},
+			{at: 13 * s, in: Tick{}, acts: acts(), nrecs: recs(RecDetect, RecAlert),
+				check: all(wantState("healthy"), wantDesired(WantStopped), wantHostState("h1", "fenced"))},
+			{at: 30 * m, in: Tick{}, acts: acts(), nrecs: recs(RecAlert)},
+		}))
+		if w := h.e.NextWake(); !w.IsZero() {
+			t.Fatalf("NextWake +%s", w.Sub(t0))
+		}
+	})
+	t.Run("a stop whose host is fenced later, while it is retried", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(cluster3(true), []ev{
+			{at: 10 * s, in: req(OpShutdown), acts: acts("shutdown@h1")},
+			{at: 130 * s, in: Tick{}, acts: acts("destroy@h1")},
+			{at: 140 * s, in: HostLease{Host: "h1", Since: t0.Add(138 * s)}, acts: acts("fence@h1")},
+			{at: 141 * s, in: FenceResult{Host: "h1", OK: true}, acts: acts(),
+				check: all(wantState("healthy"), wantDesired(WantStopped))},
+		}))
+	})
+	t.Run("a delete of a vm whose host is fenced forgets it", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(cluster3(false), []ev{
+			{at: 10 * s, in: req(OpDelete), acts: acts("delete@h1")},
+			{at: 11 * s, in: HostLease{Host: "h1", Since: t0.Add(9 * s)}},
+			{at: 13 * s, in: Tick{}, acts: acts(), recs: recs(RecForget), check: wantProtected(false)},
+		}))
+	})
+}
+
+// TestTwoCopies: when hass sees the VM up on two live hosts, it keeps the copy that carries the
+// guest's live state (one that arrived by live migration, else its home), pauses the other
+// (nothing is lost), alerts once, and leaves the paused copy to the operator.
+func TestTwoCopies(t *testing.T) {
+	s := time.Second
+	countAlerts := func(want int) func(*testing.T, *harness) {
+		return func(t *testing.T, h *harness) {
+			t.Helper()
+			if n := h.count(RecAlert); n != want {
+				t.Fatalf("%d alerts, want %d:\n%s", n, want, logText(h.logs))
+			}
+		}
+	}
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	t.Run("a copy booted on the source after a migration switched over: the migrated copy wins", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(std(DefaultPolicy()), []ev{
+			// virsh migrate h1 -> h2: the incoming copy, then the source stops
+			{at: 10 * s, in: Observe{Host: "h2", VM: "v1", Seq: 1, State: DomPaused, Reason: ReasonMigrated, At: at(10 * s)}},
+			{at: 14 * s, in: Observe{Host: "h1", VM: "v1", Seq: 2, State: DomShutoff, Reason: ReasonMigrated, At: at(14 * s)}, recs: recs(RecOp)},
+			// a copy is booted on h1 from disk, and only then does h2's resume arrive
+			{at: 15 * s, in: Observe{Host: "h1", VM: "v1", Seq: 3, State: DomRunning, Reason: ReasonBooted, At: at(15 * s)}},
+			{at: 16 * s, in: Observe{Host: "h2", VM: "v1", Seq: 2, State: DomRunning, Reason: ReasonMigrated, At: at(14 * s)},
+				acts: acts("suspend@h1"), recs: recs(RecAlert), check: all(wantHome("h2"), countAlerts(1), wantLogMsg("keeping the one on h2"))},
+			// the pause took; the resyncs of the paused copy say nothing new
+			{at: 17 * s, in: Observe{Host: "h1", VM: "v1", Seq: 4, State: DomPaused, Reason: ReasonUser, At: at(17 * s)}, acts: acts()},
+			{at: 47 * s, in: Snapshot{Host: "h1", Seq: 5, At: at(47 * s), Domains: []DomainStatus{{VM: "v1", State: DomPaused, Reason: ReasonUser}}},
+				acts: acts(), check: all(countAlerts(1), wantHome("h2"), wantDesired(WantRunning))},
+			// the operator destroys it: one copy again
+			{at: 60 * s, in: Observe{Host: "h1", VM: "v1", Seq: 6, State: DomShutoff, Reason: ReasonDestroyed, At: at(60 * s)},
+				acts: acts(), recs: recs(RecExpected), check: all(countAlerts(1), wantDesired(WantRunning), wantHome("h2"))},
+			// and the VM is still protected where it runs
+			{at: 90 * s, in: Observe{Host: "h2", VM: "v1", Seq: 3, State: DomShutoff, Reason: ReasonFailed, At: at(90 * s)}, acts: acts("start@h2")},
+		}))
+	})
+	t.Run("a copy appears on another host while home runs: home kept, the other paused once", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: obsAt("h2", 1, DomRunning, ReasonBooted), acts: acts("suspend@h2"), recs: recs(RecAlert),
+				check: all(wantHome("h1"), wantLogMsg("hass cannot tell"))},
+			// the pause did not take: it is issued again after StartTimeout, without an alert
+			{at: 40 * s, in: Snapshot{Host: "h2", Seq: 2, At: at(40 * s), Domains: []DomainStatus{{VM: "v1", State: DomRunning, Reason: ReasonBooted}}},
+				acts: acts()},
+			{at: 70 * s, in: Snapshot{Host: "h2", Seq: 3, At: at(70 * s), Domains: []DomainStatus{{VM: "v1", State: DomRunning, Reason: ReasonBooted}}},
+				acts: acts("suspend@h2"), nrecs: recs(RecAlert)},
+			{at: 71 * s, in: obsAt("h2", 4, DomPaused, ReasonUser), acts: acts()},
+			// the operator resumes it on purpose: hass leaves it alone
+			{at: 100 * s, in: obsAt("h2", 5, DomRunning, ReasonResumed), acts: acts(), check: countAlerts(1)},
+			{at: 200 * s, in: Snapshot{Host: "h2", Seq: 6, At: at(200 * s), Domains: []DomainStatus{{VM: "v1", State: DomRunning, Reason: ReasonResumed}}},
+				acts: acts(), check: countAlerts(1)},
+		}))
+	})
+	t.Run("a report of the source taken before the switch-over is no second copy", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: Observe{Host: "h2", VM: "v1", Seq: 1, State: DomPaused, Reason: ReasonMigrated, At: at(10 * s)}},
+			{at: 14 * s, in: Observe{Host: "h2", VM: "v1", Seq: 2, State: DomRunning, Reason: ReasonMigrated, At: at(14 * s)},
+				check: wantHome("h2")},
+			// h1's resync taken a moment before the switch-over arrives late
+			{at: 14*s + 20*ms1, in: Snapshot{Host: "h1", Seq: 2, At: at(14*s - 5*ms1), Domains: []DomainStatus{{VM: "v1", State: DomRunning, Reason: ReasonBooted}}},
+				acts: acts(), nrecs: recs(RecAlert)},
+			{at: 14*s + 30*ms1, in: Observe{Host: "h1", VM: "v1", Seq: 3, State: DomShutoff, Reason: ReasonMigrated, At: at(14 * s)},
+				acts: acts(), nrecs: recs(RecAlert, RecDetect), check: all(wantHome("h2"), countAlerts(0))},
+		}))
+	})
+}
+
+// TestRebootEndedByGuestShutdown: the guest shuts itself down during a reboot and the reboot's
+// failed result (carrying the domain's state) arrives before the shutdown event: the shutdown
+// is honoured as the policy says, not restarted as a failed reboot.
+func TestRebootEndedByGuestShutdown(t *testing.T) {
+	s := time.Second
+	down := result{kind: ActReboot, err: "domain went down during the reboot", seq: 3, state: DomShutoff, reason: ReasonShutdownGuest}
+	t.Run("honour", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: req(OpReboot), acts: acts("reboot@h1")},
+			{at: 14 * s, in: down, acts: acts(), nrecs: recs(RecDetect), check: wantDesired(WantStopped)},
+			{at: 14*s + 10*ms1, in: obs(2, DomShutoff, ReasonShutdownGuest), acts: acts()},
+			{at: 30 * time.Minute, in: Tick{}, acts: acts(), check: wantDesired(WantStopped)},
+		}))
+	})
+	t.Run("restart", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(std(policy(func(p *Policy) { p.OnGuestShutdown = GuestShutdownRestart })), []ev{
+			{at: 10 * s, in: req(OpReboot), acts: acts("reboot@h1")},
+			{at: 14 * s, in: down, acts: acts("start@h1"), check: wantFailure(FailGuestShutdown)},
+		}))
+	})
 }

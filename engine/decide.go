@@ -198,36 +198,130 @@ func (e *Engine) checkOp(v *vm) {
 		}
 		return
 	}
+	if h := e.hosts[v.home]; h != nil && h.state == hostFenced && v.home == op.home {
+		// Its host is fenced: the VM is down, proved. A stop is done; a delete is done as far
+		// as the VM goes (its definition stays on the dead host, which hass no longer tends).
+		switch op.Kind {
+		case OpStop, OpShutdown:
+			e.endOp(v, PhaseDone, fmt.Sprintf("its host %s was fenced: the vm is down", v.home))
+			return
+		case OpDelete:
+			e.endOp(v, PhaseDone, fmt.Sprintf("its host %s was fenced: the vm is down", v.home))
+			e.forget(v, fmt.Sprintf("deleted (its definition on %s is left there: the host is fenced)", v.home))
+			return
+		}
+	}
 	if v.reissue && o != nil && state != DomUnknown && v.home == op.home {
 		// Restored with its action unanswered: the last process may have died before it
 		// was carried out. Every such action is idempotent, so issue it again.
 		v.reissue = false
 		if k, ok := reissueAction(op); ok && op.Source != SrcOpenStack && e.now.Before(op.Deadline) {
 			e.log(RecOp, v.id, v.home, "%s id=%d restored unanswered: issuing it again", op.Kind, op.ID)
-			v.opActID = e.act(v, k, v.home, op.Target, fmt.Sprintf("op:%d", op.ID)).ID
+			e.opAct(v, k)
 			return
 		}
 	}
 	if e.now.Before(op.Deadline) {
+		if !op.retryAt.IsZero() && v.opActID == 0 && !e.now.Before(op.retryAt) {
+			// Its action never reached the hypervisor: issue it again.
+			e.opAct(v, opAction(op))
+		}
 		return
 	}
 	if op.Kind == OpShutdown && !op.escalated && state.up() {
 		op.escalated = true
 		op.Deadline = e.now.Add(e.cfg.StartTimeout)
 		e.log(RecOp, v.id, v.home, "shutdown id=%d outlived its deadline: destroying", op.ID)
-		v.opActID = e.act(v, ActDestroy, v.home, "", fmt.Sprintf("op:%d", op.ID)).ID
+		e.opAct(v, ActDestroy)
 		return
 	}
 	if k, ok := insist(op, state); ok {
-		// The user's stop, delete or suspend stands: hass never gives it up on its own,
-		// so it tries again, and says so, until it is seen done or the user asks otherwise.
+		// The user's stop, delete or suspend stands: hass never turns it around on its own.
+		// It tries again a few times; if the VM still is not seen done, the operation has
+		// failed and the VM is in error, with one alert, for the user to sort out.
+		if op.tries >= InsistTries {
+			e.endOp(v, PhaseFailed, fmt.Sprintf("not confirmed after %d attempts (vm %s)", op.tries+1, state))
+			v.errored = true
+			e.log(RecAlert, v.id, v.home, "%s id=%d could not be carried out: the vm is still %s on %s after %d attempts; it is in error and hass will not try again until a user acts",
+				op.Kind, op.ID, state, v.home, op.tries+1)
+			return
+		}
+		op.tries++
 		op.Deadline = e.now.Add(e.cfg.StartTimeout)
-		e.log(RecAlert, v.id, v.home, "%s id=%d not confirmed by its deadline (vm %s): trying again", op.Kind, op.ID, state)
-		v.opActID = e.act(v, k, v.home, "", fmt.Sprintf("op:%d", op.ID)).ID
+		if op.Kind == OpShutdown {
+			op.escalated = true // insisting on a shutdown is a destroy
+		}
+		e.log(RecOp, v.id, v.home, "%s id=%d not confirmed by its deadline (vm %s): trying again (%d of %d)", op.Kind, op.ID, state, op.tries, InsistTries)
+		e.opAct(v, k)
 		return
 	}
 	e.endOp(v, PhaseExpired, "deadline passed with the vm "+state.String())
 	e.opFailed(v, op, state)
+}
+
+// opAct issues the action that carries out the VM's operation.
+func (e *Engine) opAct(v *vm, k ActKind) {
+	op := v.op
+	target := HostID("")
+	if k == ActMigrate {
+		target = op.Target
+	}
+	op.retryAt = time.Time{}
+	v.opActID = e.act(v, k, v.home, target, fmt.Sprintf("op:%d", op.ID)).ID
+}
+
+// opAction is the action that carries out an operation.
+func opAction(op *Operation) ActKind {
+	switch op.Kind {
+	case OpShutdown:
+		if op.escalated {
+			return ActDestroy
+		}
+		return ActShutdown
+	case OpStop:
+		return ActDestroy
+	case OpReboot:
+		return ActReboot
+	case OpDelete:
+		return ActDelete
+	case OpMigrate:
+		return ActMigrate
+	case OpSuspend:
+		return ActSuspend
+	case OpResume:
+		return ActResume
+	}
+	return ActStart
+}
+
+// InsistTries is how many times a stop, shutdown, delete or suspend is tried again after its
+// deadline passed without it being seen done, before it fails and leaves the VM in error.
+const InsistTries = 3
+
+// opErrorCured: a VM left in error by a stop, delete or suspend that could not be carried out
+// is now seen as the user wanted it (down, gone, paused): it is no longer in error.
+func (e *Engine) opErrorCured(v *vm) {
+	o := v.obsOn(v.home)
+	h := e.hosts[v.home]
+	fenced := h != nil && h.state == hostFenced
+	fresh := o != nil && o.state != DomUnknown && o.seq > v.intentSeq
+	switch v.desired {
+	case WantAbsent:
+		if fenced || (fresh && o.state == DomAbsent) {
+			v.errored = false
+			e.forget(v, "deleted: it is gone, as the user asked")
+		}
+	case WantStopped:
+		if fenced || (fresh && !o.state.up()) {
+			v.errored = false
+			e.log(RecOp, v.id, v.home, "no longer in error: the vm is down, as the user asked")
+		}
+	case WantPaused:
+		if fresh && o.state == DomPaused {
+			v.errored = false
+			e.log(RecOp, v.id, v.home, "no longer in error: the vm is paused, as the user asked")
+		}
+	}
 }
 
 // insist says whether an operation that changes the user's intent towards "less running"
@@ -249,14 +343,28 @@ func insist(op *Operation, state DomState) (ActKind, bool) {
 func (e *Engine) opFailed(v *vm, op *Operation, state DomState) {
 	switch op.Kind {
 	case OpMigrate:
-		if op.Source != SrcAPI && v.wantsUp() && !state.up() && v.fail == nil {
+		if o := v.obsOn(v.home); op.Source != SrcAPI && v.wantsUp() && !state.up() && v.fail == nil && o != nil && e.nowhere(v, op, o) {
 			e.detect(v, FailOperation, e.now, "migration left the vm running nowhere")
 		}
 	case OpStart, OpReboot, OpResume:
-		if v.wantsUp() && !state.up() && v.fail == nil {
+		if v.wantsUp() && !state.up() && v.fail == nil && !downOnPurpose(v.obsOn(v.home), op) {
 			e.detect(v, FailOperation, e.now, fmt.Sprintf("%s did not bring the vm up", op.Kind))
 		}
 	}
+}
+
+// downOnPurpose: since op was accepted, the VM was seen to go down by somebody's wish (the
+// guest shut itself down, a user stopped, shut down or undefined it), not by failing. The
+// classification rules say what that means, as they would without the operation.
+func downOnPurpose(o *hostObs, op *Operation) bool {
+	if o == nil || o.seq <= op.baseSeq || o.state.up() || crashReason(o) {
+		return false
+	}
+	switch o.reason {
+	case ReasonShutdownGuest, ReasonShutdownHost, ReasonShutdown, ReasonDestroyed, ReasonUndefined:
+		return true
+	}
+	return false
 }
 
 // ---- observations ----------------------------------------------------------------------
@@ -280,16 +388,22 @@ func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, a
 	if seq > o.seq {
 		o.seq = seq
 	}
+	if at.IsZero() {
+		at = e.now
+	}
+	prevSince := o.since
+	o.seen(st, r, at)
 	o.prevState, o.prevReason = o.state, o.reason
 	o.state, o.reason, o.at = st, r, at
-	if at.IsZero() {
-		o.at = e.now
-	}
 	if h != v.home {
 		hh, ho := e.hosts[v.home], v.obsOn(v.home)
 		homeDown := hh == nil || hh.state == hostFenced ||
 			(hh.state == hostUp && ho != nil && ho.state != DomUnknown && !ho.state.up())
 		migrating := v.op != nil && v.op.Kind == OpMigrate && (v.op.Target == h || v.op.Target == "")
+		cold := false
+		if !st.up() && v.dropDup(h) {
+			e.log(RecExpected, id, h, "the extra copy here is gone (%s/%s); the vm runs on %s", st, r, v.home)
+		}
 		if !st.up() {
 			// A copy away from home going down does not matter, unless the VM had already
 			// moved here (its home copy is down after a migration) and then failed here
@@ -315,6 +429,19 @@ func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, a
 			if v.op != nil && v.op.Kind == OpMigrate {
 				v.op.Target = h
 			}
+			if f := v.fail; f != nil && f.actID != 0 && f.actHost != h {
+				// A recovery start on its way elsewhere is void: the VM runs here.
+				v.gen++
+				f.actID = 0
+			}
+			// The old home's copy came up after this one began to arrive (its incoming copy
+			// appeared, or it took over): it is not the migration's source, but a copy booted
+			// since. Two copies run.
+			arrived := o.since
+			if prev == DomPaused && o.prevReason == ReasonMigrated && !prevSince.IsZero() {
+				arrived = prevSince
+			}
+			cold = ho != nil && live(ho.state, ho.reason) && hh != nil && hh.state == hostUp && ho.since.After(arrived)
 		case homeDown:
 			// Started here by somebody while its home copy is known to be down: it lives
 			// here now. Anything hass had on its way to the old home is void.
@@ -324,10 +451,22 @@ func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, a
 				f.actID = 0
 			}
 		default:
-			e.log(RecAlert, id, h, "runs here too, but its home is %s: possible split brain", v.home)
+			// Up here and at home: two copies, unless this report predates the home copy
+			// coming up (a migration's source reported just before its switch-over).
+			if v.dupOn(h) != nil || !o.prevState.up() || ho == nil || o.at.After(ho.since.Add(time.Second)) {
+				e.twoCopies(v, h)
+				if v.home == h {
+					e.evaluate(v) // it moved home to the copy it keeps
+				}
+			}
 			return
 		}
+		old := v.home
 		v.home = h
+		v.dropDup(h) // an extra copy here is the VM's home now
+		if cold {
+			e.twoCopies(v, old)
+		}
 	}
 	if v.op != nil && v.op.Kind == OpReboot && !st.up() {
 		v.opSawDown = true
@@ -406,7 +545,13 @@ func (e *Engine) actionResult(in ActionResult) {
 		v := e.vms[id]
 		if f := v.fail; f != nil && f.actID == in.ID {
 			f.actID = 0
+			if in.Unreached {
+				e.unreachedAttempt(v, f, in)
+				return
+			}
+			f.unreached = ""
 			if in.Err != "" {
+				v.failedOnHost(f.actHost, e.now) // it would not start there
 				f.next = e.now.Add(e.backoff(f.attempts))
 				e.log(RecAlert, v.id, f.actHost, "recovery attempt %d failed: %s; next try at +%s", f.attempts, in.Err, f.next.Sub(e.now))
 				e.evaluate(v)
@@ -415,6 +560,7 @@ func (e *Engine) actionResult(in ActionResult) {
 			switch {
 			case f.kind == FailGuestHang:
 				if o := v.obsFor(f.actHost); in.State != DomUnknown && in.Seq > o.seq {
+					o.seen(in.State, in.Reason, e.now)
 					o.seq, o.state, o.reason, o.at = in.Seq, in.State, in.Reason, e.now
 				} else if o.reason == ReasonWatchdog {
 					o.reason = ReasonBooted // the reset answered the watchdog
@@ -430,17 +576,35 @@ func (e *Engine) actionResult(in ActionResult) {
 		if v.opActID == in.ID && v.op != nil {
 			op := v.op
 			v.opActID = 0
+			if in.Unreached {
+				host := in.Host
+				if e.hosts[host] == nil {
+					host = v.home
+				}
+				if h := e.hosts[host]; h != nil {
+					h.unreached = true
+				}
+				op.retryAt = e.now.Add(e.unreachedRetry())
+				if !op.unreached { // once per outage: each retry is in the log as an action
+					e.log(RecOp, v.id, host, "%s id=%d could not reach the hypervisor (%s): issuing it again when %s reports, or every %s",
+						op.Kind, op.ID, in.Err, host, e.unreachedRetry())
+				}
+				op.unreached = true
+				return
+			}
+			op.unreached = false
 			if in.Err != "" {
 				o := v.obsFor(v.home)
 				if in.State != DomUnknown && in.Host == v.home && in.Seq > o.seq {
 					// The agent says how it left the domain: fresher than any event.
+					o.seen(in.State, in.Reason, e.now)
 					o.seq, o.state, o.reason, o.at = in.Seq, in.State, in.Reason, e.now
 				}
 				state := o.state
 				if _, ok := insist(op, state); ok {
 					v.opActID = 0
 					v.op = op
-					e.log(RecAlert, v.id, v.home, "%s id=%d failed (%s): trying again at its deadline", op.Kind, op.ID, in.Err)
+					e.log(RecOp, v.id, v.home, "%s id=%d failed (%s): trying again at its deadline", op.Kind, op.ID, in.Err)
 					return
 				}
 				e.endOp(v, PhaseFailed, in.Err)
@@ -478,9 +642,15 @@ func (e *Engine) actionResult(in ActionResult) {
 				e.observe(v.home, v.id, in.Seq, DomRunning, ReasonResumed, e.now)
 			case OpMigrate:
 				t := v.obsFor(op.Target)
+				t.seen(DomRunning, ReasonMigrated, e.now)
 				t.state, t.reason, t.at = DomRunning, ReasonMigrated, e.now
 				e.log(RecExpected, v.id, op.Target, "migrated here from %s", v.home)
+				old, oo := v.home, v.obsOn(v.home)
 				v.home = op.Target
+				v.dropDup(v.home)
+				if oo != nil && live(oo.state, oo.reason) && oo.since.After(op.Started.Add(time.Second)) && e.hosts[old].state == hostUp {
+					e.twoCopies(v, old) // the old home's copy was booted after the migration began
+				}
 				e.evaluate(v)
 			}
 			return
@@ -503,6 +673,7 @@ func (e *Engine) tick() {
 			continue
 		}
 		due := (v.op != nil && !e.now.Before(v.op.Deadline)) ||
+			(v.op != nil && !v.op.retryAt.IsZero() && v.opActID == 0 && !e.now.Before(v.op.retryAt)) ||
 			(!v.vanishedAt.IsZero() && !e.now.Before(v.vanishedAt.Add(e.cfg.VanishGrace)))
 		if f := v.fail; f != nil {
 			due = due || (f.actID != 0 && !e.now.Before(f.actDeadline)) || (f.actID == 0 && !e.now.Before(f.next))
@@ -520,6 +691,9 @@ func (e *Engine) tick() {
 // nothing changed does nothing.
 func (e *Engine) evaluate(v *vm) {
 	e.checkOp(v)
+	if e.vms[v.id] == v && v.errored && v.op == nil && v.desired != WantRunning {
+		e.opErrorCured(v)
+	}
 	if e.vms[v.id] != v || v.errored {
 		return // the operation deleted it, or it is in error until a user acts
 	}
@@ -538,6 +712,9 @@ func (e *Engine) evaluate(v *vm) {
 		return
 	}
 	o := v.obsOn(v.home)
+	if !v.vanishedAt.IsZero() && (o == nil || o.state != DomAbsent || o.reason != ReasonUnknown) {
+		v.vanishedAt = time.Time{} // it is listed again (or known otherwise): not vanished
+	}
 	if o == nil || o.state == DomUnknown {
 		if v.fail != nil {
 			e.recover(v)
@@ -665,7 +842,7 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 			e.endOp(v, PhaseFailed, fmt.Sprintf("vm went down (%s/%s) during the operation", o.state, o.reason))
 		case op.Kind == OpMigrate && o.reason != ReasonMigrated:
 			e.endOp(v, PhaseFailed, fmt.Sprintf("vm went down (%s/%s) during the migration", o.state, o.reason))
-		case op.Kind == OpMigrate && e.nowhere(v, op):
+		case op.Kind == OpMigrate && e.nowhere(v, op, o):
 			e.endOp(v, PhaseFailed, "every other host has reported since, and none runs it")
 			e.detect(v, FailOperation, op.Started, "migrated away but runs nowhere")
 			return
@@ -714,6 +891,52 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 	}
 }
 
+// twoCopies handles a VM seen up on its home and on other, both live hosts: a split brain,
+// two guests writing to one disk. hass keeps the copy that carries the guest's live state,
+// which is the one that arrived by live migration when only one did (it holds the guest's
+// memory; a copy booted from disk holds nothing that is not on the disk), and otherwise the
+// one it knows as the VM's home; it pauses the other. A pause stops the other copy's writes
+// at once and loses nothing, so even if hass kept the wrong one, no state is lost: the
+// operator checks, then destroys or resumes the paused copy. hass alerts once, and leaves
+// the paused copy alone from then on (it pauses it again only if the pause never took);
+// when that copy goes down, the VM has one copy again.
+func (e *Engine) twoCopies(v *vm, other HostID) {
+	o, ho := v.obsOn(other), v.obsOn(v.home)
+	if o == nil || ho == nil {
+		return
+	}
+	if d := v.dupOn(other); d != nil {
+		switch {
+		case o.state == DomPaused:
+			d.pauseAt = time.Time{} // the pause took
+		case !d.pauseAt.IsZero() && o.state == DomRunning && !e.now.Before(d.pauseAt.Add(e.cfg.StartTimeout)):
+			d.pauseAt = e.now // it did not: once more, without another alert
+			e.act(v, ActSuspend, other, "", "split-brain")
+		}
+		return
+	}
+	keep, pause := v.home, other
+	why := "its home: hass cannot tell which copy carries the guest's live state"
+	if o.reason == ReasonMigrated && ho.reason != ReasonMigrated {
+		keep, pause = other, v.home
+		why = "it arrived by live migration and carries the guest's memory; the other was booted from disk"
+	} else if ho.reason == ReasonMigrated && o.reason != ReasonMigrated {
+		why = "it arrived by live migration and carries the guest's memory; the other was booted from disk"
+	}
+	if keep != v.home {
+		v.home = keep
+		v.gen++ // nothing hass ordered for the old home stands
+	}
+	v.dups = append(v.dups, dupCopy{host: pause})
+	d := &v.dups[len(v.dups)-1]
+	e.log(RecAlert, v.id, pause, "two copies run, on %s and %s: keeping the one on %s (%s); pausing the one on %s, which stops its disk writes and loses nothing: check, then destroy or resume it (hass leaves it paused)",
+		keep, pause, keep, why, pause)
+	if po := v.obsOn(pause); po.state == DomRunning {
+		d.pauseAt = e.now
+		e.act(v, ActSuspend, pause, "", "split-brain")
+	}
+}
+
 // landed returns the host other than home where the VM was last seen running, if any.
 func (e *Engine) landed(v *vm) HostID {
 	for _, o := range v.obs {
@@ -724,15 +947,28 @@ func (e *Engine) landed(v *vm) HostID {
 	return ""
 }
 
-// nowhere proves that a VM whose home copy left in a migration runs on no other host: every
-// other host is fenced, or has sent a complete domain list taken after the migration began
-// without it running there (else its home would have moved). A suspect host proves nothing.
-func (e *Engine) nowhere(v *vm, op *Operation) bool {
+// nowhere proves that a VM whose home copy left in a migration (o, its home observation,
+// is down) runs on no other host: every other host is fenced, or has sent a complete domain
+// list taken after the switch-over (the moment the source was first seen stopped) without it
+// running there, else its home would have moved. A list taken earlier proves nothing, even
+// one taken during the migration: the incoming copy is still paused until the switch-over,
+// and runs right after it. A suspect host proves nothing either.
+func (e *Engine) nowhere(v *vm, op *Operation, o *hostObs) bool {
+	switchAt := o.since
+	if switchAt.IsZero() {
+		switchAt = o.at
+	}
+	if switchAt.After(e.now) {
+		switchAt = e.now // an agent clock ahead of ours must not postpone the proof for ever
+	}
+	if switchAt.Before(op.Started) {
+		switchAt = op.Started
+	}
 	for _, id := range e.hostIx {
 		h := e.hosts[id]
 		switch {
 		case id == v.home || h.state == hostFenced:
-		case h.state == hostSuspect || !h.lastResync.After(op.Started.Add(time.Second)): // a second for clock skew
+		case h.state == hostSuspect || !h.lastResync.After(switchAt.Add(time.Second)): // a second for clock skew
 			return false
 		}
 	}
@@ -796,7 +1032,13 @@ func (e *Engine) detect(v *vm, k FailureKind, faultAt time.Time, why string) {
 		f.faultAt = e.now
 	}
 	f.next = e.now.Add(e.backoff(v.restartsInWindow(e.now)))
+	if h := e.hosts[v.home]; k == FailHostDown || h == nil || h.state != hostUp {
+		// Host loss is not the VM's fault: its in-place restart backoff does not delay the
+		// evacuation.
+		f.next = e.now
+	}
 	v.fail = f
+	v.failedOnHost(v.home, e.now)
 	e.log(RecDetect, v.id, v.home, "%s: %s", k, why)
 	e.recover(v)
 }
@@ -836,6 +1078,7 @@ func (e *Engine) recover(v *vm) {
 		}
 		v.restarts = append(pruneBefore(v.restarts, e.now.Add(-v.policy.Window)), e.now)
 		e.startAttempt(v, e.act(v, ActStart, v.home, "", why), v.home)
+		f.actRestart = true
 		return
 	}
 	evacuate := f.evacuate || h.state != hostUp
@@ -868,17 +1111,88 @@ func (e *Engine) recover(v *vm) {
 		v.relocations++
 	}
 	e.log(RecOp, v.id, v.home, "relocating to %s", target)
+	from := v.home
 	v.home = target // recorded before it is carried out
 	e.startAttempt(v, e.act(v, ActStart, target, "", why), target)
+	f.actReloc, f.actFrom = !evacuate, from
 }
 
 func (e *Engine) startAttempt(v *vm, a Action, h HostID) {
 	f := v.fail
 	f.attempts++
 	f.actID, f.actHost, f.actDeadline = a.ID, h, e.now.Add(e.cfg.StartTimeout)
+	f.actAt, f.actRestart, f.actReloc, f.actFrom = e.now, false, false, ""
 	if f.actionAt.IsZero() {
 		f.actionAt = e.now
 	}
+}
+
+// unreachedAttempt handles a recovery attempt whose executor could not reach the hypervisor:
+// it was never carried out, so it is not the VM's failure. What it cost is given back (the
+// attempt, its restart stamp, its relocation, the move of the VM's home), and it is tried
+// again when the host reports again, or after UnreachedRetry.
+func (e *Engine) unreachedAttempt(v *vm, f *failure, in ActionResult) {
+	host := f.actHost
+	if f.attempts > 0 {
+		f.attempts--
+	}
+	if f.actRestart {
+		for i := len(v.restarts) - 1; i >= 0; i-- {
+			if v.restarts[i].Equal(f.actAt) {
+				v.restarts = append(v.restarts[:i], v.restarts[i+1:]...)
+				break
+			}
+		}
+	}
+	if f.actReloc && v.relocations > 0 {
+		v.relocations--
+	}
+	if f.actFrom != "" {
+		v.home = f.actFrom
+	}
+	f.actRestart, f.actReloc, f.actFrom = false, false, ""
+	if h := e.hosts[host]; h != nil {
+		h.unreached = true
+	}
+	f.next = e.now.Add(e.unreachedRetry())
+	if f.unreached != host { // once per outage: each retry is in the log as an action
+		e.log(RecAlert, v.id, host, "recovery attempt could not reach the hypervisor on %s (%s): not counted against the vm; trying again when %s reports, or every %s",
+			host, in.Err, host, e.unreachedRetry())
+	}
+	f.unreached = host
+}
+
+// reachable: host id reported, so its hypervisor can be reached again. What waits for it
+// (a recovery attempt or an operation's action that came back unreached) goes now.
+func (e *Engine) reachable(id HostID) {
+	h := e.hosts[id]
+	if h == nil || !h.unreached {
+		return
+	}
+	h.unreached = false
+	for _, vid := range slices.Clone(e.vmIx) {
+		v := e.vms[vid]
+		if v == nil {
+			continue
+		}
+		wake := false
+		if f := v.fail; f != nil && f.unreached == id && f.actID == 0 && f.next.After(e.now) {
+			f.next, wake = e.now, true
+		}
+		if op := v.op; op != nil && !op.retryAt.IsZero() && v.opActID == 0 && v.home == id && op.retryAt.After(e.now) {
+			op.retryAt, wake = e.now, true
+		}
+		if wake {
+			e.evaluate(v)
+		}
+	}
+}
+
+func (e *Engine) unreachedRetry() time.Duration {
+	if e.cfg.UnreachedRetry > 0 {
+		return e.cfg.UnreachedRetry
+	}
+	return time.Second
 }
 
 func (e *Engine) recovered(v *vm) {

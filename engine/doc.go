@@ -44,8 +44,13 @@
 //	down, any reason            | any           | failure             | keep recovering (never a user act)
 //	down/failed|crashed|panicked| running/paused| any op              | failure (a crash during an op is still a crash)
 //	  |watchdog|fenced          |               |                     |
-//	down                        | running/paused| start/reboot/resume | expected until the op's deadline
-//	down/migrated               | running/paused| migrate             | expected until the destination reports it
+//	down                        | running/paused| start/reboot/resume | expected until the op's deadline; then a
+//	                            |               |                     |   failure, unless it went down on purpose
+//	                            |               |                     |   (shutdown, destroy): the rows below apply
+//	down/migrated               | running/paused| migrate             | expected until the destination reports it;
+//	                            |               |                     |   runs nowhere only once every other live
+//	                            |               |                     |   host listed its domains after the
+//	                            |               |                     |   switch-over (see Migrations)
 //	shutoff/destroyed           | running/paused| none                | stop behind hass's back: desired=stopped
 //	shutoff/shutdown-host       | running/paused| none                | shutdown behind hass's back: desired=stopped
 //	shutoff/shutdown-guest      | running/paused| none                | policy honour: desired=stopped; restart: failure
@@ -55,20 +60,55 @@
 //	shutoff/unknown             | running/paused| none                | failure vm-crash (e.g. after a host reset)
 //
 // Off home: a VM seen running on another host with reason "migrated", or as the target of a
-// migration in flight, moves its home there; one seen running elsewhere while its home copy
-// is known down was started there by a user and moves home too (hass's own orders to the old
-// home are voided by a new generation); one seen running elsewhere while its home copy runs
-// raises a split-brain alert. A migrated-away VM that fails at its destination before hass
-// heard it landed is adopted there and recovered.
+// migration in flight, moves its home there (a recovery start on its way elsewhere is voided
+// by a new generation); one seen running elsewhere while its home copy is known down was
+// started there by a user and moves home too (hass's own orders to the old home are voided
+// likewise); one seen up elsewhere while its home copy is up is a second copy (see Two
+// copies). A migrated-away VM that fails at its destination before hass heard it landed is
+// adopted there and recovered.
+//
+// # Migrations
+//
+// libvirt starts a migration's incoming copy paused on the destination when the migration
+// begins, and at the switch-over resumes it as the source stops. So a list of the
+// destination's domains taken during the migration shows a paused copy that is about to run:
+// it proves nothing about where the VM runs after the switch-over. When the source is seen
+// stopped by a migration and no live host reports the VM running, hass concludes that it
+// "migrated away but runs nowhere" (and restarts it) only when every other host is fenced or
+// has sent a complete domain list taken more than a second (clock skew) after the
+// switch-over, the moment the source was first seen stopped, and none of them runs it. Until
+// then it waits: the destination's resume event, the migration's result, or the next resync
+// (every 30 s) says where the VM went. A lost event, a destination agent that restarts, or a
+// resync racing the switch-over costs that wait, never a second copy.
+//
+// # Two copies
+//
+// When a VM is seen up (running, or paused other than as an incoming migration copy) on two
+// live hosts at once, two guests write to one disk. hass keeps the copy that carries the
+// guest's live state: a copy that arrived by live migration holds the guest's memory, while
+// a copy booted from disk holds nothing that is not on the disk; when only one of the two
+// arrived by migration, that one is kept (and becomes home). Otherwise hass cannot tell, and
+// keeps its home. The other copy is paused, not destroyed: a pause stops its disk writes at
+// once and loses nothing, so even if hass kept the wrong one no state is lost. One alert
+// says which copy was kept, why, and that the paused one waits for an operator to check and
+// destroy or resume it; hass pauses it again only if the pause never took, and otherwise
+// leaves it alone, however often it is reported, until it is seen gone. A report of the old
+// source's copy taken before the switch-over (it arrives late) is not a second copy.
 //
 // # Operations
 //
 // An accepted Request bumps the VM's generation, records the operation with a deadline, and
 // orders the matching action (start, shutdown, destroy, reboot, delete, migrate, suspend,
 // resume). It completes on an observation newer than the request; past its deadline a
-// shutdown is escalated to a destroy, a start, reboot or resume that left the VM down is a
-// failure (operation-failed), and a stop, shutdown, delete or suspend that left the VM up
-// gives the desired state back. Operations from OpenStack order nothing: Nova acts itself.
+// shutdown is escalated to a destroy, and a start, reboot or resume that left the VM down is
+// a failure (operation-failed). A stop, shutdown, delete or suspend not seen done by its
+// deadline is tried again (InsistTries times, StartTimeout apart, said in the log, not as
+// alerts); after that it has failed: the VM is in error with one alert, its desired state
+// stays what the user asked (nothing restarts it), and hass leaves it to the user; the
+// error ends when the VM is seen as the user wanted or the user asks again. A stop,
+// shutdown or delete of a VM whose host is fenced is done: the fence proves the VM down (a
+// deleted VM's definition stays on the dead host). Every operation thus ends. Operations
+// from OpenStack order nothing: Nova acts itself.
 //
 // # Recovery
 //
@@ -78,10 +118,28 @@
 // up: the VM is in error, an alert is logged, and only a user's operation revives it.
 // A host whose lease expired is suspect; it is fenced when an IPMI power-off is confirmed or
 // when SelfFenceMargin has passed since expiry (its agent destroyed its VMs before the lease
-// could expire). Only then are its VMs placed elsewhere, highest priority first, by memory
-// and anti-affinity; evacuation does not spend the VM's restart budget. A recovery action is
-// recorded (in the log and the VM's state) before it is issued, carries an ID, and is retried
-// when it fails or goes unanswered for StartTimeout; a user's stop or delete cancels it.
+// could expire). Only then are its VMs placed elsewhere, highest priority first; evacuation
+// does not spend the VM's restart budget and does not wait for its restart backoff (host
+// loss is not the VM's fault: a VM that crashed a minute ago leaves with its neighbours).
+//
+// Placement (a relocation, an evacuation, a start or migration with no host named) takes a
+// host that is up and has the memory, preferring one the VM has not failed on within its
+// policy window (it crashed there, or a start there was refused), then one that keeps its
+// anti-affinity group apart, then the most free memory. A host it failed on is used again
+// only when no other has room.
+//
+// A recovery action is recorded (in the log and the VM's state) before it is issued, carries
+// an ID, and is retried when it fails or goes unanswered for StartTimeout; a user's stop or
+// delete cancels it.
+//
+// An action whose executor could not reach the hypervisor at all (ActionResult.Unreached:
+// no connection to libvirtd) was never carried out, so it is not the VM's failure: a
+// recovery attempt gets back what it cost (the attempt, its restart stamp, its relocation,
+// the move of the VM's home) and is issued again as soon as the host reports (a Snapshot, an
+// observation, an action result that reached its hypervisor), or after UnreachedRetry; it
+// alerts once per outage. A user operation whose action was unreached keeps its operation,
+// and the action is issued again the same way. Placement avoids a host found unreachable
+// until it reports again.
 //
 // The naive detector (Config.Naive) keeps the same recovery but classifies any protected VM
 // that is not running as failed, and trusts observations in arrival order. It exists to show,

@@ -28,6 +28,9 @@ type host struct {
 	lastSeen   time.Time // when the host last renewed it
 	lastResync time.Time // when its last complete domain list (Snapshot) was taken
 	fenceActID uint64
+	// unreached: an action for this host came back unreached (its hypervisor could not be
+	// reached); the host's next report re-issues what waits for it.
+	unreached bool
 }
 
 // hostObs is the newest thing known about a VM on one host.
@@ -37,9 +40,26 @@ type hostObs struct {
 	state  DomState
 	reason Reason
 	at     time.Time
+	// since is when the copy was first seen in its present condition: live (running, or
+	// paused other than as a migration's incoming copy) or not. For a migration's source
+	// that stopped, and for its destination that took over, it is the switch-over.
+	since time.Time
 	// what it was before the newest observation
 	prevState  DomState
 	prevReason Reason
+}
+
+// live: the guest exists in memory and runs or could (an incoming migration copy does not
+// until the switch-over).
+func live(st DomState, r Reason) bool {
+	return st.up() && !(st == DomPaused && r == ReasonMigrated)
+}
+
+// seen notes the new state (st, r), seen at, in since (before it is stored).
+func (o *hostObs) seen(st DomState, r Reason, at time.Time) {
+	if o.since.IsZero() || o.state == DomUnknown || st == DomUnknown || live(o.state, o.reason) != live(st, r) {
+		o.since = at
+	}
 }
 
 type failure struct {
@@ -52,6 +72,16 @@ type failure struct {
 	actDeadline                 time.Time
 	evacuate                    bool // the home host is gone: relocate without spending policy
 	noCapacityAlerted           bool
+	// What the attempt in flight cost, so that an attempt that never reached the hypervisor
+	// can be refunded: actAt is when it was issued (its restart stamp, if actRestart), actReloc
+	// says it counted a relocation, actFrom is the home before it moved the VM ("" if it did not).
+	actAt      time.Time
+	actRestart bool
+	actReloc   bool
+	actFrom    HostID
+	// unreached is the host whose hypervisor the last attempt could not reach; cleared by an
+	// attempt that reaches one. The next attempt waits for that host to report, or for next.
+	unreached HostID
 }
 
 type vm struct {
@@ -68,12 +98,51 @@ type vm struct {
 	fail        *failure
 	restarts    []time.Time
 	relocations int
-	errored     bool
-	intentSeq   uint64 // the home observation's seq when the user's intent last changed
-	vanishedAt  time.Time
-	unknownLog  bool // "waiting" already logged for the current unknown spell
-	ambiguous   bool // an alert for an unexplained shutdown was raised for the current stop
-	reissue     bool // restored with its op's action unanswered: issue it again once home reports
+	failedOn    []hostFailure // where it failed, newest last; placement avoids these hosts within the window
+	// dups are the extra copies of the VM that hass found up beside the one it keeps (a
+	// split brain): each was alerted once and paused, and is left to the operator until it
+	// is seen gone.
+	dups       []dupCopy
+	errored    bool
+	intentSeq  uint64 // the home observation's seq when the user's intent last changed
+	vanishedAt time.Time
+	unknownLog bool // "waiting" already logged for the current unknown spell
+	ambiguous  bool // an alert for an unexplained shutdown was raised for the current stop
+	reissue    bool // restored with its op's action unanswered: issue it again once home reports
+}
+
+// dupCopy is an extra copy of a VM on host. pauseAt is when hass issued its pause, zero once
+// the copy was seen paused (or was paused already).
+type dupCopy struct {
+	host    HostID
+	pauseAt time.Time
+}
+
+// dupOn returns the extra copy on h, or nil.
+func (v *vm) dupOn(h HostID) *dupCopy {
+	for i := range v.dups {
+		if v.dups[i].host == h {
+			return &v.dups[i]
+		}
+	}
+	return nil
+}
+
+// dropDup forgets the extra copy on h; it reports whether there was one.
+func (v *vm) dropDup(h HostID) bool {
+	for i := range v.dups {
+		if v.dups[i].host == h {
+			v.dups = slices.Delete(v.dups, i, i+1)
+			return true
+		}
+	}
+	return false
+}
+
+// hostFailure is one failure of a VM on a host: detected there, or a start refused there.
+type hostFailure struct {
+	host HostID
+	at   time.Time
 }
 
 // ErrNotProtected is wrapped by errors about a VM the engine does not protect.
@@ -129,6 +198,7 @@ func (e *Engine) Step(now time.Time, in Input) Output {
 			break
 		}
 		e.observe(in.Host, in.VM, in.Seq, in.State, in.Reason, in.At)
+		e.reachable(in.Host)
 	case Signal:
 		e.signal(in)
 	case Snapshot:
@@ -139,12 +209,16 @@ func (e *Engine) Step(now time.Time, in Input) Output {
 			}
 		}
 		e.snapshot(in)
+		e.reachable(in.Host)
 	case ActionResult:
 		if in.State > DomAbsent || in.Reason > ReasonOwnStop {
 			e.out.Err = fmt.Errorf("result of action %d: invalid state %d or reason %d", in.ID, in.State, in.Reason)
 			break
 		}
 		e.actionResult(in)
+		if !in.Unreached {
+			e.reachable(in.Host)
+		}
 	default:
 		e.out.Err = fmt.Errorf("engine: unknown input %T", in)
 	}
@@ -211,13 +285,20 @@ func (e *Engine) status(v *vm) VMStatus {
 		s.State = "operation"
 		op := *v.op
 		s.Op = &op
-	case s.Observed == DomUnknown:
-		s.State = "unknown" // nothing reported yet (or its host was fenced): no evidence either way
+	case s.Observed == DomUnknown && !(e.hostFenced(v.home) && !v.wantsUp()):
+		// Nothing reported yet: no evidence either way. (A VM meant to be down on a fenced
+		// host is down, proved.)
+		s.State = "unknown"
 	default:
 		s.State = "healthy"
 	}
 	s.MemMiB = v.mem
 	return s
+}
+
+func (e *Engine) hostFenced(id HostID) bool {
+	h := e.hosts[id]
+	return h != nil && h.state == hostFenced
 }
 
 // Protected reports whether the engine protects vm.
@@ -249,6 +330,9 @@ func (e *Engine) NextWake() time.Time {
 		v := e.vms[id]
 		if v.op != nil {
 			min(v.op.Deadline)
+			if !v.op.retryAt.IsZero() && v.opActID == 0 {
+				min(v.op.retryAt)
+			}
 		}
 		if h := e.hosts[v.home]; h == nil || h.state == hostSuspect {
 			continue // nothing moves until the host is fenced, which is timed above
@@ -308,8 +392,8 @@ func (e *Engine) hostLease(in HostLease) {
 	case in.Alive && h.state != hostUp:
 		e.log(RecHost, "", h.id, "lease renewed: up again (was %s)", h.state)
 		h.state, h.fenceActID = hostUp, 0
-		for _, id := range e.vmIx {
-			if v := e.vms[id]; v.home == h.id {
+		for _, id := range slices.Clone(e.vmIx) { // an evaluation may forget a VM
+			if v := e.vms[id]; v != nil && v.home == h.id {
 				e.evaluate(v)
 			}
 		}
@@ -348,14 +432,21 @@ func (e *Engine) fenced(h *host, why string) {
 	for _, id := range e.vmIx {
 		v := e.vms[id]
 		if o := v.obsOn(h.id); o != nil {
+			o.seen(DomUnknown, ReasonFenced, e.now)
 			o.state, o.reason = DomUnknown, ReasonFenced
 		}
 		if v.home == h.id {
 			v.vanishedAt = time.Time{}
 		}
+		v.dropDup(h.id) // an extra copy died with its host
 		if f := v.fail; f != nil && f.actID != 0 && f.actHost == h.id {
 			// That attempt died with the host: no answer will come. Try elsewhere now.
 			f.actID, f.next = 0, e.now
+		}
+		if f := v.fail; f != nil && f.actID == 0 && v.home == h.id {
+			// A failure waiting out its restart backoff on this host: host loss is not the
+			// VM's fault, so it is evacuated now, with its neighbours.
+			f.next = e.now
 		}
 		if v.home == h.id {
 			homed = append(homed, v)
@@ -433,6 +524,27 @@ func (v *vm) obsFor(h HostID) *hostObs {
 	}
 	v.obs = append(v.obs, hostObs{host: h})
 	return &v.obs[len(v.obs)-1]
+}
+
+// failedOnHost notes a failure of v on h at now; failures older than the window are dropped.
+func (v *vm) failedOnHost(h HostID, now time.Time) {
+	out := v.failedOn[:0]
+	for _, f := range v.failedOn {
+		if now.Sub(f.at) < v.policy.Window && f.host != h {
+			out = append(out, f)
+		}
+	}
+	v.failedOn = append(out, hostFailure{host: h, at: now})
+}
+
+// failedRecently reports whether v failed on h within its window.
+func (v *vm) failedRecently(h HostID, now time.Time) bool {
+	for _, f := range v.failedOn {
+		if f.host == h && now.Sub(f.at) < v.policy.Window {
+			return true
+		}
+	}
+	return false
 }
 
 func (v *vm) restartsInWindow(now time.Time) int {

@@ -9,11 +9,6 @@ import (
 	"time"
 )
 
-// tolerateKnownBugs makes FuzzEngine step around the engine bugs that classify_test.go
-// documents with skipped stories (see the comments where it is used). Set it to false once
-// they are fixed, so the fuzzer checks those paths too.
-const tolerateKnownBugs = false
-
 // fuzzBytes hands out the fuzzer's bytes; it returns zeros once they run out.
 type fuzzBytes struct {
 	b []byte
@@ -52,12 +47,12 @@ type fuzzRun struct {
 	// userStopped: the last accepted request for the vm was stop, shutdown or delete, and
 	// since then nothing reported the vm up anywhere.
 	userStopped map[VMID]bool
-	// knownBug: the vm went through a known engine bug since the user stopped it (see
-	// classify_test.go), so a start for it is not news: "watchdog signal racing an api stop"
-	// and "a nova migration accepted during an api stop".
-	knownBug map[VMID]bool
-	steps    int
-	trace    []func() string // formatted only when a check fails
+	// twoCopies: hass alerted that the vm runs twice, with the copy on the host paused; it
+	// must not say so again while nothing showed that copy gone (down, its host fenced) and
+	// nothing else changed for the vm (a request, protection, a move of its home).
+	twoCopies map[VMID]map[HostID]bool
+	steps     int
+	trace     []func() string // formatted only when a check fails
 }
 
 func (r *fuzzRun) fatalf(format string, args ...any) {
@@ -222,8 +217,11 @@ func (r *fuzzRun) actionResult() ActionResult {
 	} else {
 		res = ActionResult{ID: uint64(r.in.u8()), Host: r.host()}
 	}
-	if r.in.n(3) == 0 {
+	switch r.in.n(6) {
+	case 0, 1:
 		res.Err = "boom"
+	case 2:
+		res.Err, res.Unreached = "cannot connect to libvirt", true
 	}
 	if r.in.bit() {
 		res.Seq = r.seq(res.Host)
@@ -346,6 +344,16 @@ func (r *fuzzRun) step(in Input) {
 		}
 	}
 
+	var costBefore []VMStatus
+	if res, ok := in.(ActionResult); ok && res.Unreached {
+		costBefore = r.e.Status()
+	}
+
+	homes := map[VMID]HostID{}
+	for _, s := range r.e.Status() {
+		homes[s.VM] = s.Home
+	}
+
 	advanced := r.now.After(r.enow)
 	out := r.e.Step(r.now, in)
 	if advanced {
@@ -387,40 +395,43 @@ func (r *fuzzRun) step(in Input) {
 		return
 	}
 
+	// An action that never reached the hypervisor costs the VM nothing, and nothing is
+	// issued until the host reports again or the retry delay passes.
+	if costBefore != nil {
+		if len(acts) != 0 {
+			r.fatalf("an unreached result issued %v at once", acts)
+		}
+		for _, b := range costBefore {
+			for _, a := range r.e.Status() {
+				if a.VM == b.VM && (a.Restarts > b.Restarts || a.Relocations > b.Relocations) {
+					r.fatalf("an unreached result raised %s's restarts %d->%d or relocations %d->%d",
+						a.VM, b.Restarts, a.Restarts, b.Relocations, a.Relocations)
+				}
+			}
+		}
+	}
+
 	// Actions are current when issued (except a delete answered in the same step, which
 	// forgets the vm at once).
 	for _, a := range acts {
-		if tolerateKnownBugs && a.Why == "recovery:"+string(FailOperation) {
-			continue // "a nova migration that expires with the vm paused is no failure"
-		}
 		if !r.e.Current(a) && a.Kind != ActDelete && r.e.Protected(a.VM) {
 			r.fatalf("action %s is not current in the step that issued it", a)
 		}
 	}
 
 	// What this input tells about the user's intent.
-	knownBug := false
 	switch in := in.(type) {
 	case Request:
-		if in.Op == OpMigrate && in.Source != SrcAPI && tolerateKnownBugs && r.desired(in.VM) > WantPaused {
-			r.knownBug[in.VM] = true
-		}
 		switch {
 		case in.Op == OpStop || in.Op == OpShutdown || in.Op == OpDelete:
 			r.userStopped[in.VM] = true
 		case in.Op > OpResume:
-			if tolerateKnownBugs {
-				// Known bug: an unknown operation is accepted and issues ActStart.
-				knownBug = true
-			}
+			// refused: an unknown operation changes nothing
 		default:
 			// Any other operation is a newer intent than the stop (a reboot or a migration
 			// after a stop may well mean "run it"); the invariant only covers a stop that is
 			// the user's last word.
 			r.userStopped[in.VM] = false
-			if in.Op == OpStart || in.Op == OpResume || in.Op == OpSuspend {
-				r.knownBug[in.VM] = false
-			}
 		}
 	case Observe:
 		if ran(in.State, in.Reason) {
@@ -448,21 +459,74 @@ func (r *fuzzRun) step(in Input) {
 		if rec.Type == RecAlert && strings.Contains(rec.Msg, "did not take effect") {
 			r.userStopped[rec.VM] = false
 		}
-		if rec.Type == RecDetect && strings.HasPrefix(rec.Msg, string(FailGuestHang)) && tolerateKnownBugs &&
-			(r.userStopped[rec.VM] || r.desired(rec.VM) > WantPaused) {
-			// Known bug: "watchdog signal racing an api stop" / "a watchdog-paused vm
-			// stopped by the user": a hang is detected on a vm the user stopped.
-			r.knownBug[rec.VM] = true
-		}
 		if rec.Type == RecForget {
 			delete(r.userStopped, rec.VM)
-			delete(r.knownBug, rec.VM)
 		}
 	}
 
-	if !r.naive && !knownBug {
+	// A second copy is alerted once.
+	gone := func(vm VMID, h HostID) {
+		if m := r.twoCopies[vm]; m != nil {
+			delete(m, h)
+		}
+	}
+	switch in := in.(type) {
+	case Observe:
+		if !isUp(in.State) {
+			gone(in.VM, in.Host)
+		}
+	case Snapshot:
+		listed := map[VMID]bool{}
+		for _, d := range in.Domains {
+			listed[d.VM] = true
+			if !isUp(d.State) {
+				gone(d.VM, in.Host)
+			}
+		}
+		for vm := range r.twoCopies {
+			if !listed[vm] {
+				gone(vm, in.Host)
+			}
+		}
+	case Request:
+		delete(r.twoCopies, in.VM)
+	case Protect:
+		delete(r.twoCopies, in.VM)
+	}
+	for _, s := range r.e.Status() {
+		if homes[s.VM] != s.Home {
+			delete(r.twoCopies, s.VM)
+		}
+	}
+	for vm, m := range r.twoCopies {
+		for h := range m {
+			if r.e.HostState(h) == "fenced" {
+				delete(m, h)
+			}
+		}
+		if !r.e.Protected(vm) {
+			delete(r.twoCopies, vm)
+		}
+	}
+	for _, rec := range log {
+		if rec.Type == RecForget {
+			delete(r.twoCopies, rec.VM)
+		}
+		if rec.Type != RecAlert || !strings.Contains(rec.Msg, "two copies run") {
+			continue
+		}
+		if r.twoCopies[rec.VM][rec.Host] {
+			r.fatalf("second copy of %s on %s alerted again: %s", rec.VM, rec.Host, rec.Msg)
+		}
+		if r.twoCopies[rec.VM] == nil {
+			r.twoCopies[rec.VM] = map[HostID]bool{}
+		}
+		r.twoCopies[rec.VM][rec.Host] = true
+	}
+
+	if !r.naive {
 		for _, a := range acts {
-			if a.Kind != ActStart || r.knownBug[a.VM] {
+			if a.Kind != ActStart {
 				continue
 			}
 			if _, isReq := in.(Request); isReq {
@@ -481,38 +545,10 @@ func (r *fuzzRun) step(in Input) {
 
 	// After a Tick at t, the engine wants to be woken after t, or never.
 	if _, ok := in.(Tick); ok {
-		if w := r.e.NextWake(); !w.IsZero() && !w.After(r.enow) && !r.knownStuck(w) {
+		if w := r.e.NextWake(); !w.IsZero() && !w.After(r.enow) {
 			r.fatalf("after a Tick at +%s NextWake is +%s", r.enow.Sub(t0), w.Sub(t0))
 		}
 	}
-}
-
-// knownStuck reports a stuck timer w caused by a known bug.
-func (r *fuzzRun) knownStuck(w time.Time) bool {
-	if !tolerateKnownBugs {
-		return false
-	}
-	for _, v := range r.e.vms {
-		// TestNextWakeSuspectHost
-		if h := r.e.hosts[v.home]; h != nil && h.state == hostSuspect && v.fail != nil &&
-			(w.Equal(v.fail.actDeadline) || w.Equal(v.fail.next)) {
-			return true
-		}
-		// TestNextWakeErroredWithFailure
-		if v.errored && v.fail != nil && (w.Equal(v.fail.actDeadline) || w.Equal(v.fail.next)) {
-			return true
-		}
-		// TestNextWakePausedWhileRecovering
-		if o := v.obsOn(v.home); o != nil && o.state == DomPaused && v.fail != nil &&
-			(w.Equal(v.fail.actDeadline) || w.Equal(v.fail.next)) {
-			return true
-		}
-		// TestNextWakeVanishedOnFencedHost
-		if !v.vanishedAt.IsZero() && w.Equal(v.vanishedAt.Add(r.e.cfg.VanishGrace)) {
-			return true
-		}
-	}
-	return false
 }
 
 func (r *fuzzRun) desired(id VMID) Desired {
@@ -526,7 +562,7 @@ func (r *fuzzRun) desired(id VMID) Desired {
 
 func runFuzz(t *testing.T, data []byte) {
 	r := &fuzzRun{t: t, in: fuzzBytes{b: data}, now: t0, seqs: map[HostID]uint64{},
-		userStopped: map[VMID]bool{}, knownBug: map[VMID]bool{}}
+		userStopped: map[VMID]bool{}, twoCopies: map[VMID]map[HostID]bool{}}
 	flags := r.in.u8()
 	cfg := DefaultConfig()
 	r.naive = flags&1 == 1
@@ -548,9 +584,10 @@ func runFuzz(t *testing.T, data []byte) {
 		r.step(r.next())
 	}
 	// Let every timer run out: each wake must make progress.
-	for i := 0; i < 64; i++ {
+	horizon := r.enow.Add(30 * time.Minute)
+	for i := 0; i < 400; i++ {
 		w := r.e.NextWake()
-		if w.IsZero() {
+		if w.IsZero() || w.After(horizon) {
 			break
 		}
 		if w.Before(r.enow) {
@@ -558,6 +595,15 @@ func runFuzz(t *testing.T, data []byte) {
 		}
 		r.now = w
 		r.step(Tick{})
+	}
+	// With nothing but time passing, every stop, shutdown, delete or suspend has ended by
+	// now: done, or failed with the VM in error. None is tried again forever.
+	if r.e.NextWake().After(horizon) || r.e.NextWake().IsZero() {
+		for _, id := range r.e.vmIx {
+			if op := r.e.vms[id].op; op != nil && (op.Kind == OpStop || op.Kind == OpShutdown || op.Kind == OpDelete || op.Kind == OpSuspend) {
+				r.fatalf("%s of %s still in flight 30 minutes after the last input (deadline +%s)", op.Kind, id, op.Deadline.Sub(t0))
+			}
+		}
 	}
 }
 

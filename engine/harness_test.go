@@ -22,6 +22,8 @@ type result struct {
 	seq    uint64
 	state  DomState
 	reason Reason
+	// unreached: the executor could not reach the hypervisor
+	unreached bool
 }
 
 func (result) input() {}
@@ -43,6 +45,7 @@ type harness struct {
 	t    *testing.T
 	e    *Engine
 	acts []Action // every action issued so far
+	logs []Record // every record logged so far
 	last Output   // the last step's output (copied)
 }
 
@@ -77,11 +80,12 @@ func (h *harness) step(i int, s ev) {
 		if host == "" {
 			host = a.Host
 		}
-		in = ActionResult{ID: a.ID, Err: r.err, Host: host, Seq: r.seq, State: r.state, Reason: r.reason}
+		in = ActionResult{ID: a.ID, Err: r.err, Host: host, Seq: r.seq, State: r.state, Reason: r.reason, Unreached: r.unreached}
 	}
 	out := h.e.Step(t0.Add(s.at), in)
 	h.last = Output{Actions: slices.Clone(out.Actions), Log: slices.Clone(out.Log), Err: out.Err}
 	h.acts = append(h.acts, h.last.Actions...)
+	h.logs = append(h.logs, h.last.Log...)
 	desc := fmt.Sprintf("step %d (+%s %T%+v)", i, s.at, in, in)
 	switch {
 	case s.err == "" && out.Err != nil:

@@ -142,8 +142,9 @@ type ActionResult struct {
 	Seq    uint64
 	State  DomState
 	Reason Reason
-	// Unreached: the executor could not reach the hypervisor at all; the action was never
-	// carried out.
+	// Unreached: the executor could not reach the hypervisor at all (no connection to
+	// libvirtd); the action was never carried out. Err says why. The engine does not count
+	// such an attempt against the VM and issues it again once the host reports again.
 	Unreached bool
 }
 

@@ -18,8 +18,12 @@ func (e *Engine) feasible(v *vm, h *host, used map[HostID]int, groups map[HostID
 	return true, true
 }
 
-// place chooses a host for v other than exclude: the feasible host with the most free
-// memory, ties broken by name. It returns "" when no host has room.
+// place chooses a host for v other than exclude. Among the feasible hosts it prefers, in
+// this order: one whose hypervisor was not just found unreachable, one the VM has not
+// failed on within its policy window (a host it just crashed on, or that refused to start
+// it, is tried again only when no other host has room), one that keeps its anti-affinity
+// group apart, then the one with the most free memory; ties are broken by name. It returns
+// "" when no host has room.
 func (e *Engine) place(v *vm, exclude HostID) HostID {
 	used := make(map[HostID]int, len(e.hostIx))
 	groups := make(map[HostID]map[string]bool)
@@ -36,7 +40,23 @@ func (e *Engine) place(v *vm, exclude HostID) HostID {
 			groups[o.home][g] = true
 		}
 	}
-	best, bestSoft, bestFree := HostID(""), false, 0
+	type score struct {
+		reached, fresh, soft bool
+		free                 int
+	}
+	better := func(a, b score) bool {
+		if a.reached != b.reached {
+			return a.reached
+		}
+		if a.fresh != b.fresh {
+			return a.fresh
+		}
+		if a.soft != b.soft {
+			return a.soft
+		}
+		return a.free > b.free
+	}
+	best, bestScore := HostID(""), score{}
 	for _, id := range e.hostIx {
 		if id == exclude {
 			continue
@@ -46,12 +66,15 @@ func (e *Engine) place(v *vm, exclude HostID) HostID {
 		if !ok {
 			continue
 		}
-		free := h.mem - used[id]
-		if h.mem == 0 {
-			free = 1 << 30
+		if o := v.obsOn(id); o != nil && o.state.up() {
+			continue // a copy of it is up there already: never start a second one beside it
 		}
-		if best == "" || (soft && !bestSoft) || (soft == bestSoft && free > bestFree) {
-			best, bestSoft, bestFree = id, soft, free
+		sc := score{reached: !h.unreached, fresh: !v.failedRecently(id, e.now), soft: soft, free: h.mem - used[id]}
+		if h.mem == 0 {
+			sc.free = 1 << 30
+		}
+		if best == "" || better(sc, bestScore) {
+			best, bestScore = id, sc
 		}
 	}
 	return best

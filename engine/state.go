@@ -22,11 +22,18 @@ type VMState struct {
 	Gen         uint64 // intent generation: actions of an older one are not current
 	Op          *OpState
 	Failure     *FailState
-	Restarts    []time.Time // restarts in place, for the policy's window
+	Restarts    []time.Time   // restarts in place, for the policy's window
+	FailedOn    []HostFailure // where it failed lately: placement avoids these hosts
 	Relocations int
 	Errored     bool   // hass gave up: only a user's operation revives it
 	IntentSeq   uint64 // the home observation's seq when the user's intent last changed
 	Ambiguous   bool   // an alert for an unexplained shutdown was raised for the current stop
+}
+
+// HostFailure is a failure of a VM on a host, which placement remembers within the window.
+type HostFailure struct {
+	Host HostID
+	At   time.Time
 }
 
 // OpState is an operation in flight, as stored.
@@ -43,6 +50,7 @@ type OpState struct {
 	Home      HostID  // the home when it was accepted
 	SawDown   bool    // a reboot in flight has seen the guest go down
 	Pending   bool    // its action was issued and not answered yet
+	Tries     int     // times its action was issued again after its deadline
 }
 
 // FailState is a failure being recovered, as stored.
@@ -74,6 +82,8 @@ func (s VMState) Validate() error {
 		return errors.New("gen: must be >= 1")
 	case s.Relocations < 0:
 		return fmt.Errorf("relocations %d: must be >= 0", s.Relocations)
+	case s.Op != nil && s.Op.Tries < 0:
+		return fmt.Errorf("op.tries %d: must be >= 0", s.Op.Tries)
 	}
 	if err := s.Policy.Validate(); err != nil {
 		return err
@@ -114,8 +124,11 @@ func (e *Engine) State(id VMID) (VMState, bool) {
 	s := VMState{VM: v.id, Home: v.home, MemMiB: v.mem, Policy: v.policy, Desired: v.desired, Gen: v.gen,
 		Restarts: slices.Clone(v.restarts), Relocations: v.relocations, Errored: v.errored,
 		IntentSeq: v.intentSeq, Ambiguous: v.ambiguous}
+	for _, f := range v.failedOn {
+		s.FailedOn = append(s.FailedOn, HostFailure{Host: f.host, At: f.at})
+	}
 	if op := v.op; op != nil {
-		s.Op = &OpState{ID: op.ID, Kind: op.Kind, Source: op.Source, Target: op.Target, Started: op.Started,
+		s.Op = &OpState{Tries: op.tries, ID: op.ID, Kind: op.Kind, Source: op.Source, Target: op.Target, Started: op.Started,
 			Deadline: op.Deadline, Escalated: op.escalated, Prev: op.prev, BaseSeq: op.baseSeq, Home: op.home,
 			SawDown: v.opSawDown, Pending: v.opActID != 0}
 	}
@@ -174,10 +187,13 @@ func (e *Engine) restore(in Restore) {
 		v := &vm{id: s.VM, policy: s.Policy, mem: s.MemMiB, home: s.Home, desired: s.Desired, gen: s.Gen,
 			restarts: slices.Clone(s.Restarts), relocations: s.Relocations, errored: s.Errored,
 			intentSeq: s.IntentSeq, ambiguous: s.Ambiguous}
+		for _, f := range s.FailedOn {
+			v.failedOn = append(v.failedOn, hostFailure{host: f.Host, at: f.At})
+		}
 		if op := s.Op; op != nil {
 			v.op = &Operation{ID: op.ID, Kind: op.Kind, VM: s.VM, Source: op.Source, Phase: PhaseRunning,
 				Target: op.Target, Started: op.Started, Deadline: op.Deadline, escalated: op.Escalated,
-				prev: op.Prev, baseSeq: op.BaseSeq, home: op.Home}
+				prev: op.Prev, baseSeq: op.BaseSeq, home: op.Home, tries: op.Tries}
 			v.opSawDown = op.SawDown
 			_, v.reissue = reissueAction(v.op)
 			e.nextID = max(e.nextID, op.ID)

@@ -193,6 +193,14 @@ type Operation struct {
 	prev      Desired // the desired state before this operation, restored if it fails
 	baseSeq   uint64  // the home observation's seq when the operation was accepted
 	home      HostID  // the home when the operation was accepted
+	// retryAt is when the operation's action, which came back unreached (the hypervisor
+	// could not be reached), is issued again; zero when nothing waits. The host's next
+	// report brings it forward.
+	retryAt   time.Time
+	unreached bool // its last action came back unreached (said once in the log per outage)
+	// tries counts how many times the action was issued again after the deadline passed
+	// (a stop, shutdown, delete or suspend insisted on); see InsistTries.
+	tries int
 }
 
 // FailureKind names what failed.
@@ -285,6 +293,9 @@ type Config struct {
 	VanishGrace time.Duration
 	// RetryPlacement is how often a VM that found no host to run on is tried again.
 	RetryPlacement time.Duration
+	// UnreachedRetry is how long after an action came back unreached (its executor could
+	// not reach the hypervisor) it is issued again, unless the host reports first.
+	UnreachedRetry time.Duration
 	// Naive turns off operation awareness: any protected VM that is not running is a failure.
 	// For comparison only.
 	Naive bool
@@ -302,5 +313,6 @@ func DefaultConfig() Config {
 		SelfFenceMargin: 2 * time.Second,
 		VanishGrace:     90 * time.Second,
 		RetryPlacement:  10 * time.Second,
+		UnreachedRetry:  10 * time.Second,
 	}
 }

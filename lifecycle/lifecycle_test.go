@@ -2,7 +2,6 @@ package lifecycle
 
 import (
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -380,13 +379,6 @@ func FuzzTranslator(f *testing.F) {
 			}
 		}
 	})
-}
-
-func skipBug(t *testing.T, bug string) {
-	t.Helper()
-	if os.Getenv("HASS_BUGS") == "" {
-		t.Skip("BUG: " + bug)
-	}
 }
 
 // TestDestroyOfWatchdogPausedDomain: the watchdog paused the guest, then a user destroys it

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,6 +37,9 @@ import (
 //	host NAME power-off|power-on|partition|heal|agent-crash|agent-start|libvirtd-stop|libvirtd-start
 //	bus drop N          the next N agent messages are lost
 //	bus hold N D        the next N agent messages arrive D late (reordering them)
+//	fault NAME KIND WHEN  aim a fault at the switch-over of the VM's next migration:
+//	                    KIND dest-agent-crash|lost-resume|lost-stop, WHEN before|at|after
+//	                    (see MigFault)
 //	end OFFSET          stop the run (default 10m)
 
 // Scenario is a parsed scenario folder.
@@ -295,6 +299,19 @@ func (sc *Scenario) parseCmds(path string) error {
 					return fmt.Errorf("bus hold: duration %q: %v", a[3], err)
 				}
 			}
+		case "fault":
+			if len(a) != 4 {
+				return errors.New("fault: want 'fault NAME KIND WHEN'")
+			}
+			if !vms[a[1]] {
+				return fmt.Errorf("fault: unknown vm %q", a[1])
+			}
+			if !slices.Contains(migFaultKinds, a[2]) {
+				return fmt.Errorf("fault %s: unknown kind %q (want one of %s)", a[1], a[2], strings.Join(migFaultKinds, ", "))
+			}
+			if !slices.Contains(migFaultWhens, a[3]) {
+				return fmt.Errorf("fault %s: unknown time %q (want one of %s)", a[1], a[3], strings.Join(migFaultWhens, ", "))
+			}
 		case "vm", "host":
 			if len(a) != 3 {
 				return fmt.Errorf("%s: want '%s NAME ACTION'", a[0], a[0])
@@ -326,7 +343,7 @@ func (sc *Scenario) parseCmds(path string) error {
 				return fmt.Errorf("%s %s: unknown host %q", a[0], a[1], a[3])
 			}
 		default:
-			return fmt.Errorf("unknown command %q (want vm, api, virsh, host, bus or end)", a[0])
+			return fmt.Errorf("unknown command %q (want vm, api, virsh, host, bus, fault or end)", a[0])
 		}
 		sc.cmds = append(sc.cmds, c)
 		return nil
@@ -390,6 +407,9 @@ func (s *Sim) command(a []string) {
 			s.holdNext = n
 			s.holdFor, _ = time.ParseDuration(a[3])
 		}
+	case "fault":
+		id := engine.VMID(a[1])
+		s.migFaults[id] = append(s.migFaults[id], MigFault{Kind: a[2], When: a[3]})
 	case "vm":
 		id := engine.VMID(a[1])
 		switch a[2] {

@@ -60,7 +60,11 @@ type Config struct {
 	AgentPerHostHr   float64
 	LibvirtPerHostHr float64
 	DuringOpProb     float64 // chance a fault is aimed into an operation's window
-	StopInRecovery   float64 // chance a user stops a VM right after hass detected its failure
+	// MigFaultProb is the chance a migration gets a fault aimed at its switch-over (a
+	// destination agent crash, a lost resume event, a lost source stop event; before, at or
+	// after the switch-over), and a third of those get a second one of another kind.
+	MigFaultProb   float64
+	StopInRecovery float64 // chance a user stops a VM right after hass detected its failure
 
 	Engine engine.Config
 }
@@ -77,7 +81,7 @@ func DefaultConfig() Config {
 		RecoveryDeadline: 3 * time.Minute,
 		OpsPerVMHour:     0.3, CrashPerVMHour: 0.01, PanicPerVMHour: 0.003, GuestOffPerVMHr: 0.004,
 		HangPerVMHour: 0.003, PowerPerHostHr: 0.005, PartPerHostHr: 0.01, AgentPerHostHr: 0.02,
-		LibvirtPerHostHr: 0.03, DuringOpProb: 0.2, StopInRecovery: 0.1,
+		LibvirtPerHostHr: 0.03, DuringOpProb: 0.2, StopInRecovery: 0.1, MigFaultProb: 0.3,
 		Engine: engine.DefaultConfig(),
 	}
 }
@@ -124,6 +128,8 @@ type Result struct {
 	Actions         int     `json:"actions"`
 	Dropped         int     `json:"messages_dropped"`
 	StuckTimers     int     `json:"stuck_timers"`
+	// MigrationFaults counts the faults aimed at a migration's switch-over (see MigFault).
+	MigrationFaults int `json:"migration_faults"`
 }
 
 type vmTruth struct {
@@ -165,7 +171,29 @@ type Sim struct {
 	dropNext int // scripted bus faults
 	holdNext int
 	holdFor  time.Duration
+
+	migFaults map[engine.VMID][]MigFault // armed for the VM's next migration
 }
+
+// MigFault is a fault aimed at a live migration's switch-over, the moment the destination
+// resumes the guest and the source stops it.
+//
+//	dest-agent-crash  the destination's agent crashes and restarts (resyncing) 1.5 s later:
+//	                  before (down from 2 s to 0.5 s before the switch-over: its resync shows
+//	                  the incoming copy still paused), at (down from the switch-over, whose
+//	                  events it misses, to 1.5 s after), after (down from 0.5 s after)
+//	lost-resume       the destination's resume event is lost; the destination resyncs 1 s
+//	                  before (its list shows the incoming copy paused), at (1 ms before, within
+//	                  any clock skew) or 1 s after the switch-over
+//	lost-stop         the source's stop event and the migration's result are lost; the
+//	                  destination resyncs before, at or after the switch-over, as above
+type MigFault struct {
+	Kind string // dest-agent-crash, lost-resume, lost-stop
+	When string // before, at, after
+}
+
+var migFaultKinds = []string{"dest-agent-crash", "lost-resume", "lost-stop"}
+var migFaultWhens = []string{"before", "at", "after"}
 
 // Epoch is the simulated time zero.
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -175,7 +203,8 @@ func newSim(cfg Config, out io.Writer) *Sim {
 	ecfg.Naive = cfg.Naive
 	s := &Sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		start: epoch, now: epoch, end: epoch.Add(cfg.Duration), eng: engine.New(ecfg),
-		hostByID: map[engine.HostID]*host{}, vms: map[engine.VMID]*vmTruth{}, out: out}
+		hostByID: map[engine.HostID]*host{}, vms: map[engine.VMID]*vmTruth{}, out: out,
+		migFaults: map[engine.VMID][]MigFault{}}
 	s.res.Seed, s.res.Hosts, s.res.VMs, s.res.Hours = cfg.Seed, cfg.Hosts, cfg.VMs, cfg.Duration.Hours()
 	s.res.Detector = "aware"
 	if cfg.Naive {
@@ -185,7 +214,7 @@ func newSim(cfg Config, out io.Writer) *Sim {
 }
 
 func (s *Sim) addHost(id engine.HostID, mem int, fencing bool) *host {
-	h := &host{id: id, mem: mem, fencing: fencing, power: true, agent: true, libvirtd: true,
+	h := &host{id: id, mem: mem, fencing: fencing, power: true, agent: true, libvirtd: true, lose: map[engine.VMID]int{},
 		doms: map[engine.VMID]*dom{}, stored: map[engine.VMID]engine.Observe{}, tr: lifecycle.NewTranslator(), renewed: s.now, agentOK: s.now,
 		lastPet: s.now, leaseAlive: true, armed: true}
 	s.hosts = append(s.hosts, h)
@@ -312,7 +341,10 @@ func (s *Sim) execute(a engine.Action) {
 			return
 		}
 		if !h.libvirtd {
-			s.reply(h, a, "cannot connect to libvirt: daemon not running")
+			// The agent cannot reach its hypervisor: the action was never carried out.
+			r := s.result(h, a, "cannot connect to libvirt: daemon not running")
+			r.Unreached = true
+			s.send(h, r)
 			return
 		}
 		s.carryOut(h, a)
@@ -321,13 +353,22 @@ func (s *Sim) execute(a engine.Action) {
 
 // reply is the agent answering an action, with how it left the domain.
 func (s *Sim) reply(h *host, a engine.Action, err string) {
+	if h.lose[a.VM] > 0 && h.reachable() {
+		h.lose[a.VM]--
+		s.trace("bus: lost result of action %d", a.ID)
+		return
+	}
+	s.send(h, s.result(h, a, err))
+}
+
+func (s *Sim) result(h *host, a engine.Action, err string) engine.ActionResult {
 	r := engine.ActionResult{ID: a.ID, Err: err, Host: h.id, Seq: h.seq(s.now)}
 	if d := h.doms[a.VM]; d != nil && h.libvirtd {
 		r.State, r.Reason = h.tr.Row(string(a.VM), d.state, d.reason)
 	} else if h.libvirtd {
 		r.State = engine.DomAbsent
 	}
-	s.send(h, r)
+	return r
 }
 
 func (s *Sim) carryOut(h *host, a engine.Action) {
@@ -518,7 +559,13 @@ func (s *Sim) migrate(src *host, id engine.VMID, d *dom, dst *host, done func(st
 		}
 		done(why)
 	}
-	s.after(s.dur(4*time.Second), func() {
+	sw := s.dur(4 * time.Second)
+	faults := s.migFaults[id]
+	delete(s.migFaults, id)
+	for _, f := range faults {
+		s.armMigFault(f, src, dst, id, sw)
+	}
+	s.after(sw, func() {
 		if d.gen != g || !src.power || d.state != lifecycle.StateRunning {
 			abort("domain changed during the migration")
 			return
@@ -528,13 +575,62 @@ func (s *Sim) migrate(src *host, id engine.VMID, d *dom, dst *host, done func(st
 			return
 		}
 		// Switch-over: the destination resumes as the source stops.
+		for _, f := range faults {
+			switch f.Kind {
+			case "lost-resume":
+				dst.lose[id]++
+			case "lost-stop":
+				src.lose[id] += 2 // its stop event, and the migration's result
+			}
+		}
 		nd.state, nd.reason = lifecycle.StateRunning, 2
 		nd.gen++
 		s.setDom(src, id, d, lifecycle.StateShutoff, lifecycle.ShutoffMigrated, lc(lifecycle.EvStopped, lifecycle.StoppedMigrated))
 		s.emit(dst, id, lc(lifecycle.EvResumed, lifecycle.ResumedMigrated))
 		s.afterChange(id)
 		done("")
+		if len(faults) > 0 { // what was not lost at the switch-over is not lost later
+			delete(src.lose, id)
+			delete(dst.lose, id)
+		}
 	})
+}
+
+// armMigFault schedules what a MigFault does around a switch-over due sw from now.
+func (s *Sim) armMigFault(f MigFault, src, dst *host, id engine.VMID, sw time.Duration) {
+	s.res.MigrationFaults++
+	s.trace("truth: fault %s %s the switch-over of %s from %s to %s", f.Kind, f.When, id, src.id, dst.id)
+	down := s.dur(1500 * time.Millisecond)
+	switch f.Kind {
+	case "dest-agent-crash":
+		var at time.Duration
+		switch f.When {
+		case "before":
+			at = sw - 500*time.Millisecond - down
+		case "at":
+			at = sw - time.Nanosecond // just before the switch-over: its events are lost
+		case "after":
+			at = sw + 500*time.Millisecond
+		}
+		s.after(max(at, 0), func() {
+			if !dst.agent {
+				return
+			}
+			s.agentCrash(dst)
+			ep := dst.epoch
+			s.after(down, func() {
+				if dst.epoch == ep {
+					s.agentStart(dst)
+				}
+			})
+		})
+	case "lost-resume", "lost-stop":
+		at := map[string]time.Duration{"before": sw - time.Second, "at": sw - time.Millisecond, "after": sw + time.Second}[f.When]
+		s.after(max(at, 0), func() {
+			s.trace("truth: agent on %s resyncs", dst.id)
+			s.snapshot(dst)
+		})
+	}
 }
 
 // ---- ground truth ----------------------------------------------------------------------

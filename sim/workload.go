@@ -191,6 +191,16 @@ func (s *Sim) randomOp(id engine.VMID) {
 	if op == engine.OpMigrate {
 		target = s.hosts[s.rng.IntN(len(s.hosts))].id
 	}
+	if op == engine.OpMigrate && s.rng.Float64() < s.cfg.MigFaultProb {
+		// Aim a fault at the migration's switch-over; a third of the time, two of them.
+		k := s.rng.IntN(len(migFaultKinds))
+		fs := []MigFault{{Kind: migFaultKinds[k], When: pick(s, migFaultWhens)}}
+		if s.rng.IntN(3) == 0 {
+			k2 := (k + 1 + s.rng.IntN(len(migFaultKinds)-1)) % len(migFaultKinds)
+			fs = append(fs, MigFault{Kind: migFaultKinds[k2], When: pick(s, migFaultWhens)})
+		}
+		s.migFaults[id] = fs
+	}
 	var ok bool
 	if virsh {
 		ok = s.virsh(op, id, target)
@@ -198,6 +208,7 @@ func (s *Sim) randomOp(id engine.VMID) {
 		ok = s.api(op, id, target)
 	}
 	if !ok {
+		delete(s.migFaults, id)
 		s.res.Refused++
 		return
 	}

@@ -78,6 +78,9 @@ type host struct {
 	// stored is what the agent last wrote to the store for each VM. Writes are reliable
 	// while the agent can reach the store; the bus may still lose the notification of one.
 	stored map[engine.VMID]engine.Observe
+	// lose counts the host's next messages about a VM (observations, and the results of
+	// actions on it) that the bus will lose: a fault aimed at a migration's switch-over.
+	lose map[engine.VMID]int
 }
 
 // listening: the agent receives libvirt events.
@@ -155,6 +158,14 @@ func (s *Sim) send(h *host, in engine.Input) {
 		return
 	}
 	s.store(h, in)
+	if id := aboutVM(in); id != "" && h.lose[id] > 0 {
+		h.lose[id]--
+		if h.lose[id] == 0 {
+			delete(h.lose, id)
+		}
+		s.trace("bus: lost %s", describe(in))
+		return
+	}
 	if s.dropNext > 0 {
 		s.dropNext--
 		s.trace("bus: dropped %s", describe(in))
@@ -211,6 +222,15 @@ func (s *Sim) busDelay() time.Duration {
 		d += time.Duration(s.rng.Int64N(int64(3 * time.Second)))
 	}
 	return d
+}
+
+// aboutVM names the VM an observation is about ("" for anything else).
+func aboutVM(in engine.Input) engine.VMID {
+	switch in := in.(type) {
+	case engine.Observe:
+		return in.VM
+	}
+	return ""
 }
 
 func describe(in engine.Input) string {

@@ -261,13 +261,20 @@ type VM struct {
 	Gen         uint64      `json:"gen,omitempty"` // intent generation (fencing token of its actions)
 	Op          *Op         `json:"op,omitempty"`
 	Failure     *Failure    `json:"failure,omitempty"`
-	Restarts    []time.Time `json:"restarts,omitempty"` // restarts in place within the policy window
+	Restarts    []time.Time `json:"restarts,omitempty"`  // restarts in place within the policy window
+	FailedOn    []FailedOn  `json:"failed_on,omitempty"` // hosts it failed on lately, for placement
 	Relocations int         `json:"relocations,omitempty"`
 	Errored     bool        `json:"errored,omitempty"` // hass gave up on it until a user acts
 	IntentSeq   uint64      `json:"intent_seq,omitempty"`
 	Ambiguous   bool        `json:"ambiguous,omitempty"`
 
 	Rev int64 `json:"-"` // etcd mod revision, set on read
+}
+
+// FailedOn is a failure of the VM on a host.
+type FailedOn struct {
+	Host string    `json:"host"`
+	At   time.Time `json:"at"`
 }
 
 // Op is a user operation in flight, with its deadline.
@@ -284,6 +291,7 @@ type Op struct {
 	Home      string    `json:"home"`
 	SawDown   bool      `json:"saw_down,omitempty"`
 	Pending   bool      `json:"pending,omitempty"` // its action was issued and not answered
+	Tries     int       `json:"tries,omitempty"`   // times its action was issued again after its deadline
 }
 
 // Failure is a failure being recovered.
@@ -364,6 +372,8 @@ func (v VM) Validate() error {
 			return fieldErr("op.deadline", "missing")
 		case op.Home == "":
 			return fieldErr("op.home", "missing")
+		case op.Tries < 0:
+			return fieldErr("op.tries", "%d: must be >= 0", op.Tries)
 		}
 	}
 	if f := v.Failure; f != nil {
