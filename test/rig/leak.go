@@ -50,16 +50,22 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // WatchLeaks starts capturing (AF_PACKET, all protocols) on the default-route interfaces.
 func (r *Rig) WatchLeaks() (*LeakWatch, error) {
-	_, subnet, err := net.ParseCIDR(r.Net + ".0/24")
-	if err != nil {
-		return nil, err
-	}
 	devs, err := DefaultRouteDevices()
 	if err != nil {
 		return nil, err
 	}
 	if len(devs) == 0 {
 		return nil, errors.New("rig: no default route in the root namespace: nothing to watch")
+	}
+	return r.Watch(devs...)
+}
+
+// Watch captures frames with a rig address on the given root-namespace interfaces (for
+// example the root link's, to see that the capture works).
+func (r *Rig) Watch(devs ...string) (*LeakWatch, error) {
+	_, subnet, err := net.ParseCIDR(r.Net + ".0/24")
+	if err != nil {
+		return nil, err
 	}
 	w := &LeakWatch{subnet: subnet, stop: make(chan struct{}), devs: devs}
 	for _, d := range devs {

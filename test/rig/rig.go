@@ -401,12 +401,13 @@ func (r *Rig) Virsh(h Host, args ...string) (string, error) {
 
 // Proc is a process started with Start inside a host.
 type Proc struct {
-	Host Host
-	Pid  int
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{}
-	err  error
+	Host  Host
+	Pid   int
+	cmd   *exec.Cmd
+	out   *syncBuffer
+	done  chan struct{}
+	err   error
+	ended time.Time
 }
 
 type syncBuffer struct {
@@ -442,7 +443,7 @@ func (r *Rig) Start(h Host, args ...string) (*Proc, error) {
 		return nil, err
 	}
 	p.Pid = p.cmd.Process.Pid
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	go func() { p.err = p.cmd.Wait(); p.ended = time.Now(); close(p.done) }()
 	// it is in h once its network namespace is h's (or it has already ended)
 	nsIno := nsInode("/run/netns/" + r.Prefix + "-" + h.String())
 	deadline := time.Now().Add(30 * time.Second)
@@ -489,6 +490,16 @@ func (p *Proc) Err() error {
 		return p.err
 	default:
 		return nil
+	}
+}
+
+// Ended is when the process ended (zero while it runs).
+func (p *Proc) Ended() time.Time {
+	select {
+	case <-p.done:
+		return p.ended
+	default:
+		return time.Time{}
 	}
 }
 

@@ -101,22 +101,28 @@ func alive(pid int) bool {
 }
 
 func TestUpColdWarm(t *testing.T) {
-	r := rig.Up(t)
-	start := time.Now()
-	must(t, rig.Down())
-	t.Logf("bench: rig down: %.2fs", time.Since(start).Seconds())
-
-	if err := os.RemoveAll(capCache(r)); err != nil {
+	// cold: no QEMU capability cache (h1 probes QEMU alone, the others get its cache)
+	cache := os.Getenv("RIG_CAPCACHE")
+	if cache == "" {
+		dir := os.Getenv("RIG_DIR")
+		if dir == "" {
+			dir = "/var/tmp/hass-rig"
+		}
+		cache = filepath.Join(dir, "capcache")
+	}
+	if err := os.RemoveAll(cache); err != nil {
 		t.Fatal(err)
 	}
-	start = time.Now()
-	r = rig.Up(t)
+	start := time.Now()
+	r := rig.Up(t)
 	t.Logf("bench: rig up cold (no QEMU capability cache): %.2fs", time.Since(start).Seconds())
-	if _, err := os.Stat(capCache(r)); err != nil {
+	if _, err := os.Stat(cache); err != nil {
 		t.Errorf("no capability cache after a cold up: %v", err)
 	}
 
+	start = time.Now()
 	must(t, rig.Down())
+	t.Logf("bench: rig down: %.2fs", time.Since(start).Seconds())
 	start = time.Now()
 	r = rig.Up(t)
 	t.Logf("bench: rig up warm (capability cache kept): %.2fs", time.Since(start).Seconds())
@@ -308,9 +314,6 @@ func TestPowerOffKillsEverything(t *testing.T) {
 		p := r.BgPid(2, "svc")
 		return p != 0 && p != svc, strconv.Itoa(p)
 	})
-	if proc.Err() == nil {
-		t.Errorf("the Start process came back")
-	}
 	_, err = r.Virsh(2, "start", name)
 	must(t, err)
 
@@ -327,7 +330,7 @@ func TestNetCut(t *testing.T) {
 	must(t, err)
 	_, err = r.Exec(1, "virsh", "-c", r.TCPURI(3), "version")
 	must(t, err)
-	// an open connection from h1 to h3's libvirtd
+	// an open connection from h1 to h3's libvirtd (virsh's keepalive: 5 s interval, 6 probes)
 	events, err := r.Start(1, "virsh", "-c", r.TCPURI(3), "event", "--loop", "--all")
 	must(t, err)
 	waitFor(t, 30*time.Second, "h1's event connection to h3", func() (bool, string) {
@@ -337,27 +340,30 @@ func TestNetCut(t *testing.T) {
 
 	must(t, r.NetCut(3))
 	cut := time.Now()
+	// a new connection, while h1 still has h3's MAC address cached
+	dial, err := r.Start(1, "virsh", "-c", r.TCPURI(3), "version")
+	must(t, err)
+	start := time.Now()
 	if out, err := r.Exec(1, "ping", "-c1", "-W1", r.Addr(3)); err == nil {
 		t.Errorf("h1 still reaches h3 after the cut: %s", out)
 	}
-	start := time.Now()
-	out, err := r.Exec(1, "virsh", "-c", r.TCPURI(3), "version")
-	if err == nil {
-		t.Errorf("a new connection from h1 to h3 succeeded after the cut: %s", out)
-	}
-	t.Logf("bench: net-cut seen from a peer: a new connection from h1 to h3 fails after %.2fs (%s)",
-		time.Since(start).Seconds(), lastLine(out))
+	t.Logf("bench: net-cut seen from a peer: h1's first ping (1 s timeout) fails after %.2fs", time.Since(start).Seconds())
 	// h3 itself keeps running and is still manageable through its unix socket
 	_, err = r.Virsh(3, "version")
 	must(t, err)
 	if pids, _ := r.Pids(3); len(pids) == 0 {
 		t.Errorf("h3 has no processes after a net cut")
 	}
-	if err := events.Wait(3 * time.Minute); err == nil {
-		t.Logf("the event loop ended without an error: %s", events.Output())
+	if err := dial.Wait(4 * time.Minute); err == nil {
+		t.Errorf("a new connection from h1 to h3 succeeded after the cut: %s", dial.Output())
+	}
+	t.Logf("bench: net-cut seen from a peer: a new connection from h1 to h3 fails after %.2fs (%s)",
+		dial.Ended().Sub(cut).Seconds(), lastLine(dial.Output()))
+	if err := events.Wait(4 * time.Minute); err != nil && !strings.Contains(err.Error(), "exit status") {
+		t.Errorf("h1's open connection: %v", err)
 	}
 	t.Logf("bench: net-cut seen from a peer: h1's open connection to h3 dies after %.2fs (%s)",
-		time.Since(cut).Seconds(), lastLine(events.Output()))
+		events.Ended().Sub(cut).Seconds(), lastLine(events.Output()))
 
 	must(t, r.NetRestore(3))
 	back := waitFor(t, time.Minute, "h3 reachable from h1 again", func() (bool, string) {
@@ -395,6 +401,10 @@ func TestRootNamespaceGuard(t *testing.T) {
 	root, err := r.RootLink()
 	must(t, err)
 	must(t, r.CheckGuard())
+	// the same capture on the root link's veth must see the rig traffic below: it works
+	control, err := r.Watch(r.Prefix + "-r")
+	must(t, err)
+	defer control.Stop()
 	exe, err := os.Executable()
 	must(t, err)
 	_, err = r.Start(1, "env", "RIG_TEST_HELPER=http:"+r.Addr(1)+":8080", exe)
@@ -445,6 +455,11 @@ func TestRootNamespaceGuard(t *testing.T) {
 		}
 	}
 
+	seen, _ := control.Stop()
+	if len(seen) == 0 {
+		t.Errorf("the capture saw no rig traffic on the root link's veth: it does not work")
+	}
+
 	// link off again: back to unreachable
 	must(t, r.RootLinkOff())
 	must(t, r.CheckGuard())
@@ -455,7 +470,7 @@ func TestRootNamespaceGuard(t *testing.T) {
 	}
 
 	leaks, frames := w.Stop()
-	t.Logf("watched %v: %d frames, %d with a rig address", w.Devices(), frames, len(leaks))
+	t.Logf("watched %v: %d frames, %d with a rig address (and %d rig frames on the root link's veth)", w.Devices(), frames, len(leaks), len(seen))
 	for _, l := range leaks {
 		t.Errorf("rig traffic on a default-route interface: %s", l)
 	}
