@@ -186,14 +186,14 @@ func Up(t testing.TB) *Rig {
 		return r
 	}
 	if before == "" {
-		before = r.rootNetState()
-	}
-	if _, err := os.Stat("/run/netns/" + r.Prefix + "-br"); err == nil {
-		// we hold the lock: this is what a crashed run left behind
-		t.Logf("rig: %s is up from an earlier run; taking it down first", r.Prefix)
-		if out, err := r.Run("down"); err != nil {
-			t.Fatalf("rig: down: %v\n%s", err, out)
+		if _, err := os.Stat("/run/netns/" + r.Prefix + "-br"); err == nil {
+			// we hold the lock: this is what a crashed run (or a hand-made rig) left behind
+			t.Logf("rig: %s is up from an earlier run; taking it down first", r.Prefix)
+			if out, err := r.Run("down"); err != nil {
+				t.Fatalf("rig: down: %v\n%s", err, out)
+			}
 		}
+		before = r.rootNetState()
 	}
 	if missing, _ := r.Run("install-check"); strings.TrimSpace(missing) != "" {
 		if out, err := r.Run("install"); err != nil {
