@@ -283,6 +283,26 @@ func (r *Rig) rootNetState() string {
 // combined output.
 func (r *Rig) Run(args ...string) (string, error) { return r.runTimeout(cmdTimeout, args...) }
 
+// output runs rig.sh with args and returns its standard output; its standard error goes
+// into the error.
+func (r *Rig) output(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, r.script, args...)
+	cmd.Env = r.env()
+	cmd.WaitDelay = 5 * time.Second
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("timed out after %s", cmdTimeout)
+	}
+	if err != nil {
+		return string(out), fmt.Errorf("rig.sh %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
+}
+
 func (r *Rig) runTimeout(d time.Duration, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
@@ -534,12 +554,11 @@ func (r *Rig) startBg(how string, h Host, name string, args ...string) (int, err
 	if err := r.check(h); err != nil {
 		return 0, err
 	}
-	out, err := r.Run(append([]string{how, strconv.Itoa(int(h)), name}, args...)...)
+	out, err := r.output(append([]string{how, strconv.Itoa(int(h)), name}, args...)...)
 	if err != nil {
-		return 0, fmt.Errorf("rig: %s %s on %s: %v: %s", how, name, h, err, strings.TrimSpace(out))
+		return 0, fmt.Errorf("rig: %s %s on %s: %v", how, name, h, err)
 	}
-	lines := strings.Fields(out)
-	pid, err := strconv.Atoi(lines[len(lines)-1])
+	pid, err := strconv.Atoi(strings.TrimSpace(out))
 	if err != nil {
 		return 0, fmt.Errorf("rig: %s %s on %s: no pid in %q", how, name, h, out)
 	}
@@ -555,7 +574,7 @@ func (r *Rig) startBg(how string, h Host, name string, args ...string) (int, err
 
 // BgPid is the PID of h's exec-bg process or service name, 0 when it does not run.
 func (r *Rig) BgPid(h Host, name string) int {
-	out, err := r.Run("bg-pid", strconv.Itoa(int(h)), name)
+	out, err := r.output("bg-pid", strconv.Itoa(int(h)), name)
 	if err != nil {
 		return 0
 	}
@@ -568,9 +587,9 @@ func (r *Rig) Pids(h Host) (map[int]string, error) {
 	if err := r.check(h); err != nil {
 		return nil, err
 	}
-	out, err := r.Run("pids", strconv.Itoa(int(h)))
+	out, err := r.output("pids", strconv.Itoa(int(h)))
 	if err != nil {
-		return nil, fmt.Errorf("rig: pids %s: %v: %s", h, err, out)
+		return nil, fmt.Errorf("rig: pids %s: %v", h, err)
 	}
 	m := map[int]string{}
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
@@ -789,6 +808,9 @@ func (r *Rig) CheckGuard() error {
 	}
 	return nil
 }
+
+// Script is the path of the rig.sh that this rig runs.
+func (r *Rig) Script() string { return r.script }
 
 // Status is rig.sh status.
 func (r *Rig) Status() string {

@@ -360,8 +360,8 @@ func TestNetCut(t *testing.T) {
 	// h3 itself keeps running and is still manageable through its unix socket
 	_, err = r.Virsh(3, "version")
 	must(t, err)
-	if pids, _ := r.Pids(3); len(pids) == 0 {
-		t.Errorf("h3 has no processes after a net cut")
+	if pids, err := r.Pids(3); err != nil || len(pids) == 0 {
+		t.Errorf("h3 has no processes after a net cut: %v", err)
 	}
 	if err := dial.Wait(4 * time.Minute); err == nil {
 		t.Errorf("a new connection from h1 to h3 succeeded after the cut: %s", dial.Output())
@@ -488,4 +488,53 @@ func TestRootNamespaceGuard(t *testing.T) {
 func run(name string, args ...string) (string, error) {
 	out, err := exec.Command(name, args...).CombinedOutput()
 	return string(out), err
+}
+
+// TestCheckGuardCatchesLeaks runs rig.sh check-guard in a scratch network namespace that
+// stands in for a root namespace (its own "eth0" with a default route to a scratch gateway):
+// the check must fail without the unreachable route and with a route that leaks one address,
+// and pass with the guard. Nothing here touches the machine's own routes.
+func TestCheckGuardCatchesLeaks(t *testing.T) {
+	r := rig.Up(t)
+	root, gw := r.Prefix+"-gt-root", r.Prefix+"-gt-gw"
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := run("ip", args...); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = run("ip", "netns", "del", root)
+		_, _ = run("ip", "netns", "del", gw)
+	})
+	ip("netns", "add", root)
+	ip("netns", "add", gw)
+	ip("-n", root, "link", "add", "eth0", "type", "veth", "peer", "name", "gw0", "netns", gw)
+	ip("-n", gw, "addr", "add", "192.0.2.1/24", "dev", "gw0")
+	ip("-n", gw, "link", "set", "gw0", "up")
+	ip("-n", root, "addr", "add", "192.0.2.2/24", "dev", "eth0")
+	ip("-n", root, "link", "set", "eth0", "up")
+	ip("-n", root, "route", "add", "default", "via", "192.0.2.1")
+	check := func() (string, error) {
+		cmd := exec.Command("ip", "netns", "exec", root, r.Script(), "check-guard")
+		cmd.Env = append(os.Environ(), "RIG_NET="+r.Net, "RIG_PREFIX="+r.Prefix+"x", "RIG_DIR="+r.Dir+"-gt")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := check(); err == nil || !strings.Contains(out, "routes "+r.Net+".1:") {
+		t.Errorf("check-guard without the unreachable route: %v\n%s", err, out)
+	}
+	ip("-n", root, "route", "add", "unreachable", r.Net+".0/24")
+	if out, err := check(); err != nil {
+		t.Errorf("check-guard with the unreachable route: %v\n%s", err, out)
+	}
+	ip("netns", "exec", root, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	ip("-n", root, "route", "add", r.Net+".5/32", "via", "192.0.2.1")
+	out, err := check()
+	if err == nil || !strings.Contains(out, "routes "+r.Net+".5:") || !strings.Contains(out, "forwards "+r.Net+".5 from eth0") {
+		t.Errorf("check-guard with a leaking /32: %v\n%s", err, out)
+	}
+	if strings.Contains(out, r.Net+".6") {
+		t.Errorf("check-guard reports addresses that do not leak:\n%s", out)
+	}
 }
