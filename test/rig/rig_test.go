@@ -528,7 +528,7 @@ func TestCheckGuardCatchesLeaks(t *testing.T) {
 	if out, err := check(); err != nil {
 		t.Errorf("check-guard with the unreachable route: %v\n%s", err, out)
 	}
-	ip("netns", "exec", root, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	ip("netns", "exec", root, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward")
 	ip("-n", root, "route", "add", r.Net+".5/32", "via", "192.0.2.1")
 	out, err := check()
 	if err == nil || !strings.Contains(out, "routes "+r.Net+".5:") || !strings.Contains(out, "forwards "+r.Net+".5 from eth0") {
