@@ -2,7 +2,8 @@
 # The whole test suite, on a fresh Debian machine as on a developer's: installs and starts
 # what the tests need (libvirtd and QEMU from Debian's packages; needs root), then runs
 # formatting and vet checks, every unit, scenario, simulator, API, store and CLI test, the
-# end-to-end tests against real libvirtd + QEMU guests, and a short fuzz pass per fuzzer.
+# end-to-end tests against real libvirtd + QEMU guests, the multi-host rig's tests (test/rig),
+# and a short fuzz pass per fuzzer.
 #
 #   ./scripts/test.sh            everything
 #   FUZZTIME=30s ./scripts/test.sh   fuzz each target longer (default 5s)
@@ -59,10 +60,14 @@ gotest() { # name timeout packages/flags...
 }
 
 echo "== go test (units, scenarios, simulator, API, store, daemon, CLI)"
-gotest "unit tests" 20m $(go list ./... | grep -v -e /test/e2e -e /hypervisor/libvirt)
+gotest "unit tests" 20m $(go list ./... | grep -v -e /test/e2e -e /test/rig -e /hypervisor/libvirt)
 
 echo "== go test against the real libvirtd, one package at a time (they restart libvirtd)"
 gotest "end-to-end tests" 45m -p 1 ./hypervisor/libvirt ./test/e2e
+
+echo "== go test: the multi-host rig (simulated hosts in namespaces, IPMI BMCs; leaves this machine's libvirtd alone)"
+export HASS_REQUIRE_RIG=1 # root is given here: a machine that cannot run the rig is a failure
+gotest "multi-host rig tests" 20m ./test/rig
 
 echo "== fuzz (${FUZZTIME:=5s} each)"
 for target in $(grep -rhoE '^func Fuzz[A-Za-z0-9_]+' --include='*_test.go' . | sed 's/^func //' | sort -u); do
