@@ -139,10 +139,18 @@ await_agent() {
     vm_alive "$vm" || return 1
   done
 }
-guest_exec() { # vm shell-command: run it in the guest, don't wait for it
+guest_exec() { # vm shell-command: start it in the guest; no wait for the agent's reply (a
+  # reboot or a panic can come before it)
   local esc=${2//\\/\\\\}
   esc=${esc//\"/\\\"}
-  call "$1" qga 20 guest-exec "{\"path\":\"/bin/sh\",\"arg\":[\"-c\",\"$esc\"]}"
+  seq_id=$((seq_id + 1))
+  send "$1" qga "{\"execute\":\"guest-exec\",\"arguments\":{\"path\":\"/bin/sh\",\"arg\":[\"-c\",\"$esc\"]},\"id\":\"x$seq_id\"}"
+}
+evsince() { # seconds from $1 to the timestamp of the QMP event in $REPLY
+  local sec usec
+  sec=$(grep -o '"seconds": [0-9]*' <<<"$REPLY" | head -1 | tr -dc 0-9)
+  usec=$(grep -o '"microseconds": [0-9]*' <<<"$REPLY" | head -1 | tr -dc 0-9)
+  awk -v a="$1" -v s="$sec" -v u="$usec" 'BEGIN{printf "%.1f", s + u / 1e6 - a}'
 }
 vm_alive() { [ ! -e "$d/$1.exit" ]; }
 await_exit() { # vm timeout
@@ -245,7 +253,7 @@ if start_vm A ""; then
       return 1
     fi
     local reset_s
-    reset_s=$(since "$t")
+    reset_s=$(evsince "$t")
     if await_agent A "$boot_timeout"; then
       pass "$name: reset after ${reset_s}s, agent answered again after $(since "$t")s"
     else
@@ -263,7 +271,7 @@ if start_vm A ""; then
   t=$(now)
   guest_exec A "killall -9 watchdog"
   if wait_for A qmp "$from" '"event": ?"WATCHDOG"' $((wdt + 60)); then
-    wd_s=$(since "$t")
+    wd_s=$(evsince "$t")
     act=$(grep -o '"action": "[a-z-]*"' <<<"$REPLY" | cut -d'"' -f4)
     if await_agent A "$boot_timeout"; then
       pass "watchdog: petter killed, WATCHDOG (action $act) after ${wd_s}s (timeout ${wdt}s), agent back after $(since "$t")s"
@@ -279,7 +287,7 @@ if start_vm A ""; then
   guest_exec A "echo c > /proc/sysrq-trigger"
   if wait_for A qmp "$from" '"event": ?"GUEST_PANICKED"' 60; then
     act=$(grep -o '"action": "[a-z-]*"' <<<"$REPLY" | cut -d'"' -f4)
-    pass "panic: GUEST_PANICKED (action $act) after $(since "$t")s"
+    pass "panic: GUEST_PANICKED (action $act) after $(evsince "$t")s"
   else
     fail A "panic: no GUEST_PANICKED within 60s"
   fi
