@@ -30,14 +30,17 @@ need() { # command package
 }
 need qemu-system-x86_64 qemu-system-x86
 need socat socat
+need ip iproute2
+need ss iproute2
+command -v ping >/dev/null 2>&1 || (need ping iputils-ping) 2>/dev/null || true # for the ICMP check only
 
 build=$(bash scripts/build-guest-image.sh) || { echo "guest-smoke: build-guest-image.sh failed" >&2; exit 1; }
 kernel=$(sed -n 's/^kernel=//p' <<<"$build")
 initrd=$(sed -n 's/^initrd=//p' <<<"$build")
 cmdline=$(sed -n 's/^cmdline=//p' <<<"$build")
 
-if [ -r /dev/kvm ] && [ -w /dev/kvm ] && qemu-system-x86_64 -accel kvm -M none -display none \
-  -nodefaults -S -qmp stdio </dev/null >/dev/null 2>&1; then
+if [ -r /dev/kvm ] && [ -w /dev/kvm ] && echo quit | timeout 20 qemu-system-x86_64 -accel kvm -M none \
+  -display none -nodefaults -monitor stdio >/dev/null 2>&1; then
   accel=(-accel kvm -cpu host) accel_name=KVM boot_timeout=${HASS_SMOKE_BOOT_TIMEOUT:-30}
 else
   accel=(-accel tcg) accel_name=TCG boot_timeout=${HASS_SMOKE_BOOT_TIMEOUT:-120}
