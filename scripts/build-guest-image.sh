@@ -116,6 +116,8 @@ work=$(mktemp -d "$cache/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 debs="$cache/debs"
 mkdir -p "$debs"
+# apt downloads as its sandbox user where it can write; root-only, it warns and does it as root.
+id _apt >/dev/null 2>&1 && chown _apt "$debs" 2>/dev/null || true
 # Keep the .debs of the versions in use (a change of this script alone re-downloads nothing).
 fetch() { # package version
   local pat="$debs/${1}_*$(echo "$2" | sed 's/^[0-9]*://')_amd64.deb"
@@ -358,7 +360,7 @@ if grep -q '^CONFIG_PVH=y' "$work"/k/boot/config-* 2>/dev/null; then
   off=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$vmlinuz" 2>/dev/null | head -1 | cut -d: -f1)
   if [ -n "$off" ]; then
     if command -v xz >/dev/null 2>&1; then unxz=(xz -dc --single-stream); else unxz=("$bb" xzcat); fi
-    tail -c +"$((off + 1))" "$vmlinuz" | "${unxz[@]}" >"$work/vmlinux.full" 2>/dev/null || true
+    { tail -c +"$((off + 1))" "$vmlinuz" 2>/dev/null || true; } | "${unxz[@]}" >"$work/vmlinux.full" 2>/dev/null || true
     if [ "$(head -c 4 "$work/vmlinux.full" | od -An -tx1 | tr -d ' ')" = 7f454c46 ]; then
       cp --sparse=always "$work/vmlinux.full" "$work/vmlinux"
     fi
