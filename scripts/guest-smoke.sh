@@ -16,7 +16,8 @@
 #
 # Environment: HASS_GUEST_CACHE (see build-guest-image.sh); HASS_SMOKE_KEEP=1 keeps the work
 # directory (consoles, QMP and agent transcripts); HASS_SMOKE_BOOT_TIMEOUT (seconds, default 120
-# under TCG, 30 with KVM); HASS_SMOKE_NETNS=0 runs guest C on user-mode networking instead.
+# under TCG, 30 with KVM); HASS_SMOKE_NETNS=0 runs guest C on user-mode networking instead;
+# HASS_SMOKE_QBOOT= (empty) boots with SeaBIOS instead of qboot.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 trap '' PIPE # a write to a guest whose QEMU has gone fails instead of killing the script
@@ -45,6 +46,12 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ] && echo quit | timeout 20 qemu-system-x86_
 else
   accel=(-accel tcg) accel_name=TCG boot_timeout=${HASS_SMOKE_BOOT_TIMEOUT:-120}
 fi
+# Firmware: qboot where QEMU ships it. SeaBIOS resets the machine once or twice more on every
+# reboot (its "hard reboot" on re-entry), so a guest reboot shows as 3 RESET events, not 1.
+bios=()
+fw=SeaBIOS
+qboot=${HASS_SMOKE_QBOOT:-/usr/share/qemu/qboot.rom}
+if [ -n "$qboot" ] && [ -f "$qboot" ]; then bios=(-bios "$qboot") fw=qboot; fi
 wdt=10 # guest watchdog timeout, seconds (hass.wdt=)
 if qemu-system-x86_64 -help | grep -q '^-action'; then
   actions=(-action watchdog=reset,panic=pause)
@@ -167,7 +174,7 @@ start_vm() { # vm extra-cmdline [netdev-args...]: boots it; $T0 is when QEMU was
   shift 2
   local net=("$@")
   [ "${#net[@]}" -gt 0 ] || { port=$(free_port); net=(-netdev "user,id=net0,hostfwd=tcp:127.0.0.1:$port-:80"); }
-  local q=(qemu-system-x86_64 -name "hass-smoke-$vm" -M pc -m 128 -smp 1 "${accel[@]}"
+  local q=(qemu-system-x86_64 -name "hass-smoke-$vm" -M pc -m 128 -smp 1 "${accel[@]}" "${bios[@]}"
     -nodefaults -no-user-config -display none
     -kernel "$kernel" -initrd "$initrd" -append "$cmdline hass.wdt=$wdt $extra"
     -serial "file:$d/$vm.console"
@@ -202,7 +209,7 @@ stop_vm() { # vm: quit QEMU if it is still there, close the connections
   unset "QPID[$vm]"
 }
 
-echo "guest-smoke: $accel_name; kernel $kernel ($(du -k "$kernel" | cut -f1) KiB), initrd $initrd ($(du -k "$initrd" | cut -f1) KiB)"
+echo "guest-smoke: $accel_name, $fw; kernel $kernel ($(du -k "$kernel" | cut -f1) KiB), initrd $initrd ($(du -k "$initrd" | cut -f1) KiB)"
 
 # ---------------------------------------------------------------- guest A
 if start_vm A ""; then
@@ -258,7 +265,9 @@ if start_vm A ""; then
     local reset_s
     reset_s=$(evsince "$t")
     if await_agent A "$boot_timeout"; then
-      pass "$name: reset after ${reset_s}s, agent answered again after $(since "$t")s"
+      local resets
+      resets=$(tail -n +"$((from + 1))" "$d/A.qmp.log" | grep -c '"event": "RESET"')
+      pass "$name: reset after ${reset_s}s ($resets RESET event(s)), agent answered again after $(since "$t")s"
     else
       fail A "$name: reset, but the agent did not answer within ${boot_timeout}s"
       return 1
