@@ -18,7 +18,7 @@
 #                          linux-image-cloud-amd64, has no i6300esb watchdog driver)
 #   HASS_GUEST_REBUILD=1   rebuild even if the cache is current
 #
-# The guest (see the /init and /etc/init.d/rcS written below):
+# The guest (see /etc/inittab, /etc/init.d/rcS and /sbin/qga-run written below):
 #   - busybox init as PID 1; loads virtio (pci, console, net, rng), pvpanic, i6300esb, ACPI button
 #     and evdev modules;
 #   - qemu-ga on the virtio-serial port named org.qemu.guest_agent.0 (respawned by init);
@@ -114,6 +114,7 @@ if [ "${HASS_GUEST_REBUILD:-0}" != 1 ] && [ -f "$cache/key" ] && [ "$(cat "$cach
 fi
 
 rm -f "$cache/key" # until this build is complete
+rm -rf "$cache"/build.* # left by a build that was killed
 log "building (key $key): $real_kpkg=$kver busybox-static=$bbver qemu-guest-agent=$gaver"
 work=$(mktemp -d "$cache/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -135,6 +136,9 @@ fetch() { # package version
 kdeb=$(fetch "$real_kpkg" "$kver")
 bbdeb=$(fetch busybox-static "$bbver")
 gadeb=$(fetch qemu-guest-agent "$gaver")
+for f in "$debs"/*.deb; do # older versions, e.g. the previous kernel ABI's package
+  [ "$f" = "$kdeb" ] || [ "$f" = "$bbdeb" ] || [ "$f" = "$gadeb" ] || rm -f "$f"
+done
 
 # Kernel: vmlinuz and only the modules the guest loads. Unpacking the whole modules tree takes
 # minutes on a busy machine; instead list the package once, then unpack the named modules, read
@@ -294,13 +298,25 @@ EOF
 
 cat >"$root/sbin/qga-run" <<'EOF'
 #!/bin/sh
-# qemu-ga on the virtio-serial port org.qemu.guest_agent.0; init respawns it.
-dev=/dev/virtio-ports/org.qemu.guest_agent.0
-if [ ! -e "$dev" ]; then
-  sleep 30 # no agent channel in this VM
-  exit 0
-fi
-exec /usr/sbin/qemu-ga -m virtio-serial -p "$dev" -t /run -f /run/qemu-ga.pid
+# qemu-ga on the virtio-serial port org.qemu.guest_agent.0; init respawns it. The port appears
+# when the host's control message adding it has been handled, which can be after rcS ran.
+name=org.qemu.guest_agent.0
+i=0
+while :; do
+  for n in /sys/class/virtio-ports/*/name; do
+    [ -f "$n" ] && [ "$(cat "$n")" = "$name" ] && p=${n%/name} && dev=/dev/${p##*/}
+  done
+  [ -n "${dev:-}" ] && [ -c "$dev" ] && break
+  i=$((i + 1))
+  if [ "$i" -ge 100 ]; then
+    sleep 30 # no agent channel in this VM
+    exit 0
+  fi
+  usleep 100000
+done
+mkdir -p /dev/virtio-ports
+ln -sf "../${dev#/dev/}" "/dev/virtio-ports/$name"
+exec /usr/sbin/qemu-ga -m virtio-serial -p "/dev/virtio-ports/$name" -t /run -f /run/qemu-ga.pid
 EOF
 
 # Power off / reboot at once (sync, then the reboot(2) call without init's two seconds of
