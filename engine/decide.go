@@ -181,7 +181,8 @@ func (e *Engine) checkOp(v *vm) {
 	case OpStart, OpResume:
 		done = fresh == DomRunning
 	case OpShutdown, OpStop:
-		done = fresh == DomShutoff || fresh == DomAbsent
+		// (a copy that left by live migration is not stopped: the VM runs on elsewhere)
+		done = (fresh == DomShutoff && o.reason != ReasonMigrated) || fresh == DomAbsent
 	case OpSuspend:
 		done = fresh == DomPaused
 	case OpReboot:
@@ -354,14 +355,15 @@ func (e *Engine) opFailed(v *vm, op *Operation, state DomState) {
 }
 
 // downOnPurpose: since op was accepted, the VM was seen to go down by somebody's wish (the
-// guest shut itself down, a user stopped, shut down or undefined it), not by failing. The
-// classification rules say what that means, as they would without the operation.
+// guest shut itself down, a user stopped, shut down, undefined or migrated it away), not by
+// failing. The classification rules say what that means, as they would without the
+// operation.
 func downOnPurpose(o *hostObs, op *Operation) bool {
 	if o == nil || o.seq <= op.baseSeq || o.state.up() || crashReason(o) {
 		return false
 	}
 	switch o.reason {
-	case ReasonShutdownGuest, ReasonShutdownHost, ReasonShutdown, ReasonDestroyed, ReasonUndefined:
+	case ReasonShutdownGuest, ReasonShutdownHost, ReasonShutdown, ReasonDestroyed, ReasonUndefined, ReasonMigrated:
 		return true
 	}
 	return false
@@ -412,7 +414,11 @@ func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, a
 			// repeating an old crashed copy, or a fenced one, is no news.
 			fresh := prev == DomAbsent || prev.up() || prevSeq == 0
 			crashed := o.state == DomCrashed || r == ReasonFailed || r == ReasonCrashed || r == ReasonPanicked
-			if !(migrating && homeDown && crashed && fresh && prev != st) {
+			// It ran here as the migration's target: the switch-over had happened, whatever
+			// hass still believes of the source, so whatever took it down here (a crash, a
+			// user's destroy) happened to the VM.
+			ranHere := migrating && prev == DomRunning && o.prevReason == ReasonMigrated
+			if !(migrating && homeDown && crashed && fresh && prev != st) && !ranHere {
 				return
 			}
 		}
@@ -466,6 +472,12 @@ func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, a
 		v.dropDup(h) // an extra copy here is the VM's home now
 		if cold {
 			e.twoCopies(v, old)
+		}
+		if v.stopping() || (v.op != nil && v.op.Kind == OpSuspend) {
+			// The user's stop, shutdown, delete or suspend was sent to where the VM was: it
+			// follows the VM here.
+			e.log(RecOp, id, h, "%s id=%d follows the vm here from %s", v.op.Kind, v.op.ID, old)
+			e.opAct(v, opAction(v.op))
 		}
 	}
 	if v.op != nil && v.op.Kind == OpReboot && !st.up() {
@@ -937,6 +949,24 @@ func (e *Engine) twoCopies(v *vm, other HostID) {
 	}
 }
 
+// incoming returns a live host other than home whose newest report of the VM is a migration's
+// incoming copy, taken before its home host was lost (plus a second for clock skew): that
+// copy may have been resumed since. A list from that host taken after the loss settles it.
+func (e *Engine) incoming(v *vm) HostID {
+	home := e.hosts[v.home]
+	for _, o := range v.obs {
+		h := e.hosts[o.host]
+		if o.host == v.home || h == nil || h.state != hostUp || o.state != DomPaused || o.reason != ReasonMigrated {
+			continue
+		}
+		if home != nil && home.state != hostUp && h.lastResync.After(home.lostAt.Add(time.Second)) {
+			continue // listed since the loss, still paused: it cannot switch over any more
+		}
+		return o.host
+	}
+	return ""
+}
+
 // landed returns the host other than home where the VM was last seen running, if any.
 func (e *Engine) landed(v *vm) HostID {
 	for _, o := range v.obs {
@@ -1090,6 +1120,17 @@ func (e *Engine) recover(v *vm) {
 		e.evaluate(v)
 		return
 	}
+	if l := e.incoming(v); l != "" && h.state != hostUp {
+		// A live host last showed an incoming migration copy of it: the migration may have
+		// switched over before the home host was lost, and the VM may run there now. Only
+		// that host's list taken after the loss tells; until then no copy is started.
+		if !f.incomingLogged {
+			f.incomingLogged = true
+			e.log(RecExpected, v.id, l, "an incoming migration copy was seen here before %s was lost: waiting for this host's next domain list before starting it anywhere", v.home)
+		}
+		f.next = e.now.Add(e.cfg.RetryPlacement)
+		return
+	}
 	if !evacuate && v.relocations >= v.policy.MaxRelocations {
 		e.giveUp(v, fmt.Sprintf("%d restarts in %s and %d relocations spent", v.restartsInWindow(e.now), v.policy.Window, v.relocations))
 		return
@@ -1189,10 +1230,13 @@ func (e *Engine) reachable(id HostID) {
 }
 
 func (e *Engine) unreachedRetry() time.Duration {
-	if e.cfg.UnreachedRetry > 0 {
+	switch {
+	case e.cfg.UnreachedRetry > 0:
 		return e.cfg.UnreachedRetry
+	case e.cfg.BackoffBase > 0:
+		return e.cfg.BackoffBase
 	}
-	return time.Second
+	return 10 * time.Second
 }
 
 func (e *Engine) recovered(v *vm) {

@@ -81,6 +81,15 @@
 // (every 30 s) says where the VM went. A lost event, a destination agent that restarts, or a
 // resync racing the switch-over costs that wait, never a second copy.
 //
+// Likewise, when the home host of a VM is lost while another live host's newest report
+// shows an incoming copy of it, the migration may have switched over before the loss: the VM
+// is not started anywhere until that host lists its domains after the loss (it runs there:
+// it is adopted; it is gone: it is evacuated). A copy that ran on the migration's target and
+// then went down there (a crash, a user's destroy) is the VM's, even if the source's stop was
+// never heard. A source that stopped by migrating is not stopped: a user's stop, shutdown,
+// delete or suspend in flight follows the VM to its new home, and a start, reboot or resume
+// that failed because the VM migrated away is no failure.
+//
 // # Two copies
 //
 // When a VM is seen up (running, or paused other than as an incoming migration copy) on two

@@ -143,7 +143,10 @@ type vmTruth struct {
 	counted   bool          // the open interval was already scored (missed / gave up)
 	ambiguous bool          // the fault could not be told from a user's act
 	unseen    engine.HostID // the host where the user's last act happened while no agent could see or store it
-	attempts  []time.Time
+	// pending: the user's last act is a virsh shutdown the guest has not acted on yet; until
+	// it does, nothing any observer could see says the user wants the VM stopped.
+	pending  bool
+	attempts []time.Time
 }
 
 // Sim is one simulated run.
@@ -394,9 +397,10 @@ func (s *Sim) carryOut(h *host, a engine.Action) {
 			return
 		}
 		if t != nil && t.wants != engine.WantRunning && t.wants != engine.WantPaused {
-			if t.unseen != "" {
+			if t.unseen != "" || t.pending {
 				// The user's stop happened where no agent could see or store it (a
-				// partitioned or agentless host); nobody could have known.
+				// partitioned or agentless host), or is a shutdown the guest had not acted
+				// on when the VM failed; nobody could have known.
 				s.res.Ambiguous++
 				s.trace("CHECK: ambiguous: hass starts %s, which the user stopped where no agent could see it", id)
 			} else {
@@ -707,7 +711,7 @@ func (s *Sim) userWants(id engine.VMID, d engine.Desired) {
 	if t == nil {
 		return
 	}
-	t.wants = d
+	t.wants, t.pending = d, false
 	if d == engine.WantAbsent {
 		t.gone = true
 	}

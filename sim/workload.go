@@ -282,8 +282,14 @@ func (s *Sim) virsh(op engine.OpKind, id engine.VMID, target engine.HostID) bool
 			return false
 		}
 		s.userWants(id, engine.WantStopped)
+		if t := s.vms[id]; t != nil {
+			t.pending = true // an ACPI request: no event until the guest acts on it
+		}
 		g := d.gen
 		s.after(s.dur(5*time.Second), func() {
+			if t := s.vms[id]; t != nil && d.gen == g {
+				t.pending = false
+			}
 			if d.gen == g && h.power && d.state == lifecycle.StateRunning {
 				if t := s.vms[id]; t != nil && !(h.listening() && h.reachable()) {
 					t.unseen = h.id // the guest went down while no agent could see it

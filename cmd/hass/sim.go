@@ -99,6 +99,7 @@ func printResult(out io.Writer, r sim.Result) {
 	row := func(k string, v any, note string) { fmt.Fprintf(tw, "  %s\t%v\t%s\n", k, v, note) }
 	row("user operations", r.Operations, fmt.Sprintf("(%d refused by hass or libvirt)", r.Refused))
 	row("faults injected", r.Faults, "")
+	row("migration faults", r.MigrationFaults, "aimed at a live migration's switch-over")
 	row("recoveries", r.Recoveries, "")
 	row("false recoveries", r.FalseRecoveries, "VMs started that the user had stopped or deleted")
 	row("missed failures", r.MissedFailures, "protected VMs not running again before the deadline")
