@@ -97,6 +97,9 @@ type Env interface {
 	Destroy(vm engine.VMID)
 	// Members lists the cluster's hosts, as last read from the store.
 	Members() []engine.HostID
+	// Heard returns the last heartbeat this host received from peer over the hosts' own
+	// network, and when it arrived (this host's clock); ok is false if none ever did.
+	Heard(peer engine.HostID) (hb Heartbeat, at time.Time, ok bool)
 	// PetWatchdog tells the watchdog (hardware, softdog, or a stand-in outside the host)
 	// that the agent is alive; a host whose agent stops petting it is reset.
 	PetWatchdog()
@@ -104,11 +107,6 @@ type Env interface {
 	SendHeartbeat(hb Heartbeat)
 	// Log writes a line of the agent's log (scenario logs show them next to the controller's).
 	Log(format string, args ...any)
-}
-
-type peer struct {
-	heard   time.Time // when its last heartbeat arrived (our clock)
-	leaseOK bool
 }
 
 // Agent is one host's agent.
@@ -120,12 +118,11 @@ type Agent struct {
 	renewed time.Time // the last lease renewal that succeeded
 	fenced  bool
 	holding bool // holding back a fence: the control plane is lost everywhere
-	peers   map[engine.HostID]peer
 }
 
 // New returns an agent that has just started: it owes a resync (Listed) and a renewal.
 func New(cfg Config, env Env, now time.Time) *Agent {
-	return &Agent{cfg: cfg, env: env, tr: lifecycle.NewTranslator(), renewed: now, peers: map[engine.HostID]peer{}}
+	return &Agent{cfg: cfg, env: env, tr: lifecycle.NewTranslator(), renewed: now}
 }
 
 // Fenced reports whether the agent has fenced its host and not regained its lease since.
@@ -178,19 +175,16 @@ func (a *Agent) Row(r Row) (engine.DomState, engine.Reason) {
 // how it went, with how it left the domain.
 func (a *Agent) Order(now time.Time, act engine.Action) {
 	if act.Host != a.cfg.Host {
-		a.env.Log("order %d (%s) is for %s, not this host: ignored", act.ID, act, act.Host)
+		a.env.Log("action %d (%s %s) is for %s, not this host: ignored", act.ID, act.Kind, act.VM, act.Host)
 		return
 	}
 	if a.fenced {
-		a.env.Log("order %d (%s) dropped: this host has fenced itself", act.ID, act)
+		a.env.Log("action %d (%s %s) dropped: this host has fenced itself", act.ID, act.Kind, act.VM)
 		return
 	}
 	if !a.env.Current(act) {
-		a.env.Log("order %d (%s) dropped: overtaken by a newer intent or leader", act.ID, act)
+		a.env.Log("action %d (%s %s) dropped: overtaken by a newer intent", act.ID, act.Kind, act.VM)
 		return
-	}
-	if act.Kind == engine.ActReboot || act.Kind == engine.ActReset {
-		a.tr.OwnStop(string(act.VM)) // a hard reboot's stop is ours, not a user's
 	}
 	a.env.Execute(act, func(now time.Time, o Outcome) { a.done(now, act, o) })
 }
@@ -209,6 +203,10 @@ func (a *Agent) done(now time.Time, act engine.Action, o Outcome) {
 	a.env.Report(res)
 }
 
+// OwnStop tells the agent that its executor is about to stop vm itself as one step of an
+// order (a hard reboot done as destroy and start), so that stop is not read as a user's.
+func (a *Agent) OwnStop(vm engine.VMID) { a.tr.OwnStop(string(vm)) }
+
 // LeaseRenewed records a successful renewal. An agent that had fenced itself is back: it
 // forgets what it knew of its domains' causes and owes a resync.
 func (a *Agent) LeaseRenewed(now time.Time) {
@@ -222,14 +220,6 @@ func (a *Agent) LeaseRenewed(now time.Time) {
 		a.env.Log("lease renewed: the control plane is back")
 		a.holding = false
 	}
-}
-
-// Heard records a peer's heartbeat, as it arrived at now.
-func (a *Agent) Heard(now time.Time, hb Heartbeat) {
-	if hb.From == a.cfg.Host {
-		return
-	}
-	a.peers[hb.From] = peer{heard: now, leaseOK: hb.LeaseOK}
 }
 
 // Tick runs every second or so: it fences the host when the lease is overdue and the rest of
@@ -260,11 +250,11 @@ func (a *Agent) lostEverywhere(now time.Time) (why string, lost bool) {
 			continue
 		}
 		others++
-		p, ok := a.peers[m]
+		hb, at, ok := a.env.Heard(m)
 		switch {
-		case !ok || now.Sub(p.heard) > a.cfg.PeerTimeout:
+		case !ok || now.Sub(at) > a.cfg.PeerTimeout:
 			return fmt.Sprintf("%s is not heard from and may hold its lease", m), false
-		case p.leaseOK:
+		case hb.LeaseOK:
 			return fmt.Sprintf("%s holds its lease: the cluster may be restarting this host's VMs", m), false
 		}
 	}

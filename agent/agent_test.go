@@ -14,6 +14,11 @@ import (
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
+type heard struct {
+	hb Heartbeat
+	at time.Time
+}
+
 type fakeEnv struct {
 	reports   []engine.Input
 	current   bool
@@ -22,6 +27,7 @@ type fakeEnv struct {
 	protected []engine.VMID
 	destroyed []engine.VMID
 	members   []engine.HostID
+	heard     map[engine.HostID]heard
 	pets      int
 	beats     []Heartbeat
 	log       []string
@@ -33,7 +39,11 @@ func (f *fakeEnv) Protected() []engine.VMID     { return f.protected }
 func (f *fakeEnv) Destroy(vm engine.VMID)       { f.destroyed = append(f.destroyed, vm) }
 func (f *fakeEnv) Members() []engine.HostID     { return f.members }
 func (f *fakeEnv) PetWatchdog()                 { f.pets++ }
-func (f *fakeEnv) SendHeartbeat(hb Heartbeat)   { f.beats = append(f.beats, hb) }
+func (f *fakeEnv) Heard(p engine.HostID) (Heartbeat, time.Time, bool) {
+	h, ok := f.heard[p]
+	return h.hb, h.at, ok
+}
+func (f *fakeEnv) SendHeartbeat(hb Heartbeat) { f.beats = append(f.beats, hb) }
 func (f *fakeEnv) Log(format string, args ...any) {
 	f.log = append(f.log, fmt.Sprintf(format, args...))
 }
@@ -43,7 +53,7 @@ func (f *fakeEnv) Execute(a engine.Action, done func(time.Time, Outcome)) {
 }
 
 func newAgent(members ...engine.HostID) (*Agent, *fakeEnv) {
-	env := &fakeEnv{current: true, members: members, protected: []engine.VMID{"v2", "v1"}}
+	env := &fakeEnv{current: true, members: members, protected: []engine.VMID{"v2", "v1"}, heard: map[engine.HostID]heard{}}
 	return New(DefaultConfig("h1"), env, t0), env
 }
 
@@ -119,7 +129,7 @@ func TestSelfFence(t *testing.T) {
 				t.Fatal("fenced before SelfFenceAfter")
 			}
 			for _, hb := range c.heard {
-				a.Heard(t0.Add(6*time.Second), hb)
+				env.heard[hb.From] = heard{hb, t0.Add(6 * time.Second)}
 			}
 			a.Tick(t0.Add(7 * time.Second))
 			if a.Fenced() != c.fence {
@@ -146,12 +156,12 @@ func TestSelfFence(t *testing.T) {
 
 func TestHeldFenceFallsWhenAPeerRegainsItsLease(t *testing.T) {
 	a, env := newAgent("h1", "h2")
-	a.Heard(t0.Add(6*time.Second), Heartbeat{From: "h2"})
+	env.heard["h2"] = heard{Heartbeat{From: "h2"}, t0.Add(6 * time.Second)}
 	a.Tick(t0.Add(7 * time.Second))
 	if a.Fenced() {
 		t.Fatal("fenced while the control plane is lost everywhere")
 	}
-	a.Heard(t0.Add(30*time.Second), Heartbeat{From: "h2", LeaseOK: true})
+	env.heard["h2"] = heard{Heartbeat{From: "h2", LeaseOK: true}, t0.Add(30 * time.Second)}
 	a.Tick(t0.Add(30 * time.Second))
 	if !a.Fenced() || len(env.destroyed) != 2 {
 		t.Fatalf("h2 has its lease back: want a fence, got fenced=%v destroyed=%v", a.Fenced(), env.destroyed)

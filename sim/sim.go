@@ -16,6 +16,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/hassproject/hass/agent"
 	"github.com/hassproject/hass/engine"
 	"github.com/hassproject/hass/lifecycle"
 )
@@ -170,6 +171,9 @@ type Sim struct {
 	random   bool
 
 	rebootCur func() bool // while carrying out a reboot action: is it still current?
+	hostIDs   []engine.HostID
+	gens      map[engine.VMID]uint64            // the store: each VM's intent generation, as recorded
+	beats     map[engine.HostID]agent.Heartbeat // the last heartbeat each host sent to its peers
 
 	dropNext int // scripted bus faults
 	holdNext int
@@ -207,7 +211,7 @@ func newSim(cfg Config, out io.Writer) *Sim {
 	s := &Sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		start: epoch, now: epoch, end: epoch.Add(cfg.Duration), eng: engine.New(ecfg),
 		hostByID: map[engine.HostID]*host{}, vms: map[engine.VMID]*vmTruth{}, out: out,
-		migFaults: map[engine.VMID][]MigFault{}}
+		migFaults: map[engine.VMID][]MigFault{}, gens: map[engine.VMID]uint64{}, beats: map[engine.HostID]agent.Heartbeat{}}
 	s.res.Seed, s.res.Hosts, s.res.VMs, s.res.Hours = cfg.Seed, cfg.Hosts, cfg.VMs, cfg.Duration.Hours()
 	s.res.Detector = "aware"
 	if cfg.Naive {
@@ -218,9 +222,11 @@ func newSim(cfg Config, out io.Writer) *Sim {
 
 func (s *Sim) addHost(id engine.HostID, mem int, fencing bool) *host {
 	h := &host{id: id, mem: mem, fencing: fencing, power: true, agent: true, libvirtd: true, lose: map[engine.VMID]int{},
-		doms: map[engine.VMID]*dom{}, stored: map[engine.VMID]engine.Observe{}, tr: lifecycle.NewTranslator(), renewed: s.now, agentOK: s.now,
+		doms: map[engine.VMID]*dom{}, stored: map[engine.VMID]engine.Observe{}, renewed: s.now, agentOK: s.now,
 		lastPet: s.now, leaseAlive: true, armed: true}
+	h.ag = s.newAgent(h)
 	s.hosts = append(s.hosts, h)
+	s.hostIDs = append(s.hostIDs, id)
 	s.hostByID[id] = h
 	s.step(engine.AddHost{Host: id, MemMiB: mem, Fencing: fencing})
 	return h
@@ -268,6 +274,7 @@ func (s *Sim) step(in engine.Input) engine.Output {
 	acts := slices.Clone(out.Actions)
 	recs := slices.Clone(out.Log)
 	res := engine.Output{Actions: acts, Log: recs, Err: out.Err}
+	s.record(in, res) // recorded before anything is carried out
 	for _, r := range recs {
 		s.trace("%s", r)
 		s.onRecord(r)
@@ -339,42 +346,20 @@ func (s *Sim) execute(a engine.Action) {
 			s.trace("bus: action %d (%s %s) lost: %s unreachable", a.ID, a.Kind, a.VM, h.id)
 			return
 		}
-		if !s.eng.Current(a) {
-			s.trace("agent %s: action %d (%s %s) dropped: overtaken by a newer intent", h.id, a.ID, a.Kind, a.VM)
-			return
-		}
-		if !h.libvirtd {
-			// The agent cannot reach its hypervisor: the action was never carried out.
-			r := s.result(h, a, "cannot connect to libvirt: daemon not running")
-			r.Unreached = true
-			s.send(h, r)
-			return
-		}
-		s.carryOut(h, a)
+		h.ag.Order(s.now, a)
 	})
 }
 
-// reply is the agent answering an action, with how it left the domain.
-func (s *Sim) reply(h *host, a engine.Action, err string) {
-	if h.lose[a.VM] > 0 && h.reachable() {
-		h.lose[a.VM]--
-		s.trace("bus: lost result of action %d", a.ID)
-		return
-	}
-	s.send(h, s.result(h, a, err))
+// newAgent starts the agent process of h: the agent package, over the simulated world.
+func (s *Sim) newAgent(h *host) *agent.Agent {
+	cfg := agent.DefaultConfig(h.id)
+	cfg.SelfFenceAfter = s.cfg.SelfFenceAfter
+	return agent.New(cfg, agentEnv{s: s, h: h}, h.agentOK)
 }
 
-func (s *Sim) result(h *host, a engine.Action, err string) engine.ActionResult {
-	r := engine.ActionResult{ID: a.ID, Err: err, Host: h.id, Seq: h.seq(s.now)}
-	if d := h.doms[a.VM]; d != nil && h.libvirtd {
-		r.State, r.Reason = h.tr.Row(string(a.VM), d.state, d.reason)
-	} else if h.libvirtd {
-		r.State = engine.DomAbsent
-	}
-	return r
-}
-
-func (s *Sim) carryOut(h *host, a engine.Action) {
+// carryOut is the simulated hypervisor doing what the agent's executor asks; reply reports
+// the call's outcome (after the time the call takes).
+func (s *Sim) carryOut(h *host, a engine.Action, reply func(err string)) {
 	id := a.VM
 	d := h.doms[id]
 	t := s.vms[id]
@@ -386,14 +371,14 @@ func (s *Sim) carryOut(h *host, a engine.Action) {
 			h.doms[id] = d
 		}
 		if d == nil {
-			s.reply(h, a, "domain not defined")
+			reply("domain not defined")
 			return
 		}
 		if t != nil {
 			t.attempts = append(t.attempts, s.now)
 		}
 		if up(d.state) {
-			s.reply(h, a, "")
+			reply("")
 			return
 		}
 		if t != nil && t.wants != engine.WantRunning && t.wants != engine.WantPaused {
@@ -409,18 +394,18 @@ func (s *Sim) carryOut(h *host, a engine.Action) {
 			}
 		}
 		s.setDom(h, id, d, lifecycle.StateRunning, 1, lc(lifecycle.EvStarted, lifecycle.StartedBooted))
-		s.reply(h, a, "")
+		reply("")
 	case engine.ActDestroy:
 		if d != nil && up(d.state) {
 			s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
 		}
-		s.reply(h, a, "")
+		reply("")
 	case engine.ActShutdown:
 		if d == nil || d.state != lifecycle.StateRunning {
-			s.reply(h, a, "domain is not running")
+			reply("domain is not running")
 			return
 		}
-		s.reply(h, a, "")
+		reply("")
 		if d.ignoreACPI {
 			return
 		}
@@ -436,12 +421,12 @@ func (s *Sim) carryOut(h *host, a engine.Action) {
 		if s.random {
 			hard = s.rng.IntN(2) == 0
 		}
-		s.rebootCur = func() bool { return s.eng.Current(a) }
-		s.reboot(h, id, d, hard, func(err string) { s.reply(h, a, err) })
+		s.rebootCur = func() bool { return s.storeCurrent(a) }
+		s.reboot(h, id, d, hard, func(err string) { reply(err) })
 		s.rebootCur = nil
 	case engine.ActReset:
 		if d == nil || !up(d.state) {
-			s.reply(h, a, "domain is not running")
+			reply("domain is not running")
 			return
 		}
 		s.emit(h, id, lifecycle.Event{Kind: lifecycle.KindReboot})
@@ -450,7 +435,7 @@ func (s *Sim) carryOut(h *host, a engine.Action) {
 		if d.state == lifecycle.StatePaused {
 			s.setDom(h, id, d, lifecycle.StateRunning, 5, lc(lifecycle.EvResumed, lifecycle.ResumedUnpaused))
 		}
-		s.reply(h, a, "")
+		reply("")
 	case engine.ActDelete:
 		if d != nil {
 			if up(d.state) {
@@ -458,23 +443,23 @@ func (s *Sim) carryOut(h *host, a engine.Action) {
 			}
 			s.undefine(h, id)
 		}
-		s.reply(h, a, "")
+		reply("")
 	case engine.ActMigrate:
-		s.migrate(h, id, d, s.hostByID[a.Target], func(err string) { s.reply(h, a, err) })
+		s.migrate(h, id, d, s.hostByID[a.Target], func(err string) { reply(err) })
 	case engine.ActSuspend:
 		if d == nil || d.state != lifecycle.StateRunning {
-			s.reply(h, a, "domain is not running")
+			reply("domain is not running")
 			return
 		}
 		s.setDom(h, id, d, lifecycle.StatePaused, lifecycle.PausedUser, lc(lifecycle.EvSuspended, lifecycle.SuspendedPaused))
-		s.reply(h, a, "")
+		reply("")
 	case engine.ActResume:
 		if d == nil || d.state != lifecycle.StatePaused {
-			s.reply(h, a, "domain is not paused")
+			reply("domain is not paused")
 			return
 		}
 		s.setDom(h, id, d, lifecycle.StateRunning, 5, lc(lifecycle.EvResumed, lifecycle.ResumedUnpaused))
-		s.reply(h, a, "")
+		reply("")
 	}
 }
 
@@ -510,7 +495,7 @@ func (s *Sim) reboot(h *host, id engine.VMID, d *dom, hard bool, done func(strin
 		})
 		return
 	}
-	h.tr.OwnStop(string(id)) // the agent's own destroy, the first half of a hard reboot
+	h.ag.OwnStop(id) // the agent's own destroy, the first half of a hard reboot
 	s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
 	g := d.gen
 	current := s.rebootCur

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hassproject/hass/agent"
 	"github.com/hassproject/hass/engine"
 	"github.com/hassproject/hass/lifecycle"
 )
@@ -65,16 +66,14 @@ type host struct {
 	agent       bool
 	libvirtd    bool
 	partitioned bool
-	selfFenced  bool
 	doms        map[engine.VMID]*dom
-	tr          *lifecycle.Translator
-	lastSeq     uint64
-	renewed     time.Time // the store's view: last lease renewal it received
-	leaseAlive  bool      // what the controller was last told
-	agentOK     time.Time // the agent's view: last renewal that succeeded
-	lastPet     time.Time // hardware watchdog
-	armed       bool      // the agent armed the hardware watchdog
-	epoch       int       // bumps when the host loses power or the agent restarts
+	ag          *agent.Agent // the same agent the daemon runs
+	renewed     time.Time    // the store's view: last lease renewal it received
+	leaseAlive  bool         // what the controller was last told
+	agentOK     time.Time    // the agent's view: last renewal that succeeded
+	lastPet     time.Time    // hardware watchdog
+	armed       bool         // the agent armed the hardware watchdog
+	epoch       int          // bumps when the host loses power or the agent restarts
 	// stored is what the agent last wrote to the store for each VM. Writes are reliable
 	// while the agent can reach the store; the bus may still lose the notification of one.
 	stored map[engine.VMID]engine.Observe
@@ -88,15 +87,6 @@ func (h *host) listening() bool { return h.power && h.agent && h.libvirtd }
 
 // reachable: the agent can talk to the controller and the store.
 func (h *host) reachable() bool { return h.power && h.agent && !h.partitioned }
-
-func (h *host) seq(now time.Time) uint64 {
-	n := uint64(now.UnixNano())
-	if n <= h.lastSeq {
-		n = h.lastSeq + 1
-	}
-	h.lastSeq = n
-	return n
-}
 
 func up(st int) bool {
 	return st == lifecycle.StateRunning || st == lifecycle.StatePaused
@@ -123,16 +113,7 @@ func (s *Sim) emit(h *host, id engine.VMID, ev lifecycle.Event) {
 		return // nobody is subscribed: the event is lost
 	}
 	ev.Domain = string(id)
-	r := h.tr.Event(ev)
-	if r.Skip {
-		return
-	}
-	seq := h.seq(s.now)
-	if r.Signal {
-		s.send(h, engine.Signal{Host: h.id, VM: id, Seq: seq, Kind: r.Sig, Watchdog: r.WD, At: s.now})
-		return
-	}
-	s.send(h, engine.Observe{Host: h.id, VM: id, Seq: seq, State: r.State, Reason: r.Reason, At: s.now})
+	h.ag.Event(s.now, ev)
 }
 
 // snapshot sends the host's full domain list (a resync).
@@ -140,16 +121,14 @@ func (s *Sim) snapshot(h *host) {
 	if !h.listening() || !h.reachable() {
 		return
 	}
-	snap := engine.Snapshot{Host: h.id, Seq: h.seq(s.now), At: s.now}
+	seq := h.ag.Stamp(s.now)
+	var rows []agent.Row
 	for _, id := range s.vmIDs {
-		d := h.doms[id]
-		if d == nil {
-			continue
+		if d := h.doms[id]; d != nil {
+			rows = append(rows, agent.Row{Name: string(id), State: d.state, Reason: d.reason})
 		}
-		st, r := h.tr.Row(string(id), d.state, d.reason)
-		snap.Domains = append(snap.Domains, engine.DomainStatus{VM: id, State: st, Reason: r})
 	}
-	s.send(h, snap)
+	h.ag.Listed(s.now, seq, rows)
 }
 
 // send puts an agent message on the bus to the controller: delayed, maybe reordered, maybe lost.
@@ -271,8 +250,7 @@ func (s *Sim) powerOn(h *host) {
 		return
 	}
 	s.trace("truth: %s powers on", h.id)
-	h.power, h.libvirtd, h.partitioned, h.selfFenced = true, true, false, false
-	h.tr.Forget()
+	h.power, h.libvirtd, h.partitioned = true, true, false
 	ep := h.epoch
 	s.after(s.cfg.AgentBoot, func() {
 		if h.epoch == ep && h.power {
@@ -288,7 +266,7 @@ func (s *Sim) agentStart(h *host) {
 	s.trace("truth: agent on %s starts", h.id)
 	h.agent, h.armed = true, true
 	h.lastPet = s.now
-	h.tr.Forget()
+	h.ag = s.newAgent(h) // a new process: what the last one remembered is gone
 	s.renew(h)
 	s.snapshot(h)
 }
@@ -342,10 +320,8 @@ func (s *Sim) renew(h *host) {
 	if !h.reachable() {
 		return
 	}
-	h.renewed, h.agentOK, h.lastPet = s.now, s.now, s.now
-	if h.selfFenced {
-		h.selfFenced = false
-	}
+	h.renewed, h.agentOK = s.now, s.now
+	h.ag.LeaseRenewed(s.now)
 	if !h.leaseAlive {
 		h.leaseAlive = true
 		s.step(engine.HostLease{Host: h.id, Alive: true})
@@ -364,12 +340,7 @@ func (s *Sim) heartbeat() {
 			if h.reachable() && s.now.Sub(h.renewed) >= s.cfg.RenewEvery {
 				s.renew(h)
 			}
-			if !h.selfFenced && s.now.Sub(h.agentOK) >= s.cfg.SelfFenceAfter {
-				s.selfFence(h)
-			}
-			if h.selfFenced || s.now.Sub(h.agentOK) < s.cfg.SelfFenceAfter {
-				h.lastPet = s.now
-			}
+			h.ag.Tick(s.now) // self-fence when due, pet the watchdog, heartbeat to the peers
 		}
 		if h.armed && s.now.Sub(h.lastPet) >= s.cfg.WatchdogTimeout {
 			s.powerOff(h, "hardware watchdog reset: the agent stopped petting it")
@@ -386,20 +357,6 @@ func (s *Sim) heartbeat() {
 	}
 	if s.now.Before(s.end) {
 		s.after(time.Second, s.heartbeat)
-	}
-}
-
-// selfFence: the agent could not renew its lease in time, so before the lease can expire it
-// destroys every domain it runs; the controller will start them elsewhere.
-func (s *Sim) selfFence(h *host) {
-	h.selfFenced = true
-	s.trace("truth: agent on %s fences itself (no lease renewal for %s)", h.id, s.now.Sub(h.agentOK))
-	for _, id := range s.vmIDs {
-		if d := h.doms[id]; d != nil && up(d.state) {
-			h.tr.Fencing(string(id))
-			s.faultIfWanted(id, "self-fence on "+string(h.id))
-			s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
-		}
 	}
 }
 

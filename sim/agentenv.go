@@ -1,0 +1,147 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hassproject/hass/agent"
+	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/lifecycle"
+)
+
+// agentEnv is the simulated world around one host's agent: the same agent.Agent the daemon
+// runs, over the simulated hypervisor, bus and store (in the manner of pve-ha-manager's
+// Env.pm, each method is a one-line delegation).
+type agentEnv struct {
+	s *Sim
+	h *host
+}
+
+var _ agent.Env = agentEnv{}
+
+// Report puts the agent's report on the bus to the controller (and in the store).
+func (e agentEnv) Report(in engine.Input) { e.s.send(e.h, in) }
+
+// Current reads the order's fencing token against the store: the VM's intent generation as
+// the controller last recorded it.
+func (e agentEnv) Current(a engine.Action) bool { return e.s.storeCurrent(a) }
+
+// Execute carries the order out on the simulated hypervisor.
+func (e agentEnv) Execute(a engine.Action, done func(time.Time, agent.Outcome)) {
+	if !e.h.libvirtd {
+		done(e.s.now, agent.Outcome{Err: errors.New("cannot connect to libvirt: daemon not running"), Unreached: true})
+		return
+	}
+	e.s.carryOut(e.h, a, func(err string) {
+		if e.h.lose[a.VM] > 0 && e.h.reachable() {
+			e.h.lose[a.VM]--
+			e.s.trace("bus: lost result of action %d", a.ID)
+			return
+		}
+		done(e.s.now, e.s.outcome(e.h, a.VM, err))
+	})
+}
+
+// Protected lists the protected VMs that have a domain on this host.
+func (e agentEnv) Protected() []engine.VMID {
+	var out []engine.VMID
+	for _, id := range e.s.vmIDs {
+		if e.h.doms[id] != nil {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// Destroy kills a domain at once (a self-fence).
+func (e agentEnv) Destroy(id engine.VMID) {
+	if d := e.h.doms[id]; d != nil && up(d.state) {
+		e.s.faultIfWanted(id, "self-fence on "+string(e.h.id))
+		e.s.setDom(e.h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
+	}
+}
+
+// Members lists the simulated cluster's hosts.
+func (e agentEnv) Members() []engine.HostID { return e.s.hostIDs }
+
+// Heard is the last heartbeat from peer that reached this host over the hosts' network.
+func (e agentEnv) Heard(peer engine.HostID) (agent.Heartbeat, time.Time, bool) {
+	if e.h.partitioned {
+		return agent.Heartbeat{}, time.Time{}, false // cut off: it hears nobody
+	}
+	hb, ok := e.s.beats[peer]
+	return hb, hb.At, ok
+}
+
+// PetWatchdog pets the host's hardware watchdog.
+func (e agentEnv) PetWatchdog() { e.h.lastPet = e.s.now }
+
+// SendHeartbeat tells the peers, over the hosts' own network, that this agent is alive.
+func (e agentEnv) SendHeartbeat(hb agent.Heartbeat) {
+	if !e.h.partitioned {
+		e.s.beats[e.h.id] = hb
+	}
+}
+
+// Log writes an agent line into the story.
+func (e agentEnv) Log(format string, args ...any) {
+	e.s.trace("agent %s: %s", e.h.id, fmt.Sprintf(format, args...))
+}
+
+// outcome is how an order left the domain, as the executor lists it after the call.
+func (s *Sim) outcome(h *host, id engine.VMID, err string) agent.Outcome {
+	o := agent.Outcome{}
+	if err != "" {
+		o.Err = errors.New(err)
+	}
+	switch d := h.doms[id]; {
+	case !h.libvirtd: // the listing after the call failed too
+	case d != nil:
+		o.Row = &agent.Row{Name: string(id), State: d.state, Reason: d.reason}
+	default:
+		o.Absent = true
+	}
+	return o
+}
+
+// storeCurrent is the fencing-token check an agent makes against the store.
+func (s *Sim) storeCurrent(a engine.Action) bool {
+	g, ok := s.gens[a.VM]
+	return ok && g == a.Gen
+}
+
+// record writes, after each controller step, the intent generation of every VM the step
+// touched into the store, as the daemon records VM state before carrying anything out.
+func (s *Sim) record(in engine.Input, out engine.Output) {
+	touch := func(id engine.VMID) {
+		if id == "" {
+			return
+		}
+		if st, ok := s.eng.State(id); ok {
+			s.gens[id] = st.Gen
+		} else {
+			delete(s.gens, id)
+		}
+	}
+	for _, r := range out.Log {
+		touch(r.VM)
+	}
+	for _, a := range out.Actions {
+		touch(a.VM)
+	}
+	switch in := in.(type) {
+	case engine.Observe:
+		touch(in.VM)
+	case engine.Request:
+		touch(in.VM)
+	case engine.Protect:
+		touch(in.VM)
+	case engine.Unprotect:
+		touch(in.VM)
+	case engine.Snapshot:
+		for _, d := range in.Domains {
+			touch(d.VM)
+		}
+	}
+}
