@@ -24,9 +24,18 @@
 // as "the cluster may be acting": the agent fences. A cluster of one host never fences
 // itself: nobody else could start its VMs.
 //
-// When a peer regains its lease the others hear of it within a heartbeat and fence at once
-// (their renewal is long overdue), well before the controller can declare them failed: that
-// takes a whole lease TTL after the store came back, plus the self-fence margin.
+// A heartbeat says whether the sender's most recent renewal attempt succeeded (no clocks
+// compared): SelfFenceAfter is longer than a renewal period plus a heartbeat period, so by
+// the time an agent decides, every peer has tried to renew since the store was lost. When a
+// peer regains its lease the others hear of it within a heartbeat and fence at once (their
+// renewal is long overdue), well before the controller can declare them failed: that takes a
+// whole lease TTL after the store came back, plus the self-fence margin.
+//
+// The price of this rule: a peer that is not heard from might hold its lease, so when the
+// control plane is lost and a host also dies (or is cut off), its peers cannot tell that from
+// a partition in which that host and the store carry on, and they fence themselves: safe, not
+// available, until the control plane returns. Asking the silent host's BMC whether it is
+// powered off would tell the two apart (the fencing work).
 package agent
 
 import (
@@ -64,7 +73,7 @@ type Row struct {
 type Heartbeat struct {
 	From    engine.HostID
 	At      time.Time // the sender's clock; receivers use their own time of arrival
-	LeaseOK bool      // the sender renewed its lease within its SelfFenceAfter
+	LeaseOK bool      // the sender's most recent lease renewal attempt succeeded: it reaches the store
 	Fenced  bool      // the sender has fenced itself
 }
 
@@ -116,6 +125,7 @@ type Agent struct {
 	tr      *lifecycle.Translator
 	lastSeq uint64
 	renewed time.Time // the last lease renewal that succeeded
+	failing bool      // the most recent renewal attempt failed
 	fenced  bool
 	holding bool // holding back a fence: the control plane is lost everywhere
 }
@@ -207,20 +217,23 @@ func (a *Agent) done(now time.Time, act engine.Action, o Outcome) {
 // order (a hard reboot done as destroy and start), so that stop is not read as a user's.
 func (a *Agent) OwnStop(vm engine.VMID) { a.tr.OwnStop(string(vm)) }
 
-// LeaseRenewed records a successful renewal. An agent that had fenced itself is back: it
-// forgets what it knew of its domains' causes and owes a resync.
+// LeaseRenewed records a successful renewal. An agent that had fenced itself is back and owes
+// a resync.
 func (a *Agent) LeaseRenewed(now time.Time) {
-	a.renewed = now
+	a.renewed, a.failing = now, false
 	if a.fenced {
+		// What it fenced stays reported as fenced (a crash to recover), never as a user's stop.
 		a.env.Log("lease renewed: no longer fenced")
 		a.fenced = false
-		a.tr.Forget()
 	}
 	if a.holding {
 		a.env.Log("lease renewed: the control plane is back")
 		a.holding = false
 	}
 }
+
+// LeaseFailed records a renewal attempt that failed: the store could not be reached.
+func (a *Agent) LeaseFailed(now time.Time) { a.failing = true }
 
 // Tick runs every second or so: it fences the host when the lease is overdue and the rest of
 // the cluster could be acting, pets the watchdog, and sends this host's heartbeat.
@@ -237,7 +250,7 @@ func (a *Agent) Tick(now time.Time) {
 		}
 	}
 	a.env.PetWatchdog()
-	a.env.SendHeartbeat(Heartbeat{From: a.cfg.Host, At: now, LeaseOK: !overdue, Fenced: a.fenced})
+	a.env.SendHeartbeat(Heartbeat{From: a.cfg.Host, At: now, LeaseOK: !a.failing && !overdue, Fenced: a.fenced})
 }
 
 // lostEverywhere says whether the control plane is lost for every member of the cluster:

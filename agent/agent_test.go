@@ -179,3 +179,28 @@ func TestHeldFenceFallsWhenAPeerRegainsItsLease(t *testing.T) {
 		t.Fatal("an order after the lease came back was not carried out")
 	}
 }
+
+// A peer whose last renewal attempt failed is no lease holder, even before it is overdue;
+// and what a fence destroyed is still reported as fenced once the lease is back.
+func TestHeartbeatSaysTheLastAttempt(t *testing.T) {
+	a, env := newAgent("h1", "h2")
+	a.LeaseFailed(t0.Add(2 * time.Second))
+	a.Tick(t0.Add(3 * time.Second))
+	if hb := env.beats[len(env.beats)-1]; hb.LeaseOK {
+		t.Fatalf("heartbeat after a failed renewal says LeaseOK: %+v", hb)
+	}
+	a.LeaseRenewed(t0.Add(4 * time.Second))
+	a.Tick(t0.Add(5 * time.Second))
+	if hb := env.beats[len(env.beats)-1]; !hb.LeaseOK {
+		t.Fatalf("heartbeat after a renewal says not LeaseOK: %+v", hb)
+	}
+	// Fence (h2 silent), destroy v1, renew: the stop of v1 is the fence's, not a user's.
+	a.Tick(t0.Add(12 * time.Second))
+	if !a.Fenced() {
+		t.Fatal("not fenced")
+	}
+	a.LeaseRenewed(t0.Add(20 * time.Second))
+	if st, why := a.Row(Row{Name: "v1", State: lifecycle.StateShutoff, Reason: lifecycle.ShutoffDestroyed}); st != engine.DomShutoff || why != engine.ReasonFenced {
+		t.Fatalf("after the lease is back, v1 reads %s/%s, want shutoff/fenced", st, why)
+	}
+}

@@ -35,6 +35,8 @@ import (
 //	virsh start|shutdown|destroy|undefine|reboot|suspend|resume NAME
 //	virsh migrate NAME HOST
 //	host NAME power-off|power-on|partition|heal|agent-crash|agent-start|libvirtd-stop|libvirtd-start
+//	control-plane lost|back  the store and every controller go down (hosts still see each
+//	                    other), or come back
 //	bus drop N          the next N agent messages are lost
 //	bus hold N D        the next N agent messages arrive D late (reordering them)
 //	fault NAME KIND WHEN  aim a fault at the switch-over of the VM's next migration:
@@ -299,6 +301,10 @@ func (sc *Scenario) parseCmds(path string) error {
 					return fmt.Errorf("bus hold: duration %q: %v", a[3], err)
 				}
 			}
+		case "control-plane":
+			if len(a) != 2 || (a[1] != "lost" && a[1] != "back") {
+				return errors.New("control-plane: want 'control-plane lost' or 'control-plane back'")
+			}
 		case "fault":
 			if len(a) != 4 {
 				return errors.New("fault: want 'fault NAME KIND WHEN'")
@@ -406,6 +412,12 @@ func (s *Sim) command(a []string) {
 		} else {
 			s.holdNext = n
 			s.holdFor, _ = time.ParseDuration(a[3])
+		}
+	case "control-plane":
+		if a[1] == "lost" {
+			s.controlPlaneLost()
+		} else {
+			s.controlPlaneBack()
 		}
 	case "fault":
 		id := engine.VMID(a[1])

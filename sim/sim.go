@@ -172,6 +172,7 @@ type Sim struct {
 
 	rebootCur func() bool // while carrying out a reboot action: is it still current?
 	hostIDs   []engine.HostID
+	cpDown    bool                              // the control plane is lost everywhere: the controller decides nothing
 	gens      map[engine.VMID]uint64            // the store: each VM's intent generation, as recorded
 	beats     map[engine.HostID]agent.Heartbeat // the last heartbeat each host sent to its peers
 
@@ -269,6 +270,9 @@ func (s *Sim) run() {
 
 // step gives the engine one input and carries out what it decides.
 func (s *Sim) step(in engine.Input) engine.Output {
+	if s.cpDown {
+		return engine.Output{} // no controller runs: what reaches it is lost, the store has it
+	}
 	s.res.EngineSteps++
 	out := s.eng.Step(s.now, in)
 	acts := slices.Clone(out.Actions)

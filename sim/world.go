@@ -68,6 +68,7 @@ type host struct {
 	partitioned bool
 	doms        map[engine.VMID]*dom
 	ag          *agent.Agent // the same agent the daemon runs
+	cpLost      bool         // the control plane (store and controllers) is down: nobody reaches it
 	renewed     time.Time    // the store's view: last lease renewal it received
 	leaseAlive  bool         // what the controller was last told
 	agentOK     time.Time    // the agent's view: last renewal that succeeded
@@ -86,7 +87,7 @@ type host struct {
 func (h *host) listening() bool { return h.power && h.agent && h.libvirtd }
 
 // reachable: the agent can talk to the controller and the store.
-func (h *host) reachable() bool { return h.power && h.agent && !h.partitioned }
+func (h *host) reachable() bool { return h.power && h.agent && !h.partitioned && !h.cpLost }
 
 func up(st int) bool {
 	return st == lifecycle.StateRunning || st == lifecycle.StatePaused
@@ -315,6 +316,42 @@ func (s *Sim) heal(h *host) {
 	s.snapshot(h)
 }
 
+// controlPlaneLost takes the store and every controller down at once, while the hosts still
+// see each other: nobody can renew a lease, and nobody can restart anything.
+func (s *Sim) controlPlaneLost() {
+	if s.cpDown {
+		return
+	}
+	s.trace("truth: the control plane (store and controllers) is lost everywhere")
+	s.cpDown = true
+	for _, h := range s.hosts {
+		h.cpLost = true
+	}
+}
+
+// controlPlaneBack brings it back: etcd gives every lease a fresh TTL when it elects a
+// leader, a controller takes over from the store, and the agents renew and resync.
+func (s *Sim) controlPlaneBack() {
+	if !s.cpDown {
+		return
+	}
+	s.trace("truth: the control plane is back")
+	s.cpDown = false
+	for _, h := range s.hosts {
+		h.cpLost = false
+		if h.leaseAlive {
+			h.renewed = s.now
+		}
+	}
+	for _, h := range s.hosts {
+		s.readStore(h)
+		if h.listening() && h.reachable() {
+			s.renew(h)
+			s.snapshot(h)
+		}
+	}
+}
+
 // renew is the agent renewing its lease.
 func (s *Sim) renew(h *host) {
 	if !h.reachable() {
@@ -337,8 +374,12 @@ func (s *Sim) heartbeat() {
 			continue
 		}
 		if h.agent {
-			if h.reachable() && s.now.Sub(h.renewed) >= s.cfg.RenewEvery {
-				s.renew(h)
+			if s.now.Sub(h.renewed) >= s.cfg.RenewEvery {
+				if h.reachable() {
+					s.renew(h)
+				} else {
+					h.ag.LeaseFailed(s.now)
+				}
 			}
 			h.ag.Tick(s.now) // self-fence when due, pet the watchdog, heartbeat to the peers
 		}
@@ -349,6 +390,9 @@ func (s *Sim) heartbeat() {
 		}
 	}
 	for _, h := range s.hosts {
+		if s.cpDown {
+			break // the store is down: no lease can expire
+		}
 		if h.leaseAlive && s.now.Sub(h.renewed) >= s.cfg.LeaseTTL {
 			s.readStore(h)
 			h.leaseAlive = false
