@@ -199,7 +199,7 @@ func (e *Engine) checkOp(v *vm) {
 		}
 		return
 	}
-	if h := e.hosts[v.home]; h != nil && h.state == hostFenced && v.home == op.home {
+	if h := e.hosts[v.home]; h != nil && h.state == hostFenced {
 		// Its host is fenced: the VM is down, proved. A stop is done; a delete is done as far
 		// as the VM goes (its definition stays on the dead host, which hass no longer tends).
 		switch op.Kind {
@@ -938,6 +938,9 @@ func (e *Engine) twoCopies(v *vm, other HostID) {
 	if keep != v.home {
 		v.home = keep
 		v.gen++ // nothing hass ordered for the old home stands
+		if f := v.fail; f != nil && f.actID != 0 {
+			f.actID = 0
+		}
 	}
 	v.dups = append(v.dups, dupCopy{host: pause})
 	d := &v.dups[len(v.dups)-1]

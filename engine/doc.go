@@ -132,10 +132,11 @@
 // loss is not the VM's fault: a VM that crashed a minute ago leaves with its neighbours).
 //
 // Placement (a relocation, an evacuation, a start or migration with no host named) takes a
-// host that is up and has the memory, preferring one the VM has not failed on within its
-// policy window (it crashed there, or a start there was refused), then one that keeps its
-// anti-affinity group apart, then the most free memory. A host it failed on is used again
-// only when no other has room.
+// host that is up, has the memory and holds no copy of the VM that is up, preferring one
+// whose hypervisor was not just found unreachable, then one the VM has not failed on within
+// its policy window (it crashed there, or a start there was refused), then one that keeps
+// its anti-affinity group apart, then the most free memory. A host it failed on is used
+// again only when no other has room.
 //
 // A recovery action is recorded (in the log and the VM's state) before it is issued, carries
 // an ID, and is retried when it fails or goes unanswered for StartTimeout; a user's stop or
@@ -147,8 +148,7 @@
 // the move of the VM's home) and is issued again as soon as the host reports (a Snapshot, an
 // observation, an action result that reached its hypervisor), or after UnreachedRetry; it
 // alerts once per outage. A user operation whose action was unreached keeps its operation,
-// and the action is issued again the same way. Placement avoids a host found unreachable
-// until it reports again.
+// and the action is issued again the same way.
 //
 // The naive detector (Config.Naive) keeps the same recovery but classifies any protected VM
 // that is not running as failed, and trusts observations in arrival order. It exists to show,
