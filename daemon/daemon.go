@@ -1,11 +1,13 @@
 // Package daemon is `hass up`: everything for one host in one process — the decision
-// engine, the libvirt driver and its event stream, the executor of the engine's actions, the
-// state in etcd, and the HTTP API. It is wiring only: decisions stay in package engine, the
-// translation of libvirt's vocabulary in package lifecycle, I/O in the driver and the store.
+// engine, this host's agent (package agent, the same code the simulator runs: it translates
+// libvirt's events, stamps and reports them, and carries out orders through agent.Carry), the
+// libvirt driver and its event stream, the state in etcd, and the HTTP API. It is wiring
+// only: decisions stay in package engine and the agent, I/O in the driver and the store.
 //
 // Every engine step runs under one mutex, and what a step decides is written to the store
-// (event log, VM records, the actions about to be carried out) before the step's actions are
-// carried out. An action is carried out only while Engine.Current says it still is wanted.
+// (event log, VM records, the actions about to be carried out) in one transaction before the
+// step's actions are carried out. The agent carries an order out only while the order's
+// intent generation matches the one recorded in the store (its fencing token).
 package daemon
 
 import (
@@ -66,8 +68,9 @@ type Daemon struct {
 
 	mu        sync.Mutex // guards everything below, and every engine step
 	eng       *engine.Engine
-	tr        *lifecycle.Translator
-	lastSeq   uint64
+	ag        *agent.Agent // this host's agent: the same code the simulator runs
+	exec      *pendingExec // the order the agent just asked to carry out (under mu)
+	resultVM  engine.VMID  // the VM whose order result the agent is reporting (under mu)
 	libvirt   string // "connected" or why not
 	persisted map[engine.VMID]store.VM
 	idFloor   uint64 // the store's ID floor: IDs up to it may be handed out
@@ -118,9 +121,10 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Engine = engine.DefaultConfig()
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger, drv: cfg.Driver, started: time.Now(), ctx: ctx,
-		eng: engine.New(cfg.Engine), tr: lifecycle.NewTranslator(), libvirt: "connecting",
+		eng: engine.New(cfg.Engine), libvirt: "connecting",
 		persisted: map[engine.VMID]store.VM{}, firstCall: map[engine.VMID]time.Time{},
 		dirty: map[engine.VMID]bool{}}
+	d.ag = agent.New(agent.DefaultConfig(engine.HostID(cfg.HostName)), daemonEnv{d}, time.Now())
 
 	ln, err := listenAPI(cfg.Listen, cfg.SocketGroup, d.log)
 	if err != nil {
@@ -270,17 +274,6 @@ func (d *Daemon) reserveIDs(ctx context.Context, last uint64) error {
 	}
 	d.idFloor = n
 	return nil
-}
-
-// stamp returns this host's next observation stamp: its clock, strictly increasing.
-// Callers hold d.mu.
-func (d *Daemon) stamp() uint64 {
-	n := uint64(time.Now().UnixNano())
-	if n <= d.lastSeq {
-		n = d.lastSeq + 1
-	}
-	d.lastSeq = n
-	return n
 }
 
 // step runs one engine step and everything that follows from it.
@@ -470,23 +463,15 @@ func (d *Daemon) onEvent(ctx context.Context, ev hypervisor.Event) {
 	if d.cfg.ProtectAll && ev.Kind == hypervisor.Lifecycle && !d.seen[ev.Domain] &&
 		(ev.Lifecycle == hypervisor.EventDefined || ev.Lifecycle == hypervisor.EventStarted) {
 		// A domain defined or started just now: protect it at once, not at the next resync.
-		seq := d.stamp()
+		seq := d.ag.Stamp(time.Now())
 		if doms, err := d.drv.List(ctx); err == nil {
 			d.protectNew(ctx, doms, seq)
 		} else {
 			d.log.Warn("protect-all: cannot list the new domain", "vm", ev.Domain, "err", err)
 		}
 	}
-	r := d.tr.Event(toLifecycle(ev))
-	if r.Skip {
-		return
-	}
-	host, vm, at, seq := engine.HostID(d.cfg.HostName), engine.VMID(ev.Domain), ev.At, d.stamp()
-	if r.Signal {
-		d.stepLocked(ctx, engine.Signal{Host: host, VM: vm, Seq: seq, Kind: r.Sig, Watchdog: r.WD, At: at})
-		return
-	}
-	d.stepLocked(ctx, engine.Observe{Host: host, VM: vm, Seq: seq, State: r.State, Reason: r.Reason, At: at})
+	le := toLifecycle(ev)
+	d.ag.Event(ev.At, le)
 }
 
 func toLifecycle(ev hypervisor.Event) lifecycle.Event {
@@ -509,7 +494,7 @@ func toLifecycle(ev hypervisor.Event) lifecycle.Event {
 // resync lists every domain and gives the engine the complete picture.
 func (d *Daemon) resync(ctx context.Context) {
 	d.mu.Lock()
-	seq := d.stamp() // before the list: any event after it is newer than the list
+	seq := d.ag.Stamp(time.Now()) // before the list: any event after it is newer than the list
 	d.mu.Unlock()
 	doms, err := d.drv.List(ctx)
 	if err != nil {
@@ -523,12 +508,11 @@ func (d *Daemon) resync(ctx context.Context) {
 	if d.cfg.ProtectAll {
 		d.protectNew(ctx, doms, seq)
 	}
-	snap := engine.Snapshot{Host: engine.HostID(d.cfg.HostName), Seq: seq, At: time.Now()}
+	rows := make([]agent.Row, 0, len(doms))
 	for _, dom := range doms {
-		st, r := d.tr.Row(dom.Name, int(dom.State), dom.Reason)
-		snap.Domains = append(snap.Domains, engine.DomainStatus{VM: engine.VMID(dom.Name), State: st, Reason: r})
+		rows = append(rows, rowOf(dom))
 	}
-	d.stepLocked(ctx, snap)
+	d.ag.Listed(time.Now(), seq, rows)
 }
 
 // protectNew protects the domains this daemon has not seen before (ProtectAll). A domain
@@ -550,7 +534,7 @@ func (d *Daemon) protectNew(ctx context.Context, doms []hypervisor.Domain, seq u
 		if d.eng.Protected(engine.VMID(dom.Name)) {
 			continue
 		}
-		st, r := d.tr.Row(dom.Name, int(dom.State), dom.Reason)
+		st, r := d.ag.Row(rowOf(dom))
 		in := engine.Protect{VM: engine.VMID(dom.Name), Host: engine.HostID(d.cfg.HostName),
 			MemMiB: int(dom.MemoryKiB / 1024), Policy: engine.DefaultPolicy(), Desired: desiredOf(st)}
 		if out := d.stepLocked(ctx, in); out.Err != nil {
@@ -602,9 +586,10 @@ func (d *Daemon) clock(ctx context.Context) {
 	}
 }
 
-// execute carries out one action, unless a newer intent overtook it, and reports back.
-// It logs how long each stage took: the engine's decision, the record-before-act writes to
-// the store, and the wait until the hypervisor call was made.
+// execute hands one order to this host's agent, which carries it out only while it is
+// current, then reports how it went. It logs how long each stage took: the engine's
+// decision, the record-before-act writes to the store, and the wait until the hypervisor
+// call was made.
 func (d *Daemon) execute(a engine.Action, t timing) {
 	defer d.wg.Done()
 	ctx := d.ctx
@@ -618,11 +603,13 @@ func (d *Daemon) execute(a engine.Action, t timing) {
 		}
 	}()
 	d.mu.Lock()
-	current := d.eng.Current(a)
+	d.exec = nil
+	d.ag.Order(time.Now(), a) // checks the order's fencing token, then asks daemonEnv.Execute
+	p := d.exec
+	d.exec = nil
 	d.mu.Unlock()
-	if !current {
-		d.log.Info("action overtaken by a newer intent: dropped", "action", a.String())
-		return
+	if p == nil {
+		return // dropped: the agent said why
 	}
 	issued := time.Now()
 	if strings.HasPrefix(a.Why, "recovery:") {
@@ -639,22 +626,13 @@ func (d *Daemon) execute(a engine.Action, t timing) {
 		"decide", t.decided.Sub(t.arrived), "record", t.recorded.Sub(t.decided),
 		"dispatch", issued.Sub(t.recorded), "input_to_call", issued.Sub(t.arrived),
 		"call", time.Since(issued), "err", err)
-	d.mu.Lock()
-	seq := d.stamp()
-	d.mu.Unlock()
-	res := engine.ActionResult{ID: a.ID, Host: a.Host, Seq: seq}
-	if err != nil {
-		res.Err = err.Error()
-		// Never reached libvirt: not the VM's failure, and nothing was done.
-		res.Unreached = agent.Unreached(err)
-	}
+	o := agent.Outcome{Err: err, Unreached: agent.Unreached(err)}
 	if doms, lerr := d.drv.List(ctx); lerr == nil {
-		res.State = engine.DomAbsent
+		o.Absent = true
 		for _, dom := range doms {
 			if dom.Name == string(a.VM) {
-				d.mu.Lock()
-				res.State, res.Reason = d.tr.Row(dom.Name, int(dom.State), dom.Reason)
-				d.mu.Unlock()
+				r := rowOf(dom)
+				o.Row, o.Absent = &r, false
 			}
 		}
 	}
@@ -663,5 +641,80 @@ func (d *Daemon) execute(a engine.Action, t timing) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.stepLocked(ctx, res, a.VM)
+	d.resultVM = a.VM
+	p.done(time.Now(), o)
+	d.resultVM = ""
+}
+
+// pendingExec is an order the agent asked to carry out, and where its outcome goes.
+type pendingExec struct {
+	a    engine.Action
+	done func(time.Time, agent.Outcome)
+}
+
+func rowOf(dom hypervisor.Domain) agent.Row {
+	return agent.Row{Name: dom.Name, State: int(dom.State), Reason: dom.Reason}
+}
+
+// daemonEnv is the world around the daemon's agent: libvirt on this host and, in `hass up`,
+// the controller in the same process. Its methods run with d.mu held.
+type daemonEnv struct{ d *Daemon }
+
+var _ agent.Env = daemonEnv{}
+
+// Report hands a report to the engine (the controller in this process).
+func (e daemonEnv) Report(in engine.Input) {
+	var also []engine.VMID
+	if _, ok := in.(engine.ActionResult); ok && e.d.resultVM != "" {
+		also = append(also, e.d.resultVM)
+	}
+	e.d.stepLocked(e.d.ctx, in, also...)
+}
+
+// Current checks the order's fencing token against the store: the VM's intent generation
+// as last recorded there.
+func (e daemonEnv) Current(a engine.Action) bool {
+	r, ok := e.d.persisted[a.VM]
+	return ok && r.Gen == a.Gen
+}
+
+// Execute takes the order; execute carries it out once the lock is released.
+func (e daemonEnv) Execute(a engine.Action, done func(time.Time, agent.Outcome)) {
+	e.d.exec = &pendingExec{a: a, done: done}
+}
+
+// Protected lists the VMs the engine protects.
+func (e daemonEnv) Protected() []engine.VMID {
+	var out []engine.VMID
+	for _, s := range e.d.eng.Status() {
+		out = append(out, s.VM)
+	}
+	return out
+}
+
+// Destroy kills a domain for a self-fence (not used while hass up runs alone: a cluster of
+// one host never fences itself).
+func (e daemonEnv) Destroy(vm engine.VMID) {
+	if err := e.d.drv.Destroy(e.d.ctx, string(vm)); err != nil {
+		e.d.log.Error("self-fence: destroy failed", "vm", vm, "err", err)
+	}
+}
+
+// Members is this host alone: `hass up` is a cluster of one.
+func (e daemonEnv) Members() []engine.HostID { return []engine.HostID{engine.HostID(e.d.cfg.HostName)} }
+
+// Heard: a cluster of one has no peers.
+func (e daemonEnv) Heard(engine.HostID) (agent.Heartbeat, time.Time, bool) {
+	return agent.Heartbeat{}, time.Time{}, false
+}
+
+// PetWatchdog: hass up arms no watchdog.
+func (e daemonEnv) PetWatchdog() {}
+
+// SendHeartbeat: a cluster of one has no peers.
+func (e daemonEnv) SendHeartbeat(agent.Heartbeat) {}
+
+// Log writes an agent line to the daemon's log.
+func (e daemonEnv) Log(format string, args ...any) {
+	e.d.log.Info("agent: " + fmt.Sprintf(format, args...))
 }

@@ -68,7 +68,7 @@ func (d *Daemon) Protect(ctx context.Context, name string, req api.ProtectReques
 		return api.VM{}, api.Unavailable("%v: nothing was changed", err)
 	}
 	d.mu.Lock()
-	seq := d.stamp()
+	seq := d.ag.Stamp(time.Now())
 	d.mu.Unlock()
 	doms, err := d.drv.List(ctx)
 	if err != nil {
@@ -83,7 +83,7 @@ func (d *Daemon) Protect(ctx context.Context, name string, req api.ProtectReques
 		}
 		found = true
 		d.mu.Lock()
-		st, r := d.tr.Row(dom.Name, int(dom.State), dom.Reason)
+		st, r := d.ag.Row(rowOf(dom))
 		d.mu.Unlock()
 		in = engine.Protect{VM: engine.VMID(name), Host: engine.HostID(d.cfg.HostName),
 			MemMiB: int(dom.MemoryKiB / 1024), Policy: p, Desired: desiredOf(st)}
