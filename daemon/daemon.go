@@ -71,7 +71,7 @@ type Daemon struct {
 	ag        *agent.Agent // this host's agent: the same code the simulator runs
 	exec      *pendingExec // the order the agent just asked to carry out (under mu)
 	resultVM  engine.VMID  // the VM whose order result the agent is reporting (under mu)
-	libvirt   string // "connected" or why not
+	libvirt   string       // "connected" or why not
 	persisted map[engine.VMID]store.VM
 	idFloor   uint64 // the store's ID floor: IDs up to it may be handed out
 	// firstCall is when the hypervisor was first asked to recover each VM being recovered:
