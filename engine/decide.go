@@ -14,6 +14,7 @@ func (e *Engine) request(in Request) {
 		e.out.Err = fmt.Errorf("%s: vm %q is %w", in.Op, in.VM, ErrNotProtected)
 		return
 	}
+	e.touch(v)
 	o := v.obsOn(v.home)
 	observed := DomUnknown
 	if o != nil {
@@ -376,6 +377,7 @@ func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, a
 	if v == nil || e.hosts[h] == nil {
 		return
 	}
+	e.touch(v)
 	o := v.obsFor(h)
 	if !e.cfg.Naive && seq != 0 && seq <= o.seq {
 		if st != o.state {
@@ -494,6 +496,7 @@ func (e *Engine) signal(in Signal) {
 	if v == nil || in.Host != v.home {
 		return
 	}
+	e.touch(v)
 	if o := v.obsOn(in.Host); !e.cfg.Naive && o != nil && in.Seq != 0 && in.Seq <= o.seq {
 		e.log(RecStale, v.id, in.Host, "%s seq=%d dropped: already know seq=%d", in.Kind, in.Seq, o.seq)
 		return
@@ -533,15 +536,28 @@ func (e *Engine) snapshot(in Snapshot) {
 		h.lastResync = in.At
 	}
 	rows := make(map[VMID]DomainStatus, len(in.Domains))
+	c := e.candidates()
 	for _, d := range in.Domains {
 		rows[d.VM] = d
+		if v := e.vms[d.VM]; v != nil {
+			c.add(v)
+		}
 	}
-	// Evaluate in name order; copy the index first, since an evaluation may forget a VM.
-	for _, id := range slices.Clone(e.vmIx) {
-		v := e.vms[id]
-		if v == nil {
+	// The VMs listed, those homed or seen here, and those migrating: the rest have nothing
+	// to do with this host.
+	c.addRelated(e.hosts[in.Host], true)
+	if checkIndexes {
+		e.checkCands(c, func(v *vm) bool {
+			_, listed := rows[v.id]
+			return listed || v.home == in.Host || v.obsOn(in.Host) != nil || (v.op != nil && v.op.Kind == OpMigrate)
+		})
+	}
+	// Evaluate in name order (an evaluation may forget a VM).
+	for _, v := range c.sorted() {
+		if v.dead {
 			continue
 		}
+		id := v.id
 		if d, ok := rows[id]; ok {
 			e.observe(in.Host, id, in.Seq, d.State, d.Reason, in.At)
 		} else if v.home == in.Host || v.obsOn(in.Host) != nil {
@@ -553,144 +569,149 @@ func (e *Engine) snapshot(in Snapshot) {
 }
 
 func (e *Engine) actionResult(in ActionResult) {
-	for _, id := range e.vmIx {
-		v := e.vms[id]
-		if f := v.fail; f != nil && f.actID == in.ID {
-			f.actID = 0
-			if in.Unreached {
-				e.unreachedAttempt(v, f, in)
-				return
-			}
-			f.unreached = ""
-			if in.Err != "" {
-				v.failedOnHost(f.actHost, e.now) // it would not start there
-				f.next = e.now.Add(e.backoff(f.attempts))
-				e.log(RecAlert, v.id, f.actHost, "recovery attempt %d failed: %s; next try at +%s", f.attempts, in.Err, f.next.Sub(e.now))
-				e.evaluate(v)
-				return
-			}
-			switch {
-			case f.kind == FailGuestHang:
-				if o := v.obsFor(f.actHost); in.State != DomUnknown && in.Seq > o.seq {
-					o.seen(in.State, in.Reason, e.now)
-					o.seq, o.state, o.reason, o.at = in.Seq, in.State, in.Reason, e.now
-				} else if o.reason == ReasonWatchdog {
-					o.reason = ReasonBooted // the reset answered the watchdog
-				}
-				e.recovered(v)
-			case in.State != DomUnknown:
-				e.observe(f.actHost, v.id, in.Seq, in.State, in.Reason, e.now)
-			default:
-				e.observe(f.actHost, v.id, in.Seq, DomRunning, ReasonBooted, e.now)
-			}
+	v := e.actionVM(in.ID)
+	if checkIndexes {
+		if old := e.actionVMWalk(in.ID); old != v {
+			panic(fmt.Sprintf("engine: action %d: the index says vm %v, the walk of every VM %v", in.ID, v, old))
+		}
+	}
+	if v == nil {
+		return
+	}
+	e.touch(v)
+	if f := v.fail; f != nil && f.actID == in.ID {
+		f.actID = 0
+		if in.Unreached {
+			e.unreachedAttempt(v, f, in)
 			return
 		}
-		if v.opActID == in.ID && v.op != nil {
-			op := v.op
-			v.opActID = 0
-			if in.Unreached {
-				host := in.Host
-				if e.hosts[host] == nil {
-					host = v.home
-				}
-				if h := e.hosts[host]; h != nil {
-					h.unreached = true
-				}
-				op.retryAt = e.now.Add(e.unreachedRetry())
-				if !op.unreached { // once per outage: each retry is in the log as an action
-					e.log(RecOp, v.id, host, "%s id=%d could not reach the hypervisor (%s): issuing it again when %s reports, or every %s",
-						op.Kind, op.ID, in.Err, host, e.unreachedRetry())
-				}
-				op.unreached = true
+		f.unreached = ""
+		if in.Err != "" {
+			v.failedOnHost(f.actHost, e.now) // it would not start there
+			f.next = e.now.Add(e.backoff(f.attempts))
+			e.log(RecAlert, v.id, f.actHost, "recovery attempt %d failed: %s; next try at +%s", f.attempts, in.Err, f.next.Sub(e.now))
+			e.evaluate(v)
+			return
+		}
+		switch {
+		case f.kind == FailGuestHang:
+			if o := v.obsFor(f.actHost); in.State != DomUnknown && in.Seq > o.seq {
+				o.seen(in.State, in.Reason, e.now)
+				o.seq, o.state, o.reason, o.at = in.Seq, in.State, in.Reason, e.now
+			} else if o.reason == ReasonWatchdog {
+				o.reason = ReasonBooted // the reset answered the watchdog
+			}
+			e.recovered(v)
+		case in.State != DomUnknown:
+			e.observe(f.actHost, v.id, in.Seq, in.State, in.Reason, e.now)
+		default:
+			e.observe(f.actHost, v.id, in.Seq, DomRunning, ReasonBooted, e.now)
+		}
+		return
+	}
+	if v.opActID == in.ID && v.op != nil {
+		op := v.op
+		v.opActID = 0
+		if in.Unreached {
+			host := in.Host
+			if e.hosts[host] == nil {
+				host = v.home
+			}
+			if h := e.hosts[host]; h != nil {
+				h.unreached = true
+			}
+			op.retryAt = e.now.Add(e.unreachedRetry())
+			if !op.unreached { // once per outage: each retry is in the log as an action
+				e.log(RecOp, v.id, host, "%s id=%d could not reach the hypervisor (%s): issuing it again when %s reports, or every %s",
+					op.Kind, op.ID, in.Err, host, e.unreachedRetry())
+			}
+			op.unreached = true
+			return
+		}
+		op.unreached = false
+		if in.Err != "" {
+			o := v.obsFor(v.home)
+			if in.State != DomUnknown && in.Host == v.home && in.Seq > o.seq {
+				// The agent says how it left the domain: fresher than any event.
+				o.seen(in.State, in.Reason, e.now)
+				o.seq, o.state, o.reason, o.at = in.Seq, in.State, in.Reason, e.now
+			}
+			state := o.state
+			if _, ok := insist(op, state); ok {
+				v.opActID = 0
+				v.op = op
+				e.log(RecOp, v.id, v.home, "%s id=%d failed (%s): trying again at its deadline", op.Kind, op.ID, in.Err)
 				return
 			}
-			op.unreached = false
-			if in.Err != "" {
-				o := v.obsFor(v.home)
-				if in.State != DomUnknown && in.Host == v.home && in.Seq > o.seq {
-					// The agent says how it left the domain: fresher than any event.
-					o.seen(in.State, in.Reason, e.now)
-					o.seq, o.state, o.reason, o.at = in.Seq, in.State, in.Reason, e.now
-				}
-				state := o.state
-				if _, ok := insist(op, state); ok {
-					v.opActID = 0
-					v.op = op
-					e.log(RecOp, v.id, v.home, "%s id=%d failed (%s): trying again at its deadline", op.Kind, op.ID, in.Err)
-					return
-				}
-				e.endOp(v, PhaseFailed, in.Err)
-				e.opFailed(v, op, state)
-				e.evaluate(v)
-				return
-			}
-			if in.Seq == 0 && op.Kind != OpMigrate && op.Kind != OpReboot {
-				return
-			}
-			if in.State == DomUnknown && op.Kind != OpStart && op.Kind != OpMigrate {
-				return // only an observation says how a stop left the domain; wait for one
-			}
-			if op.Kind == OpReboot {
-				e.endOp(v, PhaseDone, "reboot carried out")
-			}
-			if in.State != DomUnknown && in.Host != "" && op.Kind != OpMigrate {
-				e.observe(in.Host, v.id, in.Seq, in.State, in.Reason, e.now)
-				return
-			}
-			switch op.Kind {
-			case OpStart:
-				e.observe(v.home, v.id, in.Seq, DomRunning, ReasonBooted, e.now)
-			case OpStop:
+			e.endOp(v, PhaseFailed, in.Err)
+			e.opFailed(v, op, state)
+			e.evaluate(v)
+			return
+		}
+		if in.Seq == 0 && op.Kind != OpMigrate && op.Kind != OpReboot {
+			return
+		}
+		if in.State == DomUnknown && op.Kind != OpStart && op.Kind != OpMigrate {
+			return // only an observation says how a stop left the domain; wait for one
+		}
+		if op.Kind == OpReboot {
+			e.endOp(v, PhaseDone, "reboot carried out")
+		}
+		if in.State != DomUnknown && in.Host != "" && op.Kind != OpMigrate {
+			e.observe(in.Host, v.id, in.Seq, in.State, in.Reason, e.now)
+			return
+		}
+		switch op.Kind {
+		case OpStart:
+			e.observe(v.home, v.id, in.Seq, DomRunning, ReasonBooted, e.now)
+		case OpStop:
+			e.observe(v.home, v.id, in.Seq, DomShutoff, ReasonDestroyed, e.now)
+		case OpShutdown:
+			if op.escalated {
 				e.observe(v.home, v.id, in.Seq, DomShutoff, ReasonDestroyed, e.now)
-			case OpShutdown:
-				if op.escalated {
-					e.observe(v.home, v.id, in.Seq, DomShutoff, ReasonDestroyed, e.now)
-				}
-			case OpDelete:
-				e.observe(v.home, v.id, in.Seq, DomAbsent, ReasonUndefined, e.now)
-			case OpSuspend:
-				e.observe(v.home, v.id, in.Seq, DomPaused, ReasonUser, e.now)
-			case OpResume:
-				e.observe(v.home, v.id, in.Seq, DomRunning, ReasonResumed, e.now)
-			case OpMigrate:
-				t := v.obsFor(op.Target)
-				t.seen(DomRunning, ReasonMigrated, e.now)
-				t.state, t.reason, t.at = DomRunning, ReasonMigrated, e.now
-				e.log(RecExpected, v.id, op.Target, "migrated here from %s", v.home)
-				old, oo := v.home, v.obsOn(v.home)
-				v.home = op.Target
-				v.dropDup(v.home)
-				if oo != nil && live(oo.state, oo.reason) && oo.since.After(op.Started.Add(time.Second)) && e.hosts[old].state == hostUp {
-					e.twoCopies(v, old) // the old home's copy was booted after the migration began
-				}
-				e.evaluate(v)
 			}
-			return
+		case OpDelete:
+			e.observe(v.home, v.id, in.Seq, DomAbsent, ReasonUndefined, e.now)
+		case OpSuspend:
+			e.observe(v.home, v.id, in.Seq, DomPaused, ReasonUser, e.now)
+		case OpResume:
+			e.observe(v.home, v.id, in.Seq, DomRunning, ReasonResumed, e.now)
+		case OpMigrate:
+			t := v.obsFor(op.Target)
+			t.seen(DomRunning, ReasonMigrated, e.now)
+			t.state, t.reason, t.at = DomRunning, ReasonMigrated, e.now
+			e.log(RecExpected, v.id, op.Target, "migrated here from %s", v.home)
+			old, oo := v.home, v.obsOn(v.home)
+			v.home = op.Target
+			v.dropDup(v.home)
+			if oo != nil && live(oo.state, oo.reason) && oo.since.After(op.Started.Add(time.Second)) && e.hosts[old].state == hostUp {
+				e.twoCopies(v, old) // the old home's copy was booted after the migration began
+			}
+			e.evaluate(v)
 		}
+		return
 	}
 }
 
 // ---- time ------------------------------------------------------------------------------
 
 func (e *Engine) tick() {
-	for _, id := range e.hostIx {
-		h := e.hosts[id]
-		if h.state == hostSuspect && !e.now.Before(h.lostAt.Add(e.cfg.SelfFenceMargin)) {
-			e.fenced(h, "lease expired and the self-fence margin passed")
+	if len(e.suspects) > 0 {
+		for _, h := range slices.Clone(e.suspects) { // in name order
+			if h.state == hostSuspect && !e.now.Before(h.lostAt.Add(e.cfg.SelfFenceMargin)) {
+				e.fenced(h, "lease expired and the self-fence margin passed")
+			}
 		}
 	}
-	for _, id := range slices.Clone(e.vmIx) {
-		v := e.vms[id]
-		if v == nil {
-			continue
-		}
-		due := (v.op != nil && !e.now.Before(v.op.Deadline)) ||
-			(v.op != nil && !v.op.retryAt.IsZero() && v.opActID == 0 && !e.now.Before(v.op.retryAt)) ||
-			(!v.vanishedAt.IsZero() && !e.now.Before(v.vanishedAt.Add(e.cfg.VanishGrace)))
-		if f := v.fail; f != nil {
-			due = due || (f.actID != 0 && !e.now.Before(f.actDeadline)) || (f.actID == 0 && !e.now.Before(f.next))
-		}
-		if due {
+	// The VMs whose timer is due, and those the fences touched, in name order.
+	c := e.candidates()
+	e.due.each(e.now, c.add)
+	c.addDirty()
+	if checkIndexes {
+		e.checkCands(c, e.tickDue)
+	}
+	for _, v := range c.sorted() {
+		if !v.dead && e.tickDue(v) {
 			e.evaluate(v)
 		}
 	}
@@ -702,6 +723,7 @@ func (e *Engine) tick() {
 // newest observation on its home host, and does whatever is missing. Calling it again with
 // nothing changed does nothing.
 func (e *Engine) evaluate(v *vm) {
+	e.touch(v)
 	e.checkOp(v)
 	if e.vms[v.id] == v && v.errored && v.op == nil && v.desired != WantRunning {
 		e.opErrorCured(v)
@@ -1211,11 +1233,21 @@ func (e *Engine) reachable(id HostID) {
 		return
 	}
 	h.unreached = false
-	for _, vid := range slices.Clone(e.vmIx) {
-		v := e.vms[vid]
-		if v == nil {
+	c := e.candidates()
+	for v := range e.waiting {
+		c.add(v)
+	}
+	c.addDirty()
+	if checkIndexes {
+		e.checkCands(c, func(v *vm) bool {
+			return (v.fail != nil && v.fail.unreached == id) || (v.op != nil && !v.op.retryAt.IsZero() && v.home == id)
+		})
+	}
+	for _, v := range c.sorted() {
+		if v.dead {
 			continue
 		}
+		e.touch(v)
 		wake := false
 		if f := v.fail; f != nil && f.unreached == id && f.actID == 0 && f.next.After(e.now) {
 			f.next, wake = e.now, true

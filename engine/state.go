@@ -207,7 +207,7 @@ func (e *Engine) restore(in Restore) {
 			}
 		}
 		e.vms[s.VM] = v
-		e.vmIx = insertSorted(e.vmIx, s.VM)
+		e.indexVM(v)
 		what := "desired=" + v.desired.String()
 		if v.op != nil {
 			what += fmt.Sprintf(", %s id=%d in flight until %s", v.op.Kind, v.op.ID, v.op.Deadline.UTC().Format(time.RFC3339))
