@@ -9,6 +9,7 @@
 package benchmark
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"runtime"
@@ -187,24 +188,39 @@ func Run(shapes []Shape, withSim bool) ([]Row, []*Recording, error) {
 	return rows, recs, nil
 }
 
-// Profile writes a CPU profile of one replay of s's workload, NextWake polls included (and
-// nothing else), to w.
-func Profile(s Shape, w io.Writer) error {
+// Profile writes a CPU profile of replays of s's workload, NextWake polls included, to w:
+// as many replays as make at least a second of CPU time (one, if it takes longer), each into
+// a fresh cluster. Building the clusters is in the profile too, labelled phase=build, and
+// the replays phase=replay: `go tool pprof -tagfocus phase=replay` shows the replays alone.
+// It returns the number of replays.
+func Profile(s Shape, w io.Writer) (int, error) {
 	rec, err := Recorded(s)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	prev := runtime.GOMAXPROCS(1)
 	defer runtime.GOMAXPROCS(prev)
-	e := s.Cluster()
-	runtime.GC()
 	if err := pprof.StartCPUProfile(w); err != nil {
-		return err
+		return 0, err
 	}
-	same := rec.Replay(e, true)
-	pprof.StopCPUProfile()
-	if !same {
-		return fmt.Errorf("%s: the replay diverged from the recording", s)
+	defer pprof.StopCPUProfile()
+	build := pprof.WithLabels(context.Background(), pprof.Labels("phase", "build"))
+	replay := pprof.WithLabels(context.Background(), pprof.Labels("phase", "replay"))
+	n, cpu := 0, time.Duration(0)
+	for n == 0 || (cpu < time.Second && n < 100) {
+		var e *engine.Engine
+		pprof.SetGoroutineLabels(build)
+		e = s.Cluster()
+		runtime.GC()
+		pprof.SetGoroutineLabels(replay)
+		c := processCPU()
+		same := rec.Replay(e, true)
+		cpu += processCPU() - c
+		pprof.SetGoroutineLabels(context.Background())
+		if !same {
+			return n, fmt.Errorf("%s: the replay diverged from the recording", s)
+		}
+		n++
 	}
-	return nil
+	return n, nil
 }

@@ -20,7 +20,7 @@ func (e *Engine) request(in Request) {
 	if o != nil {
 		observed = o.state
 	}
-	home := e.hosts[v.home]
+	home := e.homeHost(v)
 	refuse := func(format string, args ...any) {
 		e.out.Err = fmt.Errorf("%s %s: %s", in.Op, in.VM, fmt.Sprintf(format, args...))
 	}
@@ -66,6 +66,7 @@ func (e *Engine) request(in Request) {
 				refuse("target host %s is %s", in.Target, t.state)
 				return
 			}
+			in.Target = t.id
 		}
 	case OpResume:
 		if observed != DomPaused {
@@ -200,7 +201,7 @@ func (e *Engine) checkOp(v *vm) {
 		}
 		return
 	}
-	if h := e.hosts[v.home]; h != nil && h.state == hostFenced && v.home == op.home {
+	if h := e.homeHost(v); h != nil && h.state == hostFenced && v.home == op.home {
 		// Its host is fenced: the VM is down, proved. A stop is done; a delete is done as far
 		// as the VM goes (its definition stays on the dead host, which hass no longer tends).
 		switch op.Kind {
@@ -304,7 +305,7 @@ const InsistTries = 3
 // is now seen as the user wanted it (down, gone, paused): it is no longer in error.
 func (e *Engine) opErrorCured(v *vm) {
 	o := v.obsOn(v.home)
-	h := e.hosts[v.home]
+	h := e.homeHost(v)
 	fenced := h != nil && h.state == hostFenced
 	fresh := o != nil && o.state != DomUnknown && o.seq > v.intentSeq
 	switch v.desired {
@@ -373,10 +374,16 @@ func downOnPurpose(o *hostObs, op *Operation) bool {
 // ---- observations ----------------------------------------------------------------------
 
 func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, at time.Time) {
-	v := e.vms[id]
-	if v == nil || e.hosts[h] == nil {
+	v, hh := e.vms[id], e.hosts[h]
+	if v == nil || hh == nil {
 		return
 	}
+	e.observeVM(v, hh.id, seq, st, r, at) // the host's own string: the same name
+}
+
+// observeVM is observe of v, protected, on h, a known host.
+func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, at time.Time) {
+	id := v.id
 	e.touch(v)
 	o := v.obsFor(h)
 	if !e.cfg.Naive && seq != 0 && seq <= o.seq {
@@ -400,7 +407,7 @@ func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, a
 	o.prevState, o.prevReason = o.state, o.reason
 	o.state, o.reason, o.at = st, r, at
 	if h != v.home {
-		hh, ho := e.hosts[v.home], v.obsOn(v.home)
+		hh, ho := e.homeHost(v), v.obsOn(v.home)
 		homeDown := hh == nil || hh.state == hostFenced ||
 			(hh.state == hostUp && ho != nil && ho.state != DomUnknown && !ho.state.up())
 		migrating := v.op != nil && v.op.Kind == OpMigrate && (v.op.Target == h || v.op.Target == "")
@@ -529,27 +536,28 @@ func (e *Engine) signal(in Signal) {
 }
 
 func (e *Engine) snapshot(in Snapshot) {
-	if e.hosts[in.Host] == nil {
+	h := e.hosts[in.Host]
+	if h == nil {
 		return
 	}
-	if h := e.hosts[in.Host]; in.At.After(h.lastResync) {
+	if in.At.After(h.lastResync) {
 		h.lastResync = in.At
 	}
-	rows := make(map[VMID]DomainStatus, len(in.Domains))
+	// Each protected VM listed notes its row (the last, if listed twice).
 	c := e.candidates()
-	for _, d := range in.Domains {
-		rows[d.VM] = d
+	for i, d := range in.Domains {
 		if v := e.vms[d.VM]; v != nil {
 			c.add(v)
+			v.row, v.rowMark = i, e.candMark
 		}
 	}
 	// The VMs listed, those homed or seen here, and those migrating: the rest have nothing
 	// to do with this host.
-	c.addRelated(e.hosts[in.Host], true)
+	c.addRelated(h, true)
 	if checkIndexes {
 		e.checkCands(c, func(v *vm) bool {
-			_, listed := rows[v.id]
-			return listed || v.home == in.Host || v.obsOn(in.Host) != nil || (v.op != nil && v.op.Kind == OpMigrate)
+			return slices.ContainsFunc(in.Domains, func(d DomainStatus) bool { return d.VM == v.id }) ||
+				v.home == in.Host || v.obsOn(in.Host) != nil || (v.op != nil && v.op.Kind == OpMigrate)
 		})
 	}
 	// Evaluate in name order (an evaluation may forget a VM).
@@ -557,11 +565,11 @@ func (e *Engine) snapshot(in Snapshot) {
 		if v.dead {
 			continue
 		}
-		id := v.id
-		if d, ok := rows[id]; ok {
-			e.observe(in.Host, id, in.Seq, d.State, d.Reason, in.At)
-		} else if v.home == in.Host || v.obsOn(in.Host) != nil {
-			e.observe(in.Host, id, in.Seq, DomAbsent, ReasonUnknown, in.At)
+		if v.rowMark == e.candMark {
+			d := in.Domains[v.row]
+			e.observeVM(v, h.id, in.Seq, d.State, d.Reason, in.At)
+		} else if v.home == h.id || v.obsOn(h.id) != nil {
+			e.observeVM(v, h.id, in.Seq, DomAbsent, ReasonUnknown, in.At)
 		} else if v.op != nil && v.op.Kind == OpMigrate {
 			e.evaluate(v) // this host's list may be the last proof that it landed nowhere
 		}
@@ -725,13 +733,13 @@ func (e *Engine) tick() {
 func (e *Engine) evaluate(v *vm) {
 	e.touch(v)
 	e.checkOp(v)
-	if e.vms[v.id] == v && v.errored && v.op == nil && v.desired != WantRunning {
+	if !v.dead && v.errored && v.op == nil && v.desired != WantRunning {
 		e.opErrorCured(v)
 	}
-	if e.vms[v.id] != v || v.errored {
+	if v.dead || v.errored {
 		return // the operation deleted it, or it is in error until a user acts
 	}
-	h := e.hosts[v.home]
+	h := e.homeHost(v)
 	switch {
 	case h == nil || h.state == hostSuspect:
 		return // unknown: the host may still run it; wait for the fence
@@ -975,7 +983,7 @@ func (e *Engine) twoCopies(v *vm, other HostID) {
 // incoming copy, taken before its home host was lost (plus a second for clock skew): that
 // copy may have been resumed since. A list from that host taken after the loss settles it.
 func (e *Engine) incoming(v *vm) HostID {
-	home := e.hosts[v.home]
+	home := e.homeHost(v)
 	for _, o := range v.obs {
 		h := e.hosts[o.host]
 		if o.host == v.home || h == nil || h.state != hostUp || o.state != DomPaused || o.reason != ReasonMigrated {
@@ -1084,7 +1092,7 @@ func (e *Engine) detect(v *vm, k FailureKind, faultAt time.Time, why string) {
 		f.faultAt = e.now
 	}
 	f.next = e.now.Add(e.backoff(v.restartsInWindow(e.now)))
-	if h := e.hosts[v.home]; k == FailHostDown || h == nil || h.state != hostUp {
+	if h := e.homeHost(v); k == FailHostDown || h == nil || h.state != hostUp {
 		// Host loss is not the VM's fault: its in-place restart backoff does not delay the
 		// evacuation.
 		f.next = e.now
@@ -1116,7 +1124,7 @@ func (e *Engine) recover(v *vm) {
 	if e.now.Before(f.next) {
 		return
 	}
-	h := e.hosts[v.home]
+	h := e.homeHost(v)
 	why := "recovery:" + string(f.kind)
 	if f.kind == FailGuestHang && h.state == hostUp {
 		if o := v.obsOn(v.home); o != nil && o.state.up() {

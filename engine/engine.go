@@ -529,11 +529,14 @@ func (e *Engine) protect(in Protect) {
 		e.log(RecProtect, v.id, v.home, "policy updated max-restarts=%d window=%s on-guest-shutdown=%s", in.Policy.MaxRestarts, in.Policy.Window, in.Policy.OnGuestShutdown)
 		return
 	}
-	if e.hosts[in.Host] == nil {
+	h := e.hosts[in.Host]
+	if h == nil {
 		e.out.Err = fmt.Errorf("protect %s: unknown host %q", in.VM, in.Host)
 		return
 	}
-	v := &vm{id: in.VM, policy: in.Policy, mem: in.MemMiB, home: in.Host, desired: in.Desired, gen: 1}
+	// Host names are stored as the host's own string (the same value), which makes the
+	// comparisons of host names that find a VM's observations cheaper.
+	v := &vm{id: in.VM, policy: in.Policy, mem: in.MemMiB, home: h.id, desired: in.Desired, gen: 1}
 	e.vms[in.VM] = v
 	e.indexVM(v)
 	e.log(RecProtect, v.id, v.home, "desired=%s max-restarts=%d window=%s on-guest-shutdown=%s", v.desired, in.Policy.MaxRestarts, in.Policy.Window, in.Policy.OnGuestShutdown)

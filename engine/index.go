@@ -57,9 +57,12 @@ const (
 
 // vmIndex is a VM's part of the indexes.
 type vmIndex struct {
-	dirty     bool // marked in this step; indexed again at its end
-	dead      bool // forgotten
+	homeH     *host // e.hosts[v.home], when its name is still v.home (see homeHost)
+	dirty     bool  // marked in this step; indexed again at its end
+	dead      bool  // forgotten
 	mark      uint64
+	row       int // its row in the Snapshot being applied, if rowMark is that snapshot's mark
+	rowMark   uint64
 	rel       []relRef
 	use       usage
 	timers    [2]timer
@@ -73,6 +76,16 @@ func (e *Engine) touch(v *vm) {
 		v.dirty = true
 		e.dirty = append(e.dirty, v)
 	}
+}
+
+// homeHost returns v's home host (nil if unknown).
+func (e *Engine) homeHost(v *vm) *host {
+	if h := v.homeH; h != nil && h.id == v.home {
+		return h
+	}
+	h := e.hosts[v.home]
+	v.homeH = h
+	return h
 }
 
 // flush indexes the VMs the step touched.
@@ -223,11 +236,19 @@ func (e *Engine) relatedHosts(v *vm, buf []*host) []*host {
 				return
 			}
 		}
+		for _, r := range v.rel { // the hosts it is indexed on, before asking the map
+			if r.h.id == id {
+				buf = append(buf, r.h)
+				return
+			}
+		}
 		if h := e.hosts[id]; h != nil {
 			buf = append(buf, h)
 		}
 	}
-	add(v.home)
+	if h := e.homeHost(v); h != nil {
+		buf = append(buf, h)
+	}
 	for i := range v.obs {
 		add(v.obs[i].host)
 	}
@@ -313,11 +334,7 @@ func (e *Engine) syncRelated(v *vm) {
 func (e *Engine) syncUse(v *vm) {
 	var u usage
 	if !v.dead && v.wantsUp() {
-		h := v.use.h
-		if h == nil || h.id != v.home {
-			h = e.hosts[v.home]
-		}
-		if h != nil {
+		if h := e.homeHost(v); h != nil {
 			u = usage{h: h, mem: v.mem, group: v.policy.AntiAffinity}
 		}
 	}
@@ -364,7 +381,7 @@ func (e *Engine) wakeAt(v *vm) time.Time {
 			w = earliest(w, v.op.retryAt)
 		}
 	}
-	h := e.hosts[v.home]
+	h := e.homeHost(v)
 	if h == nil || h.state == hostSuspect {
 		return w // nothing moves until the host is fenced, which is timed apart
 	}

@@ -184,7 +184,7 @@ func (e *Engine) restore(in Restore) {
 		e.nextID = in.NextID
 	}
 	for _, s := range in.VMs {
-		v := &vm{id: s.VM, policy: s.Policy, mem: s.MemMiB, home: s.Home, desired: s.Desired, gen: s.Gen,
+		v := &vm{id: s.VM, policy: s.Policy, mem: s.MemMiB, home: e.hosts[s.Home].id, desired: s.Desired, gen: s.Gen,
 			restarts: slices.Clone(s.Restarts), relocations: s.Relocations, errored: s.Errored,
 			intentSeq: s.IntentSeq, ambiguous: s.Ambiguous}
 		for _, f := range s.FailedOn {
