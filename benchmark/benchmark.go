@@ -149,13 +149,24 @@ func EngineRows(s Shape) ([]Row, *Recording, error) {
 	x := res.Extra
 	what := fmt.Sprintf("%s VMs on %s hosts", commas(s.VMs), commas(s.Hosts))
 	cpu := x["engine-ms/virtual-s"]
+	ev, err := Evacuation(s, evacuations)
+	if err != nil {
+		return nil, nil, err
+	}
+	perHost := (ev.VMs + ev.Evacuations/2) / max(1, ev.Evacuations)
 	return []Row{
 		{"engine inputs per second (1 core, mixed workload, " + what + ")", commas(int(x["inputs/s"] + 0.5)), ">= 100,000"},
 		{"engine time per input (" + what + ")", fmt.Sprintf("%s ns, %.0f B, %.1f allocs", commas(int(x["ns/input"]+0.5)), x["B/input"], x["allocs/input"]), ""},
 		{"engine NextWake, polled every 200 ms (" + what + ")", nanosStr(int64(x["ns/poll"])) + " per call", ""},
 		{"engine CPU per second of cluster life, inputs + polls (" + what + ")", fmt.Sprintf("%.2f ms (%s of a core)", cpu, pct(cpu/1000)), ""},
+		{fmt.Sprintf("engine evacuation plan: the Tick that fences a lost %d-VM host and places its VMs (%s)", perHost, what),
+			fmt.Sprintf("%s mean, %s max (%d hosts)", durStr(ev.Mean), durStr(ev.Max), ev.Evacuations), "<= 50 ms"},
+		{"engine memory per protected VM (heap in use after building " + what + ")", fmt.Sprintf("%s B", commas(int(ev.HeapPerVM+0.5))), "<= 2 KiB"},
 	}, rec, nil
 }
+
+// evacuations is how many evacuation plans `hass bench` measures per shape.
+const evacuations = 10
 
 // SimRows measures the simulator and returns its rows.
 func SimRows() []Row {
