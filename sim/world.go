@@ -3,6 +3,7 @@ package sim
 import (
 	"container/heap"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hassproject/hass/engine"
@@ -141,7 +142,13 @@ func (s *Sim) snapshot(h *host) {
 		return
 	}
 	snap := engine.Snapshot{Host: h.id, Seq: h.seq(s.now), At: s.now}
-	for _, id := range s.vmIDs {
+	// The host's domains in name order (every one is a VM of s.vmIDs, which is sorted).
+	ids := make([]engine.VMID, 0, len(h.doms))
+	for id := range h.doms {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
 		d := h.doms[id]
 		if d == nil {
 			continue
