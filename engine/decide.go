@@ -545,10 +545,11 @@ func (e *Engine) snapshot(in Snapshot) {
 	}
 	// Each protected VM listed notes its row (the last, if listed twice).
 	c := e.candidates()
+	defer c.done()
 	for i, d := range in.Domains {
 		if v := e.vms[d.VM]; v != nil {
 			c.add(v)
-			v.row, v.rowMark = i, e.candMark
+			v.row, v.rowMark = i, c.mark
 		}
 	}
 	// The VMs listed, those homed or seen here, and those migrating: the rest have nothing
@@ -565,7 +566,7 @@ func (e *Engine) snapshot(in Snapshot) {
 		if v.dead {
 			continue
 		}
-		if v.rowMark == e.candMark {
+		if v.rowMark == c.mark {
 			d := in.Domains[v.row]
 			e.observeVM(v, h.id, in.Seq, d.State, d.Reason, in.At)
 		} else if v.home == h.id || v.obsOn(h.id) != nil {
@@ -713,6 +714,7 @@ func (e *Engine) tick() {
 	}
 	// The VMs whose timer is due, and those the fences touched, in name order.
 	c := e.candidates()
+	defer c.done()
 	e.due.each(e.now, c.add)
 	c.addDirty()
 	if checkIndexes {
@@ -1242,6 +1244,7 @@ func (e *Engine) reachable(id HostID) {
 	}
 	h.unreached = false
 	c := e.candidates()
+	defer c.done()
 	for v := range e.waiting {
 		c.add(v)
 	}

@@ -425,6 +425,7 @@ func (e *Engine) hostLease(in HostLease) {
 		e.setHostState(h, hostUp)
 		h.fenceActID = 0
 		c := e.candidates()
+		defer c.done()
 		c.addRelated(h, false)
 		for _, v := range c.sorted() {
 			if !v.dead && v.home == h.id { // an evaluation may forget a VM
@@ -465,6 +466,7 @@ func (e *Engine) fenced(h *host, why string) {
 	// What was known about domains on a fenced host is void: they are gone.
 	var homed []*vm
 	c := e.candidates()
+	defer c.done()
 	c.addRelated(h, true)
 	if checkIndexes {
 		e.checkCands(c, func(v *vm) bool {

@@ -158,17 +158,34 @@ func (e *Engine) setHostState(h *host, s hostState) {
 type cands struct {
 	e    *Engine
 	list []*vm
+	mark uint64 // stamped on the VMs added
+	busy bool
 }
 
+// candidates starts a new list of candidates; the caller calls done when its loop is over.
+// The loops never nest (the engine's tests would panic); were they to, the inner one gets
+// a list of its own.
 func (e *Engine) candidates() *cands {
 	e.candMark++
-	e.cand.e, e.cand.list = e, e.cand.list[:0]
-	return &e.cand
+	c := &e.cand
+	if c.busy {
+		if checkIndexes {
+			panic("engine: candidate lists nested")
+		}
+		c = &cands{}
+	}
+	c.e, c.list, c.mark, c.busy = e, c.list[:0], e.candMark, true
+	return c
+}
+
+func (c *cands) done() {
+	clear(c.list) // let forgotten VMs go
+	c.busy = false
 }
 
 func (c *cands) add(v *vm) {
-	if v.mark != c.e.candMark {
-		v.mark = c.e.candMark
+	if v.mark != c.mark {
+		v.mark = c.mark
 		c.list = append(c.list, v)
 	}
 }

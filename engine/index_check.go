@@ -16,7 +16,7 @@ func (e *Engine) checkFail(format string, args ...any) {
 // checkCands: every protected VM for which want holds is among the candidates.
 func (e *Engine) checkCands(c *cands, want func(v *vm) bool) {
 	for _, v := range e.vms {
-		if want(v) && v.mark != e.candMark {
+		if want(v) && v.mark != c.mark {
 			e.checkFail("vm %s is not among the candidates", v.id)
 		}
 	}
