@@ -158,7 +158,7 @@ func EngineRows(s Shape) ([]Row, *Recording, error) {
 		{"engine inputs per second (1 core, mixed workload, " + what + ")", commas(int(x["inputs/s"] + 0.5)), ">= 100,000"},
 		{"engine time per input (" + what + ")", fmt.Sprintf("%s ns, %.0f B, %.1f allocs", commas(int(x["ns/input"]+0.5)), x["B/input"], x["allocs/input"]), ""},
 		{"engine NextWake, polled every 200 ms (" + what + ")", nanosStr(int64(x["ns/poll"])) + " per call", ""},
-		{"engine CPU per second of cluster life, inputs + polls (" + what + ")", fmt.Sprintf("%.2f ms (%s of a core)", cpu, pct(cpu/1000)), ""},
+		{"engine CPU per second of cluster life, inputs + polls (" + what + ")", fmt.Sprintf("%s (%s of a core)", durStr(time.Duration(cpu*1e6)), pct(cpu/1000)), ""},
 		{fmt.Sprintf("engine evacuation plan: the Tick that fences a lost %d-VM host and places its VMs (%s)", perHost, what),
 			fmt.Sprintf("%s mean, %s max (%d hosts)", durStr(ev.Mean), durStr(ev.Max), ev.Evacuations), "<= 50 ms"},
 		{"engine memory per protected VM (heap in use after building " + what + ")", fmt.Sprintf("%s B", commas(int(ev.HeapPerVM+0.5))), "<= 2 KiB"},
