@@ -156,7 +156,8 @@ type hostFailure struct {
 var ErrNotProtected = errors.New("not protected")
 
 // Engine is the operation-aware decision core. It does no I/O and reads no clock: every call
-// passes the time. It is not safe for concurrent use; the daemon serialises calls.
+// passes the time. It is not safe for concurrent use, not even its reading methods (NextWake
+// and Status tidy its indexes); the daemon serialises calls.
 type Engine struct {
 	cfg      Config
 	hosts    map[HostID]*host
