@@ -29,6 +29,27 @@ func BenchmarkEngineMix(b *testing.B) {
 
 func BenchmarkSimulation(b *testing.B) { Simulation(b) }
 
+// BenchmarkEvacuation measures the evacuation plan of a lost host and the engine's memory
+// per VM on the default shapes' clusters.
+func BenchmarkEvacuation(b *testing.B) {
+	for _, s := range []Shape{Small, Large} {
+		b.Run(fmt.Sprintf("vms=%d/hosts=%d", s.VMs, s.Hosts), func(b *testing.B) { EvacuationBench(b, s) })
+	}
+}
+
+// TestEvacuation: losing hosts one after another, each Tick that fences one orders every VM
+// it held started elsewhere, also when the measure needs a second cluster.
+func TestEvacuation(t *testing.T) {
+	s := Shape{VMs: 1000, Hosts: 40, Window: time.Minute, Seed: 1}
+	st, err := Evacuation(s, 2*newEvacuator(s).perClust+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.VMs != st.Evacuations*25 || st.Mean <= 0 || st.Max < st.Mean || st.HeapPerVM <= 0 {
+		t.Fatalf("%+v: want %d VMs placed (25 per host), times and a heap size", st, st.Evacuations*25)
+	}
+}
+
 // TestClusterBaseline guards the workload's starting point: a cluster built by Cluster is
 // healthy, and a crash observation makes the engine order a restart.
 func TestClusterBaseline(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/hassproject/hass/engine"
 )
@@ -99,6 +100,24 @@ func pct(f float64) string {
 		return fmt.Sprintf("%.2f%%", 100*f)
 	}
 	return fmt.Sprintf("%.1f%%", 100*f)
+}
+
+// durStr prints d with two or three significant digits: 1.38 ms, 412 µs, 7.3 µs, 95 ns.
+func durStr(d time.Duration) string {
+	switch n := float64(d.Nanoseconds()); {
+	case n >= 1e9:
+		return fmt.Sprintf("%.2f s", n/1e9)
+	case n >= 10e6:
+		return fmt.Sprintf("%.0f ms", n/1e6)
+	case n >= 1e6:
+		return fmt.Sprintf("%.2f ms", n/1e6)
+	case n >= 10e3:
+		return fmt.Sprintf("%.0f µs", n/1e3)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1f µs", n/1e3)
+	default:
+		return fmt.Sprintf("%.0f ns", n)
+	}
 }
 
 func nanosStr(n int64) string {

@@ -148,7 +148,7 @@ func (r *Recording) Polls() int { return r.Mix.wakePolls }
 // Replay feeds the recording's inputs to e, which must be r.Shape.Cluster(), and reports
 // whether e ordered exactly the actions the recorded engine did. With polls it also makes
 // the recorded NextWake calls; without, it leaves them out, which changes nothing else
-// (NextWake only reads). It is the timed loop of the engine benchmark: nothing but engine
+// (NextWake decides nothing). It is the timed loop of the engine benchmark: nothing but engine
 // calls.
 func (r *Recording) Replay(e *engine.Engine, polls bool) bool {
 	n, d := 0, uint64(0)

@@ -14,12 +14,13 @@ func (e *Engine) request(in Request) {
 		e.out.Err = fmt.Errorf("%s: vm %q is %w", in.Op, in.VM, ErrNotProtected)
 		return
 	}
+	e.touch(v)
 	o := v.obsOn(v.home)
 	observed := DomUnknown
 	if o != nil {
 		observed = o.state
 	}
-	home := e.hosts[v.home]
+	home := e.homeHost(v)
 	refuse := func(format string, args ...any) {
 		e.out.Err = fmt.Errorf("%s %s: %s", in.Op, in.VM, fmt.Sprintf(format, args...))
 	}
@@ -65,6 +66,7 @@ func (e *Engine) request(in Request) {
 				refuse("target host %s is %s", in.Target, t.state)
 				return
 			}
+			in.Target = t.id
 		}
 	case OpResume:
 		if observed != DomPaused {
@@ -199,7 +201,7 @@ func (e *Engine) checkOp(v *vm) {
 		}
 		return
 	}
-	if h := e.hosts[v.home]; h != nil && h.state == hostFenced {
+	if h := e.homeHost(v); h != nil && h.state == hostFenced {
 		// Its host is fenced: the VM is down, proved. A stop is done; a delete is done as far
 		// as the VM goes (its definition stays on the dead host, which hass no longer tends).
 		switch op.Kind {
@@ -303,7 +305,7 @@ const InsistTries = 3
 // is now seen as the user wanted it (down, gone, paused): it is no longer in error.
 func (e *Engine) opErrorCured(v *vm) {
 	o := v.obsOn(v.home)
-	h := e.hosts[v.home]
+	h := e.homeHost(v)
 	fenced := h != nil && h.state == hostFenced
 	fresh := o != nil && o.state != DomUnknown && o.seq > v.intentSeq
 	switch v.desired {
@@ -372,10 +374,17 @@ func downOnPurpose(o *hostObs, op *Operation) bool {
 // ---- observations ----------------------------------------------------------------------
 
 func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, at time.Time) {
-	v := e.vms[id]
-	if v == nil || e.hosts[h] == nil {
+	v, hh := e.vms[id], e.hosts[h]
+	if v == nil || hh == nil {
 		return
 	}
+	e.observeVM(v, hh.id, seq, st, r, at) // the host's own string: the same name
+}
+
+// observeVM is observe of v, protected, on h, a known host.
+func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, at time.Time) {
+	id := v.id
+	e.touch(v)
 	o := v.obsFor(h)
 	if !e.cfg.Naive && seq != 0 && seq <= o.seq {
 		if st != o.state {
@@ -398,7 +407,7 @@ func (e *Engine) observe(h HostID, id VMID, seq uint64, st DomState, r Reason, a
 	o.prevState, o.prevReason = o.state, o.reason
 	o.state, o.reason, o.at = st, r, at
 	if h != v.home {
-		hh, ho := e.hosts[v.home], v.obsOn(v.home)
+		hh, ho := e.homeHost(v), v.obsOn(v.home)
 		homeDown := hh == nil || hh.state == hostFenced ||
 			(hh.state == hostUp && ho != nil && ho.state != DomUnknown && !ho.state.up())
 		migrating := v.op != nil && v.op.Kind == OpMigrate && (v.op.Target == h || v.op.Target == "")
@@ -494,6 +503,7 @@ func (e *Engine) signal(in Signal) {
 	if v == nil || in.Host != v.home {
 		return
 	}
+	e.touch(v)
 	if o := v.obsOn(in.Host); !e.cfg.Naive && o != nil && in.Seq != 0 && in.Seq <= o.seq {
 		e.log(RecStale, v.id, in.Host, "%s seq=%d dropped: already know seq=%d", in.Kind, in.Seq, o.seq)
 		return
@@ -526,26 +536,41 @@ func (e *Engine) signal(in Signal) {
 }
 
 func (e *Engine) snapshot(in Snapshot) {
-	if e.hosts[in.Host] == nil {
+	h := e.hosts[in.Host]
+	if h == nil {
 		return
 	}
-	if h := e.hosts[in.Host]; in.At.After(h.lastResync) {
+	if in.At.After(h.lastResync) {
 		h.lastResync = in.At
 	}
-	rows := make(map[VMID]DomainStatus, len(in.Domains))
-	for _, d := range in.Domains {
-		rows[d.VM] = d
+	// Each protected VM listed notes its row (the last, if listed twice).
+	c := e.candidates()
+	defer c.done()
+	for i, d := range in.Domains {
+		if v := e.vms[d.VM]; v != nil {
+			c.add(v)
+			v.row, v.rowMark = i, c.mark
+		}
 	}
-	// Evaluate in name order; copy the index first, since an evaluation may forget a VM.
-	for _, id := range slices.Clone(e.vmIx) {
-		v := e.vms[id]
-		if v == nil {
+	// The VMs listed, those homed or seen here, and those migrating: the rest have nothing
+	// to do with this host.
+	c.addRelated(h, true)
+	if checkIndexes {
+		e.checkCands(c, func(v *vm) bool {
+			return slices.ContainsFunc(in.Domains, func(d DomainStatus) bool { return d.VM == v.id }) ||
+				v.home == in.Host || v.obsOn(in.Host) != nil || (v.op != nil && v.op.Kind == OpMigrate)
+		})
+	}
+	// Evaluate in name order (an evaluation may forget a VM).
+	for _, v := range c.sorted() {
+		if v.dead {
 			continue
 		}
-		if d, ok := rows[id]; ok {
-			e.observe(in.Host, id, in.Seq, d.State, d.Reason, in.At)
-		} else if v.home == in.Host || v.obsOn(in.Host) != nil {
-			e.observe(in.Host, id, in.Seq, DomAbsent, ReasonUnknown, in.At)
+		if v.rowMark == c.mark {
+			d := in.Domains[v.row]
+			e.observeVM(v, h.id, in.Seq, d.State, d.Reason, in.At)
+		} else if v.home == h.id || v.obsOn(h.id) != nil {
+			e.observeVM(v, h.id, in.Seq, DomAbsent, ReasonUnknown, in.At)
 		} else if v.op != nil && v.op.Kind == OpMigrate {
 			e.evaluate(v) // this host's list may be the last proof that it landed nowhere
 		}
@@ -553,144 +578,150 @@ func (e *Engine) snapshot(in Snapshot) {
 }
 
 func (e *Engine) actionResult(in ActionResult) {
-	for _, id := range e.vmIx {
-		v := e.vms[id]
-		if f := v.fail; f != nil && f.actID == in.ID {
-			f.actID = 0
-			if in.Unreached {
-				e.unreachedAttempt(v, f, in)
-				return
-			}
-			f.unreached = ""
-			if in.Err != "" {
-				v.failedOnHost(f.actHost, e.now) // it would not start there
-				f.next = e.now.Add(e.backoff(f.attempts))
-				e.log(RecAlert, v.id, f.actHost, "recovery attempt %d failed: %s; next try at +%s", f.attempts, in.Err, f.next.Sub(e.now))
-				e.evaluate(v)
-				return
-			}
-			switch {
-			case f.kind == FailGuestHang:
-				if o := v.obsFor(f.actHost); in.State != DomUnknown && in.Seq > o.seq {
-					o.seen(in.State, in.Reason, e.now)
-					o.seq, o.state, o.reason, o.at = in.Seq, in.State, in.Reason, e.now
-				} else if o.reason == ReasonWatchdog {
-					o.reason = ReasonBooted // the reset answered the watchdog
-				}
-				e.recovered(v)
-			case in.State != DomUnknown:
-				e.observe(f.actHost, v.id, in.Seq, in.State, in.Reason, e.now)
-			default:
-				e.observe(f.actHost, v.id, in.Seq, DomRunning, ReasonBooted, e.now)
-			}
+	v := e.actionVM(in.ID)
+	if checkIndexes {
+		if old := e.actionVMWalk(in.ID); old != v {
+			panic(fmt.Sprintf("engine: action %d: the index says vm %v, the walk of every VM %v", in.ID, v, old))
+		}
+	}
+	if v == nil {
+		return
+	}
+	e.touch(v)
+	if f := v.fail; f != nil && f.actID == in.ID {
+		f.actID = 0
+		if in.Unreached {
+			e.unreachedAttempt(v, f, in)
 			return
 		}
-		if v.opActID == in.ID && v.op != nil {
-			op := v.op
-			v.opActID = 0
-			if in.Unreached {
-				host := in.Host
-				if e.hosts[host] == nil {
-					host = v.home
-				}
-				if h := e.hosts[host]; h != nil {
-					h.unreached = true
-				}
-				op.retryAt = e.now.Add(e.unreachedRetry())
-				if !op.unreached { // once per outage: each retry is in the log as an action
-					e.log(RecOp, v.id, host, "%s id=%d could not reach the hypervisor (%s): issuing it again when %s reports, or every %s",
-						op.Kind, op.ID, in.Err, host, e.unreachedRetry())
-				}
-				op.unreached = true
+		f.unreached = ""
+		if in.Err != "" {
+			v.failedOnHost(f.actHost, e.now) // it would not start there
+			f.next = e.now.Add(e.backoff(f.attempts))
+			e.log(RecAlert, v.id, f.actHost, "recovery attempt %d failed: %s; next try at +%s", f.attempts, in.Err, f.next.Sub(e.now))
+			e.evaluate(v)
+			return
+		}
+		switch {
+		case f.kind == FailGuestHang:
+			if o := v.obsFor(f.actHost); in.State != DomUnknown && in.Seq > o.seq {
+				o.seen(in.State, in.Reason, e.now)
+				o.seq, o.state, o.reason, o.at = in.Seq, in.State, in.Reason, e.now
+			} else if o.reason == ReasonWatchdog {
+				o.reason = ReasonBooted // the reset answered the watchdog
+			}
+			e.recovered(v)
+		case in.State != DomUnknown:
+			e.observe(f.actHost, v.id, in.Seq, in.State, in.Reason, e.now)
+		default:
+			e.observe(f.actHost, v.id, in.Seq, DomRunning, ReasonBooted, e.now)
+		}
+		return
+	}
+	if v.opActID == in.ID && v.op != nil {
+		op := v.op
+		v.opActID = 0
+		if in.Unreached {
+			host := in.Host
+			if e.hosts[host] == nil {
+				host = v.home
+			}
+			if h := e.hosts[host]; h != nil {
+				h.unreached = true
+			}
+			op.retryAt = e.now.Add(e.unreachedRetry())
+			if !op.unreached { // once per outage: each retry is in the log as an action
+				e.log(RecOp, v.id, host, "%s id=%d could not reach the hypervisor (%s): issuing it again when %s reports, or every %s",
+					op.Kind, op.ID, in.Err, host, e.unreachedRetry())
+			}
+			op.unreached = true
+			return
+		}
+		op.unreached = false
+		if in.Err != "" {
+			o := v.obsFor(v.home)
+			if in.State != DomUnknown && in.Host == v.home && in.Seq > o.seq {
+				// The agent says how it left the domain: fresher than any event.
+				o.seen(in.State, in.Reason, e.now)
+				o.seq, o.state, o.reason, o.at = in.Seq, in.State, in.Reason, e.now
+			}
+			state := o.state
+			if _, ok := insist(op, state); ok {
+				v.opActID = 0
+				v.op = op
+				e.log(RecOp, v.id, v.home, "%s id=%d failed (%s): trying again at its deadline", op.Kind, op.ID, in.Err)
 				return
 			}
-			op.unreached = false
-			if in.Err != "" {
-				o := v.obsFor(v.home)
-				if in.State != DomUnknown && in.Host == v.home && in.Seq > o.seq {
-					// The agent says how it left the domain: fresher than any event.
-					o.seen(in.State, in.Reason, e.now)
-					o.seq, o.state, o.reason, o.at = in.Seq, in.State, in.Reason, e.now
-				}
-				state := o.state
-				if _, ok := insist(op, state); ok {
-					v.opActID = 0
-					v.op = op
-					e.log(RecOp, v.id, v.home, "%s id=%d failed (%s): trying again at its deadline", op.Kind, op.ID, in.Err)
-					return
-				}
-				e.endOp(v, PhaseFailed, in.Err)
-				e.opFailed(v, op, state)
-				e.evaluate(v)
-				return
-			}
-			if in.Seq == 0 && op.Kind != OpMigrate && op.Kind != OpReboot {
-				return
-			}
-			if in.State == DomUnknown && op.Kind != OpStart && op.Kind != OpMigrate {
-				return // only an observation says how a stop left the domain; wait for one
-			}
-			if op.Kind == OpReboot {
-				e.endOp(v, PhaseDone, "reboot carried out")
-			}
-			if in.State != DomUnknown && in.Host != "" && op.Kind != OpMigrate {
-				e.observe(in.Host, v.id, in.Seq, in.State, in.Reason, e.now)
-				return
-			}
-			switch op.Kind {
-			case OpStart:
-				e.observe(v.home, v.id, in.Seq, DomRunning, ReasonBooted, e.now)
-			case OpStop:
+			e.endOp(v, PhaseFailed, in.Err)
+			e.opFailed(v, op, state)
+			e.evaluate(v)
+			return
+		}
+		if in.Seq == 0 && op.Kind != OpMigrate && op.Kind != OpReboot {
+			return
+		}
+		if in.State == DomUnknown && op.Kind != OpStart && op.Kind != OpMigrate {
+			return // only an observation says how a stop left the domain; wait for one
+		}
+		if op.Kind == OpReboot {
+			e.endOp(v, PhaseDone, "reboot carried out")
+		}
+		if in.State != DomUnknown && in.Host != "" && op.Kind != OpMigrate {
+			e.observe(in.Host, v.id, in.Seq, in.State, in.Reason, e.now)
+			return
+		}
+		switch op.Kind {
+		case OpStart:
+			e.observe(v.home, v.id, in.Seq, DomRunning, ReasonBooted, e.now)
+		case OpStop:
+			e.observe(v.home, v.id, in.Seq, DomShutoff, ReasonDestroyed, e.now)
+		case OpShutdown:
+			if op.escalated {
 				e.observe(v.home, v.id, in.Seq, DomShutoff, ReasonDestroyed, e.now)
-			case OpShutdown:
-				if op.escalated {
-					e.observe(v.home, v.id, in.Seq, DomShutoff, ReasonDestroyed, e.now)
-				}
-			case OpDelete:
-				e.observe(v.home, v.id, in.Seq, DomAbsent, ReasonUndefined, e.now)
-			case OpSuspend:
-				e.observe(v.home, v.id, in.Seq, DomPaused, ReasonUser, e.now)
-			case OpResume:
-				e.observe(v.home, v.id, in.Seq, DomRunning, ReasonResumed, e.now)
-			case OpMigrate:
-				t := v.obsFor(op.Target)
-				t.seen(DomRunning, ReasonMigrated, e.now)
-				t.state, t.reason, t.at = DomRunning, ReasonMigrated, e.now
-				e.log(RecExpected, v.id, op.Target, "migrated here from %s", v.home)
-				old, oo := v.home, v.obsOn(v.home)
-				v.home = op.Target
-				v.dropDup(v.home)
-				if oo != nil && live(oo.state, oo.reason) && oo.since.After(op.Started.Add(time.Second)) && e.hosts[old].state == hostUp {
-					e.twoCopies(v, old) // the old home's copy was booted after the migration began
-				}
-				e.evaluate(v)
 			}
-			return
+		case OpDelete:
+			e.observe(v.home, v.id, in.Seq, DomAbsent, ReasonUndefined, e.now)
+		case OpSuspend:
+			e.observe(v.home, v.id, in.Seq, DomPaused, ReasonUser, e.now)
+		case OpResume:
+			e.observe(v.home, v.id, in.Seq, DomRunning, ReasonResumed, e.now)
+		case OpMigrate:
+			t := v.obsFor(op.Target)
+			t.seen(DomRunning, ReasonMigrated, e.now)
+			t.state, t.reason, t.at = DomRunning, ReasonMigrated, e.now
+			e.log(RecExpected, v.id, op.Target, "migrated here from %s", v.home)
+			old, oo := v.home, v.obsOn(v.home)
+			v.home = op.Target
+			v.dropDup(v.home)
+			if oo != nil && live(oo.state, oo.reason) && oo.since.After(op.Started.Add(time.Second)) && e.hosts[old].state == hostUp {
+				e.twoCopies(v, old) // the old home's copy was booted after the migration began
+			}
+			e.evaluate(v)
 		}
+		return
 	}
 }
 
 // ---- time ------------------------------------------------------------------------------
 
 func (e *Engine) tick() {
-	for _, id := range e.hostIx {
-		h := e.hosts[id]
-		if h.state == hostSuspect && !e.now.Before(h.lostAt.Add(e.cfg.SelfFenceMargin)) {
-			e.fenced(h, "lease expired and the self-fence margin passed")
+	if len(e.suspects) > 0 {
+		for _, h := range slices.Clone(e.suspects) { // in name order
+			if h.state == hostSuspect && !e.now.Before(h.lostAt.Add(e.cfg.SelfFenceMargin)) {
+				e.fenced(h, "lease expired and the self-fence margin passed")
+			}
 		}
 	}
-	for _, id := range slices.Clone(e.vmIx) {
-		v := e.vms[id]
-		if v == nil {
-			continue
-		}
-		due := (v.op != nil && !e.now.Before(v.op.Deadline)) ||
-			(v.op != nil && !v.op.retryAt.IsZero() && v.opActID == 0 && !e.now.Before(v.op.retryAt)) ||
-			(!v.vanishedAt.IsZero() && !e.now.Before(v.vanishedAt.Add(e.cfg.VanishGrace)))
-		if f := v.fail; f != nil {
-			due = due || (f.actID != 0 && !e.now.Before(f.actDeadline)) || (f.actID == 0 && !e.now.Before(f.next))
-		}
-		if due {
+	// The VMs whose timer is due, and those the fences touched, in name order.
+	c := e.candidates()
+	defer c.done()
+	e.due.each(e.now, c.add)
+	c.addDirty()
+	if checkIndexes {
+		e.checkCands(c, e.tickDue)
+	}
+	for _, v := range c.sorted() {
+		if !v.dead && e.tickDue(v) {
 			e.evaluate(v)
 		}
 	}
@@ -702,14 +733,15 @@ func (e *Engine) tick() {
 // newest observation on its home host, and does whatever is missing. Calling it again with
 // nothing changed does nothing.
 func (e *Engine) evaluate(v *vm) {
+	e.touch(v)
 	e.checkOp(v)
-	if e.vms[v.id] == v && v.errored && v.op == nil && v.desired != WantRunning {
+	if !v.dead && v.errored && v.op == nil && v.desired != WantRunning {
 		e.opErrorCured(v)
 	}
-	if e.vms[v.id] != v || v.errored {
+	if v.dead || v.errored {
 		return // the operation deleted it, or it is in error until a user acts
 	}
-	h := e.hosts[v.home]
+	h := e.homeHost(v)
 	switch {
 	case h == nil || h.state == hostSuspect:
 		return // unknown: the host may still run it; wait for the fence
@@ -956,7 +988,7 @@ func (e *Engine) twoCopies(v *vm, other HostID) {
 // incoming copy, taken before its home host was lost (plus a second for clock skew): that
 // copy may have been resumed since. A list from that host taken after the loss settles it.
 func (e *Engine) incoming(v *vm) HostID {
-	home := e.hosts[v.home]
+	home := e.homeHost(v)
 	for _, o := range v.obs {
 		h := e.hosts[o.host]
 		if o.host == v.home || h == nil || h.state != hostUp || o.state != DomPaused || o.reason != ReasonMigrated {
@@ -1065,7 +1097,7 @@ func (e *Engine) detect(v *vm, k FailureKind, faultAt time.Time, why string) {
 		f.faultAt = e.now
 	}
 	f.next = e.now.Add(e.backoff(v.restartsInWindow(e.now)))
-	if h := e.hosts[v.home]; k == FailHostDown || h == nil || h.state != hostUp {
+	if h := e.homeHost(v); k == FailHostDown || h == nil || h.state != hostUp {
 		// Host loss is not the VM's fault: its in-place restart backoff does not delay the
 		// evacuation.
 		f.next = e.now
@@ -1097,7 +1129,7 @@ func (e *Engine) recover(v *vm) {
 	if e.now.Before(f.next) {
 		return
 	}
-	h := e.hosts[v.home]
+	h := e.homeHost(v)
 	why := "recovery:" + string(f.kind)
 	if f.kind == FailGuestHang && h.state == hostUp {
 		if o := v.obsOn(v.home); o != nil && o.state.up() {
@@ -1214,11 +1246,22 @@ func (e *Engine) reachable(id HostID) {
 		return
 	}
 	h.unreached = false
-	for _, vid := range slices.Clone(e.vmIx) {
-		v := e.vms[vid]
-		if v == nil {
+	c := e.candidates()
+	defer c.done()
+	for v := range e.waiting {
+		c.add(v)
+	}
+	c.addDirty()
+	if checkIndexes {
+		e.checkCands(c, func(v *vm) bool {
+			return (v.fail != nil && v.fail.unreached == id) || (v.op != nil && !v.op.retryAt.IsZero() && v.home == id)
+		})
+	}
+	for _, v := range c.sorted() {
+		if v.dead {
 			continue
 		}
+		e.touch(v)
 		wake := false
 		if f := v.fail; f != nil && f.unreached == id && f.actID == 0 && f.next.After(e.now) {
 			f.next, wake = e.now, true

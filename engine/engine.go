@@ -31,6 +31,10 @@ type host struct {
 	// unreached: an action for this host came back unreached (its hypervisor could not be
 	// reached); the host's next report re-issues what waits for it.
 	unreached bool
+
+	related []*vm          // the VMs homed, observed, recovering or copied here (see index.go)
+	used    int            // memory of the VMs homed here that are wanted up
+	groups  map[string]int // their anti-affinity groups, and how many of each
 }
 
 // hostObs is the newest thing known about a VM on one host.
@@ -110,6 +114,8 @@ type vm struct {
 	unknownLog bool // "waiting" already logged for the current unknown spell
 	ambiguous  bool // an alert for an unexplained shutdown was raised for the current stop
 	reissue    bool // restored with its op's action unanswered: issue it again once home reports
+
+	vmIndex
 }
 
 // dupCopy is an extra copy of a VM on host. pauseAt is when hass issued its pause, zero once
@@ -150,26 +156,51 @@ type hostFailure struct {
 var ErrNotProtected = errors.New("not protected")
 
 // Engine is the operation-aware decision core. It does no I/O and reads no clock: every call
-// passes the time. It is not safe for concurrent use; the daemon serialises calls.
+// passes the time. It is not safe for concurrent use, not even its reading methods (NextWake
+// and Status tidy its indexes); the daemon serialises calls.
 type Engine struct {
-	cfg    Config
-	hosts  map[HostID]*host
-	hostIx []HostID // sorted
-	vms    map[VMID]*vm
-	vmIx   []VMID // sorted
-	nextID uint64
-	now    time.Time
-	out    Output
+	cfg      Config
+	hosts    map[HostID]*host
+	hostIx   []HostID // sorted
+	hostList []*host  // sorted by name
+	vms      map[VMID]*vm
+	nextID   uint64
+	now      time.Time
+	out      Output
+
+	// The indexes (index.go).
+	vmIx      []VMID // sorted, unless vmIxStale: see sortedVMs
+	vmIxStale bool
+	dirty     []*vm   // touched in this step
+	suspects  []*host // sorted by name
+	waiting   map[*vm]struct{}
+	migrating map[*vm]struct{}
+	wake, due timerHeap
+	actVM     map[uint64]*vm
+	cand      cands
+	candMark  uint64
+	relBuf    []*host
 }
 
 // New returns an empty engine.
 func New(cfg Config) *Engine {
-	return &Engine{cfg: cfg, hosts: map[HostID]*host{}, vms: map[VMID]*vm{}}
+	return &Engine{cfg: cfg, hosts: map[HostID]*host{}, vms: map[VMID]*vm{},
+		waiting: map[*vm]struct{}{}, migrating: map[*vm]struct{}{}, actVM: map[uint64]*vm{},
+		wake: timerHeap{k: timerWake}, due: timerHeap{k: timerDue}}
 }
 
 // Step applies one input at time now and returns what to do. The returned slices are valid
 // until the next call.
 func (e *Engine) Step(now time.Time, in Input) Output {
+	e.step(now, in)
+	e.flush()
+	if checkIndexes {
+		e.checkIndexes()
+	}
+	return e.out
+}
+
+func (e *Engine) step(now time.Time, in Input) {
 	if now.After(e.now) {
 		e.now = now
 	}
@@ -206,7 +237,7 @@ func (e *Engine) Step(now time.Time, in Input) Output {
 		for _, d := range in.Domains {
 			if d.State > DomAbsent || d.Reason > ReasonOwnStop {
 				e.out.Err = fmt.Errorf("snapshot of %s: vm %s: invalid state %d or reason %d", in.Host, d.VM, d.State, d.Reason)
-				return e.out
+				return
 			}
 		}
 		e.snapshot(in)
@@ -223,7 +254,6 @@ func (e *Engine) Step(now time.Time, in Input) Output {
 	default:
 		e.out.Err = fmt.Errorf("engine: unknown input %T", in)
 	}
-	return e.out
 }
 
 // Current reports whether an action is still wanted: the VM is still protected and no newer
@@ -255,8 +285,9 @@ type VMStatus struct {
 
 // Status returns the view of every protected VM, sorted by name.
 func (e *Engine) Status() []VMStatus {
-	out := make([]VMStatus, 0, len(e.vmIx))
-	for _, id := range e.vmIx {
+	ids := e.sortedVMs()
+	out := make([]VMStatus, 0, len(ids))
+	for _, id := range ids {
 		out = append(out, e.status(e.vms[id]))
 	}
 	return out
@@ -314,39 +345,34 @@ func (e *Engine) HostState(id HostID) string {
 }
 
 // NextWake returns the earliest time at which a Tick could change anything, or the zero
-// time when nothing is pending.
+// time when nothing is pending. It costs O(log n) per VM whose timer it finds gone stale
+// (a failure's next attempt that fell due), else O(1) plus the hosts in suspicion.
 func (e *Engine) NextWake() time.Time {
 	var w time.Time
-	min := func(t time.Time) {
-		if !t.IsZero() && (w.IsZero() || t.Before(w)) {
-			w = t
-		}
+	for _, h := range e.suspects {
+		w = earliest(w, h.lostAt.Add(e.cfg.SelfFenceMargin))
 	}
-	for _, id := range e.hostIx {
-		if h := e.hosts[id]; h.state == hostSuspect {
-			min(h.lostAt.Add(e.cfg.SelfFenceMargin))
+	for {
+		v := e.wake.top()
+		if v == nil {
+			break
 		}
+		t := v.timers[timerWake].at
+		if t.After(e.now) {
+			w = earliest(w, t)
+			break
+		}
+		// It may count a failure's next attempt that is due by now, which no longer counts.
+		nt := e.wakeAt(v)
+		if nt == t {
+			w = earliest(w, t)
+			break
+		}
+		e.wake.set(v, nt, !nt.IsZero())
 	}
-	for _, id := range e.vmIx {
-		v := e.vms[id]
-		if v.op != nil {
-			min(v.op.Deadline)
-			if !v.op.retryAt.IsZero() && v.opActID == 0 {
-				min(v.op.retryAt)
-			}
-		}
-		if h := e.hosts[v.home]; h == nil || h.state == hostSuspect {
-			continue // nothing moves until the host is fenced, which is timed above
-		}
-		if f := v.fail; f != nil && !v.errored {
-			if f.actID != 0 {
-				min(f.actDeadline)
-			} else if f.next.After(e.now) {
-				min(f.next) // a failure due now waits for an observation, not for time
-			}
-		}
-		if !v.vanishedAt.IsZero() && v.op == nil && v.fail == nil && !v.errored && e.hosts[v.home].state == hostUp {
-			min(v.vanishedAt.Add(e.cfg.VanishGrace))
+	if checkIndexes {
+		if old := e.nextWakeWalk(); !old.Equal(w) {
+			panic(fmt.Sprintf("engine: NextWake %s, the walk of every VM says %s", w, old))
 		}
 	}
 	return w
@@ -360,6 +386,8 @@ func (e *Engine) log(t RecordType, v VMID, h HostID, format string, args ...any)
 
 func (e *Engine) act(v *vm, k ActKind, h, target HostID, why string) Action {
 	a := Action{ID: e.id(), Kind: k, VM: v.id, Host: h, Target: target, Gen: v.gen, Why: why}
+	e.touch(v)
+	e.noteAction(a.ID, v)
 	e.out.Actions = append(e.out.Actions, a)
 	e.log(RecAction, v.id, h, "%s", a.String())
 	return a
@@ -378,8 +406,11 @@ func (e *Engine) addHost(in AddHost) {
 		h.mem, h.fencing = in.MemMiB, in.Fencing
 		return
 	}
-	e.hosts[in.Host] = &host{id: in.Host, mem: in.MemMiB, fencing: in.Fencing}
-	e.hostIx = insertSorted(e.hostIx, in.Host)
+	h := &host{id: in.Host, mem: in.MemMiB, fencing: in.Fencing}
+	e.hosts[in.Host] = h
+	i, _ := slices.BinarySearch(e.hostIx, in.Host)
+	e.hostIx = slices.Insert(e.hostIx, i, in.Host)
+	e.hostList = slices.Insert(e.hostList, i, h)
 	e.log(RecHost, "", in.Host, "added mem=%dMiB fencing=%t", in.MemMiB, in.Fencing)
 }
 
@@ -392,14 +423,19 @@ func (e *Engine) hostLease(in HostLease) {
 	switch {
 	case in.Alive && h.state != hostUp:
 		e.log(RecHost, "", h.id, "lease renewed: up again (was %s)", h.state)
-		h.state, h.fenceActID = hostUp, 0
-		for _, id := range slices.Clone(e.vmIx) { // an evaluation may forget a VM
-			if v := e.vms[id]; v != nil && v.home == h.id {
+		e.setHostState(h, hostUp)
+		h.fenceActID = 0
+		c := e.candidates()
+		defer c.done()
+		c.addRelated(h, false)
+		for _, v := range c.sorted() {
+			if !v.dead && v.home == h.id { // an evaluation may forget a VM
 				e.evaluate(v)
 			}
 		}
 	case !in.Alive && h.state == hostUp:
-		h.state, h.lostAt, h.lastSeen = hostSuspect, e.now, in.Since
+		e.setHostState(h, hostSuspect)
+		h.lostAt, h.lastSeen = e.now, in.Since
 		if h.lastSeen.IsZero() || h.lastSeen.After(e.now) {
 			h.lastSeen = e.now
 		}
@@ -426,12 +462,24 @@ func (e *Engine) fenceResult(in FenceResult) {
 }
 
 func (e *Engine) fenced(h *host, why string) {
-	h.state = hostFenced
+	e.setHostState(h, hostFenced)
 	e.log(RecHost, "", h.id, "fenced: %s", why)
 	// What was known about domains on a fenced host is void: they are gone.
 	var homed []*vm
-	for _, id := range e.vmIx {
-		v := e.vms[id]
+	c := e.candidates()
+	defer c.done()
+	c.addRelated(h, true)
+	if checkIndexes {
+		e.checkCands(c, func(v *vm) bool {
+			return v.obsOn(h.id) != nil || v.home == h.id || v.dupOn(h.id) != nil ||
+				(v.fail != nil && v.fail.actHost == h.id) || (v.op != nil && v.op.Kind == OpMigrate)
+		})
+	}
+	for _, v := range c.sorted() {
+		if v.dead {
+			continue
+		}
+		e.touch(v)
 		if o := v.obsOn(h.id); o != nil {
 			o.seen(DomUnknown, ReasonFenced, e.now)
 			o.state, o.reason = DomUnknown, ReasonFenced
@@ -476,6 +524,7 @@ func (e *Engine) protect(in Protect) {
 		return
 	}
 	if v := e.vms[in.VM]; v != nil {
+		e.touch(v)
 		v.policy = in.Policy
 		if in.MemMiB > 0 {
 			v.mem = in.MemMiB
@@ -483,13 +532,16 @@ func (e *Engine) protect(in Protect) {
 		e.log(RecProtect, v.id, v.home, "policy updated max-restarts=%d window=%s on-guest-shutdown=%s", in.Policy.MaxRestarts, in.Policy.Window, in.Policy.OnGuestShutdown)
 		return
 	}
-	if e.hosts[in.Host] == nil {
+	h := e.hosts[in.Host]
+	if h == nil {
 		e.out.Err = fmt.Errorf("protect %s: unknown host %q", in.VM, in.Host)
 		return
 	}
-	v := &vm{id: in.VM, policy: in.Policy, mem: in.MemMiB, home: in.Host, desired: in.Desired, gen: 1}
+	// Host names are stored as the host's own string (the same value), which makes the
+	// comparisons of host names that find a VM's observations cheaper.
+	v := &vm{id: in.VM, policy: in.Policy, mem: in.MemMiB, home: h.id, desired: in.Desired, gen: 1}
 	e.vms[in.VM] = v
-	e.vmIx = insertSorted(e.vmIx, in.VM)
+	e.indexVM(v)
 	e.log(RecProtect, v.id, v.home, "desired=%s max-restarts=%d window=%s on-guest-shutdown=%s", v.desired, in.Policy.MaxRestarts, in.Policy.Window, in.Policy.OnGuestShutdown)
 }
 
@@ -503,8 +555,12 @@ func (e *Engine) unprotect(in Unprotect) {
 
 func (e *Engine) forget(v *vm, why string) {
 	delete(e.vms, v.id)
-	if i, ok := slices.BinarySearch(e.vmIx, v.id); ok {
-		e.vmIx = slices.Delete(e.vmIx, i, i+1)
+	e.touch(v)
+	v.dead = true
+	if n := len(e.vmIx); !e.vmIxStale && n > 0 && e.vmIx[n-1] == v.id {
+		e.vmIx = e.vmIx[:n-1]
+	} else {
+		e.vmIxStale = true
 	}
 	v.gen++ // nothing issued for it is current any more
 	e.log(RecForget, v.id, v.home, "%s", why)
@@ -572,12 +628,4 @@ func (v *vm) markIntent() {
 // stopping: a stop, shutdown or delete is in flight.
 func (v *vm) stopping() bool {
 	return v.op != nil && (v.op.Kind == OpStop || v.op.Kind == OpShutdown || v.op.Kind == OpDelete)
-}
-
-func insertSorted[T ~string](s []T, x T) []T {
-	i, ok := slices.BinarySearch(s, x)
-	if ok {
-		return s
-	}
-	return slices.Insert(s, i, x)
 }

@@ -75,7 +75,7 @@ func dumpEngine(e *Engine) string {
 		h := e.hosts[id]
 		fmt.Fprintf(&b, "  host %s %s lost=+%s\n", id, h.state, h.lostAt.Sub(t0))
 	}
-	for _, id := range e.vmIx {
+	for _, id := range e.sortedVMs() {
 		v := e.vms[id]
 		fmt.Fprintf(&b, "  vm %s home=%s desired=%s gen=%d errored=%t", id, v.home, v.desired, v.gen, v.errored)
 		if !v.vanishedAt.IsZero() {
@@ -599,7 +599,7 @@ func runFuzz(t *testing.T, data []byte) {
 	// With nothing but time passing, every stop, shutdown, delete or suspend has ended by
 	// now: done, or failed with the VM in error. None is tried again forever.
 	if r.e.NextWake().After(horizon) || r.e.NextWake().IsZero() {
-		for _, id := range r.e.vmIx {
+		for _, id := range r.e.sortedVMs() {
 			if op := r.e.vms[id].op; op != nil && (op.Kind == OpStop || op.Kind == OpShutdown || op.Kind == OpDelete || op.Kind == OpSuspend) {
 				r.fatalf("%s of %s still in flight 30 minutes after the last input (deadline +%s)", op.Kind, id, op.Deadline.Sub(t0))
 			}

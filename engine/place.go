@@ -2,17 +2,20 @@ package engine
 
 // Placement, in the manner of a scheduler: feasibility checks say yes or no to a host, a
 // score ranks the hosts that are left. Hosts with no memory figure (0) have unlimited room.
+// Each host's memory in use and anti-affinity groups are kept up to date as VMs change
+// (index.go), so a placement costs one look at each host, not a walk of every VM.
 
-// feasible reports whether v may run on h, and whether it would break only a soft rule
-// (anti-affinity), which is waived when no host satisfies it.
-func (e *Engine) feasible(v *vm, h *host, used map[HostID]int, groups map[HostID]map[string]bool) (ok, soft bool) {
+// feasible reports whether v may run on h, given the memory used there and whether a VM of
+// v's anti-affinity group runs there (v itself left out of both), and whether it would
+// break only a soft rule (anti-affinity), which is waived when no host satisfies it.
+func feasible(v *vm, h *host, used int, grouped bool) (ok, soft bool) {
 	if h.state != hostUp {
 		return false, false
 	}
-	if h.mem > 0 && used[h.id]+v.mem > h.mem {
+	if h.mem > 0 && used+v.mem > h.mem {
 		return false, false
 	}
-	if g := v.policy.AntiAffinity; g != "" && groups[h.id][g] {
+	if grouped {
 		return true, false
 	}
 	return true, true
@@ -25,21 +28,12 @@ func (e *Engine) feasible(v *vm, h *host, used map[HostID]int, groups map[HostID
 // group apart, then the one with the most free memory; ties are broken by name. It returns
 // "" when no host has room.
 func (e *Engine) place(v *vm, exclude HostID) HostID {
-	used := make(map[HostID]int, len(e.hostIx))
-	groups := make(map[HostID]map[string]bool)
-	for _, id := range e.vmIx {
-		o := e.vms[id]
-		if o == v || !o.wantsUp() {
-			continue
-		}
-		used[o.home] += o.mem
-		if g := o.policy.AntiAffinity; g != "" {
-			if groups[o.home] == nil {
-				groups[o.home] = map[string]bool{}
-			}
-			groups[o.home][g] = true
-		}
+	// Bring the usage of the VMs changed in this step up to date (an evacuation places its
+	// VMs one after another, each in the room the last one left).
+	for _, x := range e.dirty {
+		e.syncUse(x)
 	}
+	e.syncUse(v)
 	type score struct {
 		reached, fresh, soft bool
 		free                 int
@@ -56,25 +50,41 @@ func (e *Engine) place(v *vm, exclude HostID) HostID {
 		}
 		return a.free > b.free
 	}
+	g := v.policy.AntiAffinity
 	best, bestScore := HostID(""), score{}
-	for _, id := range e.hostIx {
-		if id == exclude {
+	for _, h := range e.hostList {
+		if h.id == exclude {
 			continue
 		}
-		h := e.hosts[id]
-		ok, soft := e.feasible(v, h, used, groups)
+		used, grouped := h.used, false
+		if g != "" {
+			n := h.groups[g]
+			if v.use.h == h && v.use.group == g {
+				n--
+			}
+			grouped = n > 0
+		}
+		if v.use.h == h {
+			used -= v.use.mem // v itself does not count
+		}
+		ok, soft := feasible(v, h, used, grouped)
 		if !ok {
 			continue
 		}
-		if o := v.obsOn(id); o != nil && o.state.up() {
+		if o := v.obsOn(h.id); o != nil && o.state.up() {
 			continue // a copy of it is up there already: never start a second one beside it
 		}
-		sc := score{reached: !h.unreached, fresh: !v.failedRecently(id, e.now), soft: soft, free: h.mem - used[id]}
+		sc := score{reached: !h.unreached, fresh: !v.failedRecently(h.id, e.now), soft: soft, free: h.mem - used}
 		if h.mem == 0 {
 			sc.free = 1 << 30
 		}
 		if best == "" || better(sc, bestScore) {
-			best, bestScore = id, sc
+			best, bestScore = h.id, sc
+		}
+	}
+	if checkIndexes {
+		if old := e.placeWalk(v, exclude); old != best {
+			panic("engine: place " + string(v.id) + ": the indexes say " + string(best) + ", the walk of every VM " + string(old))
 		}
 	}
 	return best

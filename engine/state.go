@@ -184,7 +184,7 @@ func (e *Engine) restore(in Restore) {
 		e.nextID = in.NextID
 	}
 	for _, s := range in.VMs {
-		v := &vm{id: s.VM, policy: s.Policy, mem: s.MemMiB, home: s.Home, desired: s.Desired, gen: s.Gen,
+		v := &vm{id: s.VM, policy: s.Policy, mem: s.MemMiB, home: e.hosts[s.Home].id, desired: s.Desired, gen: s.Gen,
 			restarts: slices.Clone(s.Restarts), relocations: s.Relocations, errored: s.Errored,
 			intentSeq: s.IntentSeq, ambiguous: s.Ambiguous}
 		for _, f := range s.FailedOn {
@@ -207,7 +207,7 @@ func (e *Engine) restore(in Restore) {
 			}
 		}
 		e.vms[s.VM] = v
-		e.vmIx = insertSorted(e.vmIx, s.VM)
+		e.indexVM(v)
 		what := "desired=" + v.desired.String()
 		if v.op != nil {
 			what += fmt.Sprintf(", %s id=%d in flight until %s", v.op.Kind, v.op.ID, v.op.Deadline.UTC().Format(time.RFC3339))

@@ -15,7 +15,7 @@ func restarted(t *testing.T, e *Engine, now time.Time) *Engine {
 		n.Step(now, AddHost{Host: id, MemMiB: e.hosts[id].mem, Fencing: e.hosts[id].fencing})
 	}
 	var states []VMState
-	for _, id := range e.vmIx {
+	for _, id := range e.sortedVMs() {
 		s, _ := e.State(id)
 		states = append(states, s)
 	}

@@ -241,8 +241,8 @@ func (s *Sim) addVM(id engine.VMID, h *host, mem int, p engine.Policy, running b
 	}
 	h.doms[id] = &dom{state: st, reason: r}
 	s.vms[id] = &vmTruth{id: id, policy: p, mem: mem, wants: want}
-	s.vmIDs = append(s.vmIDs, id)
-	slices.Sort(s.vmIDs)
+	i, _ := slices.BinarySearch(s.vmIDs, id) // kept sorted
+	s.vmIDs = slices.Insert(s.vmIDs, i, id)
 	s.step(engine.Protect{VM: id, Host: h.id, MemMiB: mem, Policy: p, Desired: want})
 }
 

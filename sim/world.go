@@ -3,6 +3,7 @@ package sim
 import (
 	"container/heap"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hassproject/hass/agent"
@@ -123,8 +124,14 @@ func (s *Sim) snapshot(h *host) {
 		return
 	}
 	seq := h.ag.Stamp(s.now)
-	var rows []agent.Row
-	for _, id := range s.vmIDs {
+	// The host's domains in name order (every one is a VM of s.vmIDs, which is sorted).
+	ids := make([]engine.VMID, 0, len(h.doms))
+	for id := range h.doms {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	rows := make([]agent.Row, 0, len(ids))
+	for _, id := range ids {
 		if d := h.doms[id]; d != nil {
 			rows = append(rows, agent.Row{Name: string(id), State: d.state, Reason: d.reason})
 		}

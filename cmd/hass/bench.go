@@ -59,14 +59,16 @@ workload covers. The engine's cost grows with the number of VMs; so does the tim
 				if err != nil {
 					return err
 				}
-				if err := benchmark.Profile(ss[len(ss)-1], f); err != nil {
+				n, err := benchmark.Profile(ss[len(ss)-1], f)
+				if err != nil {
 					f.Close()
 					return err
 				}
 				if err := f.Close(); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "wrote a CPU profile of one replay of %s to %s\n", ss[len(ss)-1], profile)
+				fmt.Fprintf(cmd.ErrOrStderr(), "wrote a CPU profile of %d replays of %s to %s (go tool pprof -tagfocus phase=replay leaves out building the clusters)\n",
+					n, ss[len(ss)-1], profile)
 			}
 			return nil
 		},
@@ -74,7 +76,7 @@ workload covers. The engine's cost grows with the number of VMs; so does the tim
 	def := []string{shapeFlag(benchmark.Small), shapeFlag(benchmark.Large)}
 	c.Flags().StringArrayVar(&shapes, "shape", def, "a cluster shape to measure the engine on, VMS/HOSTS/WINDOW (repeat for more)")
 	c.Flags().BoolVar(&withSim, "sim", true, "also measure the simulator's speed")
-	c.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of one replay of the last shape's workload to this file")
+	c.Flags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of replays of the last shape's workload to this file")
 	return c
 }
 
