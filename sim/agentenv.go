@@ -58,6 +58,9 @@ func (e agentEnv) Protected() []engine.VMID {
 func (e agentEnv) Destroy(id engine.VMID) {
 	if d := e.h.doms[id]; d != nil && up(d.state) {
 		e.s.faultIfWanted(id, "self-fence on "+string(e.h.id))
+		if e.h.partitioned {
+			e.s.lostWithHost(id, e.h) // fenced because its host was cut off
+		}
 		e.s.setDom(e.h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
 	}
 }

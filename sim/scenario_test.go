@@ -80,3 +80,27 @@ func diff(want, got string) string {
 	}
 	return b.String()
 }
+
+// The evacuation figures of the JSON result: a host lost is counted, and each VM that went
+// down with it and ran again elsewhere, timed from the host's failure.
+func TestEvacuationFigures(t *testing.T) {
+	for _, c := range []struct {
+		dir        string
+		evacuated  int
+		minP, maxP int64 // evacuation p50, ms
+	}{
+		{"../scenarios/host-power-loss-relocate", 1, 10000, 15000}, // lease TTL + self-fence margin
+		{"../scenarios/host-power-loss-ipmi-fence", 1, 0, 15000},
+		{"../scenarios/partition-self-fence", 1, 10000, 15000},
+	} {
+		sc, err := LoadScenario(c.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, res := sc.Run(false)
+		if res.HostFailures != 1 || res.Evacuated != c.evacuated || res.EvacuationP50ms < c.minP || res.EvacuationP50ms > c.maxP {
+			t.Errorf("%s: host_failures %d (want 1), evacuated %d (want %d), evacuation p50 %d ms (want %d-%d)",
+				c.dir, res.HostFailures, res.Evacuated, c.evacuated, res.EvacuationP50ms, c.minP, c.maxP)
+		}
+	}
+}

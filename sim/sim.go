@@ -131,6 +131,13 @@ type Result struct {
 	StuckTimers     int     `json:"stuck_timers"`
 	// MigrationFaults counts the faults aimed at a migration's switch-over (see MigFault).
 	MigrationFaults int `json:"migration_faults"`
+	// HostFailures counts hosts lost to the cluster: a power loss (a watchdog reset included)
+	// or a network cut. Evacuated counts the VMs that went down with their host and ran
+	// again on another one; the percentiles are from the host failure to running elsewhere.
+	HostFailures    int   `json:"host_failures"`
+	Evacuated       int   `json:"evacuated"`
+	EvacuationP50ms int64 `json:"evacuation_p50_ms"`
+	EvacuationP99ms int64 `json:"evacuation_p99_ms"`
 }
 
 type vmTruth struct {
@@ -148,6 +155,10 @@ type vmTruth struct {
 	// it does, nothing any observer could see says the user wants the VM stopped.
 	pending  bool
 	attempts []time.Time
+	// lostWith is the failed host the VM went down with (its fault interval was opened by
+	// that host's power loss or self-fence), "" otherwise; lostAt is when that host failed.
+	lostWith engine.HostID
+	lostAt   time.Time
 }
 
 // Sim is one simulated run.
@@ -166,6 +177,7 @@ type Sim struct {
 	vmIDs    []engine.VMID
 	res      Result
 	recTimes []time.Duration
+	evcTimes []time.Duration
 	out      io.Writer // the story, in scenario mode; nil otherwise
 	wake     time.Time // earliest scheduled engine tick
 	random   bool
@@ -659,6 +671,11 @@ func (s *Sim) afterChange(id engine.VMID) {
 			s.res.Recoveries++
 			s.recTimes = append(s.recTimes, d)
 		}
+		if t.lostWith != "" && !s.upOn(id, t.lostWith) {
+			s.res.Evacuated++
+			s.evcTimes = append(s.evcTimes, s.now.Sub(t.lostAt))
+		}
+		t.lostWith = ""
 		s.trace("truth: %s runs again %s after the fault", id, fmtOffset(d))
 		t.faultAt, t.counted, t.ambiguous = time.Time{}, false, false
 	}
@@ -733,14 +750,35 @@ func (s *Sim) onRecord(r engine.Record) {
 }
 
 func (s *Sim) finish() {
+	pct := func(ds []time.Duration, p float64) int64 {
+		i := int(p*float64(len(ds))+0.5) - 1
+		i = max(0, min(i, len(ds)-1))
+		return ds[i].Milliseconds()
+	}
 	if len(s.recTimes) > 0 {
 		slices.Sort(s.recTimes)
-		pct := func(p float64) int64 {
-			i := int(p*float64(len(s.recTimes))+0.5) - 1
-			i = max(0, min(i, len(s.recTimes)-1))
-			return s.recTimes[i].Milliseconds()
-		}
-		s.res.RecoveryP50ms, s.res.RecoveryP99ms = pct(0.50), pct(0.99)
+		s.res.RecoveryP50ms, s.res.RecoveryP99ms = pct(s.recTimes, 0.50), pct(s.recTimes, 0.99)
 		s.res.RecoveryMaxms = s.recTimes[len(s.recTimes)-1].Milliseconds()
+	}
+	if len(s.evcTimes) > 0 {
+		slices.Sort(s.evcTimes)
+		s.res.EvacuationP50ms, s.res.EvacuationP99ms = pct(s.evcTimes, 0.50), pct(s.evcTimes, 0.99)
+	}
+}
+
+// upOn says whether the VM's domain is up on host h.
+func (s *Sim) upOn(id engine.VMID, h engine.HostID) bool {
+	hh := s.hostByID[h]
+	if hh == nil || !hh.power {
+		return false
+	}
+	d := hh.doms[id]
+	return d != nil && up(d.state)
+}
+
+// lostWithHost notes that the VM's fault, if one was opened just now, came with host h.
+func (s *Sim) lostWithHost(id engine.VMID, h *host) {
+	if t := s.vms[id]; t != nil && !t.faultAt.IsZero() && t.faultAt.Equal(s.now) && t.lostWith == "" {
+		t.lostWith, t.lostAt = h.id, h.failedAt
 	}
 }

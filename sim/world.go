@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hassproject/hass/agent"
@@ -70,6 +71,8 @@ type host struct {
 	doms        map[engine.VMID]*dom
 	ag          *agent.Agent // the same agent the daemon runs
 	cpLost      bool         // the control plane (store and controllers) is down: nobody reaches it
+	failedAt    time.Time    // when the host last failed (power loss or network cut)
+	agentDiedAt time.Time    // when its agent last crashed (a watchdog reset follows)
 	renewed     time.Time    // the store's view: last lease renewal it received
 	leaseAlive  bool         // what the controller was last told
 	agentOK     time.Time    // the agent's view: last renewal that succeeded
@@ -241,12 +244,20 @@ func (s *Sim) powerOff(h *host, why string) {
 		return
 	}
 	s.trace("truth: %s loses power (%s)", h.id, why)
+	if why != "fenced over IPMI" {
+		s.res.HostFailures++
+		h.failedAt = s.now
+		if strings.HasPrefix(why, "hardware watchdog") && !h.agentDiedAt.IsZero() {
+			h.failedAt = h.agentDiedAt // the host failed when its agent did
+		}
+	}
 	h.power, h.agent, h.libvirtd, h.armed = false, false, false, false
 	h.epoch++
 	for _, id := range s.vmIDs {
 		if d := h.doms[id]; d != nil && d.state != lifecycle.StateShutoff {
 			if !(d.state == lifecycle.StatePaused && d.reason == lifecycle.PausedMigration) {
 				s.faultIfWanted(id, "host "+string(h.id)+" lost power")
+				s.lostWithHost(id, h)
 			}
 			s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffUnknown)
 		}
@@ -285,6 +296,7 @@ func (s *Sim) agentCrash(h *host) {
 	}
 	s.trace("truth: agent on %s crashes", h.id)
 	h.agent = false
+	h.agentDiedAt = s.now
 	h.epoch++
 }
 
@@ -311,6 +323,8 @@ func (s *Sim) partition(h *host) {
 	}
 	s.trace("truth: %s is cut off from the controller and the store", h.id)
 	h.partitioned = true
+	s.res.HostFailures++
+	h.failedAt = s.now
 }
 
 func (s *Sim) heal(h *host) {
