@@ -397,7 +397,8 @@ func TestLoadVMsReportsBadRecordsApart(t *testing.T) {
 	}
 }
 
-// tmpfs mounts a tmpfs of size bytes for the test (root only; skips otherwise).
+// tmpfs mounts a tmpfs of size bytes for the test (root only; skips otherwise, and fails if
+// root cannot mount one).
 func tmpfs(t *testing.T, size int64) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -405,7 +406,7 @@ func tmpfs(t *testing.T, size int64) string {
 	}
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v", err)
+		t.Fatalf("cannot mount a tmpfs as root: %v", err)
 	}
 	// Lazily: an etcd that died of the full disk may still hold its files.
 	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })

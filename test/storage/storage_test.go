@@ -451,7 +451,7 @@ func lookupGID(t *testing.T, group string) string {
 func TestEmbeddedEtcdUnreachable(t *testing.T) {
 	needRoot(t)
 	if testBin == "" {
-		t.Skip("cannot copy the test binary for another user")
+		t.Fatal("could not copy the test binary to a place another user can run it (see TestMain)")
 	}
 	w := workDir(t)
 	apiAddr := freeAddr(t)
@@ -625,7 +625,7 @@ func tmpfs(t *testing.T, w string, size int64) string {
 	mnt := filepath.Join(w, "mnt")
 	os.Mkdir(mnt, 0o755)
 	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v", err)
+		t.Fatalf("cannot mount a tmpfs as root: %v", err)
 	}
 	t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
 	return mnt
