@@ -218,9 +218,9 @@ func (e *Engine) checkOp(v *vm) {
 		// Restored with its action unanswered: the last process may have died before it
 		// was carried out. Every such action is idempotent, so issue it again.
 		v.reissue = false
-		if k, ok := reissueAction(op); ok && op.Source != SrcOpenStack && e.now.Before(op.Deadline) {
+		if reissuable(op) && op.Source != SrcOpenStack && e.now.Before(op.Deadline) {
 			e.log(RecOp, v.id, v.home, "%s id=%d restored unanswered: issuing it again", op.Kind, op.ID)
-			e.opAct(v, k)
+			e.opAct(v, opAction(op))
 			return
 		}
 	}

@@ -195,7 +195,7 @@ func (e *Engine) restore(in Restore) {
 				Target: op.Target, Started: op.Started, Deadline: op.Deadline, escalated: op.Escalated,
 				prev: op.Prev, baseSeq: op.BaseSeq, home: op.Home, tries: op.Tries}
 			v.opSawDown = op.SawDown
-			_, v.reissue = reissueAction(v.op)
+			v.reissue = reissuable(v.op)
 			e.nextID = max(e.nextID, op.ID)
 		}
 		if f := s.Failure; f != nil {
@@ -222,24 +222,6 @@ func (e *Engine) restore(in Restore) {
 	}
 }
 
-// reissueAction is the action that carries out op again after a restore.
-func reissueAction(op *Operation) (ActKind, bool) {
-	switch op.Kind {
-	case OpStart:
-		return ActStart, true
-	case OpStop:
-		return ActDestroy, true
-	case OpShutdown:
-		if op.escalated {
-			return ActDestroy, true
-		}
-		return ActShutdown, true
-	case OpDelete:
-		return ActDelete, true
-	case OpSuspend:
-		return ActSuspend, true
-	case OpResume:
-		return ActResume, true
-	}
-	return 0, false
-}
+// reissuable says whether an operation's action is issued again after a restore: every one
+// but a reboot or a migration, which are not repeated (their deadline decides).
+func reissuable(op *Operation) bool { return op.Kind != OpReboot && op.Kind != OpMigrate }
