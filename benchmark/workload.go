@@ -1,7 +1,6 @@
 package benchmark
 
 import (
-	"container/heap"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/vclock"
 )
 
 // This file is the engine benchmark's workload: a cluster's life on a virtual clock, as the
@@ -215,39 +215,13 @@ type ghost struct {
 	leaseAlive bool // what the controller was last told
 }
 
-type item struct {
-	at  time.Time
-	seq uint64
-	fn  func()
-}
-
-type queue []*item
-
-func (q queue) Len() int { return len(q) }
-func (q queue) Less(i, j int) bool {
-	if !q[i].at.Equal(q[j].at) {
-		return q[i].at.Before(q[j].at)
-	}
-	return q[i].seq < q[j].seq
-}
-func (q queue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *queue) Push(x any)   { *q = append(*q, x.(*item)) }
-func (q *queue) Pop() any {
-	old := *q
-	it := old[len(old)-1]
-	old[len(old)-1] = nil
-	*q = old[:len(old)-1]
-	return it
-}
-
 type gen struct {
 	s      Shape
 	r      Rates
 	rng    *rand.Rand
 	now    time.Time
 	end    time.Time
-	q      queue
-	qseq   uint64
+	q      vclock.Agenda
 	e      *engine.Engine
 	hosts  []*ghost
 	byHost map[engine.HostID]*ghost
@@ -288,8 +262,7 @@ func (g *gen) at(t time.Time, fn func()) {
 	if t.Before(g.now) {
 		t = g.now
 	}
-	g.qseq++
-	heap.Push(&g.q, &item{at: t, seq: g.qseq, fn: fn})
+	g.q.At(t, fn)
 }
 
 func (g *gen) after(d time.Duration, fn func()) { g.at(g.now.Add(d), fn) }
@@ -350,12 +323,12 @@ func (g *gen) run() {
 		g.every(r.FirstHostLoss, time.Duration(float64(time.Hour)/(r.HostLossPerHour*float64(n))), g.hostLoss)
 	}
 	for g.q.Len() > 0 {
-		it := heap.Pop(&g.q).(*item)
-		if it.at.After(g.end) {
+		at, fn := g.q.Next()
+		if at.After(g.end) {
 			break
 		}
-		g.now = it.at
-		it.fn()
+		g.now = at
+		fn()
 	}
 }
 

@@ -9,7 +9,6 @@
 package sim
 
 import (
-	"container/heap"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -19,6 +18,7 @@ import (
 	"github.com/hassproject/hass/agent"
 	"github.com/hassproject/hass/engine"
 	"github.com/hassproject/hass/lifecycle"
+	"github.com/hassproject/hass/vclock"
 )
 
 // Config describes one simulated run.
@@ -168,8 +168,7 @@ type Sim struct {
 	start    time.Time
 	now      time.Time
 	end      time.Time
-	q        queue
-	qseq     uint64
+	q        vclock.Agenda
 	eng      *engine.Engine
 	hosts    []*host
 	hostByID map[engine.HostID]*host
@@ -269,12 +268,12 @@ func (s *Sim) run() {
 		s.after(time.Duration(i+1)*s.cfg.ResyncEvery/time.Duration(len(s.hosts)+1), func() { s.resync(hh) })
 	}
 	for s.q.Len() > 0 {
-		it := heap.Pop(&s.q).(*item)
-		if it.at.After(s.end) {
+		at, fn := s.q.Next()
+		if at.After(s.end) {
 			break
 		}
-		s.now = it.at
-		it.fn()
+		s.now = at
+		fn()
 	}
 	s.now = s.end
 	s.finish()

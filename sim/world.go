@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"container/heap"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,37 +13,11 @@ import (
 
 // ---- the virtual clock -----------------------------------------------------------------
 
-type item struct {
-	at  time.Time
-	seq uint64
-	fn  func()
-}
-
-type queue []*item
-
-func (q queue) Len() int { return len(q) }
-func (q queue) Less(i, j int) bool {
-	if !q[i].at.Equal(q[j].at) {
-		return q[i].at.Before(q[j].at)
-	}
-	return q[i].seq < q[j].seq
-}
-func (q queue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *queue) Push(x any)   { *q = append(*q, x.(*item)) }
-func (q *queue) Pop() any {
-	old := *q
-	it := old[len(old)-1]
-	old[len(old)-1] = nil
-	*q = old[:len(old)-1]
-	return it
-}
-
 func (s *Sim) at(t time.Time, fn func()) {
 	if t.Before(s.now) {
 		t = s.now
 	}
-	s.qseq++
-	heap.Push(&s.q, &item{at: t, seq: s.qseq, fn: fn})
+	s.q.At(t, fn)
 }
 
 func (s *Sim) after(d time.Duration, fn func()) { s.at(s.now.Add(d), fn) }
