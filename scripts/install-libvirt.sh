@@ -100,6 +100,19 @@ if [ "$kvm_changed" = 1 ] && running libvirtd; then
     for _ in $(seq 1 50); do running libvirtd || break; sleep 0.2; done
 fi
 
+# libvirtd hands every guest's console log to virtlogd: without it no domain starts
+# ("Failed to connect socket to '/run/libvirt/virtlogd-sock'"). There is no systemd socket
+# activation here, so it is started by hand; a socket file left by a virtlogd that is gone
+# is stale, and virtlogd replaces it.
+if running virtlogd; then
+    log "virtlogd already running"
+else
+    log "starting virtlogd"
+    virtlogd -d
+    for _ in $(seq 1 50); do running virtlogd && [ -S /var/run/libvirt/virtlogd-sock ] && break; sleep 0.1; done
+    running virtlogd || die "virtlogd did not start (see /var/log/libvirt/)"
+fi
+
 if running libvirtd; then
     log "libvirtd already running"
 else
