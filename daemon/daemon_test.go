@@ -64,6 +64,15 @@ func start(t *testing.T, drv *fakeDriver, dir string, edit func(*Config)) *runni
 	case <-time.After(60 * time.Second):
 		t.Fatalf("daemon not ready in 60 s\n%s", r.log)
 	}
+	// Ready means the API listens; the hypervisor connects just after. Tests start once it
+	// has (a request before that is refused as unavailable, which a test does not mean).
+	eventually(t, 30*time.Second, "the hypervisor connected", func() (bool, string) {
+		st, err := r.cli.Status(context.Background())
+		if err != nil {
+			return false, err.Error()
+		}
+		return st.Libvirt == "connected", st.Libvirt
+	})
 	t.Cleanup(func() {
 		r.stop()
 		if t.Failed() {
