@@ -9,9 +9,18 @@ import (
 	"github.com/hassproject/hass/hypervisor"
 )
 
-// Carry is the executor: it maps one order onto the hypervisor driver. Orders are
-// idempotent: starting a running domain or destroying a stopped one succeeds.
-func Carry(ctx context.Context, drv hypervisor.Driver, a engine.Action) error {
+// Definitions gives the stored domain definition (libvirt XML) of a protected VM. A VM
+// started on a host that does not have it defined (an evacuation, a relocation) is defined
+// there from it first.
+type Definitions interface {
+	DomainXML(ctx context.Context, vm engine.VMID) (string, error)
+}
+
+// Carry is the executor, the only one: the daemon's agents and the simulator's both map
+// orders onto a hypervisor driver through it. Orders are idempotent: starting a running
+// domain or destroying a stopped one succeeds. defs may be nil where every VM is defined
+// on its host already.
+func Carry(ctx context.Context, drv hypervisor.Driver, a engine.Action, defs Definitions) error {
 	name := string(a.VM)
 	ignore := func(err error, allowed ...error) error {
 		for _, e := range allowed {
@@ -23,7 +32,18 @@ func Carry(ctx context.Context, drv hypervisor.Driver, a engine.Action) error {
 	}
 	switch a.Kind {
 	case engine.ActStart:
-		return ignore(drv.Start(ctx, name), hypervisor.ErrInvalidState)
+		err := drv.Start(ctx, name)
+		if errors.Is(err, hypervisor.ErrNotFound) && defs != nil {
+			xml, derr := defs.DomainXML(ctx, a.VM)
+			if derr != nil {
+				return fmt.Errorf("start %s: not defined on %s, and no stored definition: %w", name, a.Host, derr)
+			}
+			if derr := drv.Define(ctx, xml); derr != nil {
+				return fmt.Errorf("start %s: define it on %s from its stored definition: %w", name, a.Host, derr)
+			}
+			err = drv.Start(ctx, name)
+		}
+		return ignore(err, hypervisor.ErrInvalidState)
 	case engine.ActDestroy:
 		return ignore(drv.Destroy(ctx, name), hypervisor.ErrInvalidState)
 	case engine.ActShutdown:

@@ -620,7 +620,7 @@ func (d *Daemon) execute(a engine.Action, t timing) {
 		d.mu.Unlock()
 	}
 	actx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	err := agent.Carry(actx, d.drv, a)
+	err := agent.Carry(actx, d.drv, a, nil)
 	cancel()
 	d.log.Info("action carried out", "action", a.String(), "id", a.ID,
 		"decide", t.decided.Sub(t.arrived), "record", t.recorded.Sub(t.decided),

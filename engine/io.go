@@ -198,6 +198,10 @@ type Action struct {
 	Target HostID // migrate: the destination
 	Gen    uint64
 	Why    string // "op:<id>" or "recovery:<kind>"
+	// Term is the term of the leading controller that ordered it, set by the controller's
+	// runner when it records the order (the engine leaves it 0). With Gen it is the order's
+	// fencing token: an agent carries an order out only while both match the store.
+	Term uint64
 }
 
 func (a Action) String() string {
