@@ -199,6 +199,13 @@ func (f *fakeService) Status(ctx context.Context) (Status, error) {
 	return f.status, nil
 }
 
+func (f *fakeService) Hosts(ctx context.Context) ([]Host, error) {
+	if err := f.record(fakeCall{Method: "Hosts"}); err != nil {
+		return nil, err
+	}
+	return []Host{{Name: "h1", State: "up", Lease: "held", Libvirt: "connected"}}, nil
+}
+
 var _ Service = (*fakeService)(nil)
 
 // ---- helpers ----
@@ -877,6 +884,7 @@ func TestOpenAPI(t *testing.T) {
 		"/v1/vms/{name}/operations": {"post"},
 		"/v1/events":                {"get"},
 		"/v1/status":                {"get"},
+		"/v1/hosts":                 {"get"},
 		"/openapi.json":             {"get"},
 		"/healthz":                  {"get"},
 	}

@@ -177,6 +177,13 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return out, err
 }
 
+// Hosts lists the cluster's hosts (GET /v1/hosts).
+func (c *Client) Hosts(ctx context.Context) ([]Host, error) {
+	var out hostList
+	err := c.do(ctx, http.MethodGet, "/v1/hosts", nil, &out)
+	return out.Hosts, err
+}
+
 // Health checks that the daemon answers (GET /healthz).
 func (c *Client) Health(ctx context.Context) error {
 	return c.do(ctx, http.MethodGet, "/healthz", nil, &Health{})

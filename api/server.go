@@ -67,6 +67,7 @@ func newServer(svc Service, logger *slog.Logger, bodyTimeout time.Duration) *ser
 		{"POST", "/v1/vms/{name}/operations", s.operate},
 		{"GET", "/v1/events", s.events},
 		{"GET", "/v1/status", s.status},
+		{"GET", "/v1/hosts", s.hosts},
 		{"GET", "/openapi.json", s.openapi},
 		{"GET", "/healthz", s.healthz},
 	}
@@ -290,6 +291,18 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *server) hosts(w http.ResponseWriter, r *http.Request) {
+	hs, err := s.svc.Hosts(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if hs == nil {
+		hs = []Host{}
+	}
+	writeJSON(w, http.StatusOK, hostList{Hosts: hs})
 }
 
 func (s *server) openapi(w http.ResponseWriter, r *http.Request) {

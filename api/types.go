@@ -21,6 +21,7 @@ type Service interface {
 	Operate(ctx context.Context, name string, req OperationRequest) (Operation, error)
 	Events(ctx context.Context, afterSeq uint64, limit int) ([]Event, error)
 	Status(ctx context.Context) (Status, error)
+	Hosts(ctx context.Context) ([]Host, error)
 }
 
 // Policy is a protection policy as a request gives it. A field left out (nil pointer, empty
@@ -115,6 +116,31 @@ type Status struct {
 	Operating  int    `json:"operating"` // a user operation in flight
 	Uptime     string `json:"uptime"`
 	Version    string `json:"version"`
+	// The cluster: the controller that answered, the leading one and its term, and how
+	// many hosts there are and how many hold their lease.
+	Controller string `json:"controller"`
+	Leader     string `json:"leader"`
+	Term       int64  `json:"term"`
+	Hosts      int    `json:"hosts"`
+	HostsUp    int    `json:"hosts_up"`
+}
+
+// Host is one hypervisor host of the cluster, as the leading controller sees it.
+type Host struct {
+	Name       string     `json:"name"`
+	State      string     `json:"state"` // up, suspect (lease expired, not fenced yet) or fenced
+	Lease      string     `json:"lease"` // held or expired
+	LeaseSince time.Time  `json:"lease_since,omitzero"`
+	LostAt     *time.Time `json:"lost_at,omitempty"`
+	VMs        int        `json:"vms"` // protected VMs whose home it is
+	MemMiB     int        `json:"mem_mib"`
+	Fencing    bool       `json:"fencing"` // a power fence (IPMI) is configured
+	Libvirt    string     `json:"libvirt"` // "connected", or why not, as its agent last said
+	Started    time.Time  `json:"started"` // when its agent started
+}
+
+type hostList struct {
+	Hosts []Host `json:"hosts"`
 }
 
 // Unprotected is the body of a successful DELETE /v1/vms/{name}/protection.

@@ -392,3 +392,38 @@ func TestBadRecordLeavesTheOthersProtected(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A recovery's action time is when the agent asked the hypervisor to start the VM (it
+// reports that moment), not when the controller decided: the figures measure the path to
+// the libvirt call.
+func TestRecoveredActionTimeIsTheCall(t *testing.T) {
+	drv := newFakeDriver()
+	drv.add("vm1", true)
+	r := start(t, drv, t.TempDir(), nil)
+	ctx := context.Background()
+	if _, err := r.cli.Protect(ctx, "vm1", api.ProtectRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	drv.mu.Lock()
+	drv.startGate = gate
+	drv.mu.Unlock()
+	drv.crash("vm1")
+	eventually(t, 10*time.Second, "the restart call", func() (bool, string) { return len(drv.startCalls()) > 0, "" })
+	called := drv.startCalls()[0]
+	time.Sleep(300 * time.Millisecond) // the call waits at the gate
+	close(gate)
+	var rec api.Event
+	eventually(t, 10*time.Second, "the recovered event", func() (bool, string) {
+		for _, e := range r.events("vm1") {
+			if e.Type == "recovered" {
+				rec = e
+				return true, ""
+			}
+		}
+		return false, ""
+	})
+	if rec.ActionAt == nil || rec.DetectAt == nil || rec.ActionAt.After(called) || called.Sub(*rec.ActionAt) > 50*time.Millisecond {
+		t.Errorf("action at %v, detected at %v: the start call was made at %v", rec.ActionAt, rec.DetectAt, called)
+	}
+}

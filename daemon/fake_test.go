@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -21,6 +22,7 @@ type fakeDriver struct {
 	connected bool
 	down      bool          // "libvirtd" is not running: Connect and every call fail
 	startGate chan struct{} // when set, Start blocks until it is closed
+	startedAt []time.Time   // when Start was called, each time
 	calls     []string      // "start name", "destroy name", ...
 }
 
@@ -81,6 +83,12 @@ func (f *fakeDriver) crash(name string) {
 }
 
 // setDown stops or starts "libvirtd": stopping it drops the connection.
+func (f *fakeDriver) startCalls() []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.startedAt)
+}
+
 func (f *fakeDriver) setDown(down bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -144,6 +152,7 @@ func (f *fakeDriver) op(kind, name string, fn func(d *fakeDom) error) error {
 func (f *fakeDriver) Start(ctx context.Context, name string) error {
 	f.mu.Lock()
 	gate := f.startGate
+	f.startedAt = append(f.startedAt, time.Now())
 	f.mu.Unlock()
 	if gate != nil {
 		select {

@@ -385,14 +385,14 @@ func TestLoadVMsReportsBadRecordsApart(t *testing.T) {
 		t.Error("VMs: no error despite bad records")
 	}
 
-	if err := s.PutAction(ctx, Action{ID: 1, Kind: "start", VM: "a-good"}); err != nil {
+	if err := s.PutAction(ctx, Action{ID: 1, Kind: "start", VM: "a-good", Host: "h1"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.cli.Put(ctx, actionKey(2), `{"id":3}`); err != nil {
+	if _, err := s.cli.Put(ctx, orderKey("h1", 2), `{"id":3}`); err != nil {
 		t.Fatal(err)
 	}
 	as, badActs, err := s.LoadPendingActions(ctx)
-	if err != nil || len(as) != 1 || as[0].ID != 1 || len(badActs) != 1 || badActs[0].Key != actionKey(2) || badActs[0].Field != "id" {
+	if err != nil || len(as) != 1 || as[0].ID != 1 || len(badActs) != 1 || badActs[0].Key != orderKey("h1", 2) || badActs[0].Field != "id" {
 		t.Errorf("actions: %+v, bad %+v, %v", as, badActs, err)
 	}
 }
@@ -454,7 +454,7 @@ func TestDiskFullRefusesWritesAndRecovers(t *testing.T) {
 	for name, write := range map[string]func() error{
 		"put vm":        func() error { return s.PutVM(ctx, vm("during")) },
 		"append events": func() error { _, err := s.AppendEvents(ctx, []Event{{Type: "x"}}); return err },
-		"put action":    func() error { return s.PutAction(ctx, Action{ID: 1}) },
+		"put action":    func() error { return s.PutAction(ctx, Action{ID: 1, Host: "h1"}) },
 		"delete vm":     func() error { return s.DeleteVM(ctx, "before") },
 	} {
 		if err := write(); !errors.Is(err, ErrNoSpace) {

@@ -50,6 +50,24 @@ type EmbeddedConfig struct {
 	// MinFree is the free space (bytes) kept on Dir's filesystem: below it, every write is
 	// refused with ErrNoSpace until space is freed. 0 means DefaultMinFree; < 0 disables it.
 	MinFree int64
+	// Member, when set, makes this etcd one member of a cluster of several (three
+	// controllers, each with its member): its peers and other hosts' agents reach it over
+	// TCP. Without it, etcd is a single member reachable only through its unix sockets.
+	Member *MemberConfig
+}
+
+// MemberConfig is this member's place in a multi-member embedded etcd cluster.
+type MemberConfig struct {
+	Name string // this member's name, as in InitialCluster
+	// PeerURL and ClientURL are where this member listens for its peers and for clients
+	// (http://IP:2380, http://IP:2379); they are also what it advertises.
+	PeerURL, ClientURL string
+	// InitialCluster names every member: "c1=http://10.0.0.1:2380,c2=...".
+	InitialCluster string
+	// Token is the cluster's token, the same on every member (it makes the cluster ID).
+	Token string
+	// Existing: join a cluster that already runs (a replaced member), not form a new one.
+	Existing bool
 }
 
 // OpenEmbedded starts an embedded single-node etcd with its data in dir and returns a Store
@@ -135,7 +153,14 @@ func OpenEmbeddedConfig(ctx context.Context, c EmbeddedConfig) (*Store, error) {
 	life, fail := context.WithCancelCause(context.Background())
 	closing := new(atomic.Bool)
 	zl := zapLogger(c.Logger, closing, func(err error) { fail(err) })
-	e, held, err := startEtcd(ctx, life, etcdConfig(dir, zl))
+	ecfg := etcdConfig(dir, zl)
+	if c.Member != nil {
+		if err := memberConfig(ecfg, *c.Member); err != nil {
+			fail(err)
+			return nil, failf("%w", err)
+		}
+	}
+	e, held, err := startEtcd(ctx, life, ecfg)
 	if err != nil {
 		keepLock = held // an unfinished start may hold etcd's files: a new open must not wait on them
 		fail(err)
@@ -255,6 +280,38 @@ func etcdConfig(dir string, zl *zap.Logger) *embed.Config {
 	// OpenEmbedded) take ~0.1 s instead of ~1 s.
 	cfg.TickMs, cfg.ElectionMs = 25, 250
 	return cfg
+}
+
+// memberConfig makes cfg one member of a cluster of several.
+func memberConfig(cfg *embed.Config, m MemberConfig) error {
+	peer, err := url.Parse(m.PeerURL)
+	if err != nil || peer.Scheme != "http" || peer.Host == "" {
+		return fmt.Errorf("etcd peer URL %q: want http://IP:PORT", m.PeerURL)
+	}
+	client, err := url.Parse(m.ClientURL)
+	if err != nil || client.Scheme != "http" || client.Host == "" {
+		return fmt.Errorf("etcd client URL %q: want http://IP:PORT", m.ClientURL)
+	}
+	if m.Name == "" || m.InitialCluster == "" || m.Token == "" {
+		return errors.New("etcd member: name, initial cluster and token are all needed")
+	}
+	if !strings.Contains(m.InitialCluster, m.Name+"="+m.PeerURL) {
+		return fmt.Errorf("etcd initial cluster %q does not name this member as %s=%s", m.InitialCluster, m.Name, m.PeerURL)
+	}
+	cfg.Name = m.Name
+	cfg.ListenClientUrls = append(cfg.ListenClientUrls, *client)
+	cfg.AdvertiseClientUrls = []url.URL{*client}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peer}, []url.URL{*peer}
+	cfg.InitialCluster = m.InitialCluster
+	cfg.InitialClusterToken = m.Token
+	cfg.ClusterState = embed.ClusterStateFlagNew
+	if m.Existing {
+		cfg.ClusterState = embed.ClusterStateFlagExisting
+	}
+	// Members talk over a network: etcd's default timing, a little quicker (a lost etcd
+	// leader is replaced within about a second).
+	cfg.TickMs, cfg.ElectionMs = 50, 500
+	return nil
 }
 
 func randomHex(n int) string {
@@ -388,7 +445,14 @@ func Connect(ctx context.Context, endpoints []string, logger *slog.Logger) (*Sto
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
-		Logger:      zapLogger(logger, new(atomic.Bool), func(err error) { fail(err) }),
+		// A member that vanished without closing its connections (a host that lost power,
+		// or was cut off) is noticed within about a second and requests go to the others:
+		// an agent must renew its lease through a live member well within its self-fence
+		// time, whichever member dies.
+		DialKeepAliveTime:    time.Second,
+		DialKeepAliveTimeout: time.Second,
+		PermitWithoutStream:  true,
+		Logger:               zapLogger(logger, new(atomic.Bool), func(err error) { fail(err) }),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: connect to etcd %v: %w", endpoints, err)

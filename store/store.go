@@ -37,7 +37,6 @@ const (
 	prefix          = "/hass/v1/"
 	vmPrefix        = prefix + "vms/"
 	eventPrefix     = prefix + "events/"
-	actionPrefix    = prefix + "actions/"
 	optOutPrefix    = prefix + "optout/"
 	eventSeqKey     = prefix + "meta/event_seq"
 	maxEventsPerTxn = 100 // etcd's default max-txn-ops is 128; one op is the counter
@@ -49,7 +48,6 @@ const defaultOpTimeout = 15 * time.Second
 
 func vmKey(name string) string   { return vmPrefix + name }
 func eventKey(seq uint64) string { return fmt.Sprintf("%s%020d", eventPrefix, seq) }
-func actionKey(id uint64) string { return fmt.Sprintf("%s%020d", actionPrefix, id) }
 
 // Store is hass's state in etcd. It is safe for concurrent use.
 type Store struct {
@@ -735,11 +733,16 @@ type Action struct {
 	Target string    `json:"target"`
 	Why    string    `json:"why"`
 	Gen    uint64    `json:"gen"`
+	Term   int64     `json:"term,omitempty"` // the leading controller's term (its election key's create revision)
 	At     time.Time `json:"at"`
+	Rev    int64     `json:"-"` // the store revision it was written at (when read back)
 }
 
 // PutAction records an action (creating or replacing the one with the same ID).
 func (s *Store) PutAction(ctx context.Context, a Action) error {
+	if err := validName(a.Host); err != nil {
+		return fmt.Errorf("store: put action %d: host: %w", a.ID, err)
+	}
 	b, err := json.Marshal(a)
 	if err != nil {
 		return fmt.Errorf("store: put action %d: %w", a.ID, err)
@@ -749,20 +752,20 @@ func (s *Store) PutAction(ctx context.Context, a Action) error {
 	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	if _, err := s.cli.Put(ctx, actionKey(a.ID), string(b)); err != nil {
+	if _, err := s.cli.Put(ctx, orderKey(a.Host, a.ID), string(b)); err != nil {
 		return fmt.Errorf("store: put action %d: %w", a.ID, s.cause(err))
 	}
 	return nil
 }
 
 // DeleteAction deletes a recorded action; ErrNotFound if there was none.
-func (s *Store) DeleteAction(ctx context.Context, id uint64) error {
+func (s *Store) DeleteAction(ctx context.Context, host string, id uint64) error {
 	if err := s.writable(); err != nil {
 		return fmt.Errorf("store: delete action %d: %w", id, err)
 	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	resp, err := s.cli.Delete(ctx, actionKey(id))
+	resp, err := s.cli.Delete(ctx, orderKey(host, id))
 	if err != nil {
 		return fmt.Errorf("store: delete action %d: %w", id, s.cause(err))
 	}
@@ -791,7 +794,7 @@ func (s *Store) PendingActions(ctx context.Context) ([]Action, error) {
 func (s *Store) LoadPendingActions(ctx context.Context) (as []Action, bad []BadRecord, err error) {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	resp, err := s.cli.Get(ctx, actionPrefix, clientv3.WithPrefix(),
+	resp, err := s.cli.Get(ctx, orderPrefix, clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: list actions: %w", s.cause(err))
@@ -799,13 +802,9 @@ func (s *Store) LoadPendingActions(ctx context.Context) (as []Action, bad []BadR
 	as = make([]Action, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		key := string(kv.Key)
-		var a Action
-		if err := json.Unmarshal(kv.Value, &a); err != nil {
-			bad = append(bad, badRecord(key, fmt.Errorf("decode %s: %w", key, err)))
-			continue
-		}
-		if key != actionKey(a.ID) {
-			bad = append(bad, badRecord(key, fmt.Errorf("decode %s: %w", key, fieldErr("id", "%d: does not match the key", a.ID))))
+		a, err := DecodeOrder(key, kv.Value)
+		if err != nil {
+			bad = append(bad, badRecord(key, err))
 			continue
 		}
 		as = append(as, a)
@@ -869,14 +868,30 @@ func (s *Store) SetIDFloor(ctx context.Context, n uint64) error {
 }
 
 // Batch is what one decision changed, to be written at once: event log entries, VM records
-// to put or delete, actions about to be carried out, and a new ID floor (0: unchanged).
+// to put or delete, actions about to be carried out (orders), host states, agents' reports
+// it consumed (their keys, deleted), and a new ID floor (0: unchanged).
 type Batch struct {
-	Events    []Event
-	PutVMs    []VM
-	DeleteVMs []string
-	Actions   []Action
-	IDFloor   uint64
+	Events        []Event
+	PutVMs        []VM
+	DeleteVMs     []string
+	Actions       []Action
+	PutHostStates []HostState
+	DeleteKeys    []string // keys under agents/inbox/ that this decision consumed
+	IDFloor       uint64
+	// Guard, when set, makes the write conditional on leadership: nothing is written unless
+	// the key still exists with that create revision (the writer's election key), and the
+	// write fails with ErrNotLeader. A deposed leader's write never lands.
+	Guard *Guard
 }
+
+// Guard is a leader's election key and its create revision (the leader's term).
+type Guard struct {
+	Key string
+	Rev int64
+}
+
+// ErrNotLeader is returned (wrapped) by a guarded write whose writer no longer leads.
+var ErrNotLeader = errors.New("no longer the leading controller: nothing was written")
 
 // maxTxnOps stays below etcd's default limit of 128 operations per transaction.
 const maxTxnOps = 120
@@ -884,13 +899,14 @@ const maxTxnOps = 120
 // Record writes a batch in one etcd transaction, so a decision costs one disk sync and is
 // stored whole or not at all. Events get the next sequence numbers, as AppendEvents gives
 // them. A batch too large for one transaction is written in several, in this order: ID
-// floor, events, VMs, actions (so an action is never stored before what decided it).
-// Nothing is written when a VM or action is invalid. It returns the events with Seq set.
+// floor, events, VMs, host states, consumed reports, actions (so an action is never stored
+// before what decided it), each guarded. Nothing is written when a record is invalid. It
+// returns the events with Seq set.
 func (s *Store) Record(ctx context.Context, b Batch) ([]Event, error) {
 	if err := s.writable(); err != nil {
 		return nil, fmt.Errorf("store: record: %w", err)
 	}
-	var puts []clientv3.Op
+	var puts, acts []clientv3.Op
 	for _, v := range b.PutVMs {
 		if err := v.Validate(); err != nil {
 			return nil, fmt.Errorf("store: record: vm %q: %w", v.Name, err)
@@ -907,38 +923,74 @@ func (s *Store) Record(ctx context.Context, b Batch) ([]Event, error) {
 		}
 		puts = append(puts, clientv3.OpDelete(vmKey(name)))
 	}
+	for _, h := range b.PutHostStates {
+		if err := h.Validate(); err != nil {
+			return nil, fmt.Errorf("store: record: host state %q: %w", h.Host, err)
+		}
+		data, _ := json.Marshal(h)
+		puts = append(puts, clientv3.OpPut(hostStateKey(h.Host), string(data)))
+	}
+	for _, k := range b.DeleteKeys {
+		if !strings.HasPrefix(k, inboxPrefix) {
+			return nil, fmt.Errorf("store: record: delete %q: only agents' reports are consumed", k)
+		}
+		puts = append(puts, clientv3.OpDelete(k))
+	}
 	for _, a := range b.Actions {
 		data, err := json.Marshal(a)
 		if err != nil {
 			return nil, fmt.Errorf("store: record: action %d: %w", a.ID, err)
 		}
-		puts = append(puts, clientv3.OpPut(actionKey(a.ID), string(data)))
+		if err := validName(a.Host); err != nil {
+			return nil, fmt.Errorf("store: record: action %d: host: %w", a.ID, err)
+		}
+		acts = append(acts, clientv3.OpPut(orderKey(a.Host, a.ID), string(data)))
 	}
 	if b.IDFloor != 0 {
 		puts = append([]clientv3.Op{clientv3.OpPut(idFloorKey, strconv.FormatUint(b.IDFloor, 10))}, puts...)
 	}
-	if len(puts)+len(b.Events)+1 > maxTxnOps {
-		return s.recordInParts(ctx, b)
+	puts = append(puts, acts...)
+	var guard []clientv3.Cmp
+	if b.Guard != nil {
+		guard = append(guard, clientv3.Compare(clientv3.CreateRevision(b.Guard.Key), "=", b.Guard.Rev))
 	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
+	if len(puts)+len(b.Events)+1 > maxTxnOps {
+		return s.recordInParts(ctx, b, guard, puts)
+	}
 	if len(b.Events) == 0 {
 		if len(puts) == 0 {
 			return nil, nil
 		}
-		if _, err := s.cli.Txn(ctx).Then(puts...).Commit(); err != nil {
-			return nil, fmt.Errorf("store: record: %w", s.cause(err))
-		}
-		return nil, nil
+		return nil, s.guardedTxn(ctx, b.Guard, guard, puts)
 	}
+	return s.appendGuarded(ctx, b.Events, b.Guard, guard, puts)
+}
+
+// guardedTxn writes ops under the guard (if any).
+func (s *Store) guardedTxn(ctx context.Context, g *Guard, guard []clientv3.Cmp, ops []clientv3.Op) error {
+	r, err := s.cli.Txn(ctx).If(guard...).Then(ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("store: record: %w", s.cause(err))
+	}
+	if !r.Succeeded {
+		return fmt.Errorf("store: record (term %d): %w", g.Rev, ErrNotLeader)
+	}
+	return nil
+}
+
+// appendGuarded appends events (with the next sequence numbers) and writes puts with them,
+// in one transaction under the guard.
+func (s *Store) appendGuarded(ctx context.Context, evs []Event, g *Guard, guard []clientv3.Cmp, puts []clientv3.Op) ([]Event, error) {
 	for {
 		last, rev, err := s.eventCounter(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("store: record: %w", err)
 		}
-		out := make([]Event, len(b.Events))
-		ops := make([]clientv3.Op, 0, len(b.Events)+1+len(puts))
-		for i, e := range b.Events {
+		out := make([]Event, len(evs))
+		ops := make([]clientv3.Op, 0, len(evs)+1+len(puts))
+		for i, e := range evs {
 			e.Seq = last + uint64(i) + 1
 			data, err := json.Marshal(e)
 			if err != nil {
@@ -947,10 +999,11 @@ func (s *Store) Record(ctx context.Context, b Batch) ([]Event, error) {
 			out[i] = e
 			ops = append(ops, clientv3.OpPut(eventKey(e.Seq), string(data)))
 		}
-		next := last + uint64(len(b.Events))
+		next := last + uint64(len(evs))
 		ops = append(ops, clientv3.OpPut(eventSeqKey, strconv.FormatUint(next, 10)))
 		ops = append(ops, puts...)
-		tresp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(eventSeqKey), "=", rev)).Then(ops...).Commit()
+		cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(eventSeqKey), "=", rev)}, guard...)
+		tresp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			s.forgetCounter()
 			return nil, fmt.Errorf("store: record: %w", s.cause(err))
@@ -959,34 +1012,38 @@ func (s *Store) Record(ctx context.Context, b Batch) ([]Event, error) {
 			s.setCounter(next, tresp.Header.Revision)
 			return out, nil
 		}
-		s.forgetCounter() // another writer appended: read the counter again
+		s.forgetCounter() // another writer appended, or the guard failed: find out which
+		if g != nil {
+			r, err := s.cli.Get(ctx, g.Key)
+			if err != nil {
+				return nil, fmt.Errorf("store: record: %w", s.cause(err))
+			}
+			if len(r.Kvs) == 0 || r.Kvs[0].CreateRevision != g.Rev {
+				return nil, fmt.Errorf("store: record (term %d): %w", g.Rev, ErrNotLeader)
+			}
+		}
 	}
 }
 
-func (s *Store) recordInParts(ctx context.Context, b Batch) ([]Event, error) {
-	if b.IDFloor != 0 {
-		if err := s.SetIDFloor(ctx, b.IDFloor); err != nil {
-			return nil, err
-		}
-	}
-	out, err := s.AppendEvents(ctx, b.Events)
-	if err != nil {
-		return out, err
-	}
-	for _, v := range b.PutVMs {
-		if err := s.PutVM(ctx, v); err != nil {
+// recordInParts writes a batch too large for one transaction: events in chunks, then the
+// other writes in chunks (orders last), every chunk under the guard.
+func (s *Store) recordInParts(ctx context.Context, b Batch, guard []clientv3.Cmp, puts []clientv3.Op) ([]Event, error) {
+	var out []Event
+	for evs := b.Events; len(evs) > 0; {
+		n := min(len(evs), maxEventsPerTxn)
+		part, err := s.appendGuarded(ctx, evs[:n], b.Guard, guard, nil)
+		out = append(out, part...)
+		if err != nil {
 			return out, err
 		}
+		evs = evs[n:]
 	}
-	for _, name := range b.DeleteVMs {
-		if err := s.DeleteVM(ctx, name); err != nil && !errors.Is(err, ErrNotFound) {
+	for len(puts) > 0 {
+		n := min(len(puts), maxTxnOps-len(guard))
+		if err := s.guardedTxn(ctx, b.Guard, guard, puts[:n]); err != nil {
 			return out, err
 		}
-	}
-	for _, a := range b.Actions {
-		if err := s.PutAction(ctx, a); err != nil {
-			return out, err
-		}
+		puts = puts[n:]
 	}
 	return out, nil
 }

@@ -162,7 +162,7 @@ func TestSurvivesRestart(t *testing.T) {
 	if _, err := s.AppendEvents(ctx, []Event{{Type: "a"}, {Type: "b"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutAction(ctx, Action{ID: 7, Kind: "start", VM: "web1"}); err != nil {
+	if err := s.PutAction(ctx, Action{ID: 7, Kind: "start", VM: "web1", Host: "h1"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -376,10 +376,10 @@ func TestActions(t *testing.T) {
 	if !slices.Equal(got, []Action{a2, a1}) {
 		t.Errorf("pending = %+v", got)
 	}
-	if err := s.DeleteAction(ctx, 3); err != nil {
+	if err := s.DeleteAction(ctx, "h1", 3); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DeleteAction(ctx, 3); !errors.Is(err, ErrNotFound) {
+	if err := s.DeleteAction(ctx, "h1", 3); !errors.Is(err, ErrNotFound) {
 		t.Errorf("delete twice: %v", err)
 	}
 	got, err = s.PendingActions(ctx)
@@ -434,7 +434,7 @@ func TestCorruptRecords(t *testing.T) {
 	if _, err := s.Events(ctx, 0, 0); err == nil || !strings.Contains(err.Error(), key) {
 		t.Errorf("corrupt event: %v", err)
 	}
-	key = actionKey(5)
+	key = orderKey("h1", 5)
 	if _, err := s.cli.Put(ctx, key, `{"id":6}`); err != nil {
 		t.Fatal(err)
 	}

@@ -76,7 +76,12 @@ func (f *cliFake) Status(context.Context) (api.Status, error) {
 	if lv == "" {
 		lv = "connected"
 	}
-	return api.Status{Host: "h1", Libvirt: lv, Store: "ok", VMs: len(f.vms), Healthy: len(f.vms), Uptime: "1m", Version: "test"}, nil
+	return api.Status{Host: "h1", Libvirt: lv, Store: "ok", VMs: len(f.vms), Healthy: len(f.vms), Uptime: "1m", Version: "test",
+		Controller: "h1", Leader: "h1", Term: 7, Hosts: 1, HostsUp: 1}, nil
+}
+
+func (f *cliFake) Hosts(context.Context) ([]api.Host, error) {
+	return []api.Host{{Name: "h1", State: "up", Lease: "held", VMs: len(f.vms), MemMiB: 4096, Libvirt: "connected"}}, nil
 }
 
 func cliServer(t *testing.T, f *cliFake) string {
@@ -221,7 +226,7 @@ func TestCLITableRowsStayOneLine(t *testing.T) {
 		t.Errorf("vm list: exit %d, %d lines:\n%s", code, n, out)
 	}
 	code, status, _ := hass("status", "--server", srv)
-	if code != 0 || strings.Count(status, "\n") != 1 || !strings.Contains(status, `no such file or directory\n, store ok`) {
+	if code != 0 || strings.Count(status, "\n") != 2 || !strings.Contains(status, `no such file or directory\n, store ok`) {
 		t.Errorf("status: exit %d: %q", code, status)
 	}
 	for _, s := range []string{out, status} {

@@ -294,6 +294,12 @@ func statusCmd() *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "host %s: libvirt %s, store %s; %d VMs protected (%d healthy, %d recovering, %d in error, %d in an operation, %d unknown); up %s\n",
 				cell(s.Host), cell(s.Libvirt), cell(s.Store), s.VMs, s.Healthy, s.Recovering, s.Error, s.Operating, s.Unknown, cell(s.Uptime))
+			leader := "none (an election is under way, or the store is unreachable)"
+			if s.Leader != "" {
+				leader = fmt.Sprintf("%s (term %d)", cell(s.Leader), s.Term)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cluster: leader %s, answered by %s; %d of %d hosts hold their lease\n",
+				leader, cell(s.Controller), s.HostsUp, s.Hosts)
 			return nil
 		},
 	}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hassproject/hass/daemon"
+	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/hypervisor/libvirt"
+	"github.com/hassproject/hass/node"
+	"github.com/hassproject/hass/store"
+)
+
+func newLogger(cmd *cobra.Command, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", level)}
+	}
+	return slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl})), nil
+}
+
+func controllerCmd() *cobra.Command {
+	var (
+		cfg                          daemon.Config
+		etcd, logLevel               string
+		member                       store.MemberConfig
+		minFreeMiB                   int64
+		shutdownTimeout, leaseTTL    time.Duration
+		selfFenceMargin, startTimout time.Duration
+	)
+	c := &cobra.Command{
+		Use:   "controller",
+		Short: "Run a controller: the decision engine, led by one of several controllers",
+		Long: `Run a controller. Several may run (three is usual); they campaign in an etcd election and
+the leader decides: it takes its state from etcd, follows what the hosts' agents report, and
+gives orders that the agents carry out. When the leader dies or is cut off, another takes over
+within a few seconds and continues from what the last one recorded.
+
+The state lives in etcd: an external cluster (--etcd), or an embedded member of a cluster
+formed by the controllers themselves (--etcd-name, --etcd-peer-url, --etcd-client-url,
+--etcd-initial-cluster, --etcd-token, the same cluster on each). Every controller serves the
+API; one that does not lead answers 503 naming the leader and its address.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(cmd, logLevel)
+			if err != nil {
+				return err
+			}
+			if etcd != "" {
+				cfg.Etcd = strings.Split(etcd, ",")
+			} else if member.Name != "" || member.InitialCluster != "" {
+				m := member
+				cfg.Member = &m
+			}
+			cfg.Logger, cfg.Engine, cfg.NoAgent = log, engine.DefaultConfig(), true
+			cfg.Engine.ShutdownTimeout = shutdownTimeout
+			cfg.Engine.SelfFenceMargin = selfFenceMargin
+			cfg.Engine.StartTimeout = startTimout
+			cfg.Agent.LeaseTTL = leaseTTL
+			cfg.StoreMinFree = minFreeMiB << 20
+			if minFreeMiB == 0 {
+				cfg.StoreMinFree = -1
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return daemon.Run(ctx, cfg)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&cfg.HostName, "name", "", "this controller's name (default: the OS host name)")
+	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/hass", "where the embedded etcd member keeps its data")
+	f.Int64Var(&minFreeMiB, "store-min-free", store.DefaultMinFree>>20, "MiB kept free on the data dir's filesystem (0: no check)")
+	f.StringVar(&etcd, "etcd", "", "comma-separated endpoints of an external etcd cluster, instead of an embedded member")
+	f.StringVar(&member.Name, "etcd-name", "", "this embedded etcd member's name")
+	f.StringVar(&member.PeerURL, "etcd-peer-url", "", "where this member listens for its peers, http://IP:2380")
+	f.StringVar(&member.ClientURL, "etcd-client-url", "", "where this member listens for agents and tools, http://IP:2379")
+	f.StringVar(&member.InitialCluster, "etcd-initial-cluster", "", "every member: NAME=PEER_URL,...")
+	f.StringVar(&member.Token, "etcd-token", "hass", "the cluster's token (the same on every member)")
+	f.BoolVar(&member.Existing, "etcd-existing", false, "join a running cluster (a replaced member) instead of forming a new one")
+	f.StringVar(&cfg.Listen, "listen", daemon.DefaultListen, "the API's address: unix:///path, or host:port")
+	f.StringVar(&cfg.APIAdvertise, "api-advertise", "", "the API address published while this controller leads (default: --listen)")
+	f.StringVar(&cfg.SocketGroup, "socket-group", "", "the group let into the API's unix socket")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.IntVar(&cfg.KeepEvents, "keep-events", 100000, "how many event log entries to keep")
+	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 2*time.Minute, "how long a graceful shutdown may take before the VM is destroyed")
+	f.DurationVar(&leaseTTL, "lease-ttl", node.DefaultLeaseTTL, "the agents' lease TTL (as they are run with)")
+	f.DurationVar(&selfFenceMargin, "self-fence-margin", engine.DefaultConfig().SelfFenceMargin, "how long after a host's lease expired its VMs may be started elsewhere (its agent fenced itself before the lease expired)")
+	f.DurationVar(&startTimout, "start-timeout", engine.DefaultConfig().StartTimeout, "a start not answered by then counts as failed")
+	return c
+}
+
+func agentCmd() *cobra.Command {
+	var (
+		cfg            daemon.Config
+		uri            string
+		etcd, logLevel string
+	)
+	c := &cobra.Command{
+		Use:   "agent",
+		Short: "Run this host's agent: watch libvirt, report to the controllers, carry out their orders",
+		Long: `Run the agent of one hypervisor host. It reports what libvirt says to the leading controller
+through etcd (--etcd), holds this host's lease, carries out the leader's orders while they are
+current, and sends heartbeats to the other hosts' agents (--heartbeat, UDP).
+
+When it cannot renew its lease for --self-fence-after, it fences this host itself: it destroys
+the protected VMs running here before the lease can expire, because once it has, the
+controller may start them elsewhere. It holds back while a majority of the cluster's hosts is
+heard and none of them holds a lease either (the control plane is lost everywhere: nobody can
+be restarting anything). A watchdog (--watchdog, /dev/watchdog or a stand-in) resets the host
+if the agent itself stops.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(cmd, logLevel)
+			if err != nil {
+				return err
+			}
+			if etcd == "" {
+				return usageError{fmt.Errorf("--etcd: the cluster's etcd endpoints are needed")}
+			}
+			cfg.Etcd = strings.Split(etcd, ",")
+			if cfg.ResyncEvery < time.Second {
+				return usageError{fmt.Errorf("--resync %s: want at least 1s", cfg.ResyncEvery)}
+			}
+			drv, err := libvirt.New(libvirt.Config{URI: uri, Logger: log})
+			if err != nil {
+				return usageError{fmt.Errorf("--libvirt-uri %q: %w", uri, err)}
+			}
+			cfg.Driver, cfg.Logger, cfg.NoController = drv, log, true
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return daemon.Run(ctx, cfg)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&cfg.HostName, "host-name", "", "this host's name in hass (default: the OS host name)")
+	f.StringVar(&etcd, "etcd", "", "comma-separated endpoints of the cluster's etcd (required)")
+	f.StringVar(&uri, "libvirt-uri", libvirt.DefaultURI, "libvirt connection URI (local unix socket)")
+	f.StringVar(&cfg.Agent.Heartbeat, "heartbeat", "", "UDP address to receive the other agents' heartbeats on, IP:PORT")
+	f.StringVar(&cfg.Agent.HeartbeatAdvertise, "heartbeat-advertise", "", "the address the other agents send to (default: --heartbeat)")
+	f.StringVar(&cfg.Agent.Watchdog, "watchdog", "", "a watchdog device petted every tick (/dev/watchdog, or a stand-in's file)")
+	f.DurationVar(&cfg.Agent.LeaseTTL, "lease-ttl", node.DefaultLeaseTTL, "the lease's time to live")
+	f.DurationVar(&cfg.Agent.RenewEvery, "renew", node.DefaultRenewEvery, "how often the lease is renewed")
+	f.DurationVar(&cfg.Agent.SelfFenceAfter, "self-fence-after", node.DefaultSelfFenceAfter, "no renewal for this long and the agent fences this host (shorter than --lease-ttl)")
+	f.IntVar(&cfg.Agent.MemMiB, "mem-mib", 0, "memory this host offers to VMs, MiB (default: all of it)")
+	f.DurationVar(&cfg.ResyncEvery, "resync", 30*time.Second, "how often the whole domain list is read again")
+	f.BoolVar(&cfg.ProtectAll, "protect-all", false, "protect every domain of this host with the default policy")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return c
+}
+
+func hostCmd() *cobra.Command {
+	c := &cobra.Command{Use: "host", Short: "The cluster's hosts"}
+	cf := &clientFlags{}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the hosts: state, lease, VMs, fencing",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			hs, err := cl.Hosts(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if cf.json() {
+				return printJSON(cmd.OutOrStdout(), hs)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "HOST\tSTATE\tLEASE\tLEASE AGE\tVMS\tMEM MIB\tFENCING\tLIBVIRT")
+			for _, h := range hs {
+				age := "-"
+				if !h.LeaseSince.IsZero() && h.Lease == "held" {
+					age = time.Since(h.LeaseSince).Round(time.Second).String()
+				}
+				fence := "none (self-fence only)"
+				if h.Fencing {
+					fence = "ipmi"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", cell(h.Name), cell(h.State), cell(h.Lease), age, h.VMs, h.MemMiB, fence, cell(h.Libvirt))
+			}
+			return tw.Flush()
+		},
+	}
+	cf.add(list)
+	c.AddCommand(list)
+	return c
+}

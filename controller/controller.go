@@ -1,0 +1,713 @@
+// Package controller is `hass controller`: the decision engine, run by whichever controller
+// leads. Controllers campaign in an etcd election (concurrency.Election); the leader builds
+// its engine from the store (every protected VM's engine state, every host's state, the ID
+// floor), reads everything the agents wrote (host records, liveness keys, inventories,
+// reports waiting in their inboxes), then follows the agents' writes as they happen and
+// decides.
+//
+// What a decision changes (event log, VM records, host states, the reports it consumed, the
+// orders it gives) is written in one etcd transaction guarded by the leader's election key,
+// before any agent can see an order: a deposed leader's write fails, and a failed write means
+// no order. Orders go to the hosts' agents through etcd (orders/<host>/<id>), carrying the
+// VM's intent generation and the leader's term, which the agent checks against the store
+// before it acts. A leader that dies at any moment leaves everything the next one needs.
+//
+// It is wiring only: decisions stay in package engine, I/O in package store.
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/store"
+	"github.com/hassproject/hass/wire"
+)
+
+// Config configures a controller.
+type Config struct {
+	Name   string // this controller's name in the election (default: the host name)
+	Store  *store.Store
+	Engine engine.Config
+	Logger *slog.Logger
+	// API is the address of this controller's API, published with its leadership so that
+	// operators and followers know where the leader answers.
+	API        string
+	TickEvery  time.Duration
+	KeepEvents int
+	// SessionTTL is the election session's lease: a leader that stops renewing it (dead,
+	// or cut off from etcd) loses leadership after it, and another controller takes over.
+	SessionTTL time.Duration
+	// LeaseTTL is the agents' lease TTL (for a host found without a lease at takeover).
+	LeaseTTL time.Duration
+	// LocalHost is the host whose agent runs beside this controller (hass up), for Status.
+	LocalHost string
+}
+
+// Leader is the value a leader publishes in the election.
+type Leader struct {
+	Name  string    `json:"name"`
+	API   string    `json:"api,omitempty"`
+	Since time.Time `json:"since"`
+}
+
+// Controller is one controller; it decides only while it leads.
+type Controller struct {
+	cfg     Config
+	log     *slog.Logger
+	st      *store.Store
+	started time.Time
+
+	mu      sync.Mutex // guards everything below, and every engine step
+	eng     *engine.Engine
+	leading bool
+	term    int64
+	guard   *store.Guard
+	// What is stored, as this leader last wrote or read it.
+	persisted  map[engine.VMID]store.VM
+	hostStates map[engine.HostID]store.HostState
+	idFloor    uint64
+	// What agents wrote.
+	hosts   map[engine.HostID]store.Host
+	alive   map[engine.HostID]store.Alive
+	libvirt map[engine.HostID]string // each host's libvirt connection, from its inventory
+	// firstCall is when the hypervisor was first asked to recover each VM being recovered
+	// (agents report it): the recovered event's action time.
+	firstCall map[engine.VMID]time.Time
+	// orderVM names the VM of each order not answered yet: its result changes that VM.
+	orderVM map[uint64]engine.VMID
+	// dirty holds VMs whose last change could not be written yet.
+	dirty  map[engine.VMID]bool
+	optOut map[string]bool // unprotected by a user: --protect-all leaves them alone
+	// deposed is set when a guarded write failed: this controller no longer leads.
+	deposed chan struct{}
+	// ready is closed the first time this controller leads.
+	ready     chan struct{}
+	readyOnce sync.Once
+}
+
+// Leading is closed once this controller has led (taken over) for the first time.
+func (c *Controller) Leading() <-chan struct{} { return c.ready }
+
+// New returns a controller; Run makes it campaign.
+func New(cfg Config) (*Controller, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("controller: no store")
+	}
+	if cfg.Name == "" {
+		return nil, errors.New("controller: no name")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.TickEvery <= 0 {
+		cfg.TickEvery = 100 * time.Millisecond
+	}
+	if cfg.KeepEvents <= 0 {
+		cfg.KeepEvents = 100000
+	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = 3 * time.Second
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	if cfg.Engine == (engine.Config{}) {
+		cfg.Engine = engine.DefaultConfig()
+	}
+	return &Controller{cfg: cfg, log: cfg.Logger.With("controller", cfg.Name), st: cfg.Store, started: time.Now(),
+		ready: make(chan struct{})}, nil
+}
+
+// DefaultLeaseTTL is the agents' lease TTL unless told otherwise: a lost host's VMs are
+// started elsewhere at the earliest this long after its last renewal, plus the engine's
+// self-fence margin.
+const DefaultLeaseTTL = 5 * time.Second
+
+// Run campaigns, leads while elected, and campaigns again when deposed, until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	for ctx.Err() == nil {
+		err := c.campaign(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.log.Warn("not leading", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		case <-c.st.Done():
+			return fmt.Errorf("controller: the state store failed: %w", c.st.Err())
+		}
+	}
+	return nil
+}
+
+func (c *Controller) campaign(ctx context.Context) error {
+	secs := int((c.cfg.SessionTTL + time.Second - 1) / time.Second)
+	sess, err := concurrency.NewSession(c.st.Client(), concurrency.WithTTL(secs), concurrency.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("election session: %w", err)
+	}
+	defer sess.Close()
+	el := concurrency.NewElection(sess, store.ElectionPrefix)
+	val, _ := json.Marshal(Leader{Name: c.cfg.Name, API: c.cfg.API, Since: time.Now().UTC()})
+	c.log.Info("campaigning for leadership")
+	if err := el.Campaign(ctx, string(val)); err != nil {
+		return fmt.Errorf("campaign: %w", err)
+	}
+	lctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-sess.Done():
+			stop()
+		case <-lctx.Done():
+		}
+	}()
+	err = c.lead(lctx, el.Key(), el.Rev())
+	c.mu.Lock()
+	c.leading, c.eng = false, nil
+	c.mu.Unlock()
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	_ = el.Resign(rctx)
+	cancel()
+	if err == nil && sess.Done() != nil {
+		select {
+		case <-sess.Done():
+			err = errors.New("the election session expired (etcd unreachable for longer than its TTL)")
+		default:
+		}
+	}
+	return err
+}
+
+// errDeposed: a guarded write found another leader.
+var errDeposed = errors.New("deposed: another controller leads")
+
+// lead takes over and decides until deposed or ctx ends.
+func (c *Controller) lead(ctx context.Context, key string, term int64) error {
+	start := time.Now()
+	c.mu.Lock()
+	c.term, c.guard = term, &store.Guard{Key: key, Rev: term}
+	c.deposed = make(chan struct{})
+	rev, err := c.takeOver(ctx)
+	if err != nil {
+		c.mu.Unlock()
+		return fmt.Errorf("take over: %w", err)
+	}
+	c.leading = true
+	n := len(c.eng.Status())
+	c.mu.Unlock()
+	c.readyOnce.Do(func() { close(c.ready) })
+	c.log.Info("leading", "term", term, "vms", len(c.persisted), "hosts", len(c.hosts), "takeover", time.Since(start).Round(time.Millisecond), "protected", n)
+
+	watch := c.st.WatchAgents(ctx, rev+1)
+	tick := time.NewTicker(c.cfg.TickEvery)
+	defer tick.Stop()
+	trim := time.NewTicker(10 * time.Minute)
+	defer trim.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.deposed:
+			return errDeposed
+		case ev, ok := <-watch:
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return errors.New("the watch of the agents ended: taking over again")
+			}
+			c.mu.Lock()
+			c.agentEvent(ctx, ev)
+			c.mu.Unlock()
+		case <-tick.C:
+			c.mu.Lock()
+			if w := c.eng.NextWake(); !w.IsZero() && !w.After(time.Now()) {
+				c.stepLocked(ctx, engine.Tick{})
+			}
+			c.mu.Unlock()
+		case <-trim.C:
+			if err := c.st.TrimEvents(ctx, c.cfg.KeepEvents); err != nil {
+				c.log.Warn("trim the event log", "err", err)
+			}
+		}
+	}
+}
+
+// takeOver builds the engine from the store and the agents' writes. It returns the store
+// revision it read the agents' state at. Callers hold c.mu.
+func (c *Controller) takeOver(ctx context.Context) (int64, error) {
+	c.eng = engine.New(c.cfg.Engine)
+	c.persisted, c.hostStates = map[engine.VMID]store.VM{}, map[engine.HostID]store.HostState{}
+	c.hosts, c.alive, c.libvirt = map[engine.HostID]store.Host{}, map[engine.HostID]store.Alive{}, map[engine.HostID]string{}
+	c.firstCall, c.dirty, c.orderVM = map[engine.VMID]time.Time{}, map[engine.VMID]bool{}, map[uint64]engine.VMID{}
+
+	floor, err := c.st.IDFloor(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("load the ID floor: %w", err)
+	}
+	c.idFloor = 0
+	if err := c.reserveIDs(ctx, floor); err != nil {
+		return 0, err
+	}
+	states, _, err := c.st.HostStates(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, h := range states {
+		c.hostStates[engine.HostID(h.Host)] = h
+	}
+	agents, rev, err := c.st.AgentState(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var inbox []store.AgentEvent
+	for _, ev := range agents {
+		switch {
+		case isHost(ev):
+			h, err := store.DecodeHost(ev.Key, ev.Value)
+			if err != nil {
+				c.log.Error("a host record cannot be read: that host is not used", "key", ev.Key, "err", err)
+				continue
+			}
+			c.hosts[engine.HostID(h.Name)] = h
+		case isAlive(ev):
+			name, _ := ev.IsAlive()
+			var a store.Alive
+			_ = json.Unmarshal(ev.Value, &a)
+			c.alive[engine.HostID(name)] = a
+		case isInventory(ev):
+			inv, err := store.DecodeInventory(ev.Key, ev.Value)
+			if err == nil {
+				c.libvirt[engine.HostID(inv.Host)] = inv.Libvirt
+			}
+		default:
+			if _, ok := ev.IsInbox(); ok {
+				inbox = append(inbox, ev)
+			}
+		}
+	}
+	// Hosts first (with the state the last leader recorded), then the VMs.
+	names := make([]engine.HostID, 0, len(c.hosts))
+	for h := range c.hosts {
+		names = append(names, h)
+	}
+	slices.Sort(names)
+	for _, h := range names {
+		r := c.hosts[h]
+		c.eng.Step(time.Now(), engine.AddHost{Host: h, MemMiB: r.MemMiB, Fencing: r.Fencing})
+	}
+	vms, unreadable, err := c.st.LoadVMs(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("load protected VMs: %w", err)
+	}
+	var restored []engine.VMState
+	var bad []engine.Record
+	for _, b := range unreadable {
+		bad = append(bad, c.badRecord(strings.TrimPrefix(b.Key, "/hass/v1/vms/"), b.Err))
+	}
+	for _, r := range vms {
+		s, err := FromRecord(r)
+		if err != nil {
+			bad = append(bad, c.badRecord(r.Name, err))
+			continue
+		}
+		restored = append(restored, s)
+		c.persisted[engine.VMID(r.Name)] = r
+	}
+	if out := c.stepLocked(ctx, engine.Restore{NextID: floor, VMs: restored}); out.Err != nil {
+		return 0, fmt.Errorf("restore protected VMs: %w", out.Err)
+	}
+	if len(bad) > 0 {
+		c.appendEvents(ctx, bad)
+	}
+	if c.optOut, err = c.st.OptOuts(ctx); err != nil {
+		return 0, fmt.Errorf("load opt-outs: %w", err)
+	}
+	// Orders of earlier terms are void (agents drop them: their term is not current).
+	if pending, _, err := c.st.LoadPendingActions(ctx); err == nil {
+		for _, a := range pending {
+			if a.Term < c.term {
+				c.log.Info("an order of an earlier term was not carried out: the engine decides again", "id", a.ID, "kind", a.Kind, "vm", a.VM, "host", a.Host)
+				_ = c.st.DeleteOrder(ctx, a.Host, a.ID)
+			}
+		}
+	}
+	// Leases: a host without one is lost (since its last known renewal).
+	for _, h := range names {
+		if _, ok := c.alive[h]; !ok && c.hosts[h].Left {
+			continue // its agent stopped cleanly: nothing to recover
+		}
+		if _, ok := c.alive[h]; ok {
+			c.stepLocked(ctx, engine.HostLease{Host: h, Alive: true})
+			continue
+		}
+		since := time.Now().Add(-c.cfg.LeaseTTL)
+		if st, ok := c.hostStates[h]; ok && st.State != "up" && !st.LostAt.IsZero() {
+			since = st.LostAt.Add(-c.cfg.LeaseTTL)
+		}
+		c.stepLocked(ctx, engine.HostLease{Host: h, Alive: false, Since: since})
+	}
+	for _, ev := range inbox {
+		c.agentEvent(ctx, ev)
+	}
+	return rev, nil
+}
+
+func isHost(ev store.AgentEvent) bool      { _, ok := ev.IsHost(); return ok }
+func isAlive(ev store.AgentEvent) bool     { _, ok := ev.IsAlive(); return ok }
+func isInventory(ev store.AgentEvent) bool { _, ok := ev.IsInventory(); return ok }
+
+// agentEvent handles one write of an agent. Callers hold c.mu.
+func (c *Controller) agentEvent(ctx context.Context, ev store.AgentEvent) {
+	if name, ok := ev.IsHost(); ok {
+		if ev.Delete {
+			return // a host leaves by `hass host remove` (not yet): a deleted record changes nothing
+		}
+		h, err := store.DecodeHost(ev.Key, ev.Value)
+		if err != nil {
+			c.log.Error("a host record cannot be read: ignored", "key", ev.Key, "err", err)
+			return
+		}
+		old, known := c.hosts[engine.HostID(name)]
+		c.hosts[engine.HostID(name)] = h
+		if !known || old.MemMiB != h.MemMiB || old.Fencing != h.Fencing {
+			c.stepLocked(ctx, engine.AddHost{Host: engine.HostID(name), MemMiB: h.MemMiB, Fencing: h.Fencing})
+			if !h.Fencing {
+				c.log.Warn("host joined without a power fence: if it is lost, its VMs are started elsewhere only after its lease expired and its agent had time to fence itself", "host", name)
+			}
+		}
+		return
+	}
+	if name, ok := ev.IsAlive(); ok {
+		h := engine.HostID(name)
+		if ev.Delete {
+			delete(c.alive, h)
+			if c.hosts[h].Left {
+				c.left(ctx, h)
+				return
+			}
+			c.log.Warn("host lease expired", "host", name)
+			c.stepLocked(ctx, engine.HostLease{Host: h, Alive: false, Since: time.Now().Add(-c.cfg.LeaseTTL)})
+			return
+		}
+		var a store.Alive
+		_ = json.Unmarshal(ev.Value, &a)
+		_, had := c.alive[h]
+		c.alive[h] = a
+		if !had {
+			if _, known := c.hosts[h]; !known {
+				return // its host record comes first; a lease before it is odd but harmless
+			}
+			c.stepLocked(ctx, engine.HostLease{Host: h, Alive: true})
+		}
+		return
+	}
+	if _, ok := ev.IsInventory(); ok {
+		if inv, err := store.DecodeInventory(ev.Key, ev.Value); err == nil {
+			c.libvirt[engine.HostID(inv.Host)] = inv.Libvirt
+		}
+		return
+	}
+	host, ok := ev.IsInbox()
+	if !ok || ev.Delete {
+		return
+	}
+	v, err := wire.Unmarshal(ev.Value, host)
+	if err != nil {
+		c.log.Error("a report cannot be read: dropped, nothing changed", "key", ev.Key, "err", err)
+		c.consume(ctx, ev.Key)
+		return
+	}
+	if _, known := c.hosts[engine.HostID(host)]; !known {
+		c.log.Warn("a report from a host without a host record: dropped", "host", host, "key", ev.Key)
+		c.consume(ctx, ev.Key)
+		return
+	}
+	switch r := v.(type) {
+	case wire.Called:
+		if _, ok := c.firstCall[r.VM]; !ok {
+			c.firstCall[r.VM] = r.At
+		}
+		c.consume(ctx, ev.Key)
+	case wire.Protect:
+		if c.optOut[string(r.Protect.VM)] || c.eng.Protected(r.Protect.VM) {
+			c.consume(ctx, ev.Key)
+			return
+		}
+		if out := c.stepLocked(ctx, r.Protect, ev.Key); out.Err != nil {
+			c.log.Warn("protect-all: cannot protect", "vm", r.Protect.VM, "err", out.Err)
+			return
+		}
+		c.stepLocked(ctx, r.Observe)
+	case engine.Input:
+		c.stepLocked(ctx, r, ev.Key)
+	}
+}
+
+// left notes that a host's agent stopped cleanly: the host is not lost, so nothing is fenced
+// or started elsewhere; its VMs are not watched until it returns. Callers hold c.mu.
+func (c *Controller) left(ctx context.Context, h engine.HostID) {
+	n := 0
+	for _, v := range c.eng.Status() {
+		if v.Home == h {
+			n++
+		}
+	}
+	msg := fmt.Sprintf("the agent of %s stopped cleanly: its %d protected VMs are not watched until it runs again (stop agents for good with maintenance, not by stopping them)", h, n)
+	c.log.Warn(msg, "host", h)
+	c.appendEvents(ctx, []engine.Record{{At: time.Now(), Type: engine.RecAlert, Host: h, Msg: msg}})
+}
+
+// consume deletes a report that changes nothing.
+func (c *Controller) consume(ctx context.Context, key string) {
+	if _, err := c.st.Record(ctx, store.Batch{DeleteKeys: []string{key}, Guard: c.guard}); err != nil {
+		c.recordError(err)
+	}
+}
+
+func (c *Controller) recordError(err error) {
+	if errors.Is(err, store.ErrNotLeader) {
+		select {
+		case <-c.deposed:
+		default:
+			close(c.deposed)
+		}
+	}
+}
+
+// badRecord reports a stored VM record that cannot be read.
+func (c *Controller) badRecord(name string, err error) engine.Record {
+	c.log.Error("a stored vm record cannot be read: that vm is not protected; the others are", "vm", name, "err", err)
+	return engine.Record{At: time.Now(), Type: engine.RecAlert, VM: engine.VMID(name),
+		Msg: fmt.Sprintf("stored record unreadable (%v): not protected until it is fixed or the vm is protected again", err)}
+}
+
+// idBlock is how many IDs are reserved in the store at a time.
+const idBlock = 1000
+
+// reserveIDs makes sure the store's ID floor is above last. Callers hold c.mu.
+func (c *Controller) reserveIDs(ctx context.Context, last uint64) error {
+	if last < c.idFloor && c.idFloor != 0 {
+		return nil
+	}
+	n := last + idBlock
+	if err := c.st.SetIDFloor(ctx, n); err != nil {
+		return fmt.Errorf("reserve IDs: %w", err)
+	}
+	c.idFloor = n
+	return nil
+}
+
+// step runs one engine step while leading.
+func (c *Controller) step(ctx context.Context, in engine.Input) (engine.Output, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.leading {
+		return engine.Output{}, errNotLeading
+	}
+	return c.stepLocked(ctx, in), nil
+}
+
+var errNotLeading = errors.New("this controller does not lead")
+
+// stepLocked steps the engine, and records what it decided in one guarded transaction with
+// the reports it consumed: the orders among it reach the agents only if that write
+// succeeds. Callers hold c.mu.
+func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed ...string) engine.Output {
+	arrived := time.Now()
+	out := c.eng.Step(arrived, in)
+	decided := time.Now()
+	res := engine.Output{Actions: slices.Clone(out.Actions), Log: slices.Clone(out.Log), Err: out.Err}
+	b := store.Batch{Guard: c.guard, DeleteKeys: consumed}
+	hostsChanged := map[engine.HostID]bool{}
+	for i, r := range res.Log {
+		c.log.Info(r.String(), "type", string(r.Type))
+		if r.VM != "" {
+			switch r.Type {
+			case engine.RecRecovered:
+				// Acted: when libvirt was asked to restart it, not when the engine decided.
+				if t, ok := c.firstCall[r.VM]; ok && !r.ActionAt.IsZero() && !t.Before(r.ActionAt) && !t.After(r.RecoveredAt) {
+					res.Log[i].ActionAt = t
+				}
+				delete(c.firstCall, r.VM)
+			case engine.RecGaveUp, engine.RecForget, engine.RecDetect:
+				delete(c.firstCall, r.VM)
+			}
+		}
+		if r.Type == engine.RecHost && r.Host != "" {
+			hostsChanged[r.Host] = true
+		}
+		b.Events = append(b.Events, toStoreEvent(res.Log[i]))
+	}
+	if _, ok := in.(engine.HostLease); ok {
+		hostsChanged[in.(engine.HostLease).Host] = true
+	}
+	if a, ok := in.(engine.AddHost); ok {
+		hostsChanged[a.Host] = true
+	}
+	for h := range hostsChanged {
+		if s, ok := c.hostState(h); ok && s != c.hostStates[h] {
+			b.PutHostStates = append(b.PutHostStates, s)
+		}
+	}
+	changed := c.changedVMs(in, res)
+	for _, ch := range changed {
+		if ch.gone {
+			b.DeleteVMs = append(b.DeleteVMs, ch.name)
+		} else {
+			b.PutVMs = append(b.PutVMs, ch.rec)
+		}
+	}
+	if last := c.eng.LastID(); last >= c.idFloor {
+		b.IDFloor = last + idBlock
+	}
+	for i, a := range res.Actions {
+		res.Actions[i].Term = uint64(c.term)
+		b.Actions = append(b.Actions, store.Action{ID: a.ID, Kind: a.Kind.String(), VM: string(a.VM), Host: string(a.Host),
+			Target: string(a.Target), Why: a.Why, Gen: a.Gen, Term: c.term, At: decided})
+	}
+	if _, err := c.st.Record(ctx, b); err != nil {
+		c.log.Error("what the engine decided could not be recorded: nothing of it is carried out", "err", err,
+			"events", len(b.Events), "vms", len(b.PutVMs)+len(b.DeleteVMs), "actions", len(b.Actions))
+		c.recordError(err)
+		for _, ch := range changed {
+			c.dirty[engine.VMID(ch.name)] = true // written with the next step that succeeds
+		}
+		return res
+	}
+	clear(c.dirty)
+	if b.IDFloor != 0 {
+		c.idFloor = b.IDFloor
+	}
+	for _, s := range b.PutHostStates {
+		c.hostStates[engine.HostID(s.Host)] = s
+	}
+	for _, ch := range changed {
+		if ch.gone {
+			delete(c.persisted, engine.VMID(ch.name))
+		} else {
+			c.persisted[engine.VMID(ch.name)] = ch.rec
+		}
+	}
+	for _, a := range res.Actions {
+		c.orderVM[a.ID] = a.VM
+	}
+	if len(res.Actions) > 0 {
+		c.log.Info("orders recorded", "n", len(res.Actions), "decide", decided.Sub(arrived), "record", time.Since(decided))
+	}
+	return res
+}
+
+// hostState is the engine's view of a host, as stored.
+func (c *Controller) hostState(h engine.HostID) (store.HostState, bool) {
+	st := c.eng.HostState(h)
+	if st == "" {
+		return store.HostState{}, false
+	}
+	r := c.hosts[h]
+	s := store.HostState{Host: string(h), MemMiB: r.MemMiB, Fencing: r.Fencing, State: st}
+	if old, ok := c.hostStates[h]; ok && st != "up" {
+		s.LostAt = old.LostAt
+	}
+	if st != "up" && s.LostAt.IsZero() {
+		s.LostAt = time.Now().UTC().Truncate(time.Millisecond)
+	}
+	return s, true
+}
+
+// appendEvents writes records to the event log.
+func (c *Controller) appendEvents(ctx context.Context, recs []engine.Record) {
+	evs := make([]store.Event, 0, len(recs))
+	for _, r := range recs {
+		evs = append(evs, toStoreEvent(r))
+	}
+	if _, err := c.st.AppendEvents(ctx, evs); err != nil {
+		c.log.Error("event log write failed", "err", err)
+	}
+}
+
+// vmChange is a VM record to write (or, gone, to delete).
+type vmChange struct {
+	name string
+	rec  store.VM
+	gone bool
+}
+
+// changedVMs returns the stored records that differ from the engine state of the VMs the
+// step may have changed (named by its input, its log or its actions).
+func (c *Controller) changedVMs(in engine.Input, out engine.Output) []vmChange {
+	var ids []engine.VMID
+	for id := range c.dirty {
+		ids = append(ids, id)
+	}
+	switch in := in.(type) {
+	case engine.Observe:
+		ids = append(ids, in.VM)
+	case engine.Request:
+		ids = append(ids, in.VM)
+	case engine.Protect:
+		ids = append(ids, in.VM)
+	case engine.Unprotect:
+		ids = append(ids, in.VM)
+	case engine.Signal:
+		ids = append(ids, in.VM)
+	case engine.Snapshot:
+		for _, d := range in.Domains {
+			ids = append(ids, d.VM)
+		}
+	case engine.Restore:
+		for _, s := range in.VMs {
+			ids = append(ids, s.VM)
+		}
+	case engine.ActionResult:
+		if vm, ok := c.orderVM[in.ID]; ok {
+			ids = append(ids, vm)
+			delete(c.orderVM, in.ID)
+		}
+	}
+	for _, r := range out.Log {
+		ids = append(ids, r.VM)
+	}
+	for _, a := range out.Actions {
+		ids = append(ids, a.VM)
+	}
+	var changes []vmChange
+	seen := map[engine.VMID]bool{}
+	for _, id := range ids {
+		if id == "" || seen[id] {
+			continue
+		}
+		seen[id] = true
+		s, protected := c.eng.State(id)
+		if !protected {
+			if _, had := c.persisted[id]; had {
+				changes = append(changes, vmChange{name: string(id), gone: true})
+			}
+			continue
+		}
+		rec := ToRecord(s)
+		if old, had := c.persisted[id]; had && sameRecord(old, rec) {
+			continue
+		}
+		if err := rec.Validate(); err != nil {
+			c.log.Error("the engine state of a vm cannot be stored: it is kept in memory only", "vm", id, "err", err)
+			continue
+		}
+		changes = append(changes, vmChange{name: string(id), rec: rec})
+	}
+	sort.Slice(changes, func(i, j int) bool { return changes[i].name < changes[j].name })
+	return changes
+}

@@ -1,0 +1,835 @@
+// Package node is `hass agent`: one hypervisor host's agent process. It runs package agent
+// (the same code every simulated host runs) over this host's libvirt, the cluster's etcd and
+// the system clock:
+//
+//   - libvirt's events and periodic domain lists go through the agent's translator and are
+//     written, stamped, into this host's inbox in etcd (one key per report, in order);
+//   - the host's liveness is a key attached to an etcd lease, renewed every RenewEvery; a
+//     renewal that fails is the agent's cue to fence itself (agent.Tick decides when);
+//   - orders of the leading controller arrive by watching orders/<host>/; each is checked
+//     against the store (the VM's intent generation and the leader's term) and against this
+//     host's lease (an order older than the lease is void), then carried out by agent.Carry;
+//   - heartbeats go to the other hosts over UDP on their own network, and the watchdog (a
+//     device such as /dev/watchdog, or a stand-in outside the host) is petted every tick;
+//   - what the controller needs to start this host's VMs elsewhere is kept in the store: the
+//     domain XML of every protected VM defined here, and the host's inventory (its domains
+//     with their memory, and whether libvirt answers).
+//
+// Reports are queued and written by one sender in order, so a slow or lost store never
+// holds up the agent's tick (and so its self-fence).
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hassproject/hass/agent"
+	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/hypervisor"
+	"github.com/hassproject/hass/lifecycle"
+	"github.com/hassproject/hass/store"
+	"github.com/hassproject/hass/vmname"
+	"github.com/hassproject/hass/wire"
+)
+
+// Config configures one host's agent.
+type Config struct {
+	Host   string
+	Store  *store.Store
+	Driver hypervisor.Driver
+	Logger *slog.Logger
+	// MemMiB is the memory the host offers to VMs (0: this machine's, from /proc/meminfo).
+	MemMiB int
+	// Fencing says the host has a power fence (IPMI) the controller can use.
+	Fencing bool
+	// LeaseTTL is the lease's time to live; RenewEvery how often it is renewed. The agent
+	// fences itself SelfFenceAfter after its last renewal (it must be shorter than LeaseTTL
+	// by more than a fence takes).
+	LeaseTTL, RenewEvery, SelfFenceAfter time.Duration
+	ResyncEvery                          time.Duration
+	TickEvery                            time.Duration
+	// Heartbeat is the UDP address this host's agent listens on for its peers' heartbeats
+	// and publishes in its host record ("" for none: a cluster of one). HeartbeatAdvertise,
+	// if set, is the address peers send to (Heartbeat may be a wildcard).
+	Heartbeat, HeartbeatAdvertise string
+	// Watchdog is a device petted every tick (/dev/watchdog, or a file a stand-in watches).
+	Watchdog string
+	// ProtectAll offers every domain of this host that nobody unprotected for protection.
+	ProtectAll bool
+}
+
+// Defaults for a cluster's agents.
+const (
+	DefaultLeaseTTL       = 5 * time.Second
+	DefaultRenewEvery     = time.Second
+	DefaultSelfFenceAfter = 3 * time.Second
+)
+
+// Node is a running agent.
+type Node struct {
+	cfg Config
+	log *slog.Logger
+	st  *store.Store
+	drv hypervisor.Driver
+
+	mu       sync.Mutex // guards the agent and everything below
+	ag       *agent.Agent
+	libvirt  string
+	members  []engine.HostID
+	peers    map[engine.HostID]string // heartbeat addresses
+	heard    map[engine.HostID]heard
+	prot     map[engine.VMID]bool // protected VMs, as last read from the store
+	offered  map[string]bool      // domains offered for protection already (ProtectAll)
+	optOut   map[string]bool
+	defs     map[string][32]byte // hash of the XML last stored per VM
+	lease    store.Lease
+	leaseRev int64 // the store revision when the current lease's key was written
+	token    *store.Token
+	exec     *pendingExec
+
+	out     chan outItem // reports to write, in order
+	udp     *net.UDPConn
+	wd      *os.File
+	started time.Time
+	vmLocks sync.Map
+	wg      sync.WaitGroup
+}
+
+type heard struct {
+	hb agent.Heartbeat
+	at time.Time
+}
+
+type pendingExec struct {
+	a    engine.Action
+	done func(time.Time, agent.Outcome)
+}
+
+// outItem is one write for the sender: a report (with the order it answers), or an
+// inventory.
+type outItem struct {
+	seq   uint64
+	data  []byte
+	order uint64
+	inv   *store.Inventory
+}
+
+// Run runs the agent until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Store == nil || cfg.Driver == nil {
+		return errors.New("agent: no store or no hypervisor driver")
+	}
+	if err := vmname.Check(cfg.Host); err != nil {
+		return fmt.Errorf("agent: host name: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	if cfg.RenewEvery <= 0 {
+		cfg.RenewEvery = DefaultRenewEvery
+	}
+	if cfg.SelfFenceAfter <= 0 {
+		cfg.SelfFenceAfter = DefaultSelfFenceAfter
+	}
+	if cfg.SelfFenceAfter >= cfg.LeaseTTL {
+		return fmt.Errorf("agent: self-fence-after %s must be shorter than the lease TTL %s", cfg.SelfFenceAfter, cfg.LeaseTTL)
+	}
+	if cfg.ResyncEvery <= 0 {
+		cfg.ResyncEvery = 30 * time.Second
+	}
+	if cfg.TickEvery <= 0 {
+		cfg.TickEvery = 500 * time.Millisecond
+	}
+	if cfg.MemMiB == 0 {
+		cfg.MemMiB = hostMemMiB()
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("agent", cfg.Host), st: cfg.Store, drv: cfg.Driver, libvirt: "connecting",
+		heard: map[engine.HostID]heard{}, prot: map[engine.VMID]bool{}, offered: map[string]bool{}, optOut: map[string]bool{},
+		defs: map[string][32]byte{}, peers: map[engine.HostID]string{}, out: make(chan outItem, 4096), started: time.Now()}
+	acfg := agent.DefaultConfig(engine.HostID(cfg.Host))
+	acfg.SelfFenceAfter = cfg.SelfFenceAfter
+	n.ag = agent.New(acfg, env{n}, time.Now())
+	n.members = []engine.HostID{engine.HostID(cfg.Host)}
+
+	if cfg.Heartbeat != "" {
+		addr, err := net.ResolveUDPAddr("udp", cfg.Heartbeat)
+		if err != nil {
+			return fmt.Errorf("agent: heartbeat address %q: %w", cfg.Heartbeat, err)
+		}
+		if n.udp, err = net.ListenUDP("udp", addr); err != nil {
+			return fmt.Errorf("agent: listen for heartbeats on %s: %w", cfg.Heartbeat, err)
+		}
+		defer n.udp.Close()
+	}
+	if cfg.Watchdog != "" {
+		f, err := os.OpenFile(cfg.Watchdog, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return fmt.Errorf("agent: open the watchdog %s: %w", cfg.Watchdog, err)
+		}
+		n.wd = f
+		defer f.Close()
+	}
+
+	// Join: the host record, then the lease. Both retried until the store answers.
+	adv := cfg.HeartbeatAdvertise
+	if adv == "" && n.udp != nil {
+		adv = n.udp.LocalAddr().String()
+	}
+	rec := store.Host{Name: cfg.Host, MemMiB: cfg.MemMiB, Fencing: cfg.Fencing, Heartbeat: adv, Started: n.started.UTC(), Version: "0.2.0"}
+	for {
+		err := n.st.PutHost(ctx, rec)
+		if err == nil {
+			break
+		}
+		n.log.Warn("cannot register this host yet", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+	if !cfg.Fencing {
+		n.log.Warn("this host has no power fence: if it is lost, its VMs are started elsewhere only once its lease expired and this agent had time to fence itself (it destroys its protected VMs when it cannot renew the lease)")
+	}
+	n.refreshCluster(ctx)
+	for {
+		if err := n.grant(ctx); err == nil {
+			break
+		} else {
+			n.log.Warn("cannot take a lease yet", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+	n.log.Info("agent is up", "lease_ttl", cfg.LeaseTTL, "self_fence_after", cfg.SelfFenceAfter, "heartbeat", adv, "watchdog", cfg.Watchdog)
+
+	n.wg.Add(6)
+	go n.protectedLoop(ctx)
+	go n.sender(ctx)
+	go n.watchHypervisor(ctx)
+	go n.renewLoop(ctx)
+	go n.tickLoop(ctx)
+	go n.orderLoop(ctx)
+	if n.udp != nil {
+		n.wg.Add(1)
+		go n.receive(ctx)
+	}
+	<-ctx.Done()
+	if n.udp != nil {
+		n.udp.Close()
+	}
+	n.wg.Wait()
+	// A clean stop gives the lease back: the host left, it is not lost. Its VMs keep
+	// running; they are not protected until an agent runs here again.
+	rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	n.mu.Lock()
+	l := n.lease
+	n.mu.Unlock()
+	rec.Left = true
+	if err := n.st.PutHost(rctx, rec); err != nil {
+		n.log.Warn("cannot record that this host leaves: its lease expires instead, and the controller will treat the host as lost", "err", err)
+	} else {
+		_ = n.st.Revoke(rctx, l)
+	}
+	n.log.Info("agent is down")
+	return nil
+}
+
+// grant takes a new lease with this host's liveness key. Orders written before it are void.
+func (n *Node) grant(ctx context.Context) error {
+	n.mu.Lock()
+	a := store.Alive{PID: os.Getpid(), Since: time.Now().UTC(), Libvirt: n.libvirt}
+	n.mu.Unlock()
+	sent := time.Now()
+	l, err := n.st.GrantAlive(ctx, n.cfg.Host, n.cfg.LeaseTTL, a)
+	if err != nil {
+		return err
+	}
+	_, rev, err := n.st.Orders(ctx, n.cfg.Host)
+	if err != nil {
+		rev = 0
+	}
+	n.mu.Lock()
+	n.lease, n.leaseRev = l, rev
+	n.ag.LeaseRenewed(sent)
+	n.mu.Unlock()
+	return nil
+}
+
+// renewLoop renews the lease every RenewEvery; a lease that expired is replaced.
+func (n *Node) renewLoop(ctx context.Context) {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.RenewEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.mu.Lock()
+		l := n.lease
+		n.mu.Unlock()
+		sent := time.Now()
+		var err error
+		// Twice within the period: a request that went to a member that just died fails
+		// fast enough for the second to reach a live one.
+		for try := 0; try < 2; try++ {
+			rctx, cancel := context.WithTimeout(ctx, n.cfg.RenewEvery/2)
+			err = n.st.KeepAlive(rctx, l)
+			cancel()
+			if err == nil || errors.Is(err, store.ErrLeaseLost) {
+				break
+			}
+		}
+		switch {
+		case err == nil:
+			n.mu.Lock()
+			n.ag.LeaseRenewed(sent)
+			n.mu.Unlock()
+		case errors.Is(err, store.ErrLeaseLost):
+			n.log.Warn("the lease expired: taking a new one (orders given before are void)")
+			gctx, cancel := context.WithTimeout(ctx, n.cfg.RenewEvery)
+			if err := n.grant(gctx); err != nil {
+				n.mu.Lock()
+				n.ag.LeaseFailed(time.Now())
+				n.mu.Unlock()
+			} else {
+				n.resync(ctx)
+			}
+			cancel()
+		default:
+			if ctx.Err() == nil {
+				n.log.Warn("lease renewal failed", "err", err)
+			}
+			n.mu.Lock()
+			n.ag.LeaseFailed(time.Now())
+			n.mu.Unlock()
+		}
+	}
+}
+
+// tickLoop runs the agent's tick (self-fence, watchdog, heartbeats) and, less often,
+// refreshes what the agent knows of the cluster.
+func (n *Node) tickLoop(ctx context.Context) {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.TickEvery)
+	defer t.Stop()
+	refresh := time.NewTicker(5 * time.Second)
+	defer refresh.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.mu.Lock()
+			n.ag.Tick(time.Now())
+			n.mu.Unlock()
+		case <-refresh.C:
+			n.refreshCluster(ctx)
+		}
+	}
+}
+
+// refreshCluster reads the members, their heartbeat addresses, the protected VMs and the
+// opt-outs. When the store cannot be read, the last known ones stay.
+func (n *Node) refreshCluster(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	hosts, _, err := n.st.Hosts(rctx)
+	if err != nil {
+		return
+	}
+	opt, err := n.st.OptOuts(rctx)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.members = n.members[:0]
+	clear(n.peers)
+	for _, h := range hosts {
+		n.members = append(n.members, engine.HostID(h.Name))
+		if h.Name != n.cfg.Host && h.Heartbeat != "" {
+			n.peers[engine.HostID(h.Name)] = h.Heartbeat
+		}
+	}
+	if err == nil {
+		n.optOut = opt
+	}
+}
+
+// protectedLoop keeps the set of protected VMs current, and stores the definition of each
+// newly protected VM defined here at once: its host may be lost any moment after.
+func (n *Node) protectedLoop(ctx context.Context) {
+	defer n.wg.Done()
+	for ctx.Err() == nil {
+		names, rev, err := n.st.ProtectedNames(ctx)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		n.mu.Lock()
+		clear(n.prot)
+		for _, v := range names {
+			n.prot[engine.VMID(v)] = true
+		}
+		n.mu.Unlock()
+		for _, v := range names {
+			n.storeDefinition(ctx, v)
+		}
+		for ch := range n.st.WatchVMs(ctx, rev+1) {
+			n.mu.Lock()
+			had := n.prot[engine.VMID(ch.Name)]
+			if ch.Deleted {
+				delete(n.prot, engine.VMID(ch.Name))
+			} else {
+				n.prot[engine.VMID(ch.Name)] = true
+			}
+			n.mu.Unlock()
+			if !ch.Deleted && !had {
+				n.storeDefinition(ctx, ch.Name)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// watchHypervisor follows libvirt's events, resyncing after every (re)connect.
+func (n *Node) watchHypervisor(ctx context.Context) {
+	defer n.wg.Done()
+	resync := time.NewTicker(n.cfg.ResyncEvery)
+	defer resync.Stop()
+	evs := hypervisor.Watch(ctx, n.drv, hypervisor.Backoff{}, n.log)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-resync.C:
+			n.resync(ctx)
+		case ev, ok := <-evs:
+			if !ok {
+				return
+			}
+			if ev.Kind == hypervisor.Resync {
+				n.resync(ctx)
+				continue
+			}
+			n.onEvent(ctx, ev)
+		}
+	}
+}
+
+func (n *Node) onEvent(ctx context.Context, ev hypervisor.Event) {
+	if ev.Kind == hypervisor.Lifecycle && (ev.Lifecycle == hypervisor.EventDefined || ev.Lifecycle == hypervisor.EventStarted) {
+		// A domain defined or started just now: its inventory row and definition are
+		// stored at once, not at the next resync (it may be protected, or evacuated, soon).
+		defer n.inventory(ctx)
+	}
+	n.mu.Lock()
+	n.ag.Event(ev.At, toLifecycle(ev))
+	n.mu.Unlock()
+}
+
+func toLifecycle(ev hypervisor.Event) lifecycle.Event {
+	le := lifecycle.Event{Domain: ev.Domain, Type: ev.Lifecycle, Detail: ev.Detail}
+	switch ev.Kind {
+	case hypervisor.Reboot:
+		le.Kind = lifecycle.KindReboot
+	case hypervisor.Watchdog:
+		le.Kind, le.Watchdog = lifecycle.KindWatchdog, ev.Action
+	case hypervisor.IOError:
+		le.Kind = lifecycle.KindIOError
+	case hypervisor.AgentLifecycle:
+		le.Kind, le.Detail = lifecycle.KindAgentLifecycle, ev.AgentState
+	default:
+		le.Kind = lifecycle.KindLifecycle
+	}
+	return le
+}
+
+// resync lists every domain and reports the complete picture (and the inventory).
+func (n *Node) resync(ctx context.Context) {
+	n.mu.Lock()
+	seq := n.ag.Stamp(time.Now()) // before the list: any event after it is newer than the list
+	n.mu.Unlock()
+	doms, err := n.drv.List(ctx)
+	if err != nil {
+		n.setLibvirt(ctx, err.Error())
+		n.log.Warn("resync failed", "err", err)
+		return
+	}
+	rows := make([]agent.Row, 0, len(doms))
+	for _, d := range doms {
+		rows = append(rows, agent.Row{Name: d.Name, State: int(d.State), Reason: d.Reason})
+	}
+	n.mu.Lock()
+	n.libvirt = "connected"
+	n.ag.Listed(time.Now(), seq, rows)
+	n.mu.Unlock()
+	n.publish(ctx, seq, doms)
+}
+
+func (n *Node) setLibvirt(ctx context.Context, s string) {
+	n.mu.Lock()
+	changed := n.libvirt != s
+	n.libvirt = s
+	n.mu.Unlock()
+	if changed {
+		n.queueInventory(store.Inventory{Host: n.cfg.Host, At: time.Now().UTC(), Libvirt: s, Domains: []store.DomainRow{}})
+	}
+}
+
+// inventory lists the domains and publishes them.
+func (n *Node) inventory(ctx context.Context) {
+	n.mu.Lock()
+	seq := n.ag.Stamp(time.Now())
+	n.mu.Unlock()
+	doms, err := n.drv.List(ctx)
+	if err != nil {
+		return
+	}
+	n.publish(ctx, seq, doms)
+}
+
+// publish writes the inventory, stores the definitions of protected domains that changed,
+// and (ProtectAll) offers new domains for protection.
+func (n *Node) publish(ctx context.Context, seq uint64, doms []hypervisor.Domain) {
+	inv := store.Inventory{Host: n.cfg.Host, Seq: seq, At: time.Now().UTC(), Libvirt: "connected", Domains: []store.DomainRow{}}
+	for _, d := range doms {
+		inv.Domains = append(inv.Domains, store.DomainRow{Name: d.Name, UUID: d.UUID, State: int(d.State), Reason: d.Reason, MemKiB: d.MemoryKiB})
+	}
+	n.queueInventory(inv)
+	n.mu.Lock()
+	prot := make(map[string]bool, len(n.prot))
+	for v := range n.prot {
+		prot[string(v)] = true
+	}
+	n.mu.Unlock()
+	for _, d := range doms {
+		if n.cfg.ProtectAll || prot[d.Name] {
+			n.storeDefinition(ctx, d.Name)
+		}
+	}
+	if !n.cfg.ProtectAll {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, d := range doms {
+		if n.offered[d.Name] || prot[d.Name] || n.optOut[d.Name] {
+			continue
+		}
+		n.offered[d.Name] = true
+		if err := vmname.Check(d.Name); err != nil {
+			n.log.Warn("protect-all: a domain whose name hass cannot take is left unprotected", "vm", d.Name, "err", err)
+			continue
+		}
+		st, why := n.ag.Row(agent.Row{Name: d.Name, State: int(d.State), Reason: d.Reason})
+		h := engine.HostID(n.cfg.Host)
+		p := wire.Protect{
+			Protect: engine.Protect{VM: engine.VMID(d.Name), Host: h, MemMiB: int(d.MemoryKiB / 1024), Policy: engine.DefaultPolicy(), Desired: wire.DesiredOf(st)},
+			Observe: engine.Observe{Host: h, VM: engine.VMID(d.Name), Seq: seq, State: st, Reason: why, At: time.Now()},
+		}
+		n.queue(p, 0)
+	}
+}
+
+// storeDefinition keeps a domain's XML in the store, for starting it on another host.
+func (n *Node) storeDefinition(ctx context.Context, name string) {
+	xml, err := n.drv.XML(ctx, name)
+	if err != nil {
+		return
+	}
+	sum := sha256.Sum256([]byte(xml))
+	n.mu.Lock()
+	same := n.defs[name] == sum
+	n.mu.Unlock()
+	if same {
+		return
+	}
+	if err := n.st.PutDefinition(ctx, name, xml); err != nil {
+		n.log.Warn("cannot store the domain definition", "vm", name, "err", err)
+		return
+	}
+	n.mu.Lock()
+	n.defs[name] = sum
+	n.mu.Unlock()
+}
+
+// queue puts a report in the sender's queue. Callers hold n.mu (order is kept).
+func (n *Node) queue(v any, order uint64) {
+	data, err := wire.Marshal(v)
+	if err != nil {
+		n.log.Error("cannot encode a report", "err", err)
+		return
+	}
+	var seq uint64
+	switch r := v.(type) {
+	case engine.Observe:
+		seq = r.Seq
+	case engine.Signal:
+		seq = r.Seq
+	case engine.Snapshot:
+		seq = r.Seq
+	case engine.ActionResult:
+		seq = r.Seq
+	case wire.Protect:
+		seq = r.Observe.Seq
+	}
+	if seq == 0 {
+		seq = n.ag.Stamp(time.Now())
+	}
+	select {
+	case n.out <- outItem{seq: seq, data: data, order: order}:
+	default:
+		n.log.Error("the report queue is full (the store has been unreachable for long): a report is dropped; a resync follows once the store answers")
+	}
+}
+
+func (n *Node) queueInventory(inv store.Inventory) {
+	select {
+	case n.out <- outItem{inv: &inv}:
+	default:
+	}
+}
+
+// sender writes queued reports in order, retrying each until the store takes it.
+func (n *Node) sender(ctx context.Context) {
+	defer n.wg.Done()
+	for {
+		var it outItem
+		select {
+		case <-ctx.Done():
+			return
+		case it = <-n.out:
+		}
+		for attempt := 0; ; attempt++ {
+			var err error
+			wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			if it.inv != nil {
+				err = n.st.PutInventory(wctx, *it.inv)
+			} else {
+				err = n.st.PutReport(wctx, n.cfg.Host, it.seq, it.data, it.order)
+			}
+			cancel()
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			if attempt == 0 {
+				n.log.Warn("cannot write a report: retrying until the store answers", "err", err)
+			}
+			if it.inv != nil && len(n.out) > 0 {
+				break // a newer inventory may follow; this one is not worth waiting for
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// orderLoop follows this host's orders.
+func (n *Node) orderLoop(ctx context.Context) {
+	defer n.wg.Done()
+	for ctx.Err() == nil {
+		pending, rev, err := n.st.Orders(ctx, n.cfg.Host)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for _, a := range pending {
+			n.order(ctx, a)
+		}
+		for a := range n.st.WatchOrders(ctx, n.cfg.Host, rev+1) {
+			n.order(ctx, a)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// order starts carrying out one order, unless it is void: older than this host's lease, or
+// no longer current (checked against the store).
+func (n *Node) order(ctx context.Context, o store.Action) {
+	kind, ok := actKind(o.Kind)
+	if !ok {
+		n.log.Error("an order of an unknown kind: dropped", "id", o.ID, "kind", o.Kind)
+		_ = n.st.DeleteOrder(ctx, n.cfg.Host, o.ID)
+		return
+	}
+	a := engine.Action{ID: o.ID, Kind: kind, VM: engine.VMID(o.VM), Host: engine.HostID(o.Host), Target: engine.HostID(o.Target),
+		Gen: o.Gen, Why: o.Why, Term: uint64(o.Term)}
+	n.mu.Lock()
+	void := o.Rev != 0 && o.Rev <= n.leaseRev
+	n.mu.Unlock()
+	if void {
+		n.log.Info("an order older than this host's lease: dropped", "id", o.ID, "action", a.String())
+		_ = n.st.DeleteOrder(ctx, n.cfg.Host, o.ID)
+		return
+	}
+	n.wg.Add(1)
+	go n.execute(ctx, a, o.At)
+}
+
+// execute checks the order's fencing token, has the agent decide, carries the order out,
+// and reports how it went.
+func (n *Node) execute(ctx context.Context, a engine.Action, decided time.Time) {
+	defer n.wg.Done()
+	l, _ := n.vmLocks.LoadOrStore(a.VM, &sync.Mutex{})
+	lock := l.(*sync.Mutex)
+	lock.Lock()
+	defer lock.Unlock()
+	received := time.Now()
+	var tok store.Token
+	var err error
+	for try := 0; try < 3; try++ {
+		tctx, cancel := context.WithTimeout(ctx, time.Second)
+		tok, err = n.st.OrderToken(tctx, string(a.VM))
+		cancel()
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		n.log.Warn("cannot check an order against the store: not carried out", "id", a.ID, "err", err)
+		return // the order stays; the engine's timers issue it again if it is still wanted
+	}
+	n.mu.Lock()
+	n.token, n.exec = &tok, nil
+	n.ag.Order(time.Now(), a) // checks the token, then asks env.Execute
+	p := n.exec
+	n.token, n.exec = nil, nil
+	n.mu.Unlock()
+	if p == nil {
+		_ = n.st.DeleteOrder(ctx, n.cfg.Host, a.ID)
+		return // dropped: the agent said why
+	}
+	issued := time.Now()
+	if strings.HasPrefix(a.Why, "recovery:") {
+		n.mu.Lock()
+		n.queue(wire.Called{Host: engine.HostID(n.cfg.Host), ID: a.ID, VM: a.VM, At: issued}, 0)
+		n.mu.Unlock()
+	}
+	actx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	err = agent.Carry(actx, n.drv, a, defs{n.st})
+	cancel()
+	// since_decision: from the controller's decision to this call (its record-before-act
+	// write, the order's way here, the token check); check: the token check alone.
+	n.log.Info("action carried out", "action", a.String(), "id", a.ID, "since_decision", issued.Sub(decided),
+		"check", issued.Sub(received), "call", time.Since(issued), "err", err)
+	o := agent.Outcome{Err: err, Unreached: agent.Unreached(err)}
+	if doms, lerr := n.drv.List(ctx); lerr == nil {
+		o.Absent = true
+		for _, d := range doms {
+			if d.Name == string(a.VM) {
+				r := agent.Row{Name: d.Name, State: int(d.State), Reason: d.Reason}
+				o.Row, o.Absent = &r, false
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	n.mu.Lock()
+	p.done(time.Now(), o)
+	n.mu.Unlock()
+	if a.Kind == engine.ActStart && err == nil {
+		n.storeDefinition(ctx, string(a.VM))
+	}
+}
+
+// actKind parses an action kind's name.
+func actKind(s string) (engine.ActKind, bool) {
+	for k := engine.ActStart; k <= engine.ActFence; k++ {
+		if k.String() == s {
+			return k, true
+		}
+	}
+	return 0, false
+}
+
+// defs reads stored domain definitions for agent.Carry.
+type defs struct{ st *store.Store }
+
+func (d defs) DomainXML(ctx context.Context, vm engine.VMID) (string, error) {
+	return d.st.Definition(ctx, string(vm))
+}
+
+// ---- heartbeats between agents ----------------------------------------------------------
+
+type wireHeartbeat struct {
+	From    string    `json:"from"`
+	At      time.Time `json:"at"`
+	LeaseOK bool      `json:"lease_ok"`
+	Fenced  bool      `json:"fenced"`
+}
+
+func (n *Node) receive(ctx context.Context) {
+	defer n.wg.Done()
+	buf := make([]byte, 2048)
+	for {
+		k, _, err := n.udp.ReadFromUDP(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		var hb wireHeartbeat
+		if json.Unmarshal(buf[:k], &hb) != nil || vmname.Check(hb.From) != nil || hb.From == n.cfg.Host {
+			continue
+		}
+		n.mu.Lock()
+		if slices.Contains(n.members, engine.HostID(hb.From)) {
+			n.heard[engine.HostID(hb.From)] = heard{hb: agent.Heartbeat{From: engine.HostID(hb.From), At: hb.At, LeaseOK: hb.LeaseOK, Fenced: hb.Fenced}, at: time.Now()}
+		}
+		n.mu.Unlock()
+	}
+}
+
+// hostMemMiB is this machine's memory.
+func hostMemMiB() int {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		var kib int
+		if _, err := fmt.Sscanf(line, "MemTotal: %d kB", &kib); err == nil {
+			return kib / 1024
+		}
+	}
+	return 0
+}
