@@ -403,7 +403,10 @@ func (e *Engine) addHost(in AddHost) {
 		return
 	}
 	if h := e.hosts[in.Host]; h != nil {
-		h.mem, h.fencing = in.MemMiB, in.Fencing
+		if h.mem != in.MemMiB || h.fencing != in.Fencing {
+			h.mem, h.fencing = in.MemMiB, in.Fencing
+			e.log(RecHost, "", in.Host, "updated mem=%dMiB fencing=%t", in.MemMiB, in.Fencing)
+		}
 		return
 	}
 	h := &host{id: in.Host, mem: in.MemMiB, fencing: in.Fencing}
@@ -441,12 +444,17 @@ func (e *Engine) hostLease(in HostLease) {
 		}
 		e.log(RecHost, "", h.id, "lease expired: suspect, its VMs are in an unknown state until it is fenced")
 		if h.fencing {
-			a := Action{ID: e.id(), Kind: ActFence, Host: h.id, Why: "host-down"}
-			h.fenceActID = a.ID
-			e.out.Actions = append(e.out.Actions, a)
-			e.log(RecAction, "", h.id, "%s", a.String())
+			e.issueFence(h)
 		}
 	}
+}
+
+// issueFence orders a suspect host's power fence.
+func (e *Engine) issueFence(h *host) {
+	a := Action{ID: e.id(), Kind: ActFence, Host: h.id, Why: "host-down"}
+	h.fenceActID = a.ID
+	e.out.Actions = append(e.out.Actions, a)
+	e.log(RecAction, "", h.id, "%s", a.String())
 }
 
 func (e *Engine) fenceResult(in FenceResult) {
