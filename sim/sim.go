@@ -181,11 +181,10 @@ type Sim struct {
 	wake     time.Time // earliest scheduled engine tick
 	random   bool
 
-	rebootCur func() bool // while carrying out a reboot action: is it still current?
-	hostIDs   []engine.HostID
-	cpDown    bool                              // the control plane is lost everywhere: the controller decides nothing
-	gens      map[engine.VMID]uint64            // the store: each VM's intent generation, as recorded
-	beats     map[engine.HostID]agent.Heartbeat // the last heartbeat each host sent to its peers
+	hostIDs []engine.HostID
+	cpDown  bool                              // the control plane is lost everywhere: the controller decides nothing
+	gens    map[engine.VMID]uint64            // the store: each VM's intent generation, as recorded
+	beats   map[engine.HostID]agent.Heartbeat // the last heartbeat each host sent to its peers
 
 	dropNext int // scripted bus faults
 	holdNext int
@@ -372,112 +371,6 @@ func (s *Sim) newAgent(h *host) *agent.Agent {
 	return agent.New(cfg, agentEnv{s: s, h: h}, h.agentOK)
 }
 
-// carryOut is the simulated hypervisor doing what the agent's executor asks; reply reports
-// the call's outcome (after the time the call takes).
-func (s *Sim) carryOut(h *host, a engine.Action, reply func(err string)) {
-	id := a.VM
-	d := h.doms[id]
-	t := s.vms[id]
-	switch a.Kind {
-	case engine.ActStart:
-		if d == nil && t != nil && !t.gone {
-			// The domain's XML lives in the store: the agent defines it here first.
-			d = &dom{state: lifecycle.StateShutoff}
-			h.doms[id] = d
-		}
-		if d == nil {
-			reply("domain not defined")
-			return
-		}
-		if t != nil {
-			t.attempts = append(t.attempts, s.now)
-		}
-		if up(d.state) {
-			reply("")
-			return
-		}
-		if t != nil && t.wants != engine.WantRunning && t.wants != engine.WantPaused {
-			if t.unseen != "" || t.pending {
-				// The user's stop happened where no agent could see or store it (a
-				// partitioned or agentless host), or is a shutdown the guest had not acted
-				// on when the VM failed; nobody could have known.
-				s.res.Ambiguous++
-				s.trace("CHECK: ambiguous: hass starts %s, which the user stopped where no agent could see it", id)
-			} else {
-				s.res.FalseRecoveries++
-				s.trace("CHECK: false recovery: hass starts %s, which the user wants %s", id, t.wants)
-			}
-		}
-		s.setDom(h, id, d, lifecycle.StateRunning, 1, lc(lifecycle.EvStarted, lifecycle.StartedBooted))
-		reply("")
-	case engine.ActDestroy:
-		if d != nil && up(d.state) {
-			s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
-		}
-		reply("")
-	case engine.ActShutdown:
-		if d == nil || d.state != lifecycle.StateRunning {
-			reply("domain is not running")
-			return
-		}
-		reply("")
-		if d.ignoreACPI {
-			return
-		}
-		g := d.gen
-		s.after(s.dur(5*time.Second), func() {
-			if d.gen == g && h.power && d.state == lifecycle.StateRunning {
-				s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffShutdown,
-					lc(lifecycle.EvShutdown, lifecycle.ShutdownHost), lc(lifecycle.EvStopped, lifecycle.StoppedShutdown))
-			}
-		})
-	case engine.ActReboot:
-		hard := !d.softReboot
-		if s.random {
-			hard = s.rng.IntN(2) == 0
-		}
-		s.rebootCur = func() bool { return s.storeCurrent(a) }
-		s.reboot(h, id, d, hard, func(err string) { reply(err) })
-		s.rebootCur = nil
-	case engine.ActReset:
-		if d == nil || !up(d.state) {
-			reply("domain is not running")
-			return
-		}
-		s.emit(h, id, lifecycle.Event{Kind: lifecycle.KindReboot})
-		d.hung = false
-		s.afterChange(id)
-		if d.state == lifecycle.StatePaused {
-			s.setDom(h, id, d, lifecycle.StateRunning, 5, lc(lifecycle.EvResumed, lifecycle.ResumedUnpaused))
-		}
-		reply("")
-	case engine.ActDelete:
-		if d != nil {
-			if up(d.state) {
-				s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
-			}
-			s.undefine(h, id)
-		}
-		reply("")
-	case engine.ActMigrate:
-		s.migrate(h, id, d, s.hostByID[a.Target], func(err string) { reply(err) })
-	case engine.ActSuspend:
-		if d == nil || d.state != lifecycle.StateRunning {
-			reply("domain is not running")
-			return
-		}
-		s.setDom(h, id, d, lifecycle.StatePaused, lifecycle.PausedUser, lc(lifecycle.EvSuspended, lifecycle.SuspendedPaused))
-		reply("")
-	case engine.ActResume:
-		if d == nil || d.state != lifecycle.StatePaused {
-			reply("domain is not paused")
-			return
-		}
-		s.setDom(h, id, d, lifecycle.StateRunning, 5, lc(lifecycle.EvResumed, lifecycle.ResumedUnpaused))
-		reply("")
-	}
-}
-
 // dur is a duration around base: exact in scenarios, spread in random runs.
 func (s *Sim) dur(base time.Duration) time.Duration {
 	if !s.random {
@@ -492,8 +385,9 @@ func (s *Sim) undefine(h *host, id engine.VMID) {
 }
 
 // reboot is a hard reboot (destroy, then start) or a reboot inside the guest that libvirt
-// reports with a reboot event (soft).
-func (s *Sim) reboot(h *host, id engine.VMID, d *dom, hard bool, done func(string)) {
+// reports with a reboot event (soft). current, if set, is asked before the second half of a
+// hard reboot whether the order is still current: a stop issued meanwhile wins.
+func (s *Sim) reboot(h *host, id engine.VMID, d *dom, hard bool, current func() bool, done func(string)) {
 	if d == nil || d.state != lifecycle.StateRunning {
 		done("domain is not running")
 		return
@@ -513,14 +407,12 @@ func (s *Sim) reboot(h *host, id engine.VMID, d *dom, hard bool, done func(strin
 	h.ag.OwnStop(id) // the agent's own destroy, the first half of a hard reboot
 	s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
 	g := d.gen
-	current := s.rebootCur
 	s.after(s.dur(2*time.Second), func() {
 		if d.gen != g || !h.power || d.state != lifecycle.StateShutoff {
 			done("domain changed during the reboot")
 			return
 		}
 		if current != nil && !current() {
-			// The executor checks again before the second half: a stop issued meanwhile wins.
 			done("reboot overtaken by a newer intent")
 			return
 		}

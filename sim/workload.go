@@ -305,7 +305,7 @@ func (s *Sim) virsh(op engine.OpKind, id engine.VMID, target engine.HostID) bool
 		s.userWants(id, engine.WantAbsent)
 		s.undefine(h, id)
 	case engine.OpReboot:
-		s.reboot(h, id, d, false, func(string) {}) // virsh reboot: inside the guest
+		s.reboot(h, id, d, false, nil, func(string) {}) // virsh reboot: inside the guest
 	case engine.OpSuspend:
 		if d.state != lifecycle.StateRunning {
 			return false
