@@ -206,6 +206,7 @@ func (e *Engine) step(now time.Time, in Input) {
 	}
 	e.out.Actions = e.out.Actions[:0]
 	e.out.Log = e.out.Log[:0]
+	e.out.Touched = e.out.Touched[:0]
 	e.out.Err = nil
 	switch in := in.(type) {
 	case Tick:

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -355,6 +356,12 @@ func (r *fuzzRun) step(in Input) {
 	}
 
 	hostStates := r.e.Hosts()
+	vmStates := map[VMID]VMState{}
+	for _, id := range fuzzVMs {
+		if st, ok := r.e.State(id); ok {
+			vmStates[id] = st
+		}
+	}
 	advanced := r.now.After(r.enow)
 	out := r.e.Step(r.now, in)
 	if advanced {
@@ -379,6 +386,14 @@ func (r *fuzzRun) step(in Input) {
 	// Every change of a host's state is logged as a RecHost record naming it: a runner that
 	// stores e.Host(r.Host) for each such record keeps its stored copy exact.
 	r.checkHostRecords(hostStates, log)
+	// Every VM whose stored state changed is in Touched.
+	for _, id := range fuzzVMs {
+		st, ok := r.e.State(id)
+		was, wasOK := vmStates[id]
+		if (ok != wasOK || !reflect.DeepEqual(st, was)) && !slices.Contains(out.Touched, id) {
+			r.fatalf("vm %s's state changed but the step does not list it as touched:\nwas %+v\nnow %+v", id, was, st)
+		}
+	}
 
 	// Err: nothing changed.
 	if out.Err != nil {

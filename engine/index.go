@@ -91,6 +91,7 @@ func (e *Engine) homeHost(v *vm) *host {
 // flush indexes the VMs the step touched.
 func (e *Engine) flush() {
 	for i, v := range e.dirty {
+		e.out.Touched = append(e.out.Touched, v.id)
 		v.dirty = false
 		e.reindex(v)
 		e.dirty[i] = nil

@@ -380,6 +380,7 @@ func (sc *Scenario) Run(naive bool) (string, Result) {
 	cfg.Duration = sc.end
 	var out bytes.Buffer
 	s := newSim(cfg, &out)
+	s.checkStoreEach = true
 	s.res.Hosts, s.res.VMs = len(sc.hosts), len(sc.vms)
 	for _, h := range sc.hosts {
 		s.addHost(h.id, h.mem, h.fencing)

@@ -129,6 +129,9 @@ type Result struct {
 	Actions         int     `json:"actions"`
 	Dropped         int     `json:"messages_dropped"`
 	StuckTimers     int     `json:"stuck_timers"`
+	// StoreDrift counts the steps after which the store did not hold what the engine holds
+	// (checked in scenarios and tests only: a new leader would restore something else).
+	StoreDrift int `json:"store_drift,omitempty"`
 	// MigrationFaults counts the faults aimed at a migration's switch-over (see MigFault).
 	MigrationFaults int `json:"migration_faults"`
 	// HostFailures counts hosts lost to the cluster: a power loss (a watchdog reset included)
@@ -138,6 +141,8 @@ type Result struct {
 	Evacuated       int   `json:"evacuated"`
 	EvacuationP50ms int64 `json:"evacuation_p50_ms"`
 	EvacuationP99ms int64 `json:"evacuation_p99_ms"`
+	// ControllerCrashes counts the leading controller's deaths (each followed by an election).
+	ControllerCrashes int `json:"controller_crashes"`
 }
 
 type vmTruth struct {
@@ -180,10 +185,13 @@ type Sim struct {
 	out      io.Writer // the story, in scenario mode; nil otherwise
 	wake     time.Time // earliest scheduled engine tick
 	random   bool
+	// checkStoreEach compares the store with the engine after every step (scenarios, tests).
+	checkStoreEach bool
 
 	hostIDs []engine.HostID
 	cpDown  bool                              // the control plane is lost everywhere: the controller decides nothing
-	gens    map[engine.VMID]uint64            // the store: each VM's intent generation, as recorded
+	st      store                             // what the controller recorded (etcd)
+	ctl     controller                        // the leading controller
 	beats   map[engine.HostID]agent.Heartbeat // the last heartbeat each host sent to its peers
 
 	dropNext int // scripted bus faults
@@ -222,7 +230,7 @@ func newSim(cfg Config, out io.Writer) *Sim {
 	s := &Sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		start: epoch, now: epoch, end: epoch.Add(cfg.Duration), eng: engine.New(ecfg),
 		hostByID: map[engine.HostID]*host{}, vms: map[engine.VMID]*vmTruth{}, out: out,
-		migFaults: map[engine.VMID][]MigFault{}, gens: map[engine.VMID]uint64{}, beats: map[engine.HostID]agent.Heartbeat{}}
+		migFaults: map[engine.VMID][]MigFault{}, st: newStore(), beats: map[engine.HostID]agent.Heartbeat{}}
 	s.res.Seed, s.res.Hosts, s.res.VMs, s.res.Hours = cfg.Seed, cfg.Hosts, cfg.VMs, cfg.Duration.Hours()
 	s.res.Detector = "aware"
 	if cfg.Naive {
@@ -283,15 +291,32 @@ func (s *Sim) step(in engine.Input) engine.Output {
 	if s.cpDown {
 		return engine.Output{} // no controller runs: what reaches it is lost, the store has it
 	}
+	if s.ctl.down {
+		return s.noLeader(in)
+	}
 	s.res.EngineSteps++
 	out := s.eng.Step(s.now, in)
 	acts := slices.Clone(out.Actions)
 	recs := slices.Clone(out.Log)
-	res := engine.Output{Actions: acts, Log: recs, Err: out.Err}
+	res := engine.Output{Actions: acts, Log: recs, Err: out.Err, Touched: slices.Clone(out.Touched)}
+	for i := range acts {
+		acts[i].Term = s.st.term // the runner stamps its orders with its term as it records them
+	}
 	s.record(in, res) // recorded before anything is carried out
+	if s.checkStoreEach {
+		if d := s.checkStore(); d != "" {
+			s.res.StoreDrift++
+			s.trace("CHECK: store drift after %T: %s", in, d)
+		}
+	}
 	for _, r := range recs {
 		s.trace("%s", r)
 		s.onRecord(r)
+	}
+	if s.ctl.crashArmed && len(acts) > 0 {
+		s.ctl.crashArmed = false
+		s.controllerCrash("after recording its step, before carrying out " + plural(len(acts), "order"))
+		return res
 	}
 	for _, a := range acts {
 		s.res.Actions++
@@ -317,7 +342,11 @@ func (s *Sim) scheduleWake(in engine.Input) {
 		}
 	}
 	s.wake = w
+	eng := s.eng
 	s.at(w, func() {
+		if s.eng != eng {
+			return // that controller is gone
+		}
 		if s.wake.Equal(w) {
 			s.wake = time.Time{}
 		}
