@@ -103,12 +103,19 @@ func (s *Sim) controllerCrash(why string) {
 		return
 	}
 	s.res.ControllerCrashes++
-	s.trace("truth: the controller (term %d) crashes %s", s.st.term, why)
+	if why != "" {
+		why = " " + why
+	}
+	s.trace("truth: the controller (term %d) crashes%s", s.st.term, why)
 	s.ctl.down, s.ctl.crashArmed = true, false
 	s.ctl.epoch++
 	s.eng, s.wake = nil, time.Time{}
 	ep := s.ctl.epoch
-	s.after(s.dur(2*time.Second), func() {
+	delay := 2 * time.Second
+	if s.random {
+		delay = time.Second + time.Duration(s.frng.Int64N(int64(2*time.Second)))
+	}
+	s.after(delay, func() {
 		if s.ctl.epoch == ep {
 			s.elect()
 		}
@@ -147,7 +154,12 @@ func (s *Sim) elect() {
 		if h.leaseAlive {
 			s.step(engine.HostLease{Host: h.id, Alive: true})
 		} else {
-			s.readStore(h)
+			if s.eng.HostState(h.id) == "up" {
+				// Lost while no controller led: what its agent last wrote comes first, as
+				// when a leader sees a lease expire. (A suspect or fenced host's reports
+				// were read before; a fenced host's are void.)
+				s.readStore(h)
+			}
 			s.step(engine.HostLease{Host: h.id, Alive: false, Since: h.renewed})
 		}
 	}

@@ -37,6 +37,10 @@ import (
 //	host NAME power-off|power-on|partition|heal|agent-crash|agent-start|libvirtd-stop|libvirtd-start
 //	control-plane lost|back  the store and every controller go down (hosts still see each
 //	                    other), or come back
+//	controller crash    the leading controller dies; a new one is elected 2 s later and
+//	                    restores its engine from the store
+//	controller crash-after-record  the leading controller dies in its next step that orders
+//	                    something, after recording the step and before carrying it out
 //	bus drop N          the next N agent messages are lost
 //	bus hold N D        the next N agent messages arrive D late (reordering them)
 //	fault NAME KIND WHEN  aim a fault at the switch-over of the VM's next migration:
@@ -305,6 +309,10 @@ func (sc *Scenario) parseCmds(path string) error {
 			if len(a) != 2 || (a[1] != "lost" && a[1] != "back") {
 				return errors.New("control-plane: want 'control-plane lost' or 'control-plane back'")
 			}
+		case "controller":
+			if len(a) != 2 || (a[1] != "crash" && a[1] != "crash-after-record") {
+				return errors.New("controller: want 'controller crash' or 'controller crash-after-record'")
+			}
 		case "fault":
 			if len(a) != 4 {
 				return errors.New("fault: want 'fault NAME KIND WHEN'")
@@ -349,7 +357,7 @@ func (sc *Scenario) parseCmds(path string) error {
 				return fmt.Errorf("%s %s: unknown host %q", a[0], a[1], a[3])
 			}
 		default:
-			return fmt.Errorf("unknown command %q (want vm, api, virsh, host, bus, fault or end)", a[0])
+			return fmt.Errorf("unknown command %q (want vm, api, virsh, host, bus, fault, control-plane, controller or end)", a[0])
 		}
 		sc.cmds = append(sc.cmds, c)
 		return nil
@@ -413,6 +421,12 @@ func (s *Sim) command(a []string) {
 		} else {
 			s.holdNext = n
 			s.holdFor, _ = time.ParseDuration(a[3])
+		}
+	case "controller":
+		if a[1] == "crash" {
+			s.controllerCrash("")
+		} else {
+			s.ctl.crashArmed = true
 		}
 	case "control-plane":
 		if a[1] == "lost" {

@@ -66,6 +66,10 @@ type Config struct {
 	// after the switch-over), and a third of those get a second one of another kind.
 	MigFaultProb   float64
 	StopInRecovery float64 // chance a user stops a VM right after hass detected its failure
+	// ControllerCrashPerHr: the leading controller dies (a new one is elected 1-3 s later);
+	// half of the crashes strike in the step of an order, after it is recorded and before
+	// it is carried out.
+	ControllerCrashPerHr float64
 
 	Engine engine.Config
 }
@@ -83,7 +87,8 @@ func DefaultConfig() Config {
 		OpsPerVMHour:     0.3, CrashPerVMHour: 0.01, PanicPerVMHour: 0.003, GuestOffPerVMHr: 0.004,
 		HangPerVMHour: 0.003, PowerPerHostHr: 0.005, PartPerHostHr: 0.01, AgentPerHostHr: 0.02,
 		LibvirtPerHostHr: 0.03, DuringOpProb: 0.2, StopInRecovery: 0.1, MigFaultProb: 0.3,
-		Engine: engine.DefaultConfig(),
+		ControllerCrashPerHr: 0.25,
+		Engine:               engine.DefaultConfig(),
 	}
 }
 
@@ -168,8 +173,12 @@ type vmTruth struct {
 
 // Sim is one simulated run.
 type Sim struct {
-	cfg      Config
-	rng      *rand.Rand
+	cfg Config
+	rng *rand.Rand
+	// frng draws the control-plane faults (controller crashes, etcd member losses, control
+	// plane losses), so that adding them leaves the rest of a seed's workload as it was
+	// until the first one strikes.
+	frng     *rand.Rand
 	start    time.Time
 	now      time.Time
 	end      time.Time
@@ -228,6 +237,7 @@ func newSim(cfg Config, out io.Writer) *Sim {
 	ecfg := cfg.Engine
 	ecfg.Naive = cfg.Naive
 	s := &Sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+		frng:  rand.New(rand.NewPCG(cfg.Seed^0x5851f42d4c957f2d, cfg.Seed)),
 		start: epoch, now: epoch, end: epoch.Add(cfg.Duration), eng: engine.New(ecfg),
 		hostByID: map[engine.HostID]*host{}, vms: map[engine.VMID]*vmTruth{}, out: out,
 		migFaults: map[engine.VMID][]MigFault{}, st: newStore(), beats: map[engine.HostID]agent.Heartbeat{}}

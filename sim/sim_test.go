@@ -98,3 +98,24 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreHoldsEngineState: in a random run with controller crashes, after every step the
+// store holds exactly what the engine holds (what a new leader restores), and the run keeps
+// the invariants across the crashes.
+func TestStoreHoldsEngineState(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Duration = 6 * time.Hour
+	cfg.ControllerCrashPerHr = 2
+	for seed := uint64(1); seed <= 2; seed++ {
+		cfg.Seed = seed
+		s := newSim(cfg, nil)
+		s.checkStoreEach = true
+		r := runRandom(s)
+		if r.StoreDrift != 0 || r.ControllerCrashes < 3 {
+			t.Errorf("seed %d: store drift %d, controller crashes %d", seed, r.StoreDrift, r.ControllerCrashes)
+		}
+		if r.FalseRecoveries != 0 || r.MissedFailures != 0 || r.SplitBrain != 0 || r.StuckTimers != 0 {
+			t.Errorf("seed %d: %+v", seed, r)
+		}
+	}
+}

@@ -23,6 +23,12 @@ func RunTraced(cfg Config, trace interface{ Write([]byte) (int, error) }) (Resul
 	if trace != nil {
 		s.out = trace
 	}
+	return runRandom(s), nil
+}
+
+// runRandom runs the random workload on a new simulator.
+func runRandom(s *Sim) Result {
+	cfg := s.cfg
 	s.random = true
 	for i := range cfg.Hosts {
 		s.addHost(engine.HostID(fmt.Sprintf("h%02d", i+1)), cfg.HostMemMiB, i%2 == 0)
@@ -88,8 +94,31 @@ func RunTraced(cfg Config, trace interface{ Write([]byte) (int, error) }) (Resul
 		s.libvirtdStop(h)
 		s.after(s.dur(15*time.Second), func() { s.libvirtdStart(h) })
 	})
+	if cfg.ControllerCrashPerHr > 0 {
+		s.poissonF(cfg.ControllerCrashPerHr, func() {
+			s.res.Faults++
+			if s.frng.IntN(2) == 0 {
+				s.ctl.crashArmed = true // in its next step that orders something
+				return
+			}
+			s.controllerCrash("")
+		})
+	}
 	s.run()
-	return s.res, nil
+	return s.res
+}
+
+// poissonF is poisson for the control-plane faults, drawn from their own random source.
+func (s *Sim) poissonF(perHour float64, fn func()) {
+	delay := func() time.Duration {
+		return time.Duration(-math.Log(1-s.frng.Float64()) / perHour * float64(time.Hour))
+	}
+	var next func()
+	next = func() {
+		fn()
+		s.after(delay(), next)
+	}
+	s.after(delay(), next)
 }
 
 // poisson calls fn at exponentially spaced times with the given rate per hour, forever.

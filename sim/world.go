@@ -159,9 +159,17 @@ func (s *Sim) store(h *host, in engine.Input) {
 		h.stored[in.VM] = in
 		seen(in.VM)
 	case engine.Snapshot:
+		// A complete list: what it lacks is absent from the host now.
+		listed := map[engine.VMID]bool{}
 		for _, d := range in.Domains {
 			h.stored[d.VM] = engine.Observe{Host: h.id, VM: d.VM, Seq: in.Seq, State: d.State, Reason: d.Reason, At: in.At}
+			listed[d.VM] = true
 			seen(d.VM)
+		}
+		for id, o := range h.stored {
+			if !listed[id] && o.State != engine.DomAbsent {
+				h.stored[id] = engine.Observe{Host: h.id, VM: id, Seq: in.Seq, State: engine.DomAbsent, At: in.At}
+			}
 		}
 	}
 }
