@@ -39,6 +39,7 @@ type controller struct {
 	crashArmed bool           // die in the next step that orders something, after recording it
 	waiting    []engine.Input // reports that reached the store while no controller led
 	epoch      int            // bumps at each crash: an election scheduled for an older one is void
+	electLater bool           // an election is due but the store is unavailable: once it is back
 }
 
 func plural(n int, what string) string {
@@ -126,6 +127,10 @@ func (s *Sim) controllerCrash(why string) {
 // host's lease as the store has it, the reports that waited, and a resync of every agent.
 func (s *Sim) elect() {
 	if !s.ctl.down {
+		return
+	}
+	if s.cpDown {
+		s.ctl.electLater = true // no leader can be elected without the store
 		return
 	}
 	s.st.term++

@@ -37,6 +37,8 @@ import (
 //	host NAME power-off|power-on|partition|heal|agent-crash|agent-start|libvirtd-stop|libvirtd-start
 //	control-plane lost|back  the store and every controller go down (hosts still see each
 //	                    other), or come back
+//	etcd lose|back eN   the store's etcd member N (1-3; e1 leads at the start) is lost or
+//	                    comes back (see etcdLose)
 //	controller crash    the leading controller dies; a new one is elected 2 s later and
 //	                    restores its engine from the store
 //	controller crash-after-record  the leading controller dies in its next step that orders
@@ -309,6 +311,10 @@ func (sc *Scenario) parseCmds(path string) error {
 			if len(a) != 2 || (a[1] != "lost" && a[1] != "back") {
 				return errors.New("control-plane: want 'control-plane lost' or 'control-plane back'")
 			}
+		case "etcd":
+			if len(a) != 3 || (a[1] != "lose" && a[1] != "back") || !slices.Contains([]string{"e1", "e2", "e3"}, a[2]) {
+				return errors.New("etcd: want 'etcd lose eN' or 'etcd back eN' (N 1 to 3)")
+			}
 		case "controller":
 			if len(a) != 2 || (a[1] != "crash" && a[1] != "crash-after-record") {
 				return errors.New("controller: want 'controller crash' or 'controller crash-after-record'")
@@ -357,7 +363,7 @@ func (sc *Scenario) parseCmds(path string) error {
 				return fmt.Errorf("%s %s: unknown host %q", a[0], a[1], a[3])
 			}
 		default:
-			return fmt.Errorf("unknown command %q (want vm, api, virsh, host, bus, fault, control-plane, controller or end)", a[0])
+			return fmt.Errorf("unknown command %q (want vm, api, virsh, host, bus, fault, control-plane, controller, etcd or end)", a[0])
 		}
 		sc.cmds = append(sc.cmds, c)
 		return nil
@@ -422,6 +428,13 @@ func (s *Sim) command(a []string) {
 			s.holdNext = n
 			s.holdFor, _ = time.ParseDuration(a[3])
 		}
+	case "etcd":
+		i := int(a[2][1] - '1')
+		if a[1] == "lose" {
+			s.etcdLose(i)
+		} else {
+			s.etcdBack(i)
+		}
 	case "controller":
 		if a[1] == "crash" {
 			s.controllerCrash("")
@@ -430,9 +443,9 @@ func (s *Sim) command(a []string) {
 		}
 	case "control-plane":
 		if a[1] == "lost" {
-			s.controlPlaneLost()
+			s.controlPlaneLost(cpLostEverywhere)
 		} else {
-			s.controlPlaneBack()
+			s.controlPlaneBack(cpLostEverywhere)
 		}
 	case "fault":
 		id := engine.VMID(a[1])

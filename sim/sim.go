@@ -9,6 +9,7 @@
 package sim
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -70,6 +71,9 @@ type Config struct {
 	// half of the crashes strike in the step of an order, after it is recorded and before
 	// it is carried out.
 	ControllerCrashPerHr float64
+	// EtcdLossPerHr: a member of the store's 3-member etcd cluster is lost for 30 s to 5 min;
+	// a quarter of the time a second one follows it for 5 to 60 s (no quorum).
+	EtcdLossPerHr float64
 
 	Engine engine.Config
 }
@@ -87,8 +91,8 @@ func DefaultConfig() Config {
 		OpsPerVMHour:     0.3, CrashPerVMHour: 0.01, PanicPerVMHour: 0.003, GuestOffPerVMHr: 0.004,
 		HangPerVMHour: 0.003, PowerPerHostHr: 0.005, PartPerHostHr: 0.01, AgentPerHostHr: 0.02,
 		LibvirtPerHostHr: 0.03, DuringOpProb: 0.2, StopInRecovery: 0.1, MigFaultProb: 0.3,
-		ControllerCrashPerHr: 0.25,
-		Engine:               engine.DefaultConfig(),
+		ControllerCrashPerHr: 0.25, EtcdLossPerHr: 0.25,
+		Engine: engine.DefaultConfig(),
 	}
 }
 
@@ -148,6 +152,8 @@ type Result struct {
 	EvacuationP99ms int64 `json:"evacuation_p99_ms"`
 	// ControllerCrashes counts the leading controller's deaths (each followed by an election).
 	ControllerCrashes int `json:"controller_crashes"`
+	// EtcdMemberLosses counts the store's members lost (see etcdLose).
+	EtcdMemberLosses int `json:"etcd_member_losses"`
 }
 
 type vmTruth struct {
@@ -199,6 +205,8 @@ type Sim struct {
 
 	hostIDs []engine.HostID
 	cpDown  bool                              // the control plane is lost everywhere: the controller decides nothing
+	cpWhy   map[string]bool                   // why: see controlPlaneLost
+	etcd    etcdCluster                       // the store's members
 	st      store                             // what the controller recorded (etcd)
 	ctl     controller                        // the leading controller
 	beats   map[engine.HostID]agent.Heartbeat // the last heartbeat each host sent to its peers
@@ -240,7 +248,7 @@ func newSim(cfg Config, out io.Writer) *Sim {
 		frng:  rand.New(rand.NewPCG(cfg.Seed^0x5851f42d4c957f2d, cfg.Seed)),
 		start: epoch, now: epoch, end: epoch.Add(cfg.Duration), eng: engine.New(ecfg),
 		hostByID: map[engine.HostID]*host{}, vms: map[engine.VMID]*vmTruth{}, out: out,
-		migFaults: map[engine.VMID][]MigFault{}, st: newStore(), beats: map[engine.HostID]agent.Heartbeat{}}
+		migFaults: map[engine.VMID][]MigFault{}, st: newStore(), cpWhy: map[string]bool{}, etcd: newEtcd(), beats: map[engine.HostID]agent.Heartbeat{}}
 	s.res.Seed, s.res.Hosts, s.res.VMs, s.res.Hours = cfg.Seed, cfg.Hosts, cfg.VMs, cfg.Duration.Hours()
 	s.res.Detector = "aware"
 	if cfg.Naive {
@@ -299,7 +307,12 @@ func (s *Sim) run() {
 // step gives the engine one input and carries out what it decides.
 func (s *Sim) step(in engine.Input) engine.Output {
 	if s.cpDown {
-		return engine.Output{} // no controller runs: what reaches it is lost, the store has it
+		// No controller can act: what reaches it is lost (the agents' store has it), and a
+		// user's request is refused.
+		if _, ok := in.(engine.Request); ok {
+			return engine.Output{Err: errors.New("the control plane is unavailable")}
+		}
+		return engine.Output{}
 	}
 	if s.ctl.down {
 		return s.noLeader(in)

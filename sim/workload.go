@@ -104,6 +104,21 @@ func runRandom(s *Sim) Result {
 			s.controllerCrash("")
 		})
 	}
+	if cfg.EtcdLossPerHr > 0 {
+		s.poissonF(cfg.EtcdLossPerHr, func() {
+			s.res.Faults++
+			i := s.frng.IntN(etcdMembers)
+			s.etcdLose(i)
+			s.after(30*time.Second+time.Duration(s.frng.Int64N(int64(270*time.Second))), func() { s.etcdBack(i) })
+			if s.frng.IntN(4) == 0 {
+				j := (i + 1 + s.frng.IntN(etcdMembers-1)) % etcdMembers
+				s.after(time.Duration(s.frng.Int64N(int64(20*time.Second))), func() {
+					s.etcdLose(j)
+					s.after(5*time.Second+time.Duration(s.frng.Int64N(int64(55*time.Second))), func() { s.etcdBack(j) })
+				})
+			}
+		})
+	}
 	s.run()
 	return s.res
 }

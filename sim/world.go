@@ -319,25 +319,45 @@ func (s *Sim) heal(h *host) {
 }
 
 // controlPlaneLost takes the store and every controller down at once, while the hosts still
-// see each other: nobody can renew a lease, and nobody can restart anything.
-func (s *Sim) controlPlaneLost() {
+// see each other: nobody can renew a lease, and nobody can restart anything. why is one of
+// the causes (the scenario's or random workload's "lost everywhere", or etcd without a
+// leader); the control plane is back when every cause is gone.
+func (s *Sim) controlPlaneLost(why string) {
+	if s.cpWhy[why] {
+		return
+	}
+	s.cpWhy[why] = true
 	if s.cpDown {
 		return
 	}
-	s.trace("truth: the control plane (store and controllers) is lost everywhere")
+	if why == cpLostEverywhere {
+		s.trace("truth: the control plane (store and controllers) is lost everywhere")
+	}
 	s.cpDown = true
 	for _, h := range s.hosts {
 		h.cpLost = true
 	}
 }
 
+// The causes of a control-plane outage.
+const (
+	cpLostEverywhere = "lost"
+	cpEtcd           = "etcd"
+)
+
 // controlPlaneBack brings it back: etcd gives every lease a fresh TTL when it elects a
 // leader, a controller takes over from the store, and the agents renew and resync.
-func (s *Sim) controlPlaneBack() {
-	if !s.cpDown {
+func (s *Sim) controlPlaneBack(why string) {
+	if !s.cpWhy[why] {
 		return
 	}
-	s.trace("truth: the control plane is back")
+	delete(s.cpWhy, why)
+	if !s.cpDown || len(s.cpWhy) > 0 {
+		return
+	}
+	if why == cpLostEverywhere {
+		s.trace("truth: the control plane is back")
+	}
 	s.cpDown = false
 	for _, h := range s.hosts {
 		h.cpLost = false
@@ -351,6 +371,10 @@ func (s *Sim) controlPlaneBack() {
 			s.renew(h)
 			s.snapshot(h)
 		}
+	}
+	if s.ctl.down && s.ctl.electLater {
+		s.ctl.electLater = false
+		s.elect()
 	}
 }
 
