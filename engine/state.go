@@ -158,8 +158,9 @@ type Restore struct {
 	NextID uint64
 	VMs    []VMState
 	// Hosts are registered as AddHost would register them, with their state: a suspect host
-	// is fenced once LostAt+SelfFenceMargin has passed (its fence action is issued again if it
-	// has a power fence); a fenced host's VMs are evacuated. They are restored before VMs, so
+	// is fenced once LostAt+SelfFenceMargin has passed (and the majority rule allows it; its
+	// power fence, if it has one, is ordered again as it would have been); a fenced host's VMs
+	// are evacuated. They are restored before VMs, so
 	// a VM's home may be one of them. A host the engine knows already takes the stored state.
 	Hosts []HostState
 }
@@ -206,10 +207,18 @@ func (e *Engine) restore(in Restore) {
 		}
 	}
 	var fenced []*host
+	e.restoring = true
 	for _, s := range in.Hosts {
 		if h := e.restoreHost(s); h.state == hostFenced {
 			fenced = append(fenced, h)
 		}
+	}
+	e.restoring = false
+	if len(in.Hosts) > 0 {
+		e.checkMajority()
+		// How long the hosts without a lease have not been a majority is not stored: a new
+		// engine counts it from now (an agent may be holding back on stale heartbeats).
+		e.quorumSince = e.now
 	}
 	var restored []*vm
 	for _, s := range in.VMs {
@@ -348,9 +357,7 @@ func (e *Engine) restoreHost(s HostState) *host {
 		what = fmt.Sprintf(", fenced after its lease expired at %s", h.lostAt.UTC().Format(time.RFC3339Nano))
 	}
 	e.log(RecHost, "", h.id, "restored: %s mem=%dMiB fencing=%t%s", st, h.mem, h.fencing, what)
-	if st == hostSuspect && h.fencing {
-		e.issueFence(h)
-	}
+
 	return h
 }
 

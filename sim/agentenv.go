@@ -74,8 +74,12 @@ func (e agentEnv) Protected() []engine.VMID {
 func (e agentEnv) Destroy(id engine.VMID) {
 	if d := e.h.doms[id]; d != nil && up(d.state) {
 		e.s.faultIfWanted(id, "self-fence on "+string(e.h.id))
-		if e.h.partitioned {
+		if e.h.partitioned || e.h.storeCut {
 			e.s.lostWithHost(id, e.h) // fenced because its host was cut off
+		}
+		e.s.res.FenceKills++
+		if t := e.s.vms[id]; t != nil {
+			t.fencedOn = e.h.id
 		}
 		e.s.setDom(e.h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
 	}

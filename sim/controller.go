@@ -109,6 +109,7 @@ func (s *Sim) controllerCrash(why string) {
 	}
 	s.trace("truth: the controller (term %d) crashes%s", s.st.term, why)
 	s.ctl.down, s.ctl.crashArmed = true, false
+	s.noteCP()
 	s.ctl.epoch++
 	s.eng, s.wake = nil, time.Time{}
 	ep := s.ctl.epoch
@@ -135,6 +136,7 @@ func (s *Sim) elect() {
 	}
 	s.st.term++
 	s.ctl.down = false
+	s.noteCP()
 	ecfg := s.cfg.Engine
 	ecfg.Naive = s.cfg.Naive
 	s.eng = engine.New(ecfg)
@@ -161,8 +163,8 @@ func (s *Sim) elect() {
 		} else {
 			if s.eng.HostState(h.id) == "up" {
 				// Lost while no controller led: what its agent last wrote comes first, as
-				// when a leader sees a lease expire. (A suspect or fenced host's reports
-				// were read before; a fenced host's are void.)
+				// when a leader sees a lease expire. (A suspect host's reports were read
+				// before; a fenced host's are void.)
 				s.readStore(h)
 			}
 			s.step(engine.HostLease{Host: h.id, Alive: false, Since: h.renewed})

@@ -35,6 +35,8 @@ import (
 //	virsh start|shutdown|destroy|undefine|reboot|suspend|resume NAME
 //	virsh migrate NAME HOST
 //	host NAME power-off|power-on|partition|heal|agent-crash|agent-start|libvirtd-stop|libvirtd-start
+//	                    |store-cut|store-heal  (store-cut: cut off from the store and the
+//	                    controller only; it still exchanges heartbeats with its peers)
 //	control-plane lost|back  the store and every controller go down (hosts still see each
 //	                    other), or come back
 //	etcd lose|back eN   the store's etcd member N (1-3; e1 leads at the start) is lost or
@@ -244,7 +246,7 @@ var cmdArity = map[string]map[string]int{
 	"api":   {"start": 1, "shutdown": 1, "stop": 1, "reboot": 1, "delete": 1, "suspend": 1, "resume": 1, "migrate": 2},
 	"virsh": {"start": 1, "shutdown": 1, "destroy": 1, "undefine": 1, "reboot": 1, "suspend": 1, "resume": 1, "migrate": 2},
 	"host": {"power-off": 0, "power-on": 0, "partition": 0, "heal": 0, "agent-crash": 0, "agent-start": 0,
-		"libvirtd-stop": 0, "libvirtd-start": 0},
+		"libvirtd-stop": 0, "libvirtd-start": 0, "store-cut": 0, "store-heal": 0},
 }
 
 func keys(m map[string]int) string {
@@ -487,6 +489,10 @@ func (s *Sim) command(a []string) {
 			s.libvirtdStop(h)
 		case "libvirtd-start":
 			s.libvirtdStart(h)
+		case "store-cut":
+			s.cutStore(h)
+		case "store-heal":
+			s.healStore(h)
 		}
 	case "api", "virsh":
 		op := virshOps[a[1]]

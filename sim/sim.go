@@ -74,6 +74,12 @@ type Config struct {
 	// EtcdLossPerHr: a member of the store's 3-member etcd cluster is lost for 30 s to 5 min;
 	// a quarter of the time a second one follows it for 5 to 60 s (no quorum).
 	EtcdLossPerHr float64
+	// ControlPlaneLostPerHr: the store and every controller are lost everywhere for 5 s to
+	// 5 min (the hosts still hear each other).
+	ControlPlaneLostPerHr float64
+	// StoreCutPerHr: a random set of 1 to Hosts-1 hosts is cut off from the store and the
+	// controller for 20 s to 3 min, while they still hear their peers.
+	StoreCutPerHr float64
 
 	Engine engine.Config
 }
@@ -91,7 +97,7 @@ func DefaultConfig() Config {
 		OpsPerVMHour:     0.3, CrashPerVMHour: 0.01, PanicPerVMHour: 0.003, GuestOffPerVMHr: 0.004,
 		HangPerVMHour: 0.003, PowerPerHostHr: 0.005, PartPerHostHr: 0.01, AgentPerHostHr: 0.02,
 		LibvirtPerHostHr: 0.03, DuringOpProb: 0.2, StopInRecovery: 0.1, MigFaultProb: 0.3,
-		ControllerCrashPerHr: 0.25, EtcdLossPerHr: 0.25,
+		ControllerCrashPerHr: 0.25, EtcdLossPerHr: 0.25, ControlPlaneLostPerHr: 0.1, StoreCutPerHr: 0.1,
 		Engine: engine.DefaultConfig(),
 	}
 }
@@ -154,6 +160,20 @@ type Result struct {
 	ControllerCrashes int `json:"controller_crashes"`
 	// EtcdMemberLosses counts the store's members lost (see etcdLose).
 	EtcdMemberLosses int `json:"etcd_member_losses"`
+	// ControlPlaneLosses counts the control plane lost everywhere (store and controllers).
+	ControlPlaneLosses int `json:"control_plane_losses"`
+	// StoreCuts counts hosts cut off from the store and the controller while they still
+	// hear their peers (a minority or a majority of the cluster at a time).
+	StoreCuts int `json:"store_cuts"`
+	// SelfFences counts agents fencing their host; HoldBacks counts agents holding back a
+	// fence under the majority rule (each spell once).
+	SelfFences int `json:"self_fences"`
+	HoldBacks  int `json:"hold_backs"`
+	// FenceKills counts the running VMs self-fences destroyed; NeedlessFenceKills those of
+	// them that next ran on the very host that fenced them (nobody restarted them elsewhere
+	// meanwhile: the fence only made an outage).
+	FenceKills         int `json:"fence_kills"`
+	NeedlessFenceKills int `json:"needless_fence_kills"`
 }
 
 type vmTruth struct {
@@ -175,6 +195,8 @@ type vmTruth struct {
 	// that host's power loss or self-fence), "" otherwise; lostAt is when that host failed.
 	lostWith engine.HostID
 	lostAt   time.Time
+	// fencedOn is the host whose self-fence destroyed the VM last, until it runs again.
+	fencedOn engine.HostID
 }
 
 // Sim is one simulated run.
@@ -204,12 +226,15 @@ type Sim struct {
 	checkStoreEach bool
 
 	hostIDs []engine.HostID
-	cpDown  bool                              // the control plane is lost everywhere: the controller decides nothing
-	cpWhy   map[string]bool                   // why: see controlPlaneLost
-	etcd    etcdCluster                       // the store's members
-	st      store                             // what the controller recorded (etcd)
-	ctl     controller                        // the leading controller
-	beats   map[engine.HostID]agent.Heartbeat // the last heartbeat each host sent to its peers
+	cpDown  bool            // the control plane is lost everywhere: the controller decides nothing
+	cpWhy   map[string]bool // why: see controlPlaneLost
+	etcd    etcdCluster     // the store's members
+	// cpOutageDone and cpOutageSince measure the time without a control plane (cpOutage).
+	cpOutageDone  time.Duration
+	cpOutageSince time.Time
+	st            store                             // what the controller recorded (etcd)
+	ctl           controller                        // the leading controller
+	beats         map[engine.HostID]agent.Heartbeat // the last heartbeat each host sent to its peers
 
 	dropNext int // scripted bus faults
 	holdNext int
@@ -619,6 +644,13 @@ func (s *Sim) afterChange(id engine.VMID) {
 			s.evcTimes = append(s.evcTimes, s.now.Sub(t.lostAt))
 		}
 		t.lostWith = ""
+		if t.fencedOn != "" {
+			if s.upOn(id, t.fencedOn) {
+				s.res.NeedlessFenceKills++
+				s.trace("truth: %s runs again on %s, the host whose fence killed it", id, t.fencedOn)
+			}
+			t.fencedOn = ""
+		}
 		s.trace("truth: %s runs again %s after the fault", id, fmtOffset(d))
 		t.faultAt, t.counted, t.ambiguous = time.Time{}, false, false
 	}
@@ -639,8 +671,15 @@ func (s *Sim) faultIfWanted(id engine.VMID, why string) {
 	t.faultN++
 	n := t.faultN
 	s.trace("truth: fault: %s down (%s)", id, why)
-	s.after(s.cfg.RecoveryDeadline, func() {
+	// The deadline counts the time the control plane was available: while it is lost (or
+	// no controller leads) nobody can restart anything, by design.
+	var check func(deadline time.Time, outage time.Duration)
+	check = func(deadline time.Time, outage time.Duration) {
 		if t.faultN != n || t.faultAt.IsZero() || t.counted {
+			return
+		}
+		if extra := s.cpOutage() - outage; extra > 0 {
+			s.at(deadline.Add(extra), func() { check(deadline.Add(extra), outage+extra) })
 			return
 		}
 		t.counted = true
@@ -650,8 +689,36 @@ func (s *Sim) faultIfWanted(id engine.VMID, why string) {
 			return
 		}
 		s.res.MissedFailures++
-		s.trace("CHECK: missed failure: %s still down %s after the fault", id, s.cfg.RecoveryDeadline)
-	})
+		if outage > 0 {
+			s.trace("CHECK: missed failure: %s still down %s after the fault (%s of it without a control plane)", id, s.now.Sub(t.faultAt), outage)
+		} else {
+			s.trace("CHECK: missed failure: %s still down %s after the fault", id, s.cfg.RecoveryDeadline)
+		}
+	}
+	deadline, outage := s.now.Add(s.cfg.RecoveryDeadline), s.cpOutage()
+	s.at(deadline, func() { check(deadline, outage) })
+}
+
+// cpOutage is how long, in all, the control plane has been unavailable (lost, or no
+// controller leading) until now.
+func (s *Sim) cpOutage() time.Duration {
+	d := s.cpOutageDone
+	if !s.cpOutageSince.IsZero() {
+		d += s.now.Sub(s.cpOutageSince)
+	}
+	return d
+}
+
+// noteCP keeps cpOutage: called whenever the control plane or the leadership changes.
+func (s *Sim) noteCP() {
+	down := s.cpDown || s.ctl.down
+	switch {
+	case down && s.cpOutageSince.IsZero():
+		s.cpOutageSince = s.now
+	case !down && !s.cpOutageSince.IsZero():
+		s.cpOutageDone += s.now.Sub(s.cpOutageSince)
+		s.cpOutageSince = time.Time{}
+	}
 }
 
 // userWants records a user's intent at the moment the user expresses it.

@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/hassproject/hass/engine"
@@ -116,6 +117,31 @@ func runRandom(s *Sim) Result {
 					s.etcdLose(j)
 					s.after(5*time.Second+time.Duration(s.frng.Int64N(int64(55*time.Second))), func() { s.etcdBack(j) })
 				})
+			}
+		})
+	}
+	if cfg.ControlPlaneLostPerHr > 0 {
+		s.poissonF(cfg.ControlPlaneLostPerHr, func() {
+			s.res.Faults++
+			s.controlPlaneLost(cpLostEverywhere)
+			s.after(5*time.Second+time.Duration(s.frng.Int64N(int64(295*time.Second))), func() { s.controlPlaneBack(cpLostEverywhere) })
+		})
+	}
+	if cfg.StoreCutPerHr > 0 && cfg.Hosts > 1 {
+		s.poissonF(cfg.StoreCutPerHr, func() {
+			s.res.Faults++
+			k := 1 + s.frng.IntN(cfg.Hosts-1)
+			perm := s.frng.Perm(cfg.Hosts)[:k]
+			slices.Sort(perm)
+			d := 20*time.Second + time.Duration(s.frng.Int64N(int64(160*time.Second)))
+			for _, i := range perm {
+				h := s.hosts[i]
+				if h.storeCut || !h.power || h.partitioned {
+					continue
+				}
+				s.res.StoreCuts++
+				s.cutStore(h)
+				s.after(d, func() { s.healStore(h) })
 			}
 		})
 	}

@@ -41,6 +41,7 @@ type host struct {
 	agent       bool
 	libvirtd    bool
 	partitioned bool
+	storeCut    bool // cut off from the store and the controller only: it still hears its peers
 	doms        map[engine.VMID]*dom
 	ag          *agent.Agent // the same agent the daemon runs
 	cpLost      bool         // the control plane (store and controllers) is down: nobody reaches it
@@ -64,7 +65,9 @@ type host struct {
 func (h *host) listening() bool { return h.power && h.agent && h.libvirtd }
 
 // reachable: the agent can talk to the controller and the store.
-func (h *host) reachable() bool { return h.power && h.agent && !h.partitioned && !h.cpLost }
+func (h *host) reachable() bool {
+	return h.power && h.agent && !h.partitioned && !h.storeCut && !h.cpLost
+}
 
 func up(st int) bool {
 	return st == lifecycle.StateRunning || st == lifecycle.StatePaused
@@ -177,6 +180,9 @@ func (s *Sim) store(h *host, in engine.Input) {
 // readStore gives the controller what a host's agent last wrote, before the controller
 // declares the host failed: a notification lost on the bus is not lost information.
 func (s *Sim) readStore(h *host) {
+	if s.eng != nil && s.eng.HostState(h.id) == "fenced" {
+		return // what a fenced host's agent stored is void: its domains died with the fence
+	}
 	for _, id := range s.vmIDs {
 		if o, ok := h.stored[id]; ok {
 			s.step(o)
@@ -232,7 +238,7 @@ func (s *Sim) powerOff(h *host, why string) {
 			h.failedAt = h.agentDiedAt // the host failed when its agent did
 		}
 	}
-	h.power, h.agent, h.libvirtd, h.armed = false, false, false, false
+	h.power, h.agent, h.libvirtd, h.armed, h.storeCut = false, false, false, false, false
 	h.epoch++
 	for _, id := range s.vmIDs {
 		if d := h.doms[id]; d != nil && d.state != lifecycle.StateShutoff {
@@ -308,6 +314,28 @@ func (s *Sim) partition(h *host) {
 	h.failedAt = s.now
 }
 
+// cutStore cuts a host off from the store and the controller, while it still exchanges
+// heartbeats with its peers over the hosts' own network.
+func (s *Sim) cutStore(h *host) {
+	if h.storeCut || !h.power {
+		return
+	}
+	s.trace("truth: %s is cut off from the store and the controller (it still hears its peers)", h.id)
+	h.storeCut = true
+	s.res.HostFailures++
+	h.failedAt = s.now
+}
+
+func (s *Sim) healStore(h *host) {
+	if !h.storeCut {
+		return
+	}
+	s.trace("truth: %s reaches the store again", h.id)
+	h.storeCut = false
+	s.renew(h)
+	s.snapshot(h)
+}
+
 func (s *Sim) heal(h *host) {
 	if !h.partitioned {
 		return
@@ -332,8 +360,10 @@ func (s *Sim) controlPlaneLost(why string) {
 	}
 	if why == cpLostEverywhere {
 		s.trace("truth: the control plane (store and controllers) is lost everywhere")
+		s.res.ControlPlaneLosses++
 	}
 	s.cpDown = true
+	s.noteCP()
 	for _, h := range s.hosts {
 		h.cpLost = true
 	}
@@ -359,6 +389,7 @@ func (s *Sim) controlPlaneBack(why string) {
 		s.trace("truth: the control plane is back")
 	}
 	s.cpDown = false
+	s.noteCP()
 	for _, h := range s.hosts {
 		h.cpLost = false
 		if h.leaseAlive {
@@ -407,7 +438,14 @@ func (s *Sim) heartbeat() {
 					h.ag.LeaseFailed(s.now)
 				}
 			}
+			fenced, holding := h.ag.Fenced(), h.ag.Holding()
 			h.ag.Tick(s.now) // self-fence when due, pet the watchdog, heartbeat to the peers
+			if h.ag.Fenced() && !fenced {
+				s.res.SelfFences++
+			}
+			if h.ag.Holding() && !holding {
+				s.res.HoldBacks++
+			}
 		}
 		if h.armed && s.now.Sub(h.lastPet) >= s.cfg.WatchdogTimeout {
 			s.powerOff(h, "hardware watchdog reset: the agent stopped petting it")
