@@ -311,6 +311,9 @@ func (a *Agent) holdBack(now time.Time) (why string, hold bool) {
 	count := 1 + len(without)
 	if 2*count > n {
 		if len(without) == n-1 {
+			if n == 2 {
+				return "the other host holds no lease either (the control plane is lost everywhere)", true
+			}
 			return fmt.Sprintf("none of the %d other hosts holds a lease either (the control plane is lost everywhere)", n-1), true
 		}
 		return fmt.Sprintf("%d of the %d members (this one and %s) are heard without a lease: a majority, so the cluster cannot restart anything", count, n, strings.Join(without, ", ")), true

@@ -114,7 +114,7 @@ func TestSelfFence(t *testing.T) {
 	}{
 		{"a cluster of one never fences", []engine.HostID{"h1"}, nil, false, "no other host"},
 		{"two hosts, a silent peer may hold its lease", []engine.HostID{"h1", "h2"}, nil, true, "h2 is not heard from"},
-		{"two hosts, both without a lease", []engine.HostID{"h1", "h2"}, []Heartbeat{{From: "h2"}}, false, "control plane is lost everywhere"},
+		{"two hosts, both without a lease", []engine.HostID{"h1", "h2"}, []Heartbeat{{From: "h2"}}, false, "the other host holds no lease either"},
 		{"a lone host among lease holders fences", []engine.HostID{"h1", "h2", "h3"},
 			[]Heartbeat{{From: "h2", LeaseOK: true}, {From: "h3", LeaseOK: true}}, true, "h2, h3 hold their leases"},
 		{"with one peer without a lease, a majority of three holds back", []engine.HostID{"h1", "h2", "h3"},
