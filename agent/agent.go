@@ -153,7 +153,9 @@ func New(cfg Config, env Env, now time.Time) *Agent {
 	return &Agent{cfg: cfg, env: env, tr: lifecycle.NewTranslator(), renewed: now}
 }
 
-// Fenced reports whether the agent has fenced its host and not regained its lease since.
+// Fenced reports whether the agent has fenced its host and not regained its lease since. A
+// fenced host runs no protected domain: one that starts running there (a user's start or
+// migration behind hass's back) is destroyed as the fence destroyed the others.
 func (a *Agent) Fenced() bool { return a.fenced }
 
 // stamp is this host's next observation stamp: its clock, strictly increasing.
@@ -182,6 +184,13 @@ func (a *Agent) Event(now time.Time, ev lifecycle.Event) {
 		return
 	}
 	a.env.Report(engine.Observe{Host: a.cfg.Host, VM: vm, Seq: a.stamp(now), State: r.State, Reason: r.Reason, At: now})
+	if a.fenced && r.State == engine.DomRunning && slices.Contains(a.env.Protected(), vm) {
+		// The fence holds until the lease is back: the cluster may be running this VM
+		// elsewhere already (a user started it here, or migrated it here, behind hass's back).
+		a.env.Log("%s runs on this host while it is fenced: destroying it", vm)
+		a.tr.Fencing(string(vm))
+		a.env.Destroy(vm)
+	}
 }
 
 // Listed reports a complete domain list taken after stamp seq (a resync).

@@ -195,6 +195,26 @@ func TestHeldFenceFallsWhenAPeerRegainsItsLease(t *testing.T) {
 	}
 }
 
+// A fenced host runs no protected domain: one that starts there is destroyed at once.
+func TestFencedHostRunsNothing(t *testing.T) {
+	a, env := newAgent("h1", "h2")
+	a.Tick(t0.Add(7 * time.Second)) // h2 silent: fence
+	if !a.Fenced() || len(env.destroyed) != 2 {
+		t.Fatalf("fenced %v, destroyed %v", a.Fenced(), env.destroyed)
+	}
+	a.Event(t0.Add(8*time.Second), lifecycle.Event{Kind: lifecycle.KindLifecycle, Domain: "v1",
+		Type: lifecycle.EvResumed, Detail: lifecycle.ResumedMigrated})
+	if len(env.destroyed) != 3 || env.destroyed[2] != "v1" {
+		t.Fatalf("a protected domain running on a fenced host was not destroyed: %v", env.destroyed)
+	}
+	a.LeaseRenewed(t0.Add(20 * time.Second))
+	a.Event(t0.Add(21*time.Second), lifecycle.Event{Kind: lifecycle.KindLifecycle, Domain: "v2",
+		Type: lifecycle.EvStarted, Detail: lifecycle.StartedBooted})
+	if len(env.destroyed) != 3 {
+		t.Fatalf("destroyed %v after the lease came back", env.destroyed)
+	}
+}
+
 // A held-back fence falls as soon as a peer that made the majority is no longer heard.
 func TestHeldFenceFallsWhenAPeerGoesSilent(t *testing.T) {
 	a, env := newAgent("h1", "h2", "h3")

@@ -15,6 +15,14 @@ func TestAwareKeepsInvariants(t *testing.T) {
 	if testing.Short() {
 		seeds = 3
 	}
+	var total Result
+	defer func() {
+		// The control plane's faults happen across the seeds, and the majority rule acts.
+		if total.ControllerCrashes == 0 || total.EtcdMemberLosses == 0 || total.ControlPlaneLosses == 0 ||
+			total.StoreCuts == 0 || total.HoldBacks == 0 || total.SelfFences == 0 {
+			t.Errorf("a control-plane fault never happened: %+v", total)
+		}
+	}()
 	for seed := 1; seed <= seeds; seed++ {
 		cfg := DefaultConfig()
 		cfg.Seed = uint64(seed)
@@ -22,6 +30,12 @@ func TestAwareKeepsInvariants(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		total.ControllerCrashes += r.ControllerCrashes
+		total.EtcdMemberLosses += r.EtcdMemberLosses
+		total.ControlPlaneLosses += r.ControlPlaneLosses
+		total.StoreCuts += r.StoreCuts
+		total.HoldBacks += r.HoldBacks
+		total.SelfFences += r.SelfFences
 		if r.FalseRecoveries != 0 || r.MissedFailures != 0 || r.SplitBrain != 0 || r.StuckTimers != 0 {
 			t.Errorf("seed %d: %+v", seed, r)
 		}
