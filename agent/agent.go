@@ -10,37 +10,55 @@
 // the simulator over its simulated hypervisor, store and virtual clock, so that both run the
 // same agent. It is not safe for concurrent use: its runner serialises calls.
 //
-// # Self-fencing, and why HA must not cause an outage
+// # Self-fencing, and why HA must not cause an outage: the majority rule
 //
 // An agent that cannot renew its lease for SelfFenceAfter (shorter than the lease's TTL)
 // destroys its protected domains before the lease can expire, because once it expires the
-// controller may start them elsewhere. But when the control plane is lost everywhere at once
-// (etcd, or every controller) nobody can be restarting anything, and a fence would only turn
-// a control-plane outage into a VM outage. So hosts tell each other, over their own network,
-// whether they hold their lease (Heartbeat). An agent without its lease holds back its fence
-// only while every other member of the cluster is heard from and none of them holds a lease:
-// then no live host exists on which the controller could start anything (it places VMs only
-// on hosts whose lease is alive). A member not heard from might hold its lease, so it counts
-// as "the cluster may be acting": the agent fences. A cluster of one host never fences
-// itself: nobody else could start its VMs.
+// controller may start them elsewhere. But when the control plane is lost for most of the
+// cluster (etcd, or every controller) nobody can be restarting anything, and a fence would
+// only turn a control-plane outage into a VM outage. So hosts tell each other, over their
+// own network, whether they hold their lease (Heartbeat), and both sides follow one rule:
 //
-// A heartbeat says whether the sender's most recent renewal attempt succeeded (no clocks
-// compared): SelfFenceAfter is longer than a renewal period plus a heartbeat period, so by
-// the time an agent decides, every peer has tried to renew since the store was lost. When a
-// peer regains its lease the others hear of it within a heartbeat and fence at once (their
-// renewal is long overdue), well before the controller can declare them failed: that takes a
-// whole lease TTL after the store came back, plus the self-fence margin.
+//   - The agent holds back its fence while this host and the members it hears from (within
+//     PeerTimeout) whose heartbeat says they hold no lease are a strict majority of the
+//     cluster's members. As soon as they no longer are (a peer regained its lease, or is no
+//     longer heard), it fences at once.
+//   - The controller (package engine) declares a host fenced by its lease's expiry, and so
+//     restarts its VMs elsewhere, only while the hosts without a live lease are not a strict
+//     majority of its members (the hosts it has not fenced), and only once that has held for
+//     a settle time longer than PeerTimeout plus a heartbeat period plus the time a fence
+//     takes, so that an agent holding back on heartbeats that were about to go stale has
+//     fenced by then. An IPMI-confirmed power-off needs no such wait: that host runs nothing.
 //
-// The price of this rule: a peer that is not heard from might hold its lease, so when the
-// control plane is lost and a host also dies (or is cut off), its peers cannot tell that from
-// a partition in which that host and the store carry on, and they fence themselves: safe, not
-// available, until the control plane returns. Asking the silent host's BMC whether it is
+// Why it is safe: the peers an agent counts really have no lease (a heartbeat says the
+// sender's most recent renewal attempt failed; SelfFenceAfter is longer than a renewal
+// period plus a heartbeat period, so by the time an agent decides, every peer has tried to
+// renew since the store was lost), so while the agent holds back, the controller too sees a
+// strict majority of hosts without a lease, out of all the members or fewer (it does not
+// count the hosts it fenced): it evacuates nobody. A peer that is not heard from is not
+// counted, so a dead host never helps anybody hold back, and a host cut off alone finds
+// itself in a minority and fences, as before. A peer whose heartbeat says it fenced itself is
+// not counted either: it runs nothing, and the controller no longer counts it as a member
+// once it has declared it fenced, so counting it could let an agent hold back while the
+// controller sees no majority. The agent counts over all the members the store lists,
+// fenced or not, which is at least the controller's count: it holds back only where the
+// controller must see a majority too.
+//
+// What it buys: the control plane lost everywhere, or reachable only from a minority of the
+// hosts, kills nothing; and with three hosts or more, one host dying while the control plane
+// is lost does not make its peers fence themselves (they are still a majority). Its VMs are
+// restarted once the control plane is back. A cluster of one host never fences itself:
+// nobody else could start its VMs. The price: with two hosts, a host whose peer is silent
+// cannot tell a dead peer from one that carries on with the store, and fences (safe, not
+// available), as does every host once a majority of the members is dead or cut off (a
+// quorum cannot be told from a partition); asking the silent host's BMC whether it is
 // powered off would tell the two apart (the fencing work).
 package agent
 
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hassproject/hass/engine"
@@ -51,7 +69,7 @@ import (
 type Config struct {
 	Host engine.HostID
 	// SelfFenceAfter: no lease renewal for this long and the agent fences itself (unless the
-	// control plane is lost everywhere). It must be shorter than the lease's TTL by more than
+	// majority rule holds it back). It must be shorter than the lease's TTL by more than
 	// the time a fence takes.
 	SelfFenceAfter time.Duration
 	// PeerTimeout: a peer whose last heartbeat is older than this is not heard from.
@@ -127,7 +145,7 @@ type Agent struct {
 	renewed time.Time // the last lease renewal that succeeded
 	failing bool      // the most recent renewal attempt failed
 	fenced  bool
-	holding bool // holding back a fence: the control plane is lost everywhere
+	holding bool // holding back a fence: see the majority rule
 }
 
 // New returns an agent that has just started: it owes a resync (Listed) and a renewal.
@@ -135,7 +153,9 @@ func New(cfg Config, env Env, now time.Time) *Agent {
 	return &Agent{cfg: cfg, env: env, tr: lifecycle.NewTranslator(), renewed: now}
 }
 
-// Fenced reports whether the agent has fenced its host and not regained its lease since.
+// Fenced reports whether the agent has fenced its host and not regained its lease since. A
+// fenced host runs no protected domain: one that starts running there (a user's start or
+// migration behind hass's back) is destroyed as the fence destroyed the others.
 func (a *Agent) Fenced() bool { return a.fenced }
 
 // stamp is this host's next observation stamp: its clock, strictly increasing.
@@ -164,6 +184,13 @@ func (a *Agent) Event(now time.Time, ev lifecycle.Event) {
 		return
 	}
 	a.env.Report(engine.Observe{Host: a.cfg.Host, VM: vm, Seq: a.stamp(now), State: r.State, Reason: r.Reason, At: now})
+	if a.fenced && r.State == engine.DomRunning && slices.Contains(a.env.Protected(), vm) {
+		// The fence holds until the lease is back: the cluster may be running this VM
+		// elsewhere already (a user started it here, or migrated it here, behind hass's back).
+		a.env.Log("%s runs on this host while it is fenced: destroying it", vm)
+		a.tr.Fencing(string(vm))
+		a.env.Destroy(vm)
+	}
 }
 
 // Listed reports a complete domain list taken after stamp seq (a resync).
@@ -236,11 +263,12 @@ func (a *Agent) LeaseRenewed(now time.Time) {
 func (a *Agent) LeaseFailed(now time.Time) { a.failing = true }
 
 // Tick runs every second or so: it fences the host when the lease is overdue and the rest of
-// the cluster could be acting, pets the watchdog, and sends this host's heartbeat.
+// the cluster could be acting (see the majority rule), pets the watchdog, and sends this
+// host's heartbeat.
 func (a *Agent) Tick(now time.Time) {
 	overdue := now.Sub(a.renewed) >= a.cfg.SelfFenceAfter
 	if overdue && !a.fenced {
-		if why, lost := a.lostEverywhere(now); lost {
+		if why, hold := a.holdBack(now); hold {
 			if !a.holding {
 				a.env.Log("no lease renewal for %s, but %s: not fencing", now.Sub(a.renewed).Round(time.Millisecond), why)
 				a.holding = true
@@ -253,28 +281,69 @@ func (a *Agent) Tick(now time.Time) {
 	a.env.SendHeartbeat(Heartbeat{From: a.cfg.Host, At: now, LeaseOK: !a.failing && !overdue, Fenced: a.fenced})
 }
 
-// lostEverywhere says whether the control plane is lost for every member of the cluster:
-// every other member heard from recently, and none holding its lease. why explains the
-// verdict either way.
-func (a *Agent) lostEverywhere(now time.Time) (why string, lost bool) {
-	others := 0
-	for _, m := range a.env.Members() {
+// Holding reports whether the agent is holding back a fence (its lease is overdue, and it and
+// the peers it hears without a lease are a majority).
+func (a *Agent) Holding() bool { return a.holding }
+
+// holdBack applies the majority rule: this host and the members heard from within
+// PeerTimeout whose heartbeat says they hold no lease (and have not fenced themselves) must
+// be a strict majority of the members. why explains the verdict either way.
+func (a *Agent) holdBack(now time.Time) (why string, hold bool) {
+	members := a.env.Members()
+	n, self := 0, false
+	var without, holders, silent []string
+	for _, m := range members {
 		if m == a.cfg.Host {
+			self = true
+			n++
 			continue
 		}
-		others++
+		n++
 		hb, at, ok := a.env.Heard(m)
 		switch {
 		case !ok || now.Sub(at) > a.cfg.PeerTimeout:
-			return fmt.Sprintf("%s is not heard from and may hold its lease", m), false
+			silent = append(silent, string(m))
+		case hb.Fenced:
+			// it runs nothing: not counted
 		case hb.LeaseOK:
-			return fmt.Sprintf("%s holds its lease: the cluster may be restarting this host's VMs", m), false
+			holders = append(holders, string(m))
+		default:
+			without = append(without, string(m))
 		}
 	}
-	if others == 0 {
+	if !self {
+		n++ // this host is a member, whatever the list read last says
+	}
+	if n == 1 {
 		return "no other host could start its VMs", true
 	}
-	return fmt.Sprintf("none of the %d other hosts holds a lease either (the control plane is lost everywhere)", others), true
+	count := 1 + len(without)
+	if 2*count > n {
+		if len(without) == n-1 {
+			if n == 2 {
+				return "the other host holds no lease either (the control plane is lost everywhere)", true
+			}
+			return fmt.Sprintf("none of the %d other hosts holds a lease either (the control plane is lost everywhere)", n-1), true
+		}
+		return fmt.Sprintf("%d of the %d members (this one and %s) are heard without a lease: a majority, so the cluster cannot restart anything", count, n, strings.Join(without, ", ")), true
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d of the %d members without a lease (this one", count, n)
+	if len(without) > 0 {
+		fmt.Fprintf(&b, " and %s", strings.Join(without, ", "))
+	}
+	b.WriteString("), no majority")
+	switch {
+	case len(holders) == 1:
+		fmt.Fprintf(&b, ": %s holds its lease and the cluster may be restarting this host's VMs", holders[0])
+	case len(holders) > 1:
+		fmt.Fprintf(&b, ": %s hold their leases and the cluster may be restarting this host's VMs", strings.Join(holders, ", "))
+	case len(silent) == 1:
+		fmt.Fprintf(&b, ": %s is not heard from and may hold its lease", silent[0])
+	case len(silent) > 1:
+		fmt.Fprintf(&b, ": %s are not heard from and may hold their leases", strings.Join(silent, ", "))
+	}
+	return b.String(), false
 }
 
 // fence destroys every protected domain of this host, before the lease can expire.

@@ -113,13 +113,24 @@ func TestSelfFence(t *testing.T) {
 		why     string
 	}{
 		{"a cluster of one never fences", []engine.HostID{"h1"}, nil, false, "no other host"},
-		{"a silent peer may hold its lease", []engine.HostID{"h1", "h2"}, nil, true, "h2 is not heard from"},
-		{"a peer holding its lease may restart our VMs", []engine.HostID{"h1", "h2", "h3"},
-			[]Heartbeat{{From: "h2", LeaseOK: true}, {From: "h3"}}, true, "h2 holds its lease"},
+		{"two hosts, a silent peer may hold its lease", []engine.HostID{"h1", "h2"}, nil, true, "h2 is not heard from"},
+		{"two hosts, both without a lease", []engine.HostID{"h1", "h2"}, []Heartbeat{{From: "h2"}}, false, "the other host holds no lease either"},
+		{"a lone host among lease holders fences", []engine.HostID{"h1", "h2", "h3"},
+			[]Heartbeat{{From: "h2", LeaseOK: true}, {From: "h3", LeaseOK: true}}, true, "h2, h3 hold their leases"},
+		{"with one peer without a lease, a majority of three holds back", []engine.HostID{"h1", "h2", "h3"},
+			[]Heartbeat{{From: "h2", LeaseOK: true}, {From: "h3"}}, false, "2 of the 3 members (this one and h3)"},
 		{"every peer heard and none has a lease: the control plane is lost everywhere", []engine.HostID{"h1", "h2", "h3"},
 			[]Heartbeat{{From: "h2"}, {From: "h3"}}, false, "control plane is lost everywhere"},
-		{"one peer heard, one silent", []engine.HostID{"h1", "h2", "h3"},
-			[]Heartbeat{{From: "h2"}}, true, "h3 is not heard from"},
+		{"one peer heard without a lease, one silent (dead): still a majority of three", []engine.HostID{"h1", "h2", "h3"},
+			[]Heartbeat{{From: "h2"}}, false, "2 of the 3 members (this one and h2)"},
+		{"a peer that fenced itself is not counted", []engine.HostID{"h1", "h2", "h3"},
+			[]Heartbeat{{From: "h2", Fenced: true}}, true, "1 of the 3 members without a lease (this one)"},
+		{"two of five is no majority", []engine.HostID{"h1", "h2", "h3", "h4", "h5"},
+			[]Heartbeat{{From: "h2"}, {From: "h3", LeaseOK: true}}, true, "2 of the 5 members without a lease (this one and h2)"},
+		{"three of five is", []engine.HostID{"h1", "h2", "h3", "h4", "h5"},
+			[]Heartbeat{{From: "h2"}, {From: "h3"}, {From: "h4", LeaseOK: true}}, false, "3 of the 5 members (this one and h2, h3)"},
+		{"a heartbeat older than the peer timeout does not count", []engine.HostID{"h1", "h2", "h3"},
+			[]Heartbeat{{From: "h2", At: t0.Add(3 * time.Second)}}, true, "h2, h3 are not heard from"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -129,7 +140,11 @@ func TestSelfFence(t *testing.T) {
 				t.Fatal("fenced before SelfFenceAfter")
 			}
 			for _, hb := range c.heard {
-				env.heard[hb.From] = heard{hb, t0.Add(6 * time.Second)}
+				at := t0.Add(6 * time.Second)
+				if !hb.At.IsZero() {
+					at = hb.At
+				}
+				env.heard[hb.From] = heard{hb, at}
 			}
 			a.Tick(t0.Add(7 * time.Second))
 			if a.Fenced() != c.fence {
@@ -177,6 +192,46 @@ func TestHeldFenceFallsWhenAPeerRegainsItsLease(t *testing.T) {
 	a.Order(t0.Add(41*time.Second), engine.Action{ID: 10, Kind: engine.ActStart, VM: "v1", Host: "h1"})
 	if len(env.executed) != 1 {
 		t.Fatal("an order after the lease came back was not carried out")
+	}
+}
+
+// A fenced host runs no protected domain: one that starts there is destroyed at once.
+func TestFencedHostRunsNothing(t *testing.T) {
+	a, env := newAgent("h1", "h2")
+	a.Tick(t0.Add(7 * time.Second)) // h2 silent: fence
+	if !a.Fenced() || len(env.destroyed) != 2 {
+		t.Fatalf("fenced %v, destroyed %v", a.Fenced(), env.destroyed)
+	}
+	a.Event(t0.Add(8*time.Second), lifecycle.Event{Kind: lifecycle.KindLifecycle, Domain: "v1",
+		Type: lifecycle.EvResumed, Detail: lifecycle.ResumedMigrated})
+	if len(env.destroyed) != 3 || env.destroyed[2] != "v1" {
+		t.Fatalf("a protected domain running on a fenced host was not destroyed: %v", env.destroyed)
+	}
+	a.LeaseRenewed(t0.Add(20 * time.Second))
+	a.Event(t0.Add(21*time.Second), lifecycle.Event{Kind: lifecycle.KindLifecycle, Domain: "v2",
+		Type: lifecycle.EvStarted, Detail: lifecycle.StartedBooted})
+	if len(env.destroyed) != 3 {
+		t.Fatalf("destroyed %v after the lease came back", env.destroyed)
+	}
+}
+
+// A held-back fence falls as soon as a peer that made the majority is no longer heard.
+func TestHeldFenceFallsWhenAPeerGoesSilent(t *testing.T) {
+	a, env := newAgent("h1", "h2", "h3")
+	env.heard["h2"] = heard{Heartbeat{From: "h2"}, t0.Add(6 * time.Second)}
+	env.heard["h3"] = heard{Heartbeat{From: "h3"}, t0.Add(6 * time.Second)}
+	a.Tick(t0.Add(7 * time.Second))
+	if a.Fenced() || !a.Holding() {
+		t.Fatal("not holding back with every host heard without a lease")
+	}
+	env.heard["h2"] = heard{Heartbeat{From: "h2"}, t0.Add(9 * time.Second)}
+	a.Tick(t0.Add(9 * time.Second)) // h3 silent now, h2 still heard: 2 of 3
+	if a.Fenced() {
+		t.Fatal("fenced while still a majority")
+	}
+	a.Tick(t0.Add(12*time.Second + time.Millisecond)) // h2 silent too
+	if !a.Fenced() || a.Holding() || len(env.destroyed) != 2 {
+		t.Fatalf("alone now: want a fence, got fenced=%v destroyed=%v", a.Fenced(), env.destroyed)
 	}
 }
 

@@ -403,6 +403,7 @@ func TestClassify(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
+			cfg.PowerFenceDelay = 0 // the power fence's mechanics: ordered at the expiry (see TestPowerFenceWaits)
 			cfg.Naive = tc.naive
 			newHarness(t, cfg).run(tc.steps)
 		})
@@ -650,7 +651,9 @@ func TestEvacuationIgnoresRestartBackoff(t *testing.T) {
 		}))
 	})
 	t.Run("host lost while a crash waits out its backoff", func(t *testing.T) {
-		h := newHarness(t, DefaultConfig())
+		cfg := DefaultConfig()
+		cfg.PowerFenceDelay = 0 // ordered at the expiry
+		h := newHarness(t, cfg)
 		h.run(cat(cluster3(true), []ev{
 			{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h1")},
 			{at: 11 * s, in: result{kind: ActStart}, recs: recs(RecRecovered)},
@@ -860,7 +863,9 @@ func TestOperationsEnd(t *testing.T) {
 		}
 	})
 	t.Run("a stop whose host is fenced later, while it is retried", func(t *testing.T) {
-		h := newHarness(t, DefaultConfig())
+		cfg := DefaultConfig()
+		cfg.PowerFenceDelay = 0 // ordered at the expiry
+		h := newHarness(t, cfg)
 		h.run(cat(cluster3(true), []ev{
 			{at: 10 * s, in: req(OpShutdown), acts: acts("shutdown@h1")},
 			{at: 130 * s, in: Tick{}, acts: acts("destroy@h1")},
@@ -964,6 +969,47 @@ func TestRebootEndedByGuestShutdown(t *testing.T) {
 		newHarness(t, DefaultConfig()).run(cat(std(policy(func(p *Policy) { p.OnGuestShutdown = GuestShutdownRestart })), []ev{
 			{at: 10 * s, in: req(OpReboot), acts: acts("reboot@h1")},
 			{at: 14 * s, in: down, acts: acts("start@h1"), check: wantFailure(FailGuestShutdown)},
+		}))
+	})
+}
+
+// TestPowerFenceWaits: a host's power fence is ordered PowerFenceDelay after its lease
+// expired, and not while the hosts without a lease are a majority (their agents hold back
+// their fences); once they no longer are, it is, and a confirmed power-off needs no settle
+// time, while a fence by lease expiry waits MajoritySettle.
+func TestPowerFenceWaits(t *testing.T) {
+	s, ms1 := time.Second, time.Millisecond
+	t.Run("a host lost alone is fenced by its expiry, before its power fence is due", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(cluster3(true), []ev{
+			{at: 10 * s, in: HostLease{Host: "h1"}, acts: acts(), check: wantWake(12 * s)},
+			{at: 12 * s, in: Tick{}, acts: acts("start@h3"), recs: recs(RecHost, RecDetect), check: wantHostState("h1", "fenced")},
+		}))
+	})
+	t.Run("a majority without a lease: nothing fenced, nothing powered off", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(cluster3(true), []ev{
+			{at: 10 * s, in: HostLease{Host: "h1"}, acts: acts()},
+			{at: 11 * s, in: HostLease{Host: "h2"}, acts: acts(), recs: recs(RecAlert)},
+			{at: 13 * s, in: Tick{}, acts: acts(), check: wantHostState("h1", "suspect")},
+			{at: 5 * time.Minute, in: Tick{}, acts: acts(), check: wantHostState("h2", "suspect")},
+			// h2 is back: h1 alone is no majority; its power fence is ordered PowerFenceDelay
+			// later, its fence by expiry waits the settle time.
+			{at: 5*time.Minute + 100*ms1, in: HostLease{Host: "h2", Alive: true}, acts: acts(), recs: recs(RecAlert),
+				check: wantWake(5*time.Minute + 3100*ms1)},
+			{at: 5*time.Minute + 3100*ms1, in: Tick{}, acts: acts("fence@h1"), check: wantWake(5*time.Minute + 6100*ms1)},
+			{at: 5*time.Minute + 3600*ms1, in: FenceResult{Host: "h1", OK: true}, acts: acts("start@h3"), check: wantHostState("h1", "fenced")},
+		}))
+		if h.e.NextWake().Before(t0.Add(5*time.Minute+s)) && !h.e.NextWake().IsZero() {
+			t.Fatalf("NextWake +%s", h.e.NextWake().Sub(t0))
+		}
+	})
+	t.Run("without a power fence, the settle time", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(cluster3(false), []ev{
+			{at: 10 * s, in: HostLease{Host: "h1"}, acts: acts()},
+			{at: 11 * s, in: HostLease{Host: "h2"}, acts: acts(), recs: recs(RecAlert)},
+			{at: 60 * s, in: HostLease{Host: "h2", Alive: true}, acts: acts(), recs: recs(RecAlert), check: wantWake(66 * s)},
+			{at: 66*s - ms1, in: Tick{}, acts: acts(), check: wantHostState("h1", "suspect")},
+			{at: 66 * s, in: Tick{}, acts: acts("start@h3"), check: wantHostState("h1", "fenced")},
 		}))
 	})
 }

@@ -707,10 +707,11 @@ func (e *Engine) actionResult(in ActionResult) {
 func (e *Engine) tick() {
 	if len(e.suspects) > 0 {
 		for _, h := range slices.Clone(e.suspects) { // in name order
-			if h.state == hostSuspect && !e.now.Before(h.lostAt.Add(e.cfg.SelfFenceMargin)) {
+			if t, ok := e.fenceDue(h); ok && h.state == hostSuspect && !e.now.Before(t) {
 				e.fenced(h, "lease expired and the self-fence margin passed")
 			}
 		}
+		e.issueDueFences()
 	}
 	// The VMs whose timer is due, and those the fences touched, in name order.
 	c := e.candidates()

@@ -173,18 +173,24 @@ type Engine struct {
 	vmIxStale bool
 	dirty     []*vm   // touched in this step
 	suspects  []*host // sorted by name
-	waiting   map[*vm]struct{}
-	migrating map[*vm]struct{}
-	wake, due timerHeap
-	actVM     map[uint64]*vm
-	cand      cands
-	candMark  uint64
-	relBuf    []*host
+	nFenced   int     // hosts fenced: they are not members for the majority rule
+	// noMajority: the suspect hosts are not a strict majority of the members; quorumSince is
+	// when that last became true (zero: since the engine started). See MajoritySettle.
+	noMajority  bool
+	quorumSince time.Time
+	restoring   bool // hosts are being restored: the majority is checked once they all are
+	waiting     map[*vm]struct{}
+	migrating   map[*vm]struct{}
+	wake, due   timerHeap
+	actVM       map[uint64]*vm
+	cand        cands
+	candMark    uint64
+	relBuf      []*host
 }
 
 // New returns an empty engine.
 func New(cfg Config) *Engine {
-	return &Engine{cfg: cfg, hosts: map[HostID]*host{}, vms: map[VMID]*vm{},
+	return &Engine{cfg: cfg, hosts: map[HostID]*host{}, vms: map[VMID]*vm{}, noMajority: true,
 		waiting: map[*vm]struct{}{}, migrating: map[*vm]struct{}{}, actVM: map[uint64]*vm{},
 		wake: timerHeap{k: timerWake}, due: timerHeap{k: timerDue}}
 }
@@ -206,6 +212,7 @@ func (e *Engine) step(now time.Time, in Input) {
 	}
 	e.out.Actions = e.out.Actions[:0]
 	e.out.Log = e.out.Log[:0]
+	e.out.Touched = e.out.Touched[:0]
 	e.out.Err = nil
 	switch in := in.(type) {
 	case Tick:
@@ -214,6 +221,9 @@ func (e *Engine) step(now time.Time, in Input) {
 		e.addHost(in)
 	case HostLease:
 		e.hostLease(in)
+		if e.out.Err == nil {
+			e.issueDueFences()
+		}
 	case FenceResult:
 		e.fenceResult(in)
 	case Protect:
@@ -254,6 +264,29 @@ func (e *Engine) step(now time.Time, in Input) {
 	default:
 		e.out.Err = fmt.Errorf("engine: unknown input %T", in)
 	}
+}
+
+// issueDueFences orders the power fences that are due (see PowerFenceDelay): on a tick,
+// and right after a host's lease changed.
+func (e *Engine) issueDueFences() {
+	for _, h := range e.suspects {
+		if t, ok := e.powerFenceDue(h); ok && !e.now.Before(t) {
+			e.issueFence(h)
+		}
+	}
+}
+
+// powerFenceDue says when a suspect host's power fence is to be ordered (ok false: it has
+// none, it was ordered, or the hosts without a lease are a majority). See PowerFenceDelay.
+func (e *Engine) powerFenceDue(h *host) (time.Time, bool) {
+	if !h.fencing || h.fenceActID != 0 || !e.noMajority {
+		return time.Time{}, false
+	}
+	from := h.lostAt
+	if e.quorumSince.After(from) {
+		from = e.quorumSince // hosts regaining their leases together renew as far apart
+	}
+	return from.Add(e.cfg.PowerFenceDelay), true
 }
 
 // Current reports whether an action is still wanted: the VM is still protected and no newer
@@ -350,7 +383,12 @@ func (e *Engine) HostState(id HostID) string {
 func (e *Engine) NextWake() time.Time {
 	var w time.Time
 	for _, h := range e.suspects {
-		w = earliest(w, h.lostAt.Add(e.cfg.SelfFenceMargin))
+		if t, ok := e.fenceDue(h); ok {
+			w = earliest(w, t)
+		}
+		if t, ok := e.powerFenceDue(h); ok {
+			w = earliest(w, t)
+		}
 	}
 	for {
 		v := e.wake.top()
@@ -403,7 +441,10 @@ func (e *Engine) addHost(in AddHost) {
 		return
 	}
 	if h := e.hosts[in.Host]; h != nil {
-		h.mem, h.fencing = in.MemMiB, in.Fencing
+		if h.mem != in.MemMiB || h.fencing != in.Fencing {
+			h.mem, h.fencing = in.MemMiB, in.Fencing
+			e.log(RecHost, "", in.Host, "updated mem=%dMiB fencing=%t", in.MemMiB, in.Fencing)
+		}
 		return
 	}
 	h := &host{id: in.Host, mem: in.MemMiB, fencing: in.Fencing}
@@ -412,6 +453,45 @@ func (e *Engine) addHost(in AddHost) {
 	e.hostIx = slices.Insert(e.hostIx, i, in.Host)
 	e.hostList = slices.Insert(e.hostList, i, h)
 	e.log(RecHost, "", in.Host, "added mem=%dMiB fencing=%t", in.MemMiB, in.Fencing)
+	e.checkMajority()
+}
+
+// fenceDue says when a suspect host may be declared fenced by its lease's expiry: once the
+// self-fence margin has passed since the expiry and the suspect hosts have not been a
+// strict majority of the members for MajoritySettle; ok is false while they are.
+func (e *Engine) fenceDue(h *host) (time.Time, bool) {
+	if !e.noMajority {
+		return time.Time{}, false
+	}
+	t := h.lostAt.Add(e.cfg.SelfFenceMargin)
+	if !e.quorumSince.IsZero() {
+		if q := e.quorumSince.Add(e.cfg.MajoritySettle); q.After(t) {
+			t = q
+		}
+	}
+	return t, true
+}
+
+// checkMajority notes whether the suspect hosts are a strict majority of the members (the
+// hosts not fenced), after a host changed state or joined.
+func (e *Engine) checkMajority() {
+	if e.restoring {
+		return
+	}
+	members := len(e.hostList) - e.nFenced
+	no := 2*len(e.suspects) <= members
+	if no == e.noMajority {
+		return
+	}
+	e.noMajority = no
+	if !no {
+		e.log(RecAlert, "", "", "%d of the %d members have no lease: hass declares none of them fenced by lease expiry while they are a majority (their agents hold back their fences: the control plane may be lost)",
+			len(e.suspects), members)
+		return
+	}
+	e.quorumSince = e.now
+	e.log(RecAlert, "", "", "the hosts without a lease (%d of %d members) are no longer a majority: hosts whose lease expired are declared fenced once that held for %s",
+		len(e.suspects), members, e.cfg.MajoritySettle)
 }
 
 func (e *Engine) hostLease(in HostLease) {
@@ -440,13 +520,16 @@ func (e *Engine) hostLease(in HostLease) {
 			h.lastSeen = e.now
 		}
 		e.log(RecHost, "", h.id, "lease expired: suspect, its VMs are in an unknown state until it is fenced")
-		if h.fencing {
-			a := Action{ID: e.id(), Kind: ActFence, Host: h.id, Why: "host-down"}
-			h.fenceActID = a.ID
-			e.out.Actions = append(e.out.Actions, a)
-			e.log(RecAction, "", h.id, "%s", a.String())
-		}
+
 	}
+}
+
+// issueFence orders a suspect host's power fence.
+func (e *Engine) issueFence(h *host) {
+	a := Action{ID: e.id(), Kind: ActFence, Host: h.id, Why: "host-down"}
+	h.fenceActID = a.ID
+	e.out.Actions = append(e.out.Actions, a)
+	e.log(RecAction, "", h.id, "%s", a.String())
 }
 
 func (e *Engine) fenceResult(in FenceResult) {

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -354,6 +355,13 @@ func (r *fuzzRun) step(in Input) {
 		homes[s.VM] = s.Home
 	}
 
+	hostStates := r.e.Hosts()
+	vmStates := map[VMID]VMState{}
+	for _, id := range fuzzVMs {
+		if st, ok := r.e.State(id); ok {
+			vmStates[id] = st
+		}
+	}
 	advanced := r.now.After(r.enow)
 	out := r.e.Step(r.now, in)
 	if advanced {
@@ -372,6 +380,18 @@ func (r *fuzzRun) step(in Input) {
 	for _, rec := range log {
 		if rec.Type != RecAction {
 			r.trace = append(r.trace, func() string { return "      .. " + rec.String() })
+		}
+	}
+
+	// Every change of a host's state is logged as a RecHost record naming it: a runner that
+	// stores e.Host(r.Host) for each such record keeps its stored copy exact.
+	r.checkHostRecords(hostStates, log)
+	// Every VM whose stored state changed is in Touched.
+	for _, id := range fuzzVMs {
+		st, ok := r.e.State(id)
+		was, wasOK := vmStates[id]
+		if (ok != wasOK || !reflect.DeepEqual(st, was)) && !slices.Contains(out.Touched, id) {
+			r.fatalf("vm %s's state changed but the step does not list it as touched:\nwas %+v\nnow %+v", id, was, st)
 		}
 	}
 
@@ -637,6 +657,30 @@ func TestFuzzEngineSeeds(t *testing.T) {
 		if t.Failed() {
 			t.Logf("failing input: %q", data)
 			return
+		}
+	}
+}
+
+// checkHostRecords fails the run if a host's HostState changed in a step that logged no
+// RecHost record naming it.
+func (r *fuzzRun) checkHostRecords(before []HostState, log []Record) {
+	r.t.Helper()
+	logged := map[HostID]bool{}
+	for _, rec := range log {
+		if rec.Type == RecHost {
+			if rec.Host == "" {
+				r.fatalf("a host record without a host: %s", rec)
+			}
+			logged[rec.Host] = true
+		}
+	}
+	was := map[HostID]HostState{}
+	for _, s := range before {
+		was[s.Host] = s
+	}
+	for _, s := range r.e.Hosts() {
+		if b, ok := was[s.Host]; (!ok || b != s) && !logged[s.Host] {
+			r.fatalf("host %s changed from %+v to %+v with no host record", s.Host, b, s)
 		}
 	}
 }

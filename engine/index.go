@@ -91,6 +91,7 @@ func (e *Engine) homeHost(v *vm) *host {
 // flush indexes the VMs the step touched.
 func (e *Engine) flush() {
 	for i, v := range e.dirty {
+		e.out.Touched = append(e.out.Touched, v.id)
 		v.dirty = false
 		e.reindex(v)
 		e.dirty[i] = nil
@@ -141,14 +142,21 @@ func (e *Engine) setHostState(h *host, s hostState) {
 			e.suspects = slices.Delete(e.suspects, i, i+1)
 		}
 	}
+	if h.state == hostFenced {
+		e.nFenced--
+	}
 	h.state = s
 	if s == hostSuspect {
 		i, _ := slices.BinarySearchFunc(e.suspects, h.id, func(x *host, id HostID) int { return cmp.Compare(x.id, id) })
 		e.suspects = slices.Insert(e.suspects, i, h)
 	}
+	if s == hostFenced {
+		e.nFenced++
+	}
 	for _, v := range h.related {
 		e.touch(v)
 	}
+	e.checkMajority()
 }
 
 // ---- candidates ------------------------------------------------------------------------

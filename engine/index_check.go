@@ -161,7 +161,12 @@ func (e *Engine) nextWakeWalk() time.Time {
 	}
 	for _, id := range e.hostIx {
 		if h := e.hosts[id]; h.state == hostSuspect {
-			min(h.lostAt.Add(e.cfg.SelfFenceMargin))
+			if t, ok := e.fenceDue(h); ok {
+				min(t)
+			}
+			if t, ok := e.powerFenceDue(h); ok {
+				min(t)
+			}
 		}
 	}
 	for _, id := range e.sortedVMs() {

@@ -268,9 +268,14 @@ func (r Record) String() string {
 }
 
 // Output is what one Step produced: actions to carry out (record them, then execute) and
-// event log entries. Err is set when a Request or Protect was refused; nothing changed then.
+// event log entries, and which VMs it touched. Err is set when a Request or Protect was refused; nothing changed then.
 type Output struct {
 	Actions []Action
 	Log     []Record
 	Err     error
+	// Touched lists the VMs the step may have changed (a superset, in no useful order; a VM
+	// may be listed once only). A runner that stores e.State(id) for each of them (or deletes
+	// it where State says it is no longer protected), e.Host(r.Host) for each RecHost record
+	// and LastID keeps what it stored exactly what the engine holds: what Restore needs.
+	Touched []VMID
 }

@@ -157,17 +157,35 @@ func (e *Engine) LastID() uint64 { return e.nextID }
 type Restore struct {
 	NextID uint64
 	VMs    []VMState
+	// Hosts are registered as AddHost would register them, with their state: a suspect host
+	// is fenced once LostAt+SelfFenceMargin has passed (and the majority rule allows it; its
+	// power fence, if it has one, is ordered again as it would have been); a fenced host's VMs
+	// are evacuated. They are restored before VMs, so
+	// a VM's home may be one of them. A host the engine knows already takes the stored state.
+	Hosts []HostState
 }
 
 func (Restore) input() {}
 
 func (e *Engine) restore(in Restore) {
+	seen := map[HostID]bool{}
+	for i, s := range in.Hosts {
+		if err := s.Validate(); err != nil {
+			e.out.Err = fmt.Errorf("restore host %d (%q): %w", i, s.Host, err)
+			return
+		}
+		if seen[s.Host] {
+			e.out.Err = fmt.Errorf("restore host %q: given twice", s.Host)
+			return
+		}
+		seen[s.Host] = true
+	}
 	for i, s := range in.VMs {
 		if err := s.Validate(); err != nil {
 			e.out.Err = fmt.Errorf("restore vm %d (%q): %w", i, s.VM, err)
 			return
 		}
-		if e.hosts[s.Home] == nil {
+		if e.hosts[s.Home] == nil && !seen[s.Home] {
 			e.out.Err = fmt.Errorf("restore vm %q: home: unknown host %q", s.VM, s.Home)
 			return
 		}
@@ -183,6 +201,26 @@ func (e *Engine) restore(in Restore) {
 	if in.NextID > e.nextID {
 		e.nextID = in.NextID
 	}
+	for _, s := range in.VMs {
+		if s.Op != nil {
+			e.nextID = max(e.nextID, s.Op.ID)
+		}
+	}
+	var fenced []*host
+	e.restoring = true
+	for _, s := range in.Hosts {
+		if h := e.restoreHost(s); h.state == hostFenced {
+			fenced = append(fenced, h)
+		}
+	}
+	e.restoring = false
+	if len(in.Hosts) > 0 {
+		e.checkMajority()
+		// How long the hosts without a lease have not been a majority is not stored: a new
+		// engine counts it from now (an agent may be holding back on stale heartbeats).
+		e.quorumSince = e.now
+	}
+	var restored []*vm
 	for _, s := range in.VMs {
 		v := &vm{id: s.VM, policy: s.Policy, mem: s.MemMiB, home: e.hosts[s.Home].id, desired: s.Desired, gen: s.Gen,
 			restarts: slices.Clone(s.Restarts), relocations: s.Relocations, errored: s.Errored,
@@ -219,7 +257,108 @@ func (e *Engine) restore(in Restore) {
 			what += ", in error"
 		}
 		e.log(RecProtect, v.id, v.home, "restored: %s", what)
+		restored = append(restored, v)
 	}
+	// The VMs of a host that was fenced already are evacuated (or go on being): nothing
+	// will report them from there.
+	for _, v := range restored {
+		if !v.dead && slices.Contains(fenced, e.hosts[v.home]) {
+			e.evaluate(v)
+		}
+	}
+}
+
+// HostState is what the engine holds about a host, as a runner stores it. Every change of
+// any of it is logged as a RecHost record naming the host, so a runner that stores
+// e.Host(r.Host) for each RecHost record of a step keeps the stored copy exact.
+type HostState struct {
+	Host     HostID
+	MemMiB   int
+	Fencing  bool
+	State    string    // "up", "suspect" or "fenced"
+	LostAt   time.Time // suspect or fenced: when its lease expired
+	LastSeen time.Time // when it last renewed its lease, as the engine knows
+}
+
+// Validate names the first bad field.
+func (s HostState) Validate() error {
+	switch {
+	case s.Host == "":
+		return errors.New("host: empty")
+	case s.MemMiB < 0:
+		return fmt.Errorf("mem_mib %d: must be >= 0", s.MemMiB)
+	}
+	if _, ok := parseHostState(s.State); !ok {
+		return fmt.Errorf("state %q: want up, suspect or fenced", s.State)
+	}
+	if s.State != "up" && s.LostAt.IsZero() {
+		return fmt.Errorf("lost_at: missing for a %s host", s.State)
+	}
+	return nil
+}
+
+func parseHostState(s string) (hostState, bool) {
+	for i, n := range hostStateNames {
+		if n == s {
+			return hostState(i), true
+		}
+	}
+	return 0, false
+}
+
+// Host returns what the engine holds about a host, and whether it knows it.
+func (e *Engine) Host(id HostID) (HostState, bool) {
+	h := e.hosts[id]
+	if h == nil {
+		return HostState{}, false
+	}
+	return h.export(), true
+}
+
+// Hosts returns what the engine holds about every host, sorted by name.
+func (e *Engine) Hosts() []HostState {
+	out := make([]HostState, 0, len(e.hostList))
+	for _, h := range e.hostList {
+		out = append(out, h.export())
+	}
+	return out
+}
+
+func (h *host) export() HostState {
+	s := HostState{Host: h.id, MemMiB: h.mem, Fencing: h.fencing, State: h.state.String(), LastSeen: h.lastSeen}
+	if h.state != hostUp {
+		s.LostAt = h.lostAt
+	}
+	return s
+}
+
+// restoreHost registers a stored host with its state.
+func (e *Engine) restoreHost(s HostState) *host {
+	st, _ := parseHostState(s.State)
+	h := e.hosts[s.Host]
+	if h == nil {
+		h = &host{id: s.Host}
+		e.hosts[s.Host] = h
+		i, _ := slices.BinarySearch(e.hostIx, s.Host)
+		e.hostIx = slices.Insert(e.hostIx, i, s.Host)
+		e.hostList = slices.Insert(e.hostList, i, h)
+	}
+	h.mem, h.fencing = s.MemMiB, s.Fencing
+	h.lastSeen, h.lostAt, h.fenceActID = s.LastSeen, time.Time{}, 0
+	if st != hostUp {
+		h.lostAt = s.LostAt
+	}
+	e.setHostState(h, st)
+	what := ""
+	switch st {
+	case hostSuspect:
+		what = fmt.Sprintf(", lease expired at %s", h.lostAt.UTC().Format(time.RFC3339Nano))
+	case hostFenced:
+		what = fmt.Sprintf(", fenced after its lease expired at %s", h.lostAt.UTC().Format(time.RFC3339Nano))
+	}
+	e.log(RecHost, "", h.id, "restored: %s mem=%dMiB fencing=%t%s", st, h.mem, h.fencing, what)
+
+	return h
 }
 
 // reissuable says whether an operation's action is issued again after a restore: every one

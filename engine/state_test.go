@@ -138,3 +138,115 @@ func TestRestoreRefusesBadState(t *testing.T) {
 		}
 	}
 }
+
+// Hosts go out and back in: a new engine restored with Hosts holds the same host states,
+// fences a restored suspect host once its margin passed (issuing its power fence again when
+// it has one), and evacuates the VMs of a restored fenced host.
+func TestRestoreHosts(t *testing.T) {
+	e := New(DefaultConfig())
+	now := t0
+	e.Step(now, AddHost{Host: "h1", MemMiB: 4096})
+	e.Step(now, AddHost{Host: "h2", MemMiB: 4096, Fencing: true})
+	e.Step(now, AddHost{Host: "h3", MemMiB: 4096})
+	e.Step(now, AddHost{Host: "h4", MemMiB: 4096})
+	e.Step(now, AddHost{Host: "h5", MemMiB: 0})
+	e.Step(now, AddHost{Host: "h6", MemMiB: 0})
+	e.Step(now, Protect{VM: "v1", Host: "h1", MemMiB: 512, Policy: DefaultPolicy()})
+	e.Step(now, Protect{VM: "v3", Host: "h3", MemMiB: 512, Policy: DefaultPolicy()})
+	for _, v := range []struct {
+		vm VMID
+		h  HostID
+	}{{"v1", "h1"}, {"v3", "h3"}} {
+		e.Step(now, Observe{Host: v.h, VM: v.vm, Seq: 1, State: DomRunning, Reason: ReasonBooted, At: now})
+	}
+	now = now.Add(10 * time.Second)
+	out := e.Step(now, HostLease{Host: "h3", Alive: false, Since: now.Add(-8 * time.Second)})
+	if !hasRec(out.Log, RecHost) {
+		t.Fatalf("no host record for the expiry: %v", out.Log)
+	}
+	now = now.Add(time.Second)
+	e.Step(now, HostLease{Host: "h2", Alive: false, Since: now.Add(-9 * time.Second)})
+	e.Step(now, HostLease{Host: "h1", Alive: false, Since: now.Add(-9 * time.Second)})
+	// h3 fenced (its margin passed), h1 and h2 suspect.
+	now = now.Add(1500 * time.Millisecond)
+	e.Step(now, Tick{})
+	want := e.Hosts()
+	if got := []string{want[0].State, want[1].State, want[2].State, want[3].State}; !reflect.DeepEqual(got, []string{"suspect", "suspect", "fenced", "up"}) {
+		t.Fatalf("host states %v", got)
+	}
+	if s, ok := e.Host("h3"); !ok || s != want[2] || s.LostAt != t0.Add(10*time.Second) || s.LastSeen != t0.Add(2*time.Second) {
+		t.Fatalf("Host(h3) = %+v, %t", s, ok)
+	}
+	var vms []VMState
+	for _, id := range []VMID{"v1", "v3"} {
+		s, _ := e.State(id)
+		vms = append(vms, s)
+	}
+
+	n := New(DefaultConfig())
+	out = n.Step(now, Restore{NextID: e.LastID(), VMs: vms, Hosts: want})
+	if out.Err != nil {
+		t.Fatal(out.Err)
+	}
+	if got := n.Hosts(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("restored hosts differ:\n got %+v\nwant %+v", got, want)
+	}
+	var start *Action
+	for i, a := range out.Actions {
+		if a.Kind == ActStart && a.VM == "v3" {
+			start = &out.Actions[i]
+		}
+	}
+	if start == nil {
+		// Its evacuation was in flight when the state was stored: the first list of the
+		// host it went to says whether it took.
+		out = n.Step(now, Snapshot{Host: vms[1].Failure.ActHost, Seq: 1, At: now})
+		for i, a := range out.Actions {
+			if a.Kind == ActStart && a.VM == "v3" {
+				start = &out.Actions[i]
+			}
+		}
+	}
+	if start == nil || start.Host == "h3" {
+		t.Fatalf("v3 (on fenced h3) not evacuated: %v\nstored %+v %+v\nnow %+v", out.Actions, vms[1], vms[1].Failure, n.Status())
+	}
+	// h2's power fence is ordered again PowerFenceDelay after the restore (a new engine
+	// does not know how long the hosts without a lease have not been a majority).
+	if out := n.Step(t0.Add(15*time.Second), Tick{}); len(out.Actions) != 0 {
+		t.Fatalf("ordered before PowerFenceDelay passed since the restore: %v", out.Actions)
+	}
+	out = n.Step(t0.Add(15500*time.Millisecond), Tick{})
+	if len(out.Actions) != 1 || out.Actions[0].Kind != ActFence || out.Actions[0].Host != "h2" || out.Actions[0].ID <= e.LastID() {
+		t.Fatalf("h2's fence not ordered again with a new id: %v", out.Actions)
+	}
+	// h1 (no power fence) is fenced once its margin passed and, the engine being new, once
+	// the majority rule's settle time passed since the restore.
+	n.Step(t0.Add(18*time.Second), Tick{})
+	if s, _ := n.Host("h1"); s.State != "suspect" {
+		t.Fatalf("h1 %+v before the settle time", s)
+	}
+	n.Step(t0.Add(19*time.Second), Tick{})
+	if s, _ := n.Host("h1"); s.State != "fenced" {
+		t.Fatalf("h1 %+v after its margin", s)
+	}
+
+	for _, bad := range []struct {
+		s    HostState
+		want string
+	}{
+		{HostState{MemMiB: 1, State: "up"}, "host: empty"},
+		{HostState{Host: "x", MemMiB: -1, State: "up"}, "mem_mib"},
+		{HostState{Host: "x", State: "down"}, "state"},
+		{HostState{Host: "x", State: "suspect"}, "lost_at"},
+	} {
+		if err := bad.s.Validate(); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("Validate(%+v) = %v, want %q", bad.s, err, bad.want)
+		}
+		if out := New(DefaultConfig()).Step(now, Restore{Hosts: []HostState{bad.s}}); out.Err == nil {
+			t.Errorf("Restore accepted %+v", bad.s)
+		}
+	}
+	if out := New(DefaultConfig()).Step(now, Restore{VMs: vms}); out.Err == nil {
+		t.Errorf("Restore accepted VMs whose homes are unknown")
+	}
+}

@@ -288,6 +288,26 @@ type Config struct {
 	// trusts that the host's agent has fenced itself (it fences before the lease can expire;
 	// the margin absorbs clock drift). An IPMI power-off confirmation skips the wait.
 	SelfFenceMargin time.Duration
+	// MajoritySettle: the engine declares a suspect host fenced by its lease's expiry (and so
+	// evacuates it) only while the hosts without a live lease (the suspect ones) are not a
+	// strict majority of the members (the hosts not fenced), and only once that has held for
+	// MajoritySettle. An agent whose lease lapsed holds back its self-fence while it and the
+	// peers it hears without a lease are a strict majority of the members (see package
+	// agent); when that stops it fences at once, but it may be holding back on heartbeats up
+	// to its peer timeout old. So MajoritySettle must be at least the agents' PeerTimeout
+	// plus a heartbeat period plus the time a self-fence takes. An IPMI-confirmed power-off
+	// is exempt: that host runs nothing.
+	MajoritySettle time.Duration
+	// PowerFenceDelay is how long after a host's lease expired, and after the hosts without a
+	// lease last stopped being a majority, the engine orders its power fence (IPMI); never
+	// while they are a majority. The leases of hosts that lost the store together expire up
+	// to a renewal period (plus the lease check's period) apart, and those that regain it
+	// together renew as far apart, so an earlier power-off could hit a host of a majority
+	// whose agent holds back its fence, turning a control-plane outage into a VM outage.
+	// Since it is longer than SelfFenceMargin, a host lost alone is fenced by its expiry
+	// first; the power fence is quicker than the expiry where the majority rule's settle time
+	// (MajoritySettle) holds that back.
+	PowerFenceDelay time.Duration
 	// VanishGrace is how long a VM may be missing from its home host's domain list (with no
 	// undefine event seen) before hass accepts that it was deleted behind its back.
 	VanishGrace time.Duration
@@ -311,6 +331,8 @@ func DefaultConfig() Config {
 		BackoffBase:     5 * time.Second,
 		BackoffMax:      2 * time.Minute,
 		SelfFenceMargin: 2 * time.Second,
+		MajoritySettle:  6 * time.Second, // peer timeout 3 s + heartbeat 1 s + self-fence 2 s
+		PowerFenceDelay: 3 * time.Second, // lease renewal period 2 s + lease check period 1 s
 		VanishGrace:     90 * time.Second,
 		RetryPlacement:  10 * time.Second,
 		UnreachedRetry:  10 * time.Second,

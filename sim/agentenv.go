@@ -1,7 +1,7 @@
 package sim
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"time"
 
@@ -27,20 +27,36 @@ func (e agentEnv) Report(in engine.Input) { e.s.send(e.h, in) }
 // the controller last recorded it.
 func (e agentEnv) Current(a engine.Action) bool { return e.s.storeCurrent(a) }
 
-// Execute carries the order out on the simulated hypervisor.
+// Execute carries the order out with agent.Carry, the daemon's executor, over the host's
+// simulated hypervisor (simDriver), the domain definitions coming from the simulated store.
+// A live migration is not in Carry yet: it is the simulated hypervisor's own migration.
 func (e agentEnv) Execute(a engine.Action, done func(time.Time, agent.Outcome)) {
-	if !e.h.libvirtd {
-		done(e.s.now, agent.Outcome{Err: errors.New("cannot connect to libvirt: daemon not running"), Unreached: true})
-		return
-	}
-	e.s.carryOut(e.h, a, func(err string) {
+	reply := func(err error) {
 		if e.h.lose[a.VM] > 0 && e.h.reachable() {
 			e.h.lose[a.VM]--
 			e.s.trace("bus: lost result of action %d", a.ID)
 			return
 		}
 		done(e.s.now, e.s.outcome(e.h, a.VM, err))
-	})
+	}
+	if a.Kind == engine.ActMigrate {
+		if !e.h.libvirtd {
+			reply(errNoLibvirt)
+			return
+		}
+		e.s.migrate(e.h, a.VM, e.h.doms[a.VM], e.s.hostByID[a.Target], func(err string) { reply(errOf(err)) })
+		return
+	}
+	drv := &simDriver{s: e.s, h: e.h, current: func() bool { return e.s.storeCurrent(a) }}
+	err := agent.Carry(context.Background(), drv, a, simDefs{e.s})
+	if err == nil && drv.later != nil {
+		drv.later(reply) // the call goes on in virtual time
+		return
+	}
+	reply(err)
+	for _, fn := range drv.then {
+		fn()
+	}
 }
 
 // Protected lists the protected VMs that have a domain on this host.
@@ -58,8 +74,12 @@ func (e agentEnv) Protected() []engine.VMID {
 func (e agentEnv) Destroy(id engine.VMID) {
 	if d := e.h.doms[id]; d != nil && up(d.state) {
 		e.s.faultIfWanted(id, "self-fence on "+string(e.h.id))
-		if e.h.partitioned {
+		if e.h.partitioned || e.h.storeCut {
 			e.s.lostWithHost(id, e.h) // fenced because its host was cut off
+		}
+		e.s.res.FenceKills++
+		if t := e.s.vms[id]; t != nil {
+			t.fencedOn = e.h.id
 		}
 		e.s.setDom(e.h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
 	}
@@ -93,11 +113,8 @@ func (e agentEnv) Log(format string, args ...any) {
 }
 
 // outcome is how an order left the domain, as the executor lists it after the call.
-func (s *Sim) outcome(h *host, id engine.VMID, err string) agent.Outcome {
-	o := agent.Outcome{}
-	if err != "" {
-		o.Err = errors.New(err)
-	}
+func (s *Sim) outcome(h *host, id engine.VMID, err error) agent.Outcome {
+	o := agent.Outcome{Err: err, Unreached: agent.Unreached(err)}
 	switch d := h.doms[id]; {
 	case !h.libvirtd: // the listing after the call failed too
 	case d != nil:
@@ -106,45 +123,4 @@ func (s *Sim) outcome(h *host, id engine.VMID, err string) agent.Outcome {
 		o.Absent = true
 	}
 	return o
-}
-
-// storeCurrent is the fencing-token check an agent makes against the store.
-func (s *Sim) storeCurrent(a engine.Action) bool {
-	g, ok := s.gens[a.VM]
-	return ok && g == a.Gen
-}
-
-// record writes, after each controller step, the intent generation of every VM the step
-// touched into the store, as the daemon records VM state before carrying anything out.
-func (s *Sim) record(in engine.Input, out engine.Output) {
-	touch := func(id engine.VMID) {
-		if id == "" {
-			return
-		}
-		if st, ok := s.eng.State(id); ok {
-			s.gens[id] = st.Gen
-		} else {
-			delete(s.gens, id)
-		}
-	}
-	for _, r := range out.Log {
-		touch(r.VM)
-	}
-	for _, a := range out.Actions {
-		touch(a.VM)
-	}
-	switch in := in.(type) {
-	case engine.Observe:
-		touch(in.VM)
-	case engine.Request:
-		touch(in.VM)
-	case engine.Protect:
-		touch(in.VM)
-	case engine.Unprotect:
-		touch(in.VM)
-	case engine.Snapshot:
-		for _, d := range in.Domains {
-			touch(d.VM)
-		}
-	}
 }

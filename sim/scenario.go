@@ -35,8 +35,16 @@ import (
 //	virsh start|shutdown|destroy|undefine|reboot|suspend|resume NAME
 //	virsh migrate NAME HOST
 //	host NAME power-off|power-on|partition|heal|agent-crash|agent-start|libvirtd-stop|libvirtd-start
+//	                    |store-cut|store-heal  (store-cut: cut off from the store and the
+//	                    controller only; it still exchanges heartbeats with its peers)
 //	control-plane lost|back  the store and every controller go down (hosts still see each
 //	                    other), or come back
+//	etcd lose|back eN   the store's etcd member N (1-3; e1 leads at the start) is lost or
+//	                    comes back (see etcdLose)
+//	controller crash    the leading controller dies; a new one is elected 2 s later and
+//	                    restores its engine from the store
+//	controller crash-after-record  the leading controller dies in its next step that orders
+//	                    something, after recording the step and before carrying it out
 //	bus drop N          the next N agent messages are lost
 //	bus hold N D        the next N agent messages arrive D late (reordering them)
 //	fault NAME KIND WHEN  aim a fault at the switch-over of the VM's next migration:
@@ -238,7 +246,7 @@ var cmdArity = map[string]map[string]int{
 	"api":   {"start": 1, "shutdown": 1, "stop": 1, "reboot": 1, "delete": 1, "suspend": 1, "resume": 1, "migrate": 2},
 	"virsh": {"start": 1, "shutdown": 1, "destroy": 1, "undefine": 1, "reboot": 1, "suspend": 1, "resume": 1, "migrate": 2},
 	"host": {"power-off": 0, "power-on": 0, "partition": 0, "heal": 0, "agent-crash": 0, "agent-start": 0,
-		"libvirtd-stop": 0, "libvirtd-start": 0},
+		"libvirtd-stop": 0, "libvirtd-start": 0, "store-cut": 0, "store-heal": 0},
 }
 
 func keys(m map[string]int) string {
@@ -305,6 +313,14 @@ func (sc *Scenario) parseCmds(path string) error {
 			if len(a) != 2 || (a[1] != "lost" && a[1] != "back") {
 				return errors.New("control-plane: want 'control-plane lost' or 'control-plane back'")
 			}
+		case "etcd":
+			if len(a) != 3 || (a[1] != "lose" && a[1] != "back") || !slices.Contains([]string{"e1", "e2", "e3"}, a[2]) {
+				return errors.New("etcd: want 'etcd lose eN' or 'etcd back eN' (N 1 to 3)")
+			}
+		case "controller":
+			if len(a) != 2 || (a[1] != "crash" && a[1] != "crash-after-record") {
+				return errors.New("controller: want 'controller crash' or 'controller crash-after-record'")
+			}
 		case "fault":
 			if len(a) != 4 {
 				return errors.New("fault: want 'fault NAME KIND WHEN'")
@@ -349,7 +365,7 @@ func (sc *Scenario) parseCmds(path string) error {
 				return fmt.Errorf("%s %s: unknown host %q", a[0], a[1], a[3])
 			}
 		default:
-			return fmt.Errorf("unknown command %q (want vm, api, virsh, host, bus, fault or end)", a[0])
+			return fmt.Errorf("unknown command %q (want vm, api, virsh, host, bus, fault, control-plane, controller, etcd or end)", a[0])
 		}
 		sc.cmds = append(sc.cmds, c)
 		return nil
@@ -380,6 +396,7 @@ func (sc *Scenario) Run(naive bool) (string, Result) {
 	cfg.Duration = sc.end
 	var out bytes.Buffer
 	s := newSim(cfg, &out)
+	s.checkStoreEach = true
 	s.res.Hosts, s.res.VMs = len(sc.hosts), len(sc.vms)
 	for _, h := range sc.hosts {
 		s.addHost(h.id, h.mem, h.fencing)
@@ -413,11 +430,24 @@ func (s *Sim) command(a []string) {
 			s.holdNext = n
 			s.holdFor, _ = time.ParseDuration(a[3])
 		}
+	case "etcd":
+		i := int(a[2][1] - '1')
+		if a[1] == "lose" {
+			s.etcdLose(i)
+		} else {
+			s.etcdBack(i)
+		}
+	case "controller":
+		if a[1] == "crash" {
+			s.controllerCrash("")
+		} else {
+			s.ctl.crashArmed = true
+		}
 	case "control-plane":
 		if a[1] == "lost" {
-			s.controlPlaneLost()
+			s.controlPlaneLost(cpLostEverywhere)
 		} else {
-			s.controlPlaneBack()
+			s.controlPlaneBack(cpLostEverywhere)
 		}
 	case "fault":
 		id := engine.VMID(a[1])
@@ -459,6 +489,10 @@ func (s *Sim) command(a []string) {
 			s.libvirtdStop(h)
 		case "libvirtd-start":
 			s.libvirtdStart(h)
+		case "store-cut":
+			s.cutStore(h)
+		case "store-heal":
+			s.healStore(h)
 		}
 	case "api", "virsh":
 		op := virshOps[a[1]]

@@ -9,6 +9,7 @@
 package sim
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -66,6 +67,19 @@ type Config struct {
 	// after the switch-over), and a third of those get a second one of another kind.
 	MigFaultProb   float64
 	StopInRecovery float64 // chance a user stops a VM right after hass detected its failure
+	// ControllerCrashPerHr: the leading controller dies (a new one is elected 1-3 s later);
+	// half of the crashes strike in the step of an order, after it is recorded and before
+	// it is carried out.
+	ControllerCrashPerHr float64
+	// EtcdLossPerHr: a member of the store's 3-member etcd cluster is lost for 30 s to 5 min;
+	// a quarter of the time a second one follows it for 5 to 60 s (no quorum).
+	EtcdLossPerHr float64
+	// ControlPlaneLostPerHr: the store and every controller are lost everywhere for 5 s to
+	// 5 min (the hosts still hear each other).
+	ControlPlaneLostPerHr float64
+	// StoreCutPerHr: a random set of 1 to Hosts-1 hosts is cut off from the store and the
+	// controller for 20 s to 3 min, while they still hear their peers.
+	StoreCutPerHr float64
 
 	Engine engine.Config
 }
@@ -83,6 +97,7 @@ func DefaultConfig() Config {
 		OpsPerVMHour:     0.3, CrashPerVMHour: 0.01, PanicPerVMHour: 0.003, GuestOffPerVMHr: 0.004,
 		HangPerVMHour: 0.003, PowerPerHostHr: 0.005, PartPerHostHr: 0.01, AgentPerHostHr: 0.02,
 		LibvirtPerHostHr: 0.03, DuringOpProb: 0.2, StopInRecovery: 0.1, MigFaultProb: 0.3,
+		ControllerCrashPerHr: 0.25, EtcdLossPerHr: 0.25, ControlPlaneLostPerHr: 0.1, StoreCutPerHr: 0.1,
 		Engine: engine.DefaultConfig(),
 	}
 }
@@ -129,6 +144,9 @@ type Result struct {
 	Actions         int     `json:"actions"`
 	Dropped         int     `json:"messages_dropped"`
 	StuckTimers     int     `json:"stuck_timers"`
+	// StoreDrift counts the steps after which the store did not hold what the engine holds
+	// (checked in scenarios and tests only: a new leader would restore something else).
+	StoreDrift int `json:"store_drift,omitempty"`
 	// MigrationFaults counts the faults aimed at a migration's switch-over (see MigFault).
 	MigrationFaults int `json:"migration_faults"`
 	// HostFailures counts hosts lost to the cluster: a power loss (a watchdog reset included)
@@ -138,6 +156,24 @@ type Result struct {
 	Evacuated       int   `json:"evacuated"`
 	EvacuationP50ms int64 `json:"evacuation_p50_ms"`
 	EvacuationP99ms int64 `json:"evacuation_p99_ms"`
+	// ControllerCrashes counts the leading controller's deaths (each followed by an election).
+	ControllerCrashes int `json:"controller_crashes"`
+	// EtcdMemberLosses counts the store's members lost (see etcdLose).
+	EtcdMemberLosses int `json:"etcd_member_losses"`
+	// ControlPlaneLosses counts the control plane lost everywhere (store and controllers).
+	ControlPlaneLosses int `json:"control_plane_losses"`
+	// StoreCuts counts hosts cut off from the store and the controller while they still
+	// hear their peers (a minority or a majority of the cluster at a time).
+	StoreCuts int `json:"store_cuts"`
+	// SelfFences counts agents fencing their host; HoldBacks counts agents holding back a
+	// fence under the majority rule (each spell once).
+	SelfFences int `json:"self_fences"`
+	HoldBacks  int `json:"hold_backs"`
+	// FenceKills counts the running VMs self-fences destroyed; NeedlessFenceKills those of
+	// them that next ran on the very host that fenced them (nobody restarted them elsewhere
+	// meanwhile: the fence only made an outage).
+	FenceKills         int `json:"fence_kills"`
+	NeedlessFenceKills int `json:"needless_fence_kills"`
 }
 
 type vmTruth struct {
@@ -159,12 +195,18 @@ type vmTruth struct {
 	// that host's power loss or self-fence), "" otherwise; lostAt is when that host failed.
 	lostWith engine.HostID
 	lostAt   time.Time
+	// fencedOn is the host whose self-fence destroyed the VM last, until it runs again.
+	fencedOn engine.HostID
 }
 
 // Sim is one simulated run.
 type Sim struct {
-	cfg      Config
-	rng      *rand.Rand
+	cfg Config
+	rng *rand.Rand
+	// frng draws the control-plane faults (controller crashes, etcd member losses, control
+	// plane losses), so that adding them leaves the rest of a seed's workload as it was
+	// until the first one strikes.
+	frng     *rand.Rand
 	start    time.Time
 	now      time.Time
 	end      time.Time
@@ -180,12 +222,19 @@ type Sim struct {
 	out      io.Writer // the story, in scenario mode; nil otherwise
 	wake     time.Time // earliest scheduled engine tick
 	random   bool
+	// checkStoreEach compares the store with the engine after every step (scenarios, tests).
+	checkStoreEach bool
 
-	rebootCur func() bool // while carrying out a reboot action: is it still current?
-	hostIDs   []engine.HostID
-	cpDown    bool                              // the control plane is lost everywhere: the controller decides nothing
-	gens      map[engine.VMID]uint64            // the store: each VM's intent generation, as recorded
-	beats     map[engine.HostID]agent.Heartbeat // the last heartbeat each host sent to its peers
+	hostIDs []engine.HostID
+	cpDown  bool            // the control plane is lost everywhere: the controller decides nothing
+	cpWhy   map[string]bool // why: see controlPlaneLost
+	etcd    etcdCluster     // the store's members
+	// cpOutageDone and cpOutageSince measure the time without a control plane (cpOutage).
+	cpOutageDone  time.Duration
+	cpOutageSince time.Time
+	st            store                             // what the controller recorded (etcd)
+	ctl           controller                        // the leading controller
+	beats         map[engine.HostID]agent.Heartbeat // the last heartbeat each host sent to its peers
 
 	dropNext int // scripted bus faults
 	holdNext int
@@ -221,9 +270,10 @@ func newSim(cfg Config, out io.Writer) *Sim {
 	ecfg := cfg.Engine
 	ecfg.Naive = cfg.Naive
 	s := &Sim{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+		frng:  rand.New(rand.NewPCG(cfg.Seed^0x5851f42d4c957f2d, cfg.Seed)),
 		start: epoch, now: epoch, end: epoch.Add(cfg.Duration), eng: engine.New(ecfg),
 		hostByID: map[engine.HostID]*host{}, vms: map[engine.VMID]*vmTruth{}, out: out,
-		migFaults: map[engine.VMID][]MigFault{}, gens: map[engine.VMID]uint64{}, beats: map[engine.HostID]agent.Heartbeat{}}
+		migFaults: map[engine.VMID][]MigFault{}, st: newStore(), cpWhy: map[string]bool{}, etcd: newEtcd(), beats: map[engine.HostID]agent.Heartbeat{}}
 	s.res.Seed, s.res.Hosts, s.res.VMs, s.res.Hours = cfg.Seed, cfg.Hosts, cfg.VMs, cfg.Duration.Hours()
 	s.res.Detector = "aware"
 	if cfg.Naive {
@@ -282,17 +332,39 @@ func (s *Sim) run() {
 // step gives the engine one input and carries out what it decides.
 func (s *Sim) step(in engine.Input) engine.Output {
 	if s.cpDown {
-		return engine.Output{} // no controller runs: what reaches it is lost, the store has it
+		// No controller can act: what reaches it is lost (the agents' store has it), and a
+		// user's request is refused.
+		if _, ok := in.(engine.Request); ok {
+			return engine.Output{Err: errors.New("the control plane is unavailable")}
+		}
+		return engine.Output{}
+	}
+	if s.ctl.down {
+		return s.noLeader(in)
 	}
 	s.res.EngineSteps++
 	out := s.eng.Step(s.now, in)
 	acts := slices.Clone(out.Actions)
 	recs := slices.Clone(out.Log)
-	res := engine.Output{Actions: acts, Log: recs, Err: out.Err}
+	res := engine.Output{Actions: acts, Log: recs, Err: out.Err, Touched: slices.Clone(out.Touched)}
+	for i := range acts {
+		acts[i].Term = s.st.term // the runner stamps its orders with its term as it records them
+	}
 	s.record(in, res) // recorded before anything is carried out
+	if s.checkStoreEach {
+		if d := s.checkStore(); d != "" {
+			s.res.StoreDrift++
+			s.trace("CHECK: store drift after %T: %s", in, d)
+		}
+	}
 	for _, r := range recs {
 		s.trace("%s", r)
 		s.onRecord(r)
+	}
+	if s.ctl.crashArmed && len(acts) > 0 {
+		s.ctl.crashArmed = false
+		s.controllerCrash("after recording its step, before carrying out " + plural(len(acts), "order"))
+		return res
 	}
 	for _, a := range acts {
 		s.res.Actions++
@@ -318,7 +390,11 @@ func (s *Sim) scheduleWake(in engine.Input) {
 		}
 	}
 	s.wake = w
+	eng := s.eng
 	s.at(w, func() {
+		if s.eng != eng {
+			return // that controller is gone
+		}
 		if s.wake.Equal(w) {
 			s.wake = time.Time{}
 		}
@@ -372,112 +448,6 @@ func (s *Sim) newAgent(h *host) *agent.Agent {
 	return agent.New(cfg, agentEnv{s: s, h: h}, h.agentOK)
 }
 
-// carryOut is the simulated hypervisor doing what the agent's executor asks; reply reports
-// the call's outcome (after the time the call takes).
-func (s *Sim) carryOut(h *host, a engine.Action, reply func(err string)) {
-	id := a.VM
-	d := h.doms[id]
-	t := s.vms[id]
-	switch a.Kind {
-	case engine.ActStart:
-		if d == nil && t != nil && !t.gone {
-			// The domain's XML lives in the store: the agent defines it here first.
-			d = &dom{state: lifecycle.StateShutoff}
-			h.doms[id] = d
-		}
-		if d == nil {
-			reply("domain not defined")
-			return
-		}
-		if t != nil {
-			t.attempts = append(t.attempts, s.now)
-		}
-		if up(d.state) {
-			reply("")
-			return
-		}
-		if t != nil && t.wants != engine.WantRunning && t.wants != engine.WantPaused {
-			if t.unseen != "" || t.pending {
-				// The user's stop happened where no agent could see or store it (a
-				// partitioned or agentless host), or is a shutdown the guest had not acted
-				// on when the VM failed; nobody could have known.
-				s.res.Ambiguous++
-				s.trace("CHECK: ambiguous: hass starts %s, which the user stopped where no agent could see it", id)
-			} else {
-				s.res.FalseRecoveries++
-				s.trace("CHECK: false recovery: hass starts %s, which the user wants %s", id, t.wants)
-			}
-		}
-		s.setDom(h, id, d, lifecycle.StateRunning, 1, lc(lifecycle.EvStarted, lifecycle.StartedBooted))
-		reply("")
-	case engine.ActDestroy:
-		if d != nil && up(d.state) {
-			s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
-		}
-		reply("")
-	case engine.ActShutdown:
-		if d == nil || d.state != lifecycle.StateRunning {
-			reply("domain is not running")
-			return
-		}
-		reply("")
-		if d.ignoreACPI {
-			return
-		}
-		g := d.gen
-		s.after(s.dur(5*time.Second), func() {
-			if d.gen == g && h.power && d.state == lifecycle.StateRunning {
-				s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffShutdown,
-					lc(lifecycle.EvShutdown, lifecycle.ShutdownHost), lc(lifecycle.EvStopped, lifecycle.StoppedShutdown))
-			}
-		})
-	case engine.ActReboot:
-		hard := !d.softReboot
-		if s.random {
-			hard = s.rng.IntN(2) == 0
-		}
-		s.rebootCur = func() bool { return s.storeCurrent(a) }
-		s.reboot(h, id, d, hard, func(err string) { reply(err) })
-		s.rebootCur = nil
-	case engine.ActReset:
-		if d == nil || !up(d.state) {
-			reply("domain is not running")
-			return
-		}
-		s.emit(h, id, lifecycle.Event{Kind: lifecycle.KindReboot})
-		d.hung = false
-		s.afterChange(id)
-		if d.state == lifecycle.StatePaused {
-			s.setDom(h, id, d, lifecycle.StateRunning, 5, lc(lifecycle.EvResumed, lifecycle.ResumedUnpaused))
-		}
-		reply("")
-	case engine.ActDelete:
-		if d != nil {
-			if up(d.state) {
-				s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
-			}
-			s.undefine(h, id)
-		}
-		reply("")
-	case engine.ActMigrate:
-		s.migrate(h, id, d, s.hostByID[a.Target], func(err string) { reply(err) })
-	case engine.ActSuspend:
-		if d == nil || d.state != lifecycle.StateRunning {
-			reply("domain is not running")
-			return
-		}
-		s.setDom(h, id, d, lifecycle.StatePaused, lifecycle.PausedUser, lc(lifecycle.EvSuspended, lifecycle.SuspendedPaused))
-		reply("")
-	case engine.ActResume:
-		if d == nil || d.state != lifecycle.StatePaused {
-			reply("domain is not paused")
-			return
-		}
-		s.setDom(h, id, d, lifecycle.StateRunning, 5, lc(lifecycle.EvResumed, lifecycle.ResumedUnpaused))
-		reply("")
-	}
-}
-
 // dur is a duration around base: exact in scenarios, spread in random runs.
 func (s *Sim) dur(base time.Duration) time.Duration {
 	if !s.random {
@@ -492,8 +462,9 @@ func (s *Sim) undefine(h *host, id engine.VMID) {
 }
 
 // reboot is a hard reboot (destroy, then start) or a reboot inside the guest that libvirt
-// reports with a reboot event (soft).
-func (s *Sim) reboot(h *host, id engine.VMID, d *dom, hard bool, done func(string)) {
+// reports with a reboot event (soft). current, if set, is asked before the second half of a
+// hard reboot whether the order is still current: a stop issued meanwhile wins.
+func (s *Sim) reboot(h *host, id engine.VMID, d *dom, hard bool, current func() bool, done func(string)) {
 	if d == nil || d.state != lifecycle.StateRunning {
 		done("domain is not running")
 		return
@@ -513,14 +484,12 @@ func (s *Sim) reboot(h *host, id engine.VMID, d *dom, hard bool, done func(strin
 	h.ag.OwnStop(id) // the agent's own destroy, the first half of a hard reboot
 	s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
 	g := d.gen
-	current := s.rebootCur
 	s.after(s.dur(2*time.Second), func() {
 		if d.gen != g || !h.power || d.state != lifecycle.StateShutoff {
 			done("domain changed during the reboot")
 			return
 		}
 		if current != nil && !current() {
-			// The executor checks again before the second half: a stop issued meanwhile wins.
 			done("reboot overtaken by a newer intent")
 			return
 		}
@@ -675,6 +644,13 @@ func (s *Sim) afterChange(id engine.VMID) {
 			s.evcTimes = append(s.evcTimes, s.now.Sub(t.lostAt))
 		}
 		t.lostWith = ""
+		if t.fencedOn != "" {
+			if s.upOn(id, t.fencedOn) {
+				s.res.NeedlessFenceKills++
+				s.trace("truth: %s runs again on %s, the host whose fence killed it", id, t.fencedOn)
+			}
+			t.fencedOn = ""
+		}
 		s.trace("truth: %s runs again %s after the fault", id, fmtOffset(d))
 		t.faultAt, t.counted, t.ambiguous = time.Time{}, false, false
 	}
@@ -695,8 +671,15 @@ func (s *Sim) faultIfWanted(id engine.VMID, why string) {
 	t.faultN++
 	n := t.faultN
 	s.trace("truth: fault: %s down (%s)", id, why)
-	s.after(s.cfg.RecoveryDeadline, func() {
+	// The deadline counts the time the control plane was available: while it is lost (or
+	// no controller leads) nobody can restart anything, by design.
+	var check func(deadline time.Time, outage time.Duration)
+	check = func(deadline time.Time, outage time.Duration) {
 		if t.faultN != n || t.faultAt.IsZero() || t.counted {
+			return
+		}
+		if extra := s.cpOutage() - outage; extra > 0 {
+			s.at(deadline.Add(extra), func() { check(deadline.Add(extra), outage+extra) })
 			return
 		}
 		t.counted = true
@@ -706,8 +689,36 @@ func (s *Sim) faultIfWanted(id engine.VMID, why string) {
 			return
 		}
 		s.res.MissedFailures++
-		s.trace("CHECK: missed failure: %s still down %s after the fault", id, s.cfg.RecoveryDeadline)
-	})
+		if outage > 0 {
+			s.trace("CHECK: missed failure: %s still down %s after the fault (%s of it without a control plane)", id, s.now.Sub(t.faultAt), outage)
+		} else {
+			s.trace("CHECK: missed failure: %s still down %s after the fault", id, s.cfg.RecoveryDeadline)
+		}
+	}
+	deadline, outage := s.now.Add(s.cfg.RecoveryDeadline), s.cpOutage()
+	s.at(deadline, func() { check(deadline, outage) })
+}
+
+// cpOutage is how long, in all, the control plane has been unavailable (lost, or no
+// controller leading) until now.
+func (s *Sim) cpOutage() time.Duration {
+	d := s.cpOutageDone
+	if !s.cpOutageSince.IsZero() {
+		d += s.now.Sub(s.cpOutageSince)
+	}
+	return d
+}
+
+// noteCP keeps cpOutage: called whenever the control plane or the leadership changes.
+func (s *Sim) noteCP() {
+	down := s.cpDown || s.ctl.down
+	switch {
+	case down && s.cpOutageSince.IsZero():
+		s.cpOutageSince = s.now
+	case !down && !s.cpOutageSince.IsZero():
+		s.cpOutageDone += s.now.Sub(s.cpOutageSince)
+		s.cpOutageSince = time.Time{}
+	}
 }
 
 // userWants records a user's intent at the moment the user expresses it.

@@ -15,6 +15,14 @@ func TestAwareKeepsInvariants(t *testing.T) {
 	if testing.Short() {
 		seeds = 3
 	}
+	var total Result
+	defer func() {
+		// The control plane's faults happen across the seeds, and the majority rule acts.
+		if total.ControllerCrashes == 0 || total.EtcdMemberLosses == 0 || total.ControlPlaneLosses == 0 ||
+			total.StoreCuts == 0 || total.HoldBacks == 0 || total.SelfFences == 0 {
+			t.Errorf("a control-plane fault never happened: %+v", total)
+		}
+	}()
 	for seed := 1; seed <= seeds; seed++ {
 		cfg := DefaultConfig()
 		cfg.Seed = uint64(seed)
@@ -22,6 +30,12 @@ func TestAwareKeepsInvariants(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		total.ControllerCrashes += r.ControllerCrashes
+		total.EtcdMemberLosses += r.EtcdMemberLosses
+		total.ControlPlaneLosses += r.ControlPlaneLosses
+		total.StoreCuts += r.StoreCuts
+		total.HoldBacks += r.HoldBacks
+		total.SelfFences += r.SelfFences
 		if r.FalseRecoveries != 0 || r.MissedFailures != 0 || r.SplitBrain != 0 || r.StuckTimers != 0 {
 			t.Errorf("seed %d: %+v", seed, r)
 		}
@@ -95,6 +109,27 @@ func TestConfigValidate(t *testing.T) {
 		}
 		if _, err := Run(c); err == nil {
 			t.Errorf("Run accepted a config Validate refuses (%q)", tc.want)
+		}
+	}
+}
+
+// TestStoreHoldsEngineState: in a random run with controller crashes, after every step the
+// store holds exactly what the engine holds (what a new leader restores), and the run keeps
+// the invariants across the crashes.
+func TestStoreHoldsEngineState(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Duration = 6 * time.Hour
+	cfg.ControllerCrashPerHr = 2
+	for seed := uint64(1); seed <= 2; seed++ {
+		cfg.Seed = seed
+		s := newSim(cfg, nil)
+		s.checkStoreEach = true
+		r := runRandom(s)
+		if r.StoreDrift != 0 || r.ControllerCrashes < 3 {
+			t.Errorf("seed %d: store drift %d, controller crashes %d", seed, r.StoreDrift, r.ControllerCrashes)
+		}
+		if r.FalseRecoveries != 0 || r.MissedFailures != 0 || r.SplitBrain != 0 || r.StuckTimers != 0 {
+			t.Errorf("seed %d: %+v", seed, r)
 		}
 	}
 }

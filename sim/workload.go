@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/hassproject/hass/engine"
@@ -23,6 +24,12 @@ func RunTraced(cfg Config, trace interface{ Write([]byte) (int, error) }) (Resul
 	if trace != nil {
 		s.out = trace
 	}
+	return runRandom(s), nil
+}
+
+// runRandom runs the random workload on a new simulator.
+func runRandom(s *Sim) Result {
+	cfg := s.cfg
 	s.random = true
 	for i := range cfg.Hosts {
 		s.addHost(engine.HostID(fmt.Sprintf("h%02d", i+1)), cfg.HostMemMiB, i%2 == 0)
@@ -88,8 +95,71 @@ func RunTraced(cfg Config, trace interface{ Write([]byte) (int, error) }) (Resul
 		s.libvirtdStop(h)
 		s.after(s.dur(15*time.Second), func() { s.libvirtdStart(h) })
 	})
+	if cfg.ControllerCrashPerHr > 0 {
+		s.poissonF(cfg.ControllerCrashPerHr, func() {
+			s.res.Faults++
+			if s.frng.IntN(2) == 0 {
+				s.ctl.crashArmed = true // in its next step that orders something
+				return
+			}
+			s.controllerCrash("")
+		})
+	}
+	if cfg.EtcdLossPerHr > 0 {
+		s.poissonF(cfg.EtcdLossPerHr, func() {
+			s.res.Faults++
+			i := s.frng.IntN(etcdMembers)
+			s.etcdLose(i)
+			s.after(30*time.Second+time.Duration(s.frng.Int64N(int64(270*time.Second))), func() { s.etcdBack(i) })
+			if s.frng.IntN(4) == 0 {
+				j := (i + 1 + s.frng.IntN(etcdMembers-1)) % etcdMembers
+				s.after(time.Duration(s.frng.Int64N(int64(20*time.Second))), func() {
+					s.etcdLose(j)
+					s.after(5*time.Second+time.Duration(s.frng.Int64N(int64(55*time.Second))), func() { s.etcdBack(j) })
+				})
+			}
+		})
+	}
+	if cfg.ControlPlaneLostPerHr > 0 {
+		s.poissonF(cfg.ControlPlaneLostPerHr, func() {
+			s.res.Faults++
+			s.controlPlaneLost(cpLostEverywhere)
+			s.after(5*time.Second+time.Duration(s.frng.Int64N(int64(295*time.Second))), func() { s.controlPlaneBack(cpLostEverywhere) })
+		})
+	}
+	if cfg.StoreCutPerHr > 0 && cfg.Hosts > 1 {
+		s.poissonF(cfg.StoreCutPerHr, func() {
+			s.res.Faults++
+			k := 1 + s.frng.IntN(cfg.Hosts-1)
+			perm := s.frng.Perm(cfg.Hosts)[:k]
+			slices.Sort(perm)
+			d := 20*time.Second + time.Duration(s.frng.Int64N(int64(160*time.Second)))
+			for _, i := range perm {
+				h := s.hosts[i]
+				if h.storeCut || !h.power || h.partitioned {
+					continue
+				}
+				s.res.StoreCuts++
+				s.cutStore(h)
+				s.after(d, func() { s.healStore(h) })
+			}
+		})
+	}
 	s.run()
-	return s.res, nil
+	return s.res
+}
+
+// poissonF is poisson for the control-plane faults, drawn from their own random source.
+func (s *Sim) poissonF(perHour float64, fn func()) {
+	delay := func() time.Duration {
+		return time.Duration(-math.Log(1-s.frng.Float64()) / perHour * float64(time.Hour))
+	}
+	var next func()
+	next = func() {
+		fn()
+		s.after(delay(), next)
+	}
+	s.after(delay(), next)
 }
 
 // poisson calls fn at exponentially spaced times with the given rate per hour, forever.
@@ -305,7 +375,7 @@ func (s *Sim) virsh(op engine.OpKind, id engine.VMID, target engine.HostID) bool
 		s.userWants(id, engine.WantAbsent)
 		s.undefine(h, id)
 	case engine.OpReboot:
-		s.reboot(h, id, d, false, func(string) {}) // virsh reboot: inside the guest
+		s.reboot(h, id, d, false, nil, func(string) {}) // virsh reboot: inside the guest
 	case engine.OpSuspend:
 		if d.state != lifecycle.StateRunning {
 			return false

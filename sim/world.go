@@ -41,6 +41,7 @@ type host struct {
 	agent       bool
 	libvirtd    bool
 	partitioned bool
+	storeCut    bool // cut off from the store and the controller only: it still hears its peers
 	doms        map[engine.VMID]*dom
 	ag          *agent.Agent // the same agent the daemon runs
 	cpLost      bool         // the control plane (store and controllers) is down: nobody reaches it
@@ -64,7 +65,9 @@ type host struct {
 func (h *host) listening() bool { return h.power && h.agent && h.libvirtd }
 
 // reachable: the agent can talk to the controller and the store.
-func (h *host) reachable() bool { return h.power && h.agent && !h.partitioned && !h.cpLost }
+func (h *host) reachable() bool {
+	return h.power && h.agent && !h.partitioned && !h.storeCut && !h.cpLost
+}
 
 func up(st int) bool {
 	return st == lifecycle.StateRunning || st == lifecycle.StatePaused
@@ -159,9 +162,17 @@ func (s *Sim) store(h *host, in engine.Input) {
 		h.stored[in.VM] = in
 		seen(in.VM)
 	case engine.Snapshot:
+		// A complete list: what it lacks is absent from the host now.
+		listed := map[engine.VMID]bool{}
 		for _, d := range in.Domains {
 			h.stored[d.VM] = engine.Observe{Host: h.id, VM: d.VM, Seq: in.Seq, State: d.State, Reason: d.Reason, At: in.At}
+			listed[d.VM] = true
 			seen(d.VM)
+		}
+		for id, o := range h.stored {
+			if !listed[id] && o.State != engine.DomAbsent {
+				h.stored[id] = engine.Observe{Host: h.id, VM: id, Seq: in.Seq, State: engine.DomAbsent, At: in.At}
+			}
 		}
 	}
 }
@@ -169,6 +180,9 @@ func (s *Sim) store(h *host, in engine.Input) {
 // readStore gives the controller what a host's agent last wrote, before the controller
 // declares the host failed: a notification lost on the bus is not lost information.
 func (s *Sim) readStore(h *host) {
+	if s.eng != nil && s.eng.HostState(h.id) == "fenced" {
+		return // what a fenced host's agent stored is void: its domains died with the fence
+	}
 	for _, id := range s.vmIDs {
 		if o, ok := h.stored[id]; ok {
 			s.step(o)
@@ -224,7 +238,7 @@ func (s *Sim) powerOff(h *host, why string) {
 			h.failedAt = h.agentDiedAt // the host failed when its agent did
 		}
 	}
-	h.power, h.agent, h.libvirtd, h.armed = false, false, false, false
+	h.power, h.agent, h.libvirtd, h.armed, h.storeCut = false, false, false, false, false
 	h.epoch++
 	for _, id := range s.vmIDs {
 		if d := h.doms[id]; d != nil && d.state != lifecycle.StateShutoff {
@@ -300,6 +314,28 @@ func (s *Sim) partition(h *host) {
 	h.failedAt = s.now
 }
 
+// cutStore cuts a host off from the store and the controller, while it still exchanges
+// heartbeats with its peers over the hosts' own network.
+func (s *Sim) cutStore(h *host) {
+	if h.storeCut || !h.power {
+		return
+	}
+	s.trace("truth: %s is cut off from the store and the controller (it still hears its peers)", h.id)
+	h.storeCut = true
+	s.res.HostFailures++
+	h.failedAt = s.now
+}
+
+func (s *Sim) healStore(h *host) {
+	if !h.storeCut {
+		return
+	}
+	s.trace("truth: %s reaches the store again", h.id)
+	h.storeCut = false
+	s.renew(h)
+	s.snapshot(h)
+}
+
 func (s *Sim) heal(h *host) {
 	if !h.partitioned {
 		return
@@ -311,26 +347,49 @@ func (s *Sim) heal(h *host) {
 }
 
 // controlPlaneLost takes the store and every controller down at once, while the hosts still
-// see each other: nobody can renew a lease, and nobody can restart anything.
-func (s *Sim) controlPlaneLost() {
+// see each other: nobody can renew a lease, and nobody can restart anything. why is one of
+// the causes (the scenario's or random workload's "lost everywhere", or etcd without a
+// leader); the control plane is back when every cause is gone.
+func (s *Sim) controlPlaneLost(why string) {
+	if s.cpWhy[why] {
+		return
+	}
+	s.cpWhy[why] = true
 	if s.cpDown {
 		return
 	}
-	s.trace("truth: the control plane (store and controllers) is lost everywhere")
+	if why == cpLostEverywhere {
+		s.trace("truth: the control plane (store and controllers) is lost everywhere")
+		s.res.ControlPlaneLosses++
+	}
 	s.cpDown = true
+	s.noteCP()
 	for _, h := range s.hosts {
 		h.cpLost = true
 	}
 }
 
+// The causes of a control-plane outage.
+const (
+	cpLostEverywhere = "lost"
+	cpEtcd           = "etcd"
+)
+
 // controlPlaneBack brings it back: etcd gives every lease a fresh TTL when it elects a
 // leader, a controller takes over from the store, and the agents renew and resync.
-func (s *Sim) controlPlaneBack() {
-	if !s.cpDown {
+func (s *Sim) controlPlaneBack(why string) {
+	if !s.cpWhy[why] {
 		return
 	}
-	s.trace("truth: the control plane is back")
+	delete(s.cpWhy, why)
+	if !s.cpDown || len(s.cpWhy) > 0 {
+		return
+	}
+	if why == cpLostEverywhere {
+		s.trace("truth: the control plane is back")
+	}
 	s.cpDown = false
+	s.noteCP()
 	for _, h := range s.hosts {
 		h.cpLost = false
 		if h.leaseAlive {
@@ -343,6 +402,10 @@ func (s *Sim) controlPlaneBack() {
 			s.renew(h)
 			s.snapshot(h)
 		}
+	}
+	if s.ctl.down && s.ctl.electLater {
+		s.ctl.electLater = false
+		s.elect()
 	}
 }
 
@@ -375,7 +438,14 @@ func (s *Sim) heartbeat() {
 					h.ag.LeaseFailed(s.now)
 				}
 			}
+			fenced, holding := h.ag.Fenced(), h.ag.Holding()
 			h.ag.Tick(s.now) // self-fence when due, pet the watchdog, heartbeat to the peers
+			if h.ag.Fenced() && !fenced {
+				s.res.SelfFences++
+			}
+			if h.ag.Holding() && !holding {
+				s.res.HoldBacks++
+			}
 		}
 		if h.armed && s.now.Sub(h.lastPet) >= s.cfg.WatchdogTimeout {
 			s.powerOff(h, "hardware watchdog reset: the agent stopped petting it")
