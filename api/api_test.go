@@ -58,7 +58,7 @@ func newFake() *fakeService {
 	at := func(d time.Duration) *time.Time { t := t0.Add(d); return &t }
 	f := &fakeService{
 		vms: map[string]VM{},
-		status: Status{Host: "h1", Libvirt: "connected", Store: "ok", VMs: 2, Healthy: 1, Recovering: 1,
+		status: Status{Host: "h1", StoreMembers: []string{"hass unix:///var/lib/hass/client.sock"}, Libvirt: "connected", Store: "ok", VMs: 2, Healthy: 1, Recovering: 1,
 			Uptime: "1h2m3s", Version: "v0.1.0-test"},
 		nextOp: 41,
 	}
@@ -382,7 +382,7 @@ func TestRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got != f.status {
+		if !reflect.DeepEqual(got, f.status) {
 			t.Fatalf("Status = %+v, want %+v", got, f.status)
 		}
 	})
@@ -772,7 +772,7 @@ func TestUnixSocket(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", base, err)
 		}
-		if st != f.status {
+		if !reflect.DeepEqual(st, f.status) {
 			t.Fatalf("%s: status %+v", base, st)
 		}
 		if _, err := c.Operate(t.Context(), "v1", OperationRequest{Op: "reboot"}); err != nil {

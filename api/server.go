@@ -290,6 +290,9 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if st.StoreMembers == nil {
+		st.StoreMembers = []string{}
+	}
 	writeJSON(w, http.StatusOK, st)
 }
 

@@ -123,6 +123,8 @@ type Status struct {
 	Term       int64  `json:"term"`
 	Hosts      int    `json:"hosts"`
 	HostsUp    int    `json:"hosts_up"`
+	// StoreMembers are etcd's members as the store lists them: "name url".
+	StoreMembers []string `json:"store_members"`
 }
 
 // Host is one hypervisor host of the cluster, as the leading controller sees it.

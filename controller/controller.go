@@ -89,8 +89,13 @@ type Controller struct {
 	// dirty holds VMs whose last change could not be written yet.
 	dirty  map[engine.VMID]bool
 	optOut map[string]bool // unprotected by a user: --protect-all leaves them alone
-	// deposed is set when a guarded write failed: this controller no longer leads.
+	// deposed is closed when a guarded write failed: this controller no longer leads.
 	deposed chan struct{}
+	// stale is closed when a write failed otherwise (the store unreachable, or refusing
+	// writes): the engine ran ahead of what is stored, so it is rebuilt from the store.
+	stale chan struct{}
+	// recordErr is why the last step's decisions could not be recorded (nil: they were).
+	recordErr error
 	// ready is closed the first time this controller leads.
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -117,7 +122,7 @@ func New(cfg Config) (*Controller, error) {
 		cfg.KeepEvents = 100000
 	}
 	if cfg.SessionTTL <= 0 {
-		cfg.SessionTTL = 3 * time.Second
+		cfg.SessionTTL = 2 * time.Second
 	}
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = DefaultLeaseTTL
@@ -199,7 +204,7 @@ func (c *Controller) lead(ctx context.Context, key string, term int64) error {
 	start := time.Now()
 	c.mu.Lock()
 	c.term, c.guard = term, &store.Guard{Key: key, Rev: term}
-	c.deposed = make(chan struct{})
+	c.deposed, c.stale = make(chan struct{}), make(chan struct{})
 	rev, err := c.takeOver(ctx)
 	if err != nil {
 		c.mu.Unlock()
@@ -208,6 +213,11 @@ func (c *Controller) lead(ctx context.Context, key string, term int64) error {
 	c.leading = true
 	n := len(c.eng.Status())
 	c.mu.Unlock()
+	// Every agent lists its domains again: what was in flight under the last leader is
+	// judged by those lists (an engine restored waits InFlightGrace for them).
+	if err := c.st.RequestResync(ctx, term); err != nil {
+		c.log.Warn("cannot ask the agents for a resync", "err", err)
+	}
 	c.readyOnce.Do(func() { close(c.ready) })
 	c.log.Info("leading", "term", term, "vms", len(c.persisted), "hosts", len(c.hosts), "takeover", time.Since(start).Round(time.Millisecond), "protected", n)
 
@@ -222,6 +232,22 @@ func (c *Controller) lead(ctx context.Context, key string, term int64) error {
 			return nil
 		case <-c.deposed:
 			return errDeposed
+		case <-c.stale:
+			// What the engine decided could not all be recorded: nothing of it was carried
+			// out, and the engine is rebuilt from what the store holds.
+			c.log.Warn("a decision could not be recorded: rebuilding the engine from the store")
+			c.mu.Lock()
+			c.leading = false
+			c.stale = make(chan struct{})
+			r, err := c.takeOver(ctx)
+			if err == nil {
+				c.leading = true
+			}
+			c.mu.Unlock()
+			if err != nil {
+				return fmt.Errorf("take over again: %w", err)
+			}
+			watch = c.st.WatchAgents(ctx, r+1)
 		case ev, ok := <-watch:
 			if !ok {
 				if ctx.Err() != nil {
@@ -305,8 +331,16 @@ func (c *Controller) takeOver(ctx context.Context) (int64, error) {
 		names = append(names, h)
 	}
 	slices.Sort(names)
+	var hostStates []engine.HostState
 	for _, h := range names {
 		r := c.hosts[h]
+		if st, ok := c.hostStates[h]; ok {
+			hs := engine.HostState{Host: h, MemMiB: r.MemMiB, Fencing: r.Fencing, State: st.State, LostAt: st.LostAt, LastSeen: st.LastSeen}
+			if hs.Validate() == nil {
+				hostStates = append(hostStates, hs)
+				continue
+			}
+		}
 		c.eng.Step(time.Now(), engine.AddHost{Host: h, MemMiB: r.MemMiB, Fencing: r.Fencing})
 	}
 	vms, unreadable, err := c.st.LoadVMs(ctx)
@@ -327,7 +361,7 @@ func (c *Controller) takeOver(ctx context.Context) (int64, error) {
 		restored = append(restored, s)
 		c.persisted[engine.VMID(r.Name)] = r
 	}
-	if out := c.stepLocked(ctx, engine.Restore{NextID: floor, VMs: restored}); out.Err != nil {
+	if out := c.stepLocked(ctx, engine.Restore{NextID: floor, VMs: restored, Hosts: hostStates}); out.Err != nil {
 		return 0, fmt.Errorf("restore protected VMs: %w", out.Err)
 	}
 	if len(bad) > 0 {
@@ -349,6 +383,10 @@ func (c *Controller) takeOver(ctx context.Context) (int64, error) {
 	for _, h := range names {
 		if _, ok := c.alive[h]; !ok && c.hosts[h].Left {
 			continue // its agent stopped cleanly: nothing to recover
+		}
+		if _, ok := c.alive[h]; !ok && !fenceable(c.hosts[h]) {
+			c.unfenceable(ctx, h)
+			continue
 		}
 		if _, ok := c.alive[h]; ok {
 			c.stepLocked(ctx, engine.HostLease{Host: h, Alive: true})
@@ -383,9 +421,12 @@ func (c *Controller) agentEvent(ctx context.Context, ev store.AgentEvent) {
 		}
 		old, known := c.hosts[engine.HostID(name)]
 		c.hosts[engine.HostID(name)] = h
-		if !known || old.MemMiB != h.MemMiB || old.Fencing != h.Fencing {
+		if !known || old.MemMiB != h.MemMiB || old.Fencing != h.Fencing || old.Watchdog != h.Watchdog {
 			c.stepLocked(ctx, engine.AddHost{Host: engine.HostID(name), MemMiB: h.MemMiB, Fencing: h.Fencing})
-			if !h.Fencing {
+			switch {
+			case !fenceable(h):
+				c.log.Warn("host joined with no way to be fenced (no power fence, no watchdog): if it is lost, its VMs are not started elsewhere automatically", "host", name)
+			case !h.Fencing:
 				c.log.Warn("host joined without a power fence: if it is lost, its VMs are started elsewhere only after its lease expired and its agent had time to fence itself", "host", name)
 			}
 		}
@@ -397,6 +438,10 @@ func (c *Controller) agentEvent(ctx context.Context, ev store.AgentEvent) {
 			delete(c.alive, h)
 			if c.hosts[h].Left {
 				c.left(ctx, h)
+				return
+			}
+			if !fenceable(c.hosts[h]) {
+				c.unfenceable(ctx, h)
 				return
 			}
 			c.log.Warn("host lease expired", "host", name)
@@ -471,6 +516,26 @@ func (c *Controller) left(ctx context.Context, h engine.HostID) {
 	c.appendEvents(ctx, []engine.Record{{At: time.Now(), Type: engine.RecAlert, Host: h, Msg: msg}})
 }
 
+// fenceable says whether a host that lost its lease is known to have stopped its VMs: it
+// has a power fence, or its agent pets a watchdog (so either the agent fenced the host, or
+// the watchdog reset it). A cluster of one has nowhere else to start anything anyway.
+func fenceable(h store.Host) bool { return h.Fencing || h.Watchdog }
+
+// unfenceable reports a lost host that nothing can fence: its VMs are not started elsewhere
+// (they may still run there), and they read unknown. Callers hold c.mu.
+func (c *Controller) unfenceable(ctx context.Context, h engine.HostID) {
+	c.libvirt[h] = "lost, and it has no fence"
+	if len(c.hosts) == 1 {
+		// A cluster of one (hass up): there is nowhere else to start anything; its agent
+		// takes a new lease when it runs again.
+		c.log.Info("the host's lease expired: waiting for its agent", "host", h)
+		return
+	}
+	msg := fmt.Sprintf("host %s lost its lease, and it has no way to be fenced (no power fence, no watchdog): its VMs are NOT started elsewhere, since they may still run there; check the host, and power it off or bring its agent back", h)
+	c.log.Error(msg, "host", h)
+	c.appendEvents(ctx, []engine.Record{{At: time.Now(), Type: engine.RecAlert, Host: h, Msg: msg}})
+}
+
 // consume deletes a report that changes nothing.
 func (c *Controller) consume(ctx context.Context, key string) {
 	if _, err := c.st.Record(ctx, store.Batch{DeleteKeys: []string{key}, Guard: c.guard}); err != nil {
@@ -479,12 +544,14 @@ func (c *Controller) consume(ctx context.Context, key string) {
 }
 
 func (c *Controller) recordError(err error) {
+	ch := c.stale
 	if errors.Is(err, store.ErrNotLeader) {
-		select {
-		case <-c.deposed:
-		default:
-			close(c.deposed)
-		}
+		ch = c.deposed
+	}
+	select {
+	case <-ch:
+	default:
+		close(ch)
 	}
 }
 
@@ -530,7 +597,7 @@ func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed .
 	arrived := time.Now()
 	out := c.eng.Step(arrived, in)
 	decided := time.Now()
-	res := engine.Output{Actions: slices.Clone(out.Actions), Log: slices.Clone(out.Log), Err: out.Err}
+	res := engine.Output{Actions: slices.Clone(out.Actions), Log: slices.Clone(out.Log), Err: out.Err, Touched: slices.Clone(out.Touched)}
 	b := store.Batch{Guard: c.guard, DeleteKeys: consumed}
 	hostsChanged := map[engine.HostID]bool{}
 	for i, r := range res.Log {
@@ -583,11 +650,13 @@ func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed .
 		c.log.Error("what the engine decided could not be recorded: nothing of it is carried out", "err", err,
 			"events", len(b.Events), "vms", len(b.PutVMs)+len(b.DeleteVMs), "actions", len(b.Actions))
 		c.recordError(err)
+		c.recordErr = err
 		for _, ch := range changed {
 			c.dirty[engine.VMID(ch.name)] = true // written with the next step that succeeds
 		}
 		return res
 	}
+	c.recordErr = nil
 	clear(c.dirty)
 	if b.IDFloor != 0 {
 		c.idFloor = b.IDFloor
@@ -613,19 +682,12 @@ func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed .
 
 // hostState is the engine's view of a host, as stored.
 func (c *Controller) hostState(h engine.HostID) (store.HostState, bool) {
-	st := c.eng.HostState(h)
-	if st == "" {
+	hs, ok := c.eng.Host(h)
+	if !ok {
 		return store.HostState{}, false
 	}
-	r := c.hosts[h]
-	s := store.HostState{Host: string(h), MemMiB: r.MemMiB, Fencing: r.Fencing, State: st}
-	if old, ok := c.hostStates[h]; ok && st != "up" {
-		s.LostAt = old.LostAt
-	}
-	if st != "up" && s.LostAt.IsZero() {
-		s.LostAt = time.Now().UTC().Truncate(time.Millisecond)
-	}
-	return s, true
+	return store.HostState{Host: string(hs.Host), MemMiB: hs.MemMiB, Fencing: hs.Fencing, State: hs.State,
+		LostAt: hs.LostAt.UTC(), LastSeen: hs.LastSeen.UTC()}, true
 }
 
 // appendEvents writes records to the event log.
@@ -649,7 +711,7 @@ type vmChange struct {
 // changedVMs returns the stored records that differ from the engine state of the VMs the
 // step may have changed (named by its input, its log or its actions).
 func (c *Controller) changedVMs(in engine.Input, out engine.Output) []vmChange {
-	var ids []engine.VMID
+	ids := slices.Clone(out.Touched)
 	for id := range c.dirty {
 		ids = append(ids, id)
 	}
@@ -664,10 +726,6 @@ func (c *Controller) changedVMs(in engine.Input, out engine.Output) []vmChange {
 		ids = append(ids, in.VM)
 	case engine.Signal:
 		ids = append(ids, in.VM)
-	case engine.Snapshot:
-		for _, d := range in.Domains {
-			ids = append(ids, d.VM)
-		}
 	case engine.Restore:
 		for _, s := range in.VMs {
 			ids = append(ids, s.VM)

@@ -168,6 +168,9 @@ func (c *Controller) Protect(ctx context.Context, name string, req api.ProtectRe
 	if out := c.stepLocked(ctx, in); out.Err != nil {
 		return api.VM{}, api.BadRequest("policy", "%v", out.Err)
 	}
+	if c.recordErr != nil {
+		return api.VM{}, api.Unavailable("could not record it (%v): nothing was changed", c.recordErr)
+	}
 	if found && isNew {
 		c.stepLocked(ctx, obs)
 	}
@@ -191,6 +194,9 @@ func (c *Controller) Unprotect(ctx context.Context, name string) error {
 	}
 	if out := c.stepLocked(ctx, engine.Unprotect{VM: engine.VMID(name)}); out.Err != nil {
 		return engineError(out.Err)
+	}
+	if c.recordErr != nil {
+		return api.Unavailable("could not record it (%v): nothing was changed", c.recordErr)
 	}
 	// A user's unprotect is remembered, so that --protect-all leaves the VM alone.
 	c.optOut[name] = true
@@ -218,6 +224,9 @@ func (c *Controller) Operate(ctx context.Context, name string, req api.Operation
 	out := c.stepLocked(ctx, engine.Request{Op: op, VM: engine.VMID(name), Target: engine.HostID(req.Target), Source: engine.SrcAPI})
 	if out.Err != nil {
 		return api.Operation{}, engineError(out.Err)
+	}
+	if c.recordErr != nil {
+		return api.Operation{}, api.Unavailable("could not record it (%v): nothing was changed", c.recordErr)
 	}
 	res := api.Operation{VM: name, Op: op.String(), Source: engine.SrcAPI.String(), Phase: engine.PhaseDone.String(), Target: req.Target}
 	if s, ok := c.eng.Get(engine.VMID(name)); ok && s.Op != nil && s.Op.Kind == op {
@@ -256,6 +265,10 @@ func (c *Controller) Status(ctx context.Context) (api.Status, error) {
 	}
 	s := api.Status{Host: c.cfg.LocalHost, Store: storeState, Version: Version, Controller: c.cfg.Name,
 		Uptime: time.Since(c.started).Round(time.Second).String()}
+	s.StoreMembers, _ = c.st.Members(ctx)
+	if s.StoreMembers == nil {
+		s.StoreMembers = []string{}
+	}
 	if v, term, err := c.st.Leader(ctx); err == nil && term != 0 {
 		var l Leader
 		_ = json.Unmarshal([]byte(v), &l)

@@ -427,3 +427,48 @@ func TestRecoveredActionTimeIsTheCall(t *testing.T) {
 		t.Errorf("action at %v, detected at %v: the start call was made at %v", rec.ActionAt, rec.DetectAt, called)
 	}
 }
+
+// An order whose fencing token is not current is never carried out: one given in an earlier
+// leader's term, and one for an older intent generation. (Agents read the token from the
+// store; a deposed leader cannot write orders at all: store.TestGuardedRecord.)
+func TestStaleOrdersAreDropped(t *testing.T) {
+	dir := t.TempDir()
+	drv := newFakeDriver()
+	drv.add("vm1", true)
+	r := start(t, drv, dir, nil)
+	ctx := context.Background()
+	if _, err := r.cli.Protect(ctx, "vm1", api.ProtectRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Connect(ctx, []string{"unix://" + dir + "/client.sock"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rec, err := st.VM(ctx, "vm1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, term, err := st.Leader(ctx)
+	if err != nil || term == 0 {
+		t.Fatalf("leader term %d: %v", term, err)
+	}
+	for i, a := range []store.Action{
+		{ID: 900001, Kind: "destroy", VM: "vm1", Host: "h1", Gen: rec.Gen, Term: term - 1, Why: "a deposed leader's"},
+		{ID: 900002, Kind: "destroy", VM: "vm1", Host: "h1", Gen: rec.Gen - 1, Term: term, Why: "an older intent's"},
+	} {
+		if err := st.PutAction(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, "the order dropped", func() (bool, string) {
+			orders, _, err := st.Orders(ctx, "h1")
+			return err == nil && len(orders) == 0, fmt.Sprint(orders, err)
+		})
+		if n := drv.callsOf("destroy"); n != 0 || drv.state("vm1") != hypervisor.Running {
+			t.Fatalf("order %d (%s) was carried out: %d destroys, vm1 %v", i, a.Why, n, drv.state("vm1"))
+		}
+	}
+	if !strings.Contains(r.log.String(), "dropped: overtaken by a newer intent") {
+		t.Errorf("the agent did not say why it dropped them:\n%s", r.log)
+	}
+}

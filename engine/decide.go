@@ -566,6 +566,14 @@ func (e *Engine) snapshot(in Snapshot) {
 		if v.dead {
 			continue
 		}
+		if f := v.fail; f != nil && f.awaitList == h.id {
+			// A restored attempt in flight: this list says whether it took.
+			f.awaitList = ""
+			if v.rowMark != c.mark || !in.Domains[v.row].State.up() {
+				f.next = e.now
+				e.touch(v)
+			}
+		}
 		if v.rowMark == c.mark {
 			d := in.Domains[v.row]
 			e.observeVM(v, h.id, in.Seq, d.State, d.Reason, in.At)

@@ -77,6 +77,10 @@ type failure struct {
 	evacuate                    bool // the home host is gone: relocate without spending policy
 	noCapacityAlerted           bool
 	incomingLogged              bool // said once that it waits for a host that showed an incoming copy
+	// awaitList: restored with an attempt in flight on this host; its next complete list
+	// judges the attempt (not up there: issued again at once, without waiting for
+	// InFlightGrace).
+	awaitList HostID
 	// What the attempt in flight cost, so that an attempt that never reached the hypervisor
 	// can be refunded: actAt is when it was issued (its restart stamp, if actRestart), actReloc
 	// says it counted a relocation, actFrom is the home before it moved the VM ("" if it did not).

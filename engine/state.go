@@ -240,8 +240,13 @@ func (e *Engine) restore(in Restore) {
 			v.fail = &failure{kind: f.Kind, faultAt: f.FaultAt, detectAt: f.DetectAt, actionAt: f.ActionAt,
 				attempts: f.Attempts, next: f.Next, actHost: f.ActHost, evacuate: f.Evacuate,
 				noCapacityAlerted: f.NoCapacityAlerted}
-			if f.InFlight && v.fail.next.After(e.now) {
-				v.fail.next = e.now
+			if f.InFlight {
+				// Issued again InFlightGrace after the restore, not in the restore step: its
+				// answer may be on its way (the agent carried it out just before the last
+				// controller died), and a runner asks every agent for a complete list when it
+				// takes over; an answered action is not repeated.
+				v.fail.next = e.now.Add(max(e.cfg.InFlightGrace, time.Millisecond))
+				v.fail.awaitList = f.ActHost
 			}
 		}
 		e.vms[s.VM] = v

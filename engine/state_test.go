@@ -27,12 +27,11 @@ func restarted(t *testing.T, e *Engine, now time.Time) *Engine {
 		if !ok {
 			t.Fatalf("%s not restored", s.VM)
 		}
-		// An unanswered recovery attempt is not waited for after a restore.
+		// An unanswered recovery attempt is not waited for after a restore: it is issued
+		// again at the first tick after it (the reports that waited come first).
 		if s.Failure != nil && s.Failure.InFlight {
 			s.Failure.InFlight = false
-			if s.Failure.Next.After(now) {
-				s.Failure.Next = now
-			}
+			s.Failure.Next = now.Add(DefaultConfig().InFlightGrace)
 		}
 		if s.Op != nil {
 			s.Op.Pending = false

@@ -308,6 +308,10 @@ type Config struct {
 	// first; the power fence is quicker than the expiry where the majority rule's settle time
 	// (MajoritySettle) holds that back.
 	PowerFenceDelay time.Duration
+	// InFlightGrace is how long a restored engine (a new leader, or hass restarted) waits
+	// for the answer to a recovery action that was in flight before it issues the action
+	// again: the answer, or the host's next complete list, may be on its way.
+	InFlightGrace time.Duration
 	// VanishGrace is how long a VM may be missing from its home host's domain list (with no
 	// undefine event seen) before hass accepts that it was deleted behind its back.
 	VanishGrace time.Duration
@@ -333,6 +337,7 @@ func DefaultConfig() Config {
 		SelfFenceMargin: 2 * time.Second,
 		MajoritySettle:  6 * time.Second, // peer timeout 3 s + heartbeat 1 s + self-fence 2 s
 		PowerFenceDelay: 3 * time.Second, // lease renewal period 2 s + lease check period 1 s
+		InFlightGrace:   3 * time.Second,
 		VanishGrace:     90 * time.Second,
 		RetryPlacement:  10 * time.Second,
 		UnreachedRetry:  10 * time.Second,

@@ -129,7 +129,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Store == nil || cfg.Driver == nil {
 		return errors.New("agent: no store or no hypervisor driver")
 	}
-	if err := vmname.Check(cfg.Host); err != nil {
+	if err := vmname.CheckHost(cfg.Host); err != nil {
 		return fmt.Errorf("agent: host name: %w", err)
 	}
 	if cfg.Logger == nil {
@@ -151,7 +151,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.ResyncEvery = 30 * time.Second
 	}
 	if cfg.TickEvery <= 0 {
-		cfg.TickEvery = 500 * time.Millisecond
+		cfg.TickEvery = 250 * time.Millisecond // a self-fence is due at most this late
 	}
 	if cfg.MemMiB == 0 {
 		cfg.MemMiB = hostMemMiB()
@@ -161,6 +161,9 @@ func Run(ctx context.Context, cfg Config) error {
 		defs: map[string][32]byte{}, peers: map[engine.HostID]string{}, out: make(chan outItem, 4096), started: time.Now()}
 	acfg := agent.DefaultConfig(engine.HostID(cfg.Host))
 	acfg.SelfFenceAfter = cfg.SelfFenceAfter
+	// Heartbeats go every tick: a peer missing six of them is not heard from. The
+	// controllers' majority settle time must exceed this plus a tick plus a fence.
+	acfg.PeerTimeout = 6 * cfg.TickEvery
 	n.ag = agent.New(acfg, env{n}, time.Now())
 	n.members = []engine.HostID{engine.HostID(cfg.Host)}
 
@@ -188,7 +191,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if adv == "" && n.udp != nil {
 		adv = n.udp.LocalAddr().String()
 	}
-	rec := store.Host{Name: cfg.Host, MemMiB: cfg.MemMiB, Fencing: cfg.Fencing, Heartbeat: adv, Started: n.started.UTC(), Version: "0.2.0"}
+	rec := store.Host{Name: cfg.Host, MemMiB: cfg.MemMiB, Fencing: cfg.Fencing, Watchdog: cfg.Watchdog != "",
+		Heartbeat: adv, Started: n.started.UTC(), Version: "0.2.0"}
 	for {
 		err := n.st.PutHost(ctx, rec)
 		if err == nil {
@@ -201,8 +205,11 @@ func Run(ctx context.Context, cfg Config) error {
 		case <-time.After(time.Second):
 		}
 	}
-	if !cfg.Fencing {
-		n.log.Warn("this host has no power fence: if it is lost, its VMs are started elsewhere only once its lease expired and this agent had time to fence itself (it destroys its protected VMs when it cannot renew the lease)")
+	switch {
+	case !cfg.Fencing && cfg.Watchdog == "":
+		n.log.Warn("this host has no way to be fenced (no power fence, no watchdog): if it is lost, its VMs are NOT started elsewhere automatically (its agent might have died with the VMs still running); give it --watchdog, or a power fence")
+	case !cfg.Fencing:
+		n.log.Warn("this host has no power fence: if it is lost, its VMs are started elsewhere only once its lease expired and this agent had time to fence itself (it destroys its protected VMs when it cannot renew the lease; the watchdog resets the host if the agent dies)")
 	}
 	n.refreshCluster(ctx)
 	for {
@@ -330,20 +337,50 @@ func (n *Node) renewLoop(ctx context.Context) {
 // refreshes what the agent knows of the cluster.
 func (n *Node) tickLoop(ctx context.Context) {
 	defer n.wg.Done()
+	// The cluster's membership is read in a goroutine of its own: a store that does not
+	// answer must never hold up the tick (the self-fence, the heartbeats, the watchdog).
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		refresh := time.NewTicker(2 * time.Second)
+		defer refresh.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-refresh.C:
+				n.refreshCluster(ctx)
+			}
+		}
+	}()
 	t := time.NewTicker(n.cfg.TickEvery)
 	defer t.Stop()
-	refresh := time.NewTicker(5 * time.Second)
-	defer refresh.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 			n.mu.Lock()
+			holding := n.ag.Holding()
+			l := n.lease
+			n.mu.Unlock()
+			if holding {
+				// Holding back a fence because the control plane is lost: try the lease
+				// right before deciding, so that an agent whose peers got the store back
+				// first renews rather than fences (the renewal loop may be between tries).
+				sent := time.Now()
+				rctx, cancel := context.WithTimeout(ctx, n.cfg.TickEvery*4/5)
+				err := n.st.KeepAlive(rctx, l)
+				cancel()
+				if err == nil {
+					n.mu.Lock()
+					n.ag.LeaseRenewed(sent)
+					n.mu.Unlock()
+				}
+			}
+			n.mu.Lock()
 			n.ag.Tick(time.Now())
 			n.mu.Unlock()
-		case <-refresh.C:
-			n.refreshCluster(ctx)
 		}
 	}
 }
@@ -360,10 +397,13 @@ func (n *Node) refreshCluster(ctx context.Context) {
 	opt, err := n.st.OptOuts(rctx)
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.members = n.members[:0]
-	clear(n.peers)
+	// Members only ever grow: the agent's majority must be counted over at least every
+	// host the controller counts (a host leaves the cluster by an operator's act, which
+	// restarts its peers' agents).
 	for _, h := range hosts {
-		n.members = append(n.members, engine.HostID(h.Name))
+		if !slices.Contains(n.members, engine.HostID(h.Name)) {
+			n.members = append(n.members, engine.HostID(h.Name))
+		}
 		if h.Name != n.cfg.Host && h.Heartbeat != "" {
 			n.peers[engine.HostID(h.Name)] = h.Heartbeat
 		}
@@ -380,10 +420,8 @@ func (n *Node) protectedLoop(ctx context.Context) {
 	for ctx.Err() == nil {
 		names, rev, err := n.st.ProtectedNames(ctx)
 		if err != nil {
-			select {
-			case <-ctx.Done():
+			if !pause(ctx, time.Second) {
 				return
-			case <-time.After(time.Second):
 			}
 			continue
 		}
@@ -409,10 +447,8 @@ func (n *Node) protectedLoop(ctx context.Context) {
 				n.storeDefinition(ctx, ch.Name)
 			}
 		}
-		select {
-		case <-ctx.Done():
+		if !pause(ctx, 200*time.Millisecond) {
 			return
-		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
@@ -423,10 +459,20 @@ func (n *Node) watchHypervisor(ctx context.Context) {
 	resync := time.NewTicker(n.cfg.ResyncEvery)
 	defer resync.Stop()
 	evs := hypervisor.Watch(ctx, n.drv, hypervisor.Backoff{}, n.log)
+	asked := n.st.WatchResync(ctx)
+	var rewatch <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case _, ok := <-asked:
+			if !ok {
+				asked, rewatch = nil, time.After(time.Second) // the watch ended (store lost)
+				continue
+			}
+			n.resync(ctx) // a new leader asks for a complete list
+		case <-rewatch:
+			asked, rewatch = n.st.WatchResync(ctx), nil
 		case <-resync.C:
 			n.resync(ctx)
 		case ev, ok := <-evs:
@@ -644,10 +690,8 @@ func (n *Node) sender(ctx context.Context) {
 			if it.inv != nil && len(n.out) > 0 {
 				break // a newer inventory may follow; this one is not worth waiting for
 			}
-			select {
-			case <-ctx.Done():
+			if !pause(ctx, 200*time.Millisecond) {
 				return
-			case <-time.After(200 * time.Millisecond):
 			}
 		}
 	}
@@ -659,10 +703,8 @@ func (n *Node) orderLoop(ctx context.Context) {
 	for ctx.Err() == nil {
 		pending, rev, err := n.st.Orders(ctx, n.cfg.Host)
 		if err != nil {
-			select {
-			case <-ctx.Done():
+			if !pause(ctx, time.Second) {
 				return
-			case <-time.After(time.Second):
 			}
 			continue
 		}
@@ -672,10 +714,8 @@ func (n *Node) orderLoop(ctx context.Context) {
 		for a := range n.st.WatchOrders(ctx, n.cfg.Host, rev+1) {
 			n.order(ctx, a)
 		}
-		select {
-		case <-ctx.Done():
+		if !pause(ctx, 200*time.Millisecond) {
 			return
-		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
@@ -808,7 +848,7 @@ func (n *Node) receive(ctx context.Context) {
 			continue
 		}
 		var hb wireHeartbeat
-		if json.Unmarshal(buf[:k], &hb) != nil || vmname.Check(hb.From) != nil || hb.From == n.cfg.Host {
+		if json.Unmarshal(buf[:k], &hb) != nil || vmname.CheckHost(hb.From) != nil || hb.From == n.cfg.Host {
 			continue
 		}
 		n.mu.Lock()
@@ -816,6 +856,16 @@ func (n *Node) receive(ctx context.Context) {
 			n.heard[engine.HostID(hb.From)] = heard{hb: agent.Heartbeat{From: engine.HostID(hb.From), At: hb.At, LeaseOK: hb.LeaseOK, Fenced: hb.Fenced}, at: time.Now()}
 		}
 		n.mu.Unlock()
+	}
+}
+
+// pause waits d, or until ctx ends (false).
+func pause(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
 	}
 }
 

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/hassproject/hass/vmname"
 )
 
 const (
@@ -65,6 +67,9 @@ type Host struct {
 	MemMiB int    `json:"mem_mib"`
 	// Fencing: the host has a power fence (IPMI) the controller can use.
 	Fencing bool `json:"fencing"`
+	// Watchdog: its agent pets a watchdog, which resets the host if the agent dies or hangs
+	// (so a lost lease means the host fenced itself, one way or the other).
+	Watchdog bool `json:"watchdog,omitempty"`
 	// Heartbeat is the host's address for heartbeats between agents (host:port, UDP); empty
 	// when it sends none (a cluster of one).
 	Heartbeat string    `json:"heartbeat,omitempty"`
@@ -78,8 +83,8 @@ type Host struct {
 
 // Validate names the first bad field.
 func (h Host) Validate() error {
-	if err := validName(h.Name); err != nil {
-		return err
+	if err := vmname.CheckHost(h.Name); err != nil {
+		return fieldErr("name", "%v", err)
 	}
 	if h.MemMiB < 0 {
 		return fieldErr("mem_mib", "%d: must be >= 0", h.MemMiB)
@@ -257,7 +262,7 @@ type DomainRow struct {
 
 // PutInventory writes a host's inventory.
 func (s *Store) PutInventory(ctx context.Context, inv Inventory) error {
-	if err := validName(inv.Host); err != nil {
+	if err := vmname.CheckHost(inv.Host); err != nil {
 		return fmt.Errorf("store: put inventory: %w", err)
 	}
 	return s.putJSON(ctx, inventoryKey(inv.Host), inv, "inventory of "+inv.Host)
@@ -335,7 +340,7 @@ type HostState struct {
 
 // Validate names the first bad field.
 func (h HostState) Validate() error {
-	if err := validName(h.Host); err != nil {
+	if err := vmname.CheckHost(h.Host); err != nil {
 		return fieldErr("host", "%v", err)
 	}
 	switch h.State {
@@ -653,6 +658,57 @@ func (s *Store) WatchVMs(ctx context.Context, rev int64) <-chan VMChange {
 				case <-ctx.Done():
 					return
 				}
+			}
+		}
+	}()
+	return out
+}
+
+// Members lists etcd's members as "name url" (the first client URL).
+func (s *Store) Members(ctx context.Context) ([]string, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	r, err := s.cli.MemberList(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: list members: %w", s.cause(err))
+	}
+	out := make([]string, 0, len(r.Members))
+	for _, m := range r.Members {
+		u := ""
+		if len(m.ClientURLs) > 0 {
+			u = m.ClientURLs[0]
+		}
+		name := m.Name
+		if name == "" {
+			name = "(joining)"
+		}
+		out = append(out, strings.TrimSpace(name+" "+u))
+	}
+	return out, nil
+}
+
+const resyncKey = prefix + "resync"
+
+// RequestResync asks every agent for a complete domain list (a new leader's first act):
+// the key's value is the leader's term.
+func (s *Store) RequestResync(ctx context.Context, term int64) error {
+	return s.putJSON(ctx, resyncKey, term, "request a resync")
+}
+
+// WatchResync sends on the channel each time a resync is requested; it closes when ctx ends
+// or the watch fails.
+func (s *Store) WatchResync(ctx context.Context) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	wch := s.cli.Watch(clientv3.WithRequireLeader(ctx), resyncKey)
+	go func() {
+		defer close(out)
+		for resp := range wch {
+			if resp.Err() != nil {
+				return
+			}
+			select {
+			case out <- struct{}{}:
+			default: // one is pending already
 			}
 		}
 	}()

@@ -21,6 +21,8 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // readyTimeout bounds each wait of OpenEmbedded: for etcd's files to be checked, for etcd to
@@ -452,7 +454,14 @@ func Connect(ctx context.Context, endpoints []string, logger *slog.Logger) (*Sto
 		DialKeepAliveTime:    time.Second,
 		DialKeepAliveTimeout: time.Second,
 		PermitWithoutStream:  true,
-		Logger:               zapLogger(logger, new(atomic.Bool), func(err error) { fail(err) }),
+		// When every member was gone (the control plane lost) and comes back, reconnect
+		// within half a second, not after gRPC's default backoff (up to two minutes): an
+		// agent holding back its fence must renew its lease as soon as the store answers.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 500 * time.Millisecond},
+			MinConnectTimeout: time.Second,
+		})},
+		Logger: zapLogger(logger, new(atomic.Bool), func(err error) { fail(err) }),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: connect to etcd %v: %w", endpoints, err)

@@ -740,8 +740,8 @@ type Action struct {
 
 // PutAction records an action (creating or replacing the one with the same ID).
 func (s *Store) PutAction(ctx context.Context, a Action) error {
-	if err := validName(a.Host); err != nil {
-		return fmt.Errorf("store: put action %d: host: %w", a.ID, err)
+	if err := vmname.CheckHost(a.Host); err != nil {
+		return fmt.Errorf("store: put action %d: %w", a.ID, fieldErr("host", "%v", err))
 	}
 	b, err := json.Marshal(a)
 	if err != nil {
@@ -941,8 +941,8 @@ func (s *Store) Record(ctx context.Context, b Batch) ([]Event, error) {
 		if err != nil {
 			return nil, fmt.Errorf("store: record: action %d: %w", a.ID, err)
 		}
-		if err := validName(a.Host); err != nil {
-			return nil, fmt.Errorf("store: record: action %d: host: %w", a.ID, err)
+		if err := vmname.CheckHost(a.Host); err != nil {
+			return nil, fmt.Errorf("store: record: action %d: %w", a.ID, fieldErr("host", "%v", err))
 		}
 		acts = append(acts, clientv3.OpPut(orderKey(a.Host, a.ID), string(data)))
 	}

@@ -155,7 +155,7 @@ func Unmarshal(data []byte, host string) (any, error) {
 // Decode checks a report and returns what it carries.
 func (r Report) Decode() (any, error) {
 	h := engine.HostID(r.Host)
-	if err := vmname.Check(r.Host); err != nil {
+	if err := vmname.CheckHost(r.Host); err != nil {
 		return nil, fieldErr("host", "%v", err)
 	}
 	needVM := func() error {

@@ -27,6 +27,24 @@ func newLogger(cmd *cobra.Command, level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl})), nil
 }
 
+// storeMinFree turns --store-min-free (MiB, 0: no check) into the daemon's setting.
+func storeMinFree(mib int64) (int64, error) {
+	switch {
+	case mib < 0:
+		return 0, usageError{fmt.Errorf("--store-min-free %d: want 0 (no check) or more", mib)}
+	case mib == 0:
+		return -1, nil
+	}
+	return mib << 20, nil
+}
+
+// runDaemon runs a daemon until SIGINT or SIGTERM.
+func runDaemon(cmd *cobra.Command, cfg daemon.Config) error {
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return daemon.Run(ctx, cfg)
+}
+
 func controllerCmd() *cobra.Command {
 	var (
 		cfg                          daemon.Config
@@ -35,6 +53,7 @@ func controllerCmd() *cobra.Command {
 		minFreeMiB                   int64
 		shutdownTimeout, leaseTTL    time.Duration
 		selfFenceMargin, startTimout time.Duration
+		majoritySettle               time.Duration
 	)
 	c := &cobra.Command{
 		Use:   "controller",
@@ -63,15 +82,13 @@ API; one that does not lead answers 503 naming the leader and its address.`,
 			cfg.Logger, cfg.Engine, cfg.NoAgent = log, engine.DefaultConfig(), true
 			cfg.Engine.ShutdownTimeout = shutdownTimeout
 			cfg.Engine.SelfFenceMargin = selfFenceMargin
+			cfg.Engine.MajoritySettle = majoritySettle
 			cfg.Engine.StartTimeout = startTimout
 			cfg.Agent.LeaseTTL = leaseTTL
-			cfg.StoreMinFree = minFreeMiB << 20
-			if minFreeMiB == 0 {
-				cfg.StoreMinFree = -1
+			if cfg.StoreMinFree, err = storeMinFree(minFreeMiB); err != nil {
+				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return daemon.Run(ctx, cfg)
+			return runDaemon(cmd, cfg)
 		},
 	}
 	f := c.Flags()
@@ -92,7 +109,8 @@ API; one that does not lead answers 503 naming the leader and its address.`,
 	f.IntVar(&cfg.KeepEvents, "keep-events", 100000, "how many event log entries to keep")
 	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 2*time.Minute, "how long a graceful shutdown may take before the VM is destroyed")
 	f.DurationVar(&leaseTTL, "lease-ttl", node.DefaultLeaseTTL, "the agents' lease TTL (as they are run with)")
-	f.DurationVar(&selfFenceMargin, "self-fence-margin", engine.DefaultConfig().SelfFenceMargin, "how long after a host's lease expired its VMs may be started elsewhere (its agent fenced itself before the lease expired)")
+	f.DurationVar(&selfFenceMargin, "self-fence-margin", time.Second, "how long after a host's lease expired its VMs may be started elsewhere: its agent fenced itself --lease-ttl minus --self-fence-after (2 s) before the lease expired; this covers a late tick and a slow destroy")
+	f.DurationVar(&majoritySettle, "majority-settle", 4*time.Second, "a lost host is declared fenced by its lease's expiry only once the hosts without a lease have been no majority for this long: longer than the agents' peer timeout (1.5 s), a tick (0.25 s) and a self-fence")
 	f.DurationVar(&startTimout, "start-timeout", engine.DefaultConfig().StartTimeout, "a start not answered by then counts as failed")
 	return c
 }
@@ -112,9 +130,9 @@ current, and sends heartbeats to the other hosts' agents (--heartbeat, UDP).
 
 When it cannot renew its lease for --self-fence-after, it fences this host itself: it destroys
 the protected VMs running here before the lease can expire, because once it has, the
-controller may start them elsewhere. It holds back while a majority of the cluster's hosts is
-heard and none of them holds a lease either (the control plane is lost everywhere: nobody can
-be restarting anything). A watchdog (--watchdog, /dev/watchdog or a stand-in) resets the host
+controller may start them elsewhere. It holds back while it and the hosts it hears without a
+lease are a strict majority of the cluster (the control plane is lost for most hosts: the
+controller restarts nothing then). A watchdog (--watchdog, /dev/watchdog or a stand-in) resets the host
 if the agent itself stops.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -134,9 +152,7 @@ if the agent itself stops.`,
 				return usageError{fmt.Errorf("--libvirt-uri %q: %w", uri, err)}
 			}
 			cfg.Driver, cfg.Logger, cfg.NoController = drv, log, true
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return daemon.Run(ctx, cfg)
+			return runDaemon(cmd, cfg)
 		},
 	}
 	f := c.Flags()

@@ -3,10 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -62,16 +59,10 @@ Then protect VMs with 'hass vm protect NAME'.`,
 				return usageError{fmt.Errorf("--shutdown-timeout %s: want at least 1s", shutdownTimeout)}
 			}
 			cfg.Engine.ShutdownTimeout = shutdownTimeout
-			if minFreeMiB < 0 {
-				return usageError{fmt.Errorf("--store-min-free %d: want 0 (no check) or more", minFreeMiB)}
+			if cfg.StoreMinFree, err = storeMinFree(minFreeMiB); err != nil {
+				return err
 			}
-			cfg.StoreMinFree = minFreeMiB << 20
-			if minFreeMiB == 0 {
-				cfg.StoreMinFree = -1
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return daemon.Run(ctx, cfg)
+			return runDaemon(cmd, cfg)
 		},
 	}
 	f := c.Flags()

@@ -298,8 +298,8 @@ func statusCmd() *cobra.Command {
 			if s.Leader != "" {
 				leader = fmt.Sprintf("%s (term %d)", cell(s.Leader), s.Term)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "cluster: leader %s, answered by %s; %d of %d hosts hold their lease\n",
-				leader, cell(s.Controller), s.HostsUp, s.Hosts)
+			fmt.Fprintf(cmd.OutOrStdout(), "cluster: leader %s, answered by %s; %d of %d hosts hold their lease; etcd members: %s\n",
+				leader, cell(s.Controller), s.HostsUp, s.Hosts, cell(strings.Join(s.StoreMembers, ", ")))
 			return nil
 		},
 	}

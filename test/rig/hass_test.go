@@ -53,6 +53,19 @@ type cluster struct {
 	dir    string
 }
 
+// ctlHosts run the controllers, each with one of etcd's three members; every host runs an
+// agent.
+var ctlHosts = []rig.Host{1, 2, 3}
+
+// members is etcd's initial cluster.
+func (c *cluster) members() string {
+	var m []string
+	for _, h := range ctlHosts {
+		m = append(m, fmt.Sprintf("c%d=http://%s:%d", int(h), c.r.Addr(h), peerPort))
+	}
+	return strings.Join(m, ",")
+}
+
 const (
 	apiPort  = 8080
 	peerPort = 2380
@@ -85,12 +98,8 @@ func startCluster(t *testing.T, r *rig.Rig) *cluster {
 		}
 		os.RemoveAll(c.dir)
 	})
-	var members []string
-	for _, h := range r.Hosts() {
-		members = append(members, fmt.Sprintf("c%d=http://%s:%d", int(h), r.Addr(h), peerPort))
-	}
-	for _, h := range r.Hosts() {
-		c.startController(h, strings.Join(members, ","))
+	for _, h := range ctlHosts {
+		c.startController(h, c.members())
 	}
 	for _, h := range r.Hosts() {
 		c.startAgent(h)
@@ -119,17 +128,99 @@ func (c *cluster) startController(h rig.Host, members string) {
 
 func (c *cluster) etcdEndpoints() string {
 	var eps []string
-	for _, h := range c.r.Hosts() {
+	for _, h := range ctlHosts {
 		eps = append(eps, fmt.Sprintf("http://%s:%d", c.r.Addr(h), cliPort))
 	}
 	return strings.Join(eps, ",")
 }
 
 func (c *cluster) startAgent(h rig.Host) {
+	// The watchdog: a file outside the host's reach to stop, which the stand-in (a
+	// goroutine of the test, outside every host) watches.
+	wd := filepath.Join(c.dir, h.String()+".watchdog")
+	must(c.t, os.WriteFile(wd, nil, 0o600))
 	p, err := c.r.Start(h, c.bin, "agent", "--host-name", h.String(), "--etcd", c.etcdEndpoints(),
-		"--heartbeat", fmt.Sprintf("%s:%d", c.r.Addr(h), hbPort), "--resync", "5s", "--mem-mib", "4096")
+		"--heartbeat", fmt.Sprintf("%s:%d", c.r.Addr(h), hbPort), "--resync", "5s", "--mem-mib", "4096",
+		"--watchdog", wd)
 	must(c.t, err)
 	c.agents[h] = p
+}
+
+// protectOn defines and starts n guests on h and protects them; it returns their names
+// once they are healthy and their definitions are stored.
+func (c *cluster) protectOn(h rig.Host, n int) []string {
+	c.t.Helper()
+	var vms []string
+	for range n {
+		vm := guestName(c.t)
+		must(c.t, c.r.DefineGuest(h, vm))
+		_, err := c.r.Virsh(h, "start", vm)
+		must(c.t, err)
+		vms = append(vms, vm)
+	}
+	for _, vm := range vms {
+		c.eventually(30*time.Second, vm+" protected", func() (bool, string) {
+			out, err := c.cli("vm", "protect", vm)
+			return err == nil, fmt.Sprint(out, err)
+		})
+	}
+	c.eventually(30*time.Second, "all healthy", func() (bool, string) {
+		out, err := c.cli("vm", "list")
+		return err == nil && strings.Count(out, "healthy") >= len(vms), fmt.Sprint(out, err)
+	})
+	return vms
+}
+
+// leader is the host whose controller leads.
+func (c *cluster) leader() rig.Host {
+	c.t.Helper()
+	var l rig.Host
+	c.eventually(60*time.Second, "a leader", func() (bool, string) {
+		out, err := c.cli("status", "-o", "json")
+		if err != nil {
+			return false, err.Error()
+		}
+		var st struct {
+			Leader string `json:"leader"`
+		}
+		if json.Unmarshal([]byte(out), &st) != nil || st.Leader == "" {
+			return false, out
+		}
+		_, err = fmt.Sscanf(st.Leader, "c%d", (*int)(&l))
+		return err == nil, out
+	})
+	return l
+}
+
+// watchExactlyOnce polls until every vm runs on exactly one host other than gone (or
+// limit passes), failing at once if one ever runs on two hosts. It returns when each first
+// ran elsewhere, after since.
+func (c *cluster) watchExactlyOnce(vms []string, gone rig.Host, since time.Time, limit time.Duration) map[string]time.Duration {
+	c.t.Helper()
+	ran := map[string]time.Duration{}
+	c.eventually(limit, "every VM running on a survivor", func() (bool, string) {
+		var state []string
+		for _, vm := range vms {
+			on := c.running(vm)
+			if len(on) > 1 {
+				c.t.Fatalf("%s runs on %v at once: split brain", vm, on)
+			}
+			if len(on) == 1 && on[0] != gone {
+				if _, ok := ran[vm]; !ok {
+					ran[vm] = time.Since(since)
+				}
+			}
+			state = append(state, fmt.Sprintf("%s on %v", vm, on))
+		}
+		return len(ran) == len(vms), strings.Join(state, "; ")
+	})
+	time.Sleep(5 * time.Second) // and it stays so
+	for _, vm := range vms {
+		if on := c.running(vm); len(on) != 1 {
+			c.t.Errorf("%s runs on %v", vm, on)
+		}
+	}
+	return ran
 }
 
 // cli runs the hass CLI inside a live host against each controller in turn until one
@@ -140,7 +231,7 @@ func (c *cluster) cli(args ...string) (string, error) {
 		if on, _ := c.r.Powered(h); !on {
 			continue
 		}
-		for _, via := range c.r.Hosts() {
+		for _, via := range ctlHosts {
 			a := append(slices.Clone(args), "--server", fmt.Sprintf("http://%s:%d", c.r.Addr(via), apiPort))
 			out, err := c.r.Exec(h, append([]string{c.bin}, a...)...)
 			if err == nil {
@@ -183,22 +274,50 @@ func (c *cluster) running(vm string) []rig.Host {
 }
 
 type event struct {
-	Type string `json:"type"`
-	VM   string `json:"vm"`
-	Host string `json:"host"`
-	Msg  string `json:"msg"`
+	Seq         uint64     `json:"seq"`
+	Type        string     `json:"type"`
+	VM          string     `json:"vm"`
+	Host        string     `json:"host"`
+	Msg         string     `json:"msg"`
+	RecoveredAt *time.Time `json:"recovered_at"`
+}
+
+// recoveredAfter returns, for each vm, how long after since hass saw it running again (the
+// recovered event's time, as the agent observed the start: more exact than polling virsh).
+func (c *cluster) recoveredAfter(vms []string, since time.Time) map[string]time.Duration {
+	c.t.Helper()
+	out := map[string]time.Duration{}
+	c.eventually(60*time.Second, "the recovered events", func() (bool, string) {
+		for _, e := range c.events() {
+			if e.Type == "recovered" && e.RecoveredAt != nil && e.RecoveredAt.After(since) && slices.Contains(vms, e.VM) {
+				if _, ok := out[e.VM]; !ok {
+					out[e.VM] = e.RecoveredAt.Sub(since)
+				}
+			}
+		}
+		return len(out) == len(vms), fmt.Sprint(out)
+	})
+	return out
 }
 
 func (c *cluster) events() []event {
-	out, err := c.cli("events", "-o", "json")
-	if err != nil {
-		c.t.Fatalf("hass events: %v", err)
+	var all []event
+	var after uint64
+	for {
+		out, err := c.cli("events", "-o", "json", "--limit", "1000", "--after", fmt.Sprint(after))
+		if err != nil {
+			c.t.Fatalf("hass events: %v", err)
+		}
+		var evs []event
+		if err := json.Unmarshal([]byte(out), &evs); err != nil {
+			c.t.Fatalf("hass events -o json: %v: %s", err, out)
+		}
+		all = append(all, evs...)
+		if len(evs) < 1000 {
+			return all
+		}
+		after = evs[len(evs)-1].Seq
 	}
-	var evs []event
-	if err := json.Unmarshal([]byte(out), &evs); err != nil {
-		c.t.Fatalf("hass events -o json: %v: %s", err, out)
-	}
-	return evs
 }
 
 func tail(s string, n int) string {
@@ -214,25 +333,7 @@ func tail(s string, n int) string {
 func TestHassHostPowerLoss(t *testing.T) {
 	r := rig.Up(t)
 	c := startCluster(t, r)
-	vms := []string{guestName(t), guestName(t)}
-	for _, vm := range vms {
-		must(t, r.DefineGuest(2, vm))
-		_, err := r.Virsh(2, "start", vm)
-		must(t, err)
-	}
-	for _, vm := range vms {
-		c.eventually(30*time.Second, vm+" protected", func() (bool, string) {
-			out, err := c.cli("vm", "protect", vm)
-			return err == nil, fmt.Sprint(out, err)
-		})
-	}
-	c.eventually(30*time.Second, "both healthy", func() (bool, string) {
-		out, err := c.cli("vm", "list")
-		return err == nil && strings.Count(out, "healthy") == 2, fmt.Sprint(out, err)
-	})
-	// The definitions reach the store with the inventory (at the protect or the next resync).
-	time.Sleep(6 * time.Second)
-
+	vms := c.protectOn(2, 2)
 	lost := time.Now()
 	must(t, r.PowerOff(2))
 	t.Cleanup(func() {
@@ -240,37 +341,248 @@ func TestHassHostPowerLoss(t *testing.T) {
 			_ = r.PowerOn(2)
 		}
 	})
-	ran := map[string]time.Duration{}
-	c.eventually(90*time.Second, "both VMs running on the survivors", func() (bool, string) {
-		var state []string
-		for _, vm := range vms {
-			on := c.running(vm)
-			if len(on) > 1 {
-				t.Fatalf("%s runs on %v at once", vm, on)
-			}
-			if len(on) == 1 && on[0] != 2 {
-				if _, ok := ran[vm]; !ok {
-					ran[vm] = time.Since(lost)
-				}
-			}
-			state = append(state, fmt.Sprintf("%s on %v", vm, on))
-		}
-		return len(ran) == len(vms), strings.Join(state, "; ")
-	})
-	for vm, d := range ran {
+	c.watchExactlyOnce(vms, 2, lost, 90*time.Second)
+	for vm, d := range c.recoveredAfter(vms, lost) {
 		t.Logf("measured: host power lost -> %s running on a survivor after %s", vm, d.Round(time.Millisecond))
-	}
-	// Exactly once, and it stays so.
-	time.Sleep(5 * time.Second)
-	for _, vm := range vms {
-		if on := c.running(vm); len(on) != 1 {
-			t.Errorf("%s runs on %v", vm, on)
-		}
 	}
 	out, err := c.cli("host", "list")
 	must(t, err)
 	t.Logf("hass host list after the loss:\n%s", out)
 	if !strings.Contains(out, "h2") || strings.Contains(strings.SplitN(out[strings.Index(out, "h2"):], "\n", 2)[0], " up ") {
 		t.Errorf("h2 is not shown lost:\n%s", out)
+	}
+}
+
+// A host cut off from the network fences itself (its agent cannot renew its lease while
+// its peers hold theirs): its VMs are destroyed there before they run elsewhere, exactly
+// once; when the network returns, they are not started on it again.
+func TestHassNetCut(t *testing.T) {
+	r := rig.Up(t)
+	c := startCluster(t, r)
+	vms := c.protectOn(2, 2)
+	cut := time.Now()
+	must(t, r.NetCut(2))
+	ran := c.watchExactlyOnce(vms, 2, cut, 90*time.Second)
+	for vm, d := range ran {
+		t.Logf("measured: host cut off -> %s running on a survivor after %s", vm, d.Round(time.Millisecond))
+	}
+	if out := c.agents[2].Output(); !strings.Contains(out, "fencing this host") {
+		t.Errorf("h2's agent did not fence itself:\n%s", tail(out, 40))
+	}
+	must(t, r.NetRestore(2))
+	c.eventually(60*time.Second, "h2 back up", func() (bool, string) {
+		out, err := c.cli("host", "list")
+		return err == nil && strings.Count(out, " up ") == len(r.Hosts()), fmt.Sprint(out, err)
+	})
+	time.Sleep(8 * time.Second) // a resync of h2 (every 5 s) has been seen
+	for _, vm := range vms {
+		if on := c.running(vm); len(on) != 1 || on[0] == 2 {
+			t.Errorf("after h2 returned, %s runs on %v", vm, on)
+		}
+	}
+}
+
+// An agent killed on a live host: the watchdog (a stand-in outside the host, as a hardware
+// watchdog is outside the OS) resets the host before its VMs are started elsewhere.
+func TestHassAgentKilledWatchdog(t *testing.T) {
+	r := rig.Up(t)
+	c := startCluster(t, r)
+	vms := c.protectOn(2, 1)
+	wd := filepath.Join(c.dir, "h2.watchdog")
+	fired := make(chan time.Time, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // the stand-in: no pet for 2 s and it powers the host off
+		last, lastSize := time.Now(), int64(-1)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if fi, err := os.Stat(wd); err == nil && fi.Size() != lastSize {
+				last, lastSize = time.Now(), fi.Size()
+			}
+			if time.Since(last) > 2*time.Second {
+				fired <- time.Now()
+				_ = r.PowerOff(2)
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		if on, _ := r.Powered(2); !on {
+			_ = r.PowerOn(2)
+		}
+	})
+	killed := time.Now()
+	c.agents[2].Kill()
+	ran := c.watchExactlyOnce(vms, 2, killed, 90*time.Second)
+	var at time.Time
+	select {
+	case at = <-fired:
+	default:
+		t.Fatal("the watchdog never fired")
+	}
+	for vm, d := range ran {
+		t.Logf("measured: agent killed -> watchdog reset after %s -> %s running elsewhere after %s",
+			at.Sub(killed).Round(time.Millisecond), vm, d.Round(time.Millisecond))
+		if killed.Add(d).Before(at) {
+			t.Errorf("%s ran elsewhere before the watchdog reset its host", vm)
+		}
+	}
+}
+
+// The leading controller (and its etcd member) is killed right after a host was lost, while
+// it evacuates: the next leader finishes the evacuation from what was recorded, and nothing
+// runs twice.
+func TestHassLeaderKilledMidEvacuation(t *testing.T) {
+	r := rig.Up(t)
+	c := startCluster(t, r)
+	l := c.leader()
+	victim := rig.Host(4) // no controller there: losing it and the leader leaves etcd a quorum
+	vms := c.protectOn(victim, 3)
+	lost := time.Now()
+	must(t, r.PowerOff(victim))
+	t.Cleanup(func() {
+		if on, _ := r.Powered(victim); !on {
+			_ = r.PowerOn(victim)
+		}
+	})
+	// Kill the leader as soon as it has ordered the first start elsewhere.
+	c.eventually(60*time.Second, "the leader ordering the evacuation", func() (bool, string) {
+		return strings.Contains(c.ctl[l].Output(), "recovery:host-down"), ""
+	})
+	c.ctl[l].Kill()
+	t.Logf("leader c%d killed %s after %s was lost", int(l), time.Since(lost).Round(time.Millisecond), victim)
+	c.watchExactlyOnce(vms, victim, lost, 120*time.Second)
+	for vm, d := range c.recoveredAfter(vms, lost) {
+		t.Logf("measured: host lost, leader killed mid-evacuation -> %s running after %s", vm, d.Round(time.Millisecond))
+	}
+	nl := c.leader()
+	if nl == l {
+		t.Errorf("c%d still leads after it was killed", int(l))
+	}
+	t.Logf("new leader: c%d", int(nl))
+	// Nothing was started twice: one start per VM carried out without error across both
+	// leaders (a second would have found it running, or run a copy).
+	for _, vm := range vms {
+		n := 0
+		for _, h := range r.Hosts() {
+			if p := c.agents[h]; p != nil {
+				for _, line := range strings.Split(p.Output(), "\n") {
+					if strings.Contains(line, "action carried out") && strings.Contains(line, "start "+vm+" ") && strings.Contains(line, "err=<nil>") {
+						n++
+					}
+				}
+			}
+		}
+		if n != 1 {
+			t.Errorf("%s: %d starts carried out, want 1", vm, n)
+		}
+	}
+}
+
+// The control plane is lost everywhere (every controller and etcd member killed) while the
+// hosts still see each other: no host fences itself and no VM is killed; when it returns,
+// protection resumes without a recovery.
+func TestHassControlPlaneLost(t *testing.T) {
+	r := rig.Up(t)
+	c := startCluster(t, r)
+	vms := append(c.protectOn(1, 1), c.protectOn(2, 1)...)
+	pids := map[string]int{}
+	for _, vm := range vms {
+		on := c.running(vm)
+		if len(on) != 1 {
+			t.Fatalf("%s runs on %v", vm, on)
+		}
+		pids[vm] = r.QemuPID(on[0], vm)
+	}
+	for _, h := range ctlHosts {
+		c.ctl[h].Kill()
+	}
+	time.Sleep(15 * time.Second) // three times the lease's TTL
+	for _, vm := range vms {
+		on := c.running(vm)
+		if len(on) != 1 || r.QemuPID(on[0], vm) != pids[vm] {
+			t.Errorf("with the control plane lost, %s runs on %v (was pid %d)", vm, on, pids[vm])
+		}
+	}
+	for _, h := range r.Hosts() {
+		if out := c.agents[h].Output(); strings.Contains(out, "fencing this host") {
+			t.Errorf("%s fenced itself with the control plane lost:\n%s", h, tail(out, 30))
+		}
+	}
+	for _, h := range ctlHosts {
+		c.startController(h, c.members())
+	}
+	c.eventually(90*time.Second, "every host up again", func() (bool, string) {
+		out, err := c.cli("host", "list")
+		return err == nil && strings.Count(out, " up ") == len(r.Hosts()), fmt.Sprint(out, err)
+	})
+	c.eventually(30*time.Second, "both healthy again", func() (bool, string) {
+		out, err := c.cli("vm", "list")
+		return err == nil && strings.Count(out, "healthy") == 2, fmt.Sprint(out, err)
+	})
+	for _, vm := range vms {
+		on := c.running(vm)
+		if len(on) != 1 || r.QemuPID(on[0], vm) != pids[vm] {
+			t.Errorf("after the control plane returned, %s runs on %v (was pid %d)", vm, on, pids[vm])
+		}
+	}
+	for _, e := range c.events() {
+		if e.Type == "detect" || e.Type == "action" {
+			t.Errorf("a recovery with the control plane lost and back: %+v", e)
+		}
+	}
+}
+
+// libvirtd restarted on one host: its agent loses libvirt and finds it again; nothing ran
+// or stopped meanwhile, so nothing is recovered (no false recovery), and while it is down
+// hass says the VMs' state is unknown, not healthy.
+func TestHassLibvirtdRestart(t *testing.T) {
+	r := rig.Up(t)
+	c := startCluster(t, r)
+	vms := c.protectOn(1, 2)
+	pids := map[string]int{}
+	for _, vm := range vms {
+		pids[vm] = r.QemuPID(1, vm)
+		if pids[vm] == 0 {
+			t.Fatalf("%s has no qemu on h1", vm)
+		}
+	}
+	pid, err := r.Exec(1, "cat", "/run/libvirt/libvirtd.pid")
+	must(t, err)
+	_, err = r.Exec(1, "kill", strings.TrimSpace(pid))
+	must(t, err)
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			_, _ = r.Exec(1, "libvirtd", "-d", "-l", "-p", "/run/libvirt/libvirtd.pid")
+		}
+	})
+	c.eventually(60*time.Second, "hass to see h1's libvirt gone", func() (bool, string) {
+		out, err := c.cli("vm", "list")
+		return err == nil && strings.Count(out, "unknown") >= 2, fmt.Sprint(out, err)
+	})
+	time.Sleep(3 * time.Second)
+	_, err = r.Exec(1, "libvirtd", "-d", "-l", "-p", "/run/libvirt/libvirtd.pid")
+	must(t, err)
+	restarted = true
+	must(t, r.WaitLibvirtd(1, time.Minute))
+	c.eventually(60*time.Second, "both healthy again", func() (bool, string) {
+		out, err := c.cli("vm", "list")
+		return err == nil && strings.Count(out, "healthy") == 2, fmt.Sprint(out, err)
+	})
+	time.Sleep(6 * time.Second) // a resync of h1 (every 5 s) has been seen
+	for _, vm := range vms {
+		if p := r.QemuPID(1, vm); p != pids[vm] {
+			t.Errorf("%s: qemu pid %d -> %d: it was restarted", vm, pids[vm], p)
+		}
+	}
+	for _, e := range c.events() {
+		if slices.Contains(vms, e.VM) && (e.Type == "detect" || e.Type == "action") {
+			t.Errorf("a false recovery around a libvirtd restart: %+v", e)
+		}
 	}
 }
