@@ -673,6 +673,7 @@ func (s *Sim) faultIfWanted(id engine.VMID, why string) {
 	s.trace("truth: fault: %s down (%s)", id, why)
 	// The deadline counts the time the control plane was available: while it is lost (or
 	// no controller leads) nobody can restart anything, by design.
+	outage0 := s.cpOutage()
 	var check func(deadline time.Time, outage time.Duration)
 	check = func(deadline time.Time, outage time.Duration) {
 		if t.faultN != n || t.faultAt.IsZero() || t.counted {
@@ -689,14 +690,14 @@ func (s *Sim) faultIfWanted(id engine.VMID, why string) {
 			return
 		}
 		s.res.MissedFailures++
-		if outage > 0 {
-			s.trace("CHECK: missed failure: %s still down %s after the fault (%s of it without a control plane)", id, s.now.Sub(t.faultAt), outage)
+		if without := outage - outage0; without > 0 {
+			s.trace("CHECK: missed failure: %s still down %s after the fault (%s of it without a control plane)", id, s.now.Sub(t.faultAt), without)
 		} else {
 			s.trace("CHECK: missed failure: %s still down %s after the fault", id, s.cfg.RecoveryDeadline)
 		}
 	}
-	deadline, outage := s.now.Add(s.cfg.RecoveryDeadline), s.cpOutage()
-	s.at(deadline, func() { check(deadline, outage) })
+	deadline := s.now.Add(s.cfg.RecoveryDeadline)
+	s.at(deadline, func() { check(deadline, outage0) })
 }
 
 // cpOutage is how long, in all, the control plane has been unavailable (lost, or no
