@@ -197,6 +197,9 @@ type vmTruth struct {
 	lostAt   time.Time
 	// fencedOn is the host whose self-fence destroyed the VM last, until it runs again.
 	fencedOn engine.HostID
+	// unseenStop: hass restarted the VM although the user had stopped it where nobody could
+	// see (an ambiguous start); the user's stop stays unknown to hass until they act again.
+	unseenStop bool
 }
 
 // Sim is one simulated run.
@@ -728,7 +731,7 @@ func (s *Sim) userWants(id engine.VMID, d engine.Desired) {
 	if t == nil {
 		return
 	}
-	t.wants, t.pending = d, false
+	t.wants, t.pending, t.unseenStop = d, false, false
 	if d == engine.WantAbsent {
 		t.gone = true
 	}
