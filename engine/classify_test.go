@@ -1013,3 +1013,29 @@ func TestPowerFenceWaits(t *testing.T) {
 		}))
 	})
 }
+
+// A home host that is suspect may still run the VM (a majority without a lease holds back
+// its fences): a user's start is refused rather than run elsewhere. And a copy a user started
+// elsewhere meanwhile, paused by hass as a possible second one, is resumed once the home copy
+// is known down: it is the VM's one copy, and the user meant it to run.
+func TestSuspectHome(t *testing.T) {
+	s, ms1 := time.Second, time.Millisecond
+	on := func(h HostID, seq uint64, st DomState, r Reason) Observe {
+		return Observe{Host: h, VM: "v1", Seq: seq, State: st, Reason: r}
+	}
+	newHarness(t, DefaultConfig()).run(cat(cluster3(false), []ev{
+		{at: 5 * s, in: req(OpStop), acts: acts("destroy@h1")},
+		{at: 5*s + 10*ms1, in: obs(2, DomShutoff, ReasonDestroyed), check: wantDesired(WantStopped)},
+		{at: 10 * s, in: HostLease{Host: "h1"}},
+		{at: 11 * s, in: HostLease{Host: "h2"}, recs: recs(RecAlert)}, // a majority: h1 stays suspect
+		{at: 20 * s, in: req(OpStart), err: "suspect", check: wantHostState("h1", "suspect")},
+		// A user starts it on h3 behind hass's back: hass cannot tell whether h1 runs it.
+		{at: 30 * s, in: on("h3", 1, DomRunning, ReasonBooted), acts: acts("suspend@h3"), recs: recs(RecAlert)},
+		{at: 30*s + 10*ms1, in: on("h3", 2, DomPaused, ReasonUser)},
+		// h1 is back and lists v1 down: the copy on h3 is the one, resumed, meant to run.
+		{at: 60 * s, in: HostLease{Host: "h1", Alive: true}},
+		{at: 60*s + 10*ms1, in: Snapshot{Host: "h1", Seq: 3, Domains: []DomainStatus{{VM: "v1", State: DomShutoff, Reason: ReasonDestroyed}}}},
+		{at: 61 * s, in: Snapshot{Host: "h3", Seq: 3, Domains: []DomainStatus{{VM: "v1", State: DomPaused, Reason: ReasonUser}}},
+			acts: acts("resume@h3"), check: all(wantHome("h3"), wantDesired(WantRunning))},
+	}))
+}

@@ -31,6 +31,12 @@ func (e *Engine) request(in Request) {
 	}
 	switch in.Op {
 	case OpStart:
+		if home.state == hostSuspect {
+			// Its lease expired but it is not fenced: the VM may still run there (a majority
+			// without a lease holds back its fences for as long as it lasts).
+			refuse("home host %s is suspect: the vm may still run there until it is fenced or back", v.home)
+			return
+		}
 		if home.state != hostUp {
 			if target = e.place(v, v.home); target == "" {
 				refuse("home host %s is %s and no other host has room", v.home, home.state)
@@ -406,12 +412,15 @@ func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, a
 	o.seen(st, r, at)
 	o.prevState, o.prevReason = o.state, o.reason
 	o.state, o.reason, o.at = st, r, at
+	if h == v.home && (st != DomPaused || r != ReasonUser) {
+		v.ownPause = false
+	}
 	if h != v.home {
 		hh, ho := e.homeHost(v), v.obsOn(v.home)
 		homeDown := hh == nil || hh.state == hostFenced ||
 			(hh.state == hostUp && ho != nil && ho.state != DomUnknown && !ho.state.up())
 		migrating := v.op != nil && v.op.Kind == OpMigrate && (v.op.Target == h || v.op.Target == "")
-		cold := false
+		cold, unpause := false, false
 		if !st.up() && v.dropDup(h) {
 			e.log(RecExpected, id, h, "the extra copy here is gone (%s/%s); the vm runs on %s", st, r, v.home)
 		}
@@ -465,6 +474,10 @@ func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, a
 			if f := v.fail; f != nil && f.actID != 0 {
 				f.actID = 0
 			}
+			// hass paused this copy as an extra one only because it could not tell whether
+			// the home copy ran (its host was suspect): it did not, so this is the VM's one
+			// copy, which somebody started: it is resumed, and meant to run.
+			unpause = v.dupOn(h) != nil && st == DomPaused
 		default:
 			// Up here and at home: two copies, unless this report predates the home copy
 			// coming up (a migration's source reported just before its switch-over).
@@ -481,6 +494,17 @@ func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, a
 		v.dropDup(h) // an extra copy here is the VM's home now
 		if cold {
 			e.twoCopies(v, old)
+		}
+		if unpause {
+			if v.desired != WantRunning {
+				e.log(RecOp, id, h, "started here behind hass's back, and paused by hass only as a possible second copy: desired=running")
+				v.desired = WantRunning
+				v.markIntent()
+			}
+			if v.op == nil {
+				v.ownPause = true // hass's pause, not a user's, until it is seen otherwise
+				e.act(v, ActResume, h, "", "split-brain-resolved")
+			}
 		}
 		if v.stopping() || (v.op != nil && v.op.Kind == OpSuspend) {
 			// The user's stop, shutdown, delete or suspend was sent to where the VM was: it
@@ -841,7 +865,7 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 			if v.fail != nil && v.fail.kind != FailGuestHang {
 				e.recovered(v)
 			}
-			if v.op == nil && v.desired == WantRunning {
+			if v.op == nil && v.desired == WantRunning && !v.ownPause {
 				e.infer(v, OpSuspend, SrcLibvirt, WantPaused, "paused by a user")
 			}
 		}

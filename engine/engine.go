@@ -118,6 +118,9 @@ type vm struct {
 	unknownLog bool // "waiting" already logged for the current unknown spell
 	ambiguous  bool // an alert for an unexplained shutdown was raised for the current stop
 	reissue    bool // restored with its op's action unanswered: issue it again once home reports
+	// ownPause: the home copy is paused by hass itself (an extra copy it paused that turned
+	// out to be the only one, being resumed), not by a user.
+	ownPause bool
 
 	vmIndex
 }

@@ -114,10 +114,12 @@ func (d *simDriver) Start(ctx context.Context, name string) error {
 		return errState("domain is already running")
 	}
 	if t != nil && t.wants != engine.WantRunning && t.wants != engine.WantPaused {
-		if t.unseen != "" || t.pending {
+		if t.unseen != "" || t.pending || t.unseenStop {
 			// The user's stop happened where no agent could see or store it (a
 			// partitioned or agentless host), or is a shutdown the guest had not acted
-			// on when the VM failed; nobody could have known.
+			// on when the VM failed; nobody could have known. Until the user acts again,
+			// every later restart follows from that same unknown stop.
+			t.unseenStop = true
 			s.res.Ambiguous++
 			s.trace("CHECK: ambiguous: hass starts %s, which the user stopped where no agent could see it", id)
 		} else {

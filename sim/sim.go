@@ -197,6 +197,9 @@ type vmTruth struct {
 	lostAt   time.Time
 	// fencedOn is the host whose self-fence destroyed the VM last, until it runs again.
 	fencedOn engine.HostID
+	// unseenStop: hass restarted the VM although the user had stopped it where nobody could
+	// see (an ambiguous start); the user's stop stays unknown to hass until they act again.
+	unseenStop bool
 }
 
 // Sim is one simulated run.
@@ -673,6 +676,7 @@ func (s *Sim) faultIfWanted(id engine.VMID, why string) {
 	s.trace("truth: fault: %s down (%s)", id, why)
 	// The deadline counts the time the control plane was available: while it is lost (or
 	// no controller leads) nobody can restart anything, by design.
+	outage0 := s.cpOutage()
 	var check func(deadline time.Time, outage time.Duration)
 	check = func(deadline time.Time, outage time.Duration) {
 		if t.faultN != n || t.faultAt.IsZero() || t.counted {
@@ -689,14 +693,14 @@ func (s *Sim) faultIfWanted(id engine.VMID, why string) {
 			return
 		}
 		s.res.MissedFailures++
-		if outage > 0 {
-			s.trace("CHECK: missed failure: %s still down %s after the fault (%s of it without a control plane)", id, s.now.Sub(t.faultAt), outage)
+		if without := outage - outage0; without > 0 {
+			s.trace("CHECK: missed failure: %s still down %s after the fault (%s of it without a control plane)", id, s.now.Sub(t.faultAt), without)
 		} else {
 			s.trace("CHECK: missed failure: %s still down %s after the fault", id, s.cfg.RecoveryDeadline)
 		}
 	}
-	deadline, outage := s.now.Add(s.cfg.RecoveryDeadline), s.cpOutage()
-	s.at(deadline, func() { check(deadline, outage) })
+	deadline := s.now.Add(s.cfg.RecoveryDeadline)
+	s.at(deadline, func() { check(deadline, outage0) })
 }
 
 // cpOutage is how long, in all, the control plane has been unavailable (lost, or no
@@ -727,7 +731,7 @@ func (s *Sim) userWants(id engine.VMID, d engine.Desired) {
 	if t == nil {
 		return
 	}
-	t.wants, t.pending = d, false
+	t.wants, t.pending, t.unseenStop = d, false, false
 	if d == engine.WantAbsent {
 		t.gone = true
 	}

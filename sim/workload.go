@@ -234,6 +234,9 @@ func (s *Sim) vmFault(id engine.VMID, kind string) {
 		// The guest hangs; its watchdog fires with action none, so only hass can reset it.
 		s.trace("truth: guest %s hangs; its watchdog fires", id)
 		s.faultIfWanted(id, "guest hangs")
+		if t := s.vms[id]; t != nil && !t.faultAt.IsZero() && !h.listening() {
+			t.ambiguous = true // its watchdog event is all that shows it, and nobody listens
+		}
 		d.hung = true
 		s.emit(h, id, lifecycle.Event{Kind: lifecycle.KindWatchdog, Watchdog: int(engine.WatchdogNone)})
 	}
