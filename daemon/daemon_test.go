@@ -217,15 +217,14 @@ func TestUnansweredStopIsIssuedAgainAfterRestart(t *testing.T) {
 	})
 }
 
-// hass killed between issuing a restart and seeing the VM run again: the next hass still
-// logs the recovery, with its fault time.
-func TestRecoveryAcrossRestartIsLogged(t *testing.T) {
-	dir := t.TempDir()
+// crashGated runs a daemon on dir protecting vm1, then crashes vm1 with the fake driver's
+// Start held at a gate (closing it lets the restart through).
+func crashGated(t *testing.T, dir string) (*running, *fakeDriver, chan struct{}) {
+	t.Helper()
 	drv := newFakeDriver()
 	drv.add("vm1", true)
 	r := start(t, drv, dir, nil)
-	ctx := context.Background()
-	if _, err := r.cli.Protect(ctx, "vm1", api.ProtectRequest{}); err != nil {
+	if _, err := r.cli.Protect(context.Background(), "vm1", api.ProtectRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	gate := make(chan struct{})
@@ -233,6 +232,14 @@ func TestRecoveryAcrossRestartIsLogged(t *testing.T) {
 	drv.startGate = gate
 	drv.mu.Unlock()
 	drv.crash("vm1")
+	return r, drv, gate
+}
+
+// hass killed between issuing a restart and seeing the VM run again: the next hass still
+// logs the recovery, with its fault time.
+func TestRecoveryAcrossRestartIsLogged(t *testing.T) {
+	dir := t.TempDir()
+	r, drv, gate := crashGated(t, dir)
 	eventually(t, 10*time.Second, "the restart issued", func() (bool, string) {
 		evs := r.events("vm1")
 		return hasEvent(evs, "action", "start vm1"), fmt.Sprint(evs)
@@ -397,18 +404,7 @@ func TestBadRecordLeavesTheOthersProtected(t *testing.T) {
 // reports that moment), not when the controller decided: the figures measure the path to
 // the libvirt call.
 func TestRecoveredActionTimeIsTheCall(t *testing.T) {
-	drv := newFakeDriver()
-	drv.add("vm1", true)
-	r := start(t, drv, t.TempDir(), nil)
-	ctx := context.Background()
-	if _, err := r.cli.Protect(ctx, "vm1", api.ProtectRequest{}); err != nil {
-		t.Fatal(err)
-	}
-	gate := make(chan struct{})
-	drv.mu.Lock()
-	drv.startGate = gate
-	drv.mu.Unlock()
-	drv.crash("vm1")
+	r, drv, gate := crashGated(t, t.TempDir())
 	eventually(t, 10*time.Second, "the restart call", func() (bool, string) { return len(drv.startCalls()) > 0, "" })
 	called := drv.startCalls()[0]
 	time.Sleep(300 * time.Millisecond) // the call waits at the gate
