@@ -589,6 +589,10 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, e)
 }
 
+// WriteError answers with err in the API's error format (an *Error, else an internal
+// error), for handlers in front of the server (a follower's forwarding).
+func WriteError(w http.ResponseWriter, err error) { writeError(w, err) }
+
 func writeError(w http.ResponseWriter, err error) {
 	e, ok := errors.AsType[*Error](err)
 	if !ok || e == nil {

@@ -101,6 +101,27 @@ type Controller struct {
 	readyOnce sync.Once
 }
 
+// IsLeading says whether this controller leads now.
+func (c *Controller) IsLeading() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.leading
+}
+
+// LeaderAPI returns the API address the leading controller published ("" when none leads
+// or it published none).
+func (c *Controller) LeaderAPI(ctx context.Context) (string, error) {
+	v, term, err := c.st.Leader(ctx)
+	if err != nil || term == 0 {
+		return "", err
+	}
+	var l Leader
+	if err := json.Unmarshal([]byte(v), &l); err != nil {
+		return "", fmt.Errorf("the leader's election value: %w", err)
+	}
+	return l.API, nil
+}
+
 // Leading is closed once this controller has led (taken over) for the first time.
 func (c *Controller) Leading() <-chan struct{} { return c.ready }
 

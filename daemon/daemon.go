@@ -138,7 +138,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return fmt.Errorf("daemon: %w", err)
 		}
-		srv = &http.Server{Handler: api.NewServer(ctl, log), ReadHeaderTimeout: 10 * time.Second}
+		srv = &http.Server{Handler: followerProxy(ctl, name, api.NewServer(ctl, log), log), ReadHeaderTimeout: 10 * time.Second}
 		wg.Add(2)
 		go func() {
 			defer wg.Done()

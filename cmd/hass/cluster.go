@@ -66,7 +66,8 @@ within a few seconds and continues from what the last one recorded.
 The state lives in etcd: an external cluster (--etcd), or an embedded member of a cluster
 formed by the controllers themselves (--etcd-name, --etcd-peer-url, --etcd-client-url,
 --etcd-initial-cluster, --etcd-token, the same cluster on each). Every controller serves the
-API; one that does not lead answers 503 naming the leader and its address.`,
+API; one that does not lead forwards each request to the leader's (a TCP --listen), or answers
+503 naming the leader and its address.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd, logLevel)

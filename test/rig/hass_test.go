@@ -348,6 +348,17 @@ func TestHassHostPowerLoss(t *testing.T) {
 	out, err := c.cli("host", "list")
 	must(t, err)
 	t.Logf("hass host list after the loss:\n%s", out)
+	// Any live controller answers: a follower forwards to the leader.
+	l := c.leader()
+	for _, h := range ctlHosts {
+		if h == l || h == 2 {
+			continue
+		}
+		if out, err := c.r.Exec(1, c.bin, "status", "--server", fmt.Sprintf("http://%s:%d", c.r.Addr(h), apiPort)); err != nil ||
+			!strings.Contains(out, fmt.Sprintf("answered by c%d", int(l))) {
+			t.Errorf("hass status through follower c%d: %v\n%s", int(h), err, out)
+		}
+	}
 	if !strings.Contains(out, "h2") || strings.Contains(strings.SplitN(out[strings.Index(out, "h2"):], "\n", 2)[0], " up ") {
 		t.Errorf("h2 is not shown lost:\n%s", out)
 	}
