@@ -84,8 +84,6 @@ type Controller struct {
 	// firstCall is when the hypervisor was first asked to recover each VM being recovered
 	// (agents report it): the recovered event's action time.
 	firstCall map[engine.VMID]time.Time
-	// orderVM names the VM of each order not answered yet: its result changes that VM.
-	orderVM map[uint64]engine.VMID
 	// dirty holds VMs whose last change could not be written yet.
 	dirty  map[engine.VMID]bool
 	optOut map[string]bool // unprotected by a user: --protect-all leaves them alone
@@ -299,7 +297,7 @@ func (c *Controller) takeOver(ctx context.Context) (int64, error) {
 	c.eng = engine.New(c.cfg.Engine)
 	c.persisted, c.hostStates = map[engine.VMID]store.VM{}, map[engine.HostID]store.HostState{}
 	c.hosts, c.alive, c.libvirt = map[engine.HostID]store.Host{}, map[engine.HostID]store.Alive{}, map[engine.HostID]string{}
-	c.firstCall, c.dirty, c.orderVM = map[engine.VMID]time.Time{}, map[engine.VMID]bool{}, map[uint64]engine.VMID{}
+	c.firstCall, c.dirty = map[engine.VMID]time.Time{}, map[engine.VMID]bool{}
 
 	floor, err := c.st.IDFloor(ctx)
 	if err != nil {
@@ -651,7 +649,7 @@ func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed .
 			b.PutHostStates = append(b.PutHostStates, s)
 		}
 	}
-	changed := c.changedVMs(in, res)
+	changed := c.changedVMs(res)
 	for _, ch := range changed {
 		if ch.gone {
 			b.DeleteVMs = append(b.DeleteVMs, ch.name)
@@ -692,9 +690,6 @@ func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed .
 			c.persisted[engine.VMID(ch.name)] = ch.rec
 		}
 	}
-	for _, a := range res.Actions {
-		c.orderVM[a.ID] = a.VM
-	}
 	if len(res.Actions) > 0 {
 		c.log.Info("orders recorded", "n", len(res.Actions), "decide", decided.Sub(arrived), "record", time.Since(decided))
 	}
@@ -730,38 +725,12 @@ type vmChange struct {
 }
 
 // changedVMs returns the stored records that differ from the engine state of the VMs the
-// step may have changed (named by its input, its log or its actions).
-func (c *Controller) changedVMs(in engine.Input, out engine.Output) []vmChange {
+// step may have changed (the engine names them: Output.Touched, a superset) and of those an
+// earlier step could not write.
+func (c *Controller) changedVMs(out engine.Output) []vmChange {
 	ids := slices.Clone(out.Touched)
 	for id := range c.dirty {
 		ids = append(ids, id)
-	}
-	switch in := in.(type) {
-	case engine.Observe:
-		ids = append(ids, in.VM)
-	case engine.Request:
-		ids = append(ids, in.VM)
-	case engine.Protect:
-		ids = append(ids, in.VM)
-	case engine.Unprotect:
-		ids = append(ids, in.VM)
-	case engine.Signal:
-		ids = append(ids, in.VM)
-	case engine.Restore:
-		for _, s := range in.VMs {
-			ids = append(ids, s.VM)
-		}
-	case engine.ActionResult:
-		if vm, ok := c.orderVM[in.ID]; ok {
-			ids = append(ids, vm)
-			delete(c.orderVM, in.ID)
-		}
-	}
-	for _, r := range out.Log {
-		ids = append(ids, r.VM)
-	}
-	for _, a := range out.Actions {
-		ids = append(ids, a.VM)
 	}
 	var changes []vmChange
 	seen := map[engine.VMID]bool{}

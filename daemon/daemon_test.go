@@ -193,13 +193,8 @@ func TestShutdownInFlightSurvivesRestart(t *testing.T) {
 // out by the next hass.
 func TestUnansweredStopIsIssuedAgainAfterRestart(t *testing.T) {
 	dir := t.TempDir()
-	drv := newFakeDriver()
-	drv.add("vm1", true)
-	r := start(t, drv, dir, nil)
+	r, drv := startProtected(t, dir)
 	ctx := context.Background()
-	if _, err := r.cli.Protect(ctx, "vm1", api.ProtectRequest{}); err != nil {
-		t.Fatal(err)
-	}
 	drv.setDown(true) // the destroy cannot be carried out
 	if _, err := r.cli.Operate(ctx, "vm1", api.OperationRequest{Op: "stop"}); err != nil {
 		t.Fatal(err)
@@ -217,9 +212,8 @@ func TestUnansweredStopIsIssuedAgainAfterRestart(t *testing.T) {
 	})
 }
 
-// crashGated runs a daemon on dir protecting vm1, then crashes vm1 with the fake driver's
-// Start held at a gate (closing it lets the restart through).
-func crashGated(t *testing.T, dir string) (*running, *fakeDriver, chan struct{}) {
+// startProtected runs a daemon on dir with one running domain, vm1, protected.
+func startProtected(t *testing.T, dir string) (*running, *fakeDriver) {
 	t.Helper()
 	drv := newFakeDriver()
 	drv.add("vm1", true)
@@ -227,6 +221,14 @@ func crashGated(t *testing.T, dir string) (*running, *fakeDriver, chan struct{})
 	if _, err := r.cli.Protect(context.Background(), "vm1", api.ProtectRequest{}); err != nil {
 		t.Fatal(err)
 	}
+	return r, drv
+}
+
+// crashGated runs a daemon on dir protecting vm1, then crashes vm1 with the fake driver's
+// Start held at a gate (closing it lets the restart through).
+func crashGated(t *testing.T, dir string) (*running, *fakeDriver, chan struct{}) {
+	t.Helper()
+	r, drv := startProtected(t, dir)
 	gate := make(chan struct{})
 	drv.mu.Lock()
 	drv.startGate = gate
@@ -268,13 +270,8 @@ func TestRecoveryAcrossRestartIsLogged(t *testing.T) {
 
 // While libvirt cannot be reached, nothing is shown healthy without evidence.
 func TestUnknownWhileLibvirtIsDown(t *testing.T) {
-	drv := newFakeDriver()
-	drv.add("vm1", true)
-	r := start(t, drv, t.TempDir(), nil)
+	r, drv := startProtected(t, t.TempDir())
 	ctx := context.Background()
-	if _, err := r.cli.Protect(ctx, "vm1", api.ProtectRequest{}); err != nil {
-		t.Fatal(err)
-	}
 	if v := r.vm("vm1"); v.State != "healthy" {
 		t.Fatalf("vm1 is %q, want healthy", v.State)
 	}
@@ -429,13 +426,8 @@ func TestRecoveredActionTimeIsTheCall(t *testing.T) {
 // store; a deposed leader cannot write orders at all: store.TestGuardedRecord.)
 func TestStaleOrdersAreDropped(t *testing.T) {
 	dir := t.TempDir()
-	drv := newFakeDriver()
-	drv.add("vm1", true)
-	r := start(t, drv, dir, nil)
+	r, drv := startProtected(t, dir)
 	ctx := context.Background()
-	if _, err := r.cli.Protect(ctx, "vm1", api.ProtectRequest{}); err != nil {
-		t.Fatal(err)
-	}
 	st, err := store.Connect(ctx, []string{"unix://" + dir + "/client.sock"}, nil)
 	if err != nil {
 		t.Fatal(err)

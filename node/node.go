@@ -283,34 +283,15 @@ func (n *Node) grant(ctx context.Context) error {
 // renewLoop renews the lease every RenewEvery; a lease that expired is replaced.
 func (n *Node) renewLoop(ctx context.Context) {
 	defer n.wg.Done()
-	t := time.NewTicker(n.cfg.RenewEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		n.mu.Lock()
-		l := n.lease
-		n.mu.Unlock()
-		sent := time.Now()
-		var err error
+	every(ctx, n.cfg.RenewEvery, func() {
 		// Twice within the period: a request that went to a member that just died fails
 		// fast enough for the second to reach a live one.
-		for try := 0; try < 2; try++ {
-			rctx, cancel := context.WithTimeout(ctx, n.cfg.RenewEvery/2)
-			err = n.st.KeepAlive(rctx, l)
-			cancel()
-			if err == nil || errors.Is(err, store.ErrLeaseLost) {
-				break
-			}
+		err := n.renew(ctx, n.cfg.RenewEvery/2)
+		if err != nil && !errors.Is(err, store.ErrLeaseLost) {
+			err = n.renew(ctx, n.cfg.RenewEvery/2)
 		}
 		switch {
 		case err == nil:
-			n.mu.Lock()
-			n.ag.LeaseRenewed(sent)
-			n.mu.Unlock()
 		case errors.Is(err, store.ErrLeaseLost):
 			n.log.Warn("the lease expired: taking a new one (orders given before are void)")
 			gctx, cancel := context.WithTimeout(ctx, n.cfg.RenewEvery)
@@ -330,7 +311,25 @@ func (n *Node) renewLoop(ctx context.Context) {
 			n.ag.LeaseFailed(time.Now())
 			n.mu.Unlock()
 		}
+	})
+}
+
+// renew renews the lease once, within timeout, and tells the agent when it worked (as of
+// the moment the request was sent: the lease runs from no earlier than that).
+func (n *Node) renew(ctx context.Context, timeout time.Duration) error {
+	n.mu.Lock()
+	l := n.lease
+	n.mu.Unlock()
+	sent := time.Now()
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	err := n.st.KeepAlive(rctx, l)
+	cancel()
+	if err == nil {
+		n.mu.Lock()
+		n.ag.LeaseRenewed(sent)
+		n.mu.Unlock()
 	}
+	return err
 }
 
 // tickLoop runs the agent's tick (self-fence, watchdog, heartbeats) and, less often,
@@ -342,45 +341,34 @@ func (n *Node) tickLoop(ctx context.Context) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		refresh := time.NewTicker(2 * time.Second)
-		defer refresh.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-refresh.C:
-				n.refreshCluster(ctx)
-			}
-		}
+		every(ctx, 2*time.Second, func() { n.refreshCluster(ctx) })
 	}()
-	t := time.NewTicker(n.cfg.TickEvery)
+	every(ctx, n.cfg.TickEvery, func() {
+		n.mu.Lock()
+		holding := n.ag.Holding()
+		n.mu.Unlock()
+		if holding {
+			// Holding back a fence because the control plane is lost: try the lease right
+			// before deciding, so that an agent whose peers got the store back first renews
+			// rather than fences (the renewal loop may be between tries).
+			_ = n.renew(ctx, n.cfg.TickEvery*4/5)
+		}
+		n.mu.Lock()
+		n.ag.Tick(time.Now())
+		n.mu.Unlock()
+	})
+}
+
+// every runs f every d until ctx ends.
+func every(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			n.mu.Lock()
-			holding := n.ag.Holding()
-			l := n.lease
-			n.mu.Unlock()
-			if holding {
-				// Holding back a fence because the control plane is lost: try the lease
-				// right before deciding, so that an agent whose peers got the store back
-				// first renews rather than fences (the renewal loop may be between tries).
-				sent := time.Now()
-				rctx, cancel := context.WithTimeout(ctx, n.cfg.TickEvery*4/5)
-				err := n.st.KeepAlive(rctx, l)
-				cancel()
-				if err == nil {
-					n.mu.Lock()
-					n.ag.LeaseRenewed(sent)
-					n.mu.Unlock()
-				}
-			}
-			n.mu.Lock()
-			n.ag.Tick(time.Now())
-			n.mu.Unlock()
+			f()
 		}
 	}
 }
