@@ -9,18 +9,20 @@ import (
 	"github.com/hassproject/hass/hypervisor"
 )
 
-// Definitions gives the stored domain definition (libvirt XML) of a protected VM. A VM
-// started on a host that does not have it defined (an evacuation, a relocation) is defined
-// there from it first.
-type Definitions interface {
+// Directory is what the executor reads from the cluster's store: the stored domain
+// definition (libvirt XML) of a protected VM, which a VM started on a host that does not
+// have it defined (an evacuation, a relocation) is defined from first; and the URI at which
+// another host's hypervisor takes live migrations.
+type Directory interface {
 	DomainXML(ctx context.Context, vm engine.VMID) (string, error)
+	MigrationURI(ctx context.Context, host engine.HostID) (string, error)
 }
 
 // Carry is the executor, the only one: the daemon's agents and the simulator's both map
 // orders onto a hypervisor driver through it. Orders are idempotent: starting a running
 // domain or destroying a stopped one succeeds. defs may be nil where every VM is defined
-// on its host already.
-func Carry(ctx context.Context, drv hypervisor.Driver, a engine.Action, defs Definitions) error {
+// on its host already (and nothing is migrated).
+func Carry(ctx context.Context, drv hypervisor.Driver, a engine.Action, defs Directory) error {
 	name := string(a.VM)
 	ignore := func(err error, allowed ...error) error {
 		for _, e := range allowed {
@@ -62,7 +64,14 @@ func Carry(ctx context.Context, drv hypervisor.Driver, a engine.Action, defs Def
 		}
 		return ignore(drv.Undefine(ctx, name), hypervisor.ErrNotFound)
 	case engine.ActMigrate:
-		return fmt.Errorf("live migration to %s needs hass running there too: single-host mode", a.Target)
+		if defs == nil || a.Target == "" {
+			return fmt.Errorf("migrate %s: no destination host known", name)
+		}
+		uri, err := defs.MigrationURI(ctx, a.Target)
+		if err != nil {
+			return fmt.Errorf("migrate %s to %s: %w", name, a.Target, err)
+		}
+		return drv.Migrate(ctx, name, uri)
 	case engine.ActFence:
 		return errors.New("no fence device configured")
 	}

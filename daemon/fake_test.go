@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -241,4 +242,8 @@ func (f *fakeDriver) Close() error {
 		f.events = nil
 	}
 	return nil
+}
+
+func (f *fakeDriver) Migrate(ctx context.Context, name, destURI string) error {
+	return errors.New("the fake hypervisor does not migrate")
 }

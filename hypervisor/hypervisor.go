@@ -323,6 +323,12 @@ type Driver interface {
 	// XML returns the persistent (inactive) definition, including secure
 	// fields, i.e. what can be passed to Define on another host.
 	XML(ctx context.Context, name string) (string, error)
+	// Migrate live-migrates a running or paused domain to the hypervisor at destURI (a
+	// libvirt URI the source daemon can reach, e.g. qemu+tcp://10.0.1.2/system), peer to
+	// peer: the source daemon connects to the destination itself. The definition moves
+	// with the domain (persistent there, undefined here). It returns when the migration has
+	// finished or failed; a failed migration leaves the domain running here.
+	Migrate(ctx context.Context, name, destURI string) error
 	// Close disconnects for good. Further calls fail with ErrClosed.
 	Close() error
 }

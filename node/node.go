@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -52,6 +53,11 @@ type Config struct {
 	MemMiB int
 	// Fencing says the host has a power fence (IPMI) the controller can use.
 	Fencing bool
+	// VCPUs is how many vCPUs the host offers to VMs (0: this machine's CPUs).
+	VCPUs int
+	// MigrateURI is the libvirt URI at which the other hosts' libvirtds reach this host's
+	// for live migrations ("": this host takes none).
+	MigrateURI string
 	// LeaseTTL is the lease's time to live; RenewEvery how often it is renewed. The agent
 	// fences itself SelfFenceAfter after its last renewal (it must be shorter than LeaseTTL
 	// by more than a fence takes).
@@ -153,6 +159,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.TickEvery <= 0 {
 		cfg.TickEvery = 250 * time.Millisecond // a self-fence is due at most this late
 	}
+	if cfg.VCPUs == 0 {
+		cfg.VCPUs = runtime.NumCPU()
+	}
 	if cfg.MemMiB == 0 {
 		cfg.MemMiB = hostMemMiB()
 	}
@@ -192,7 +201,7 @@ func Run(ctx context.Context, cfg Config) error {
 		adv = n.udp.LocalAddr().String()
 	}
 	rec := store.Host{Name: cfg.Host, MemMiB: cfg.MemMiB, Fencing: cfg.Fencing, Watchdog: cfg.Watchdog != "",
-		Heartbeat: adv, Started: n.started.UTC(), Version: "0.2.0"}
+		Heartbeat: adv, VCPUs: cfg.VCPUs, MigrateURI: cfg.MigrateURI, Started: n.started.UTC(), Version: "0.2.0"}
 	for {
 		err := n.st.PutHost(ctx, rec)
 		if err == nil {
@@ -770,7 +779,11 @@ func (n *Node) execute(ctx context.Context, a engine.Action, decided time.Time) 
 		n.queue(wire.Called{Host: engine.HostID(n.cfg.Host), ID: a.ID, VM: a.VM, At: issued}, 0)
 		n.mu.Unlock()
 	}
-	actx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	limit := 60 * time.Second
+	if a.Kind == engine.ActMigrate {
+		limit = 5 * time.Minute // the engine's migration deadline; the driver aborts the job past it
+	}
+	actx, cancel := context.WithTimeout(ctx, limit)
 	err = agent.Carry(actx, n.drv, a, defs{n.st})
 	cancel()
 	// since_decision: from the controller's decision to this call (its record-before-act
@@ -813,6 +826,20 @@ type defs struct{ st *store.Store }
 
 func (d defs) DomainXML(ctx context.Context, vm engine.VMID) (string, error) {
 	return d.st.Definition(ctx, string(vm))
+}
+
+// MigrationURI reads where the target host's libvirtd takes migrations, from its record.
+func (d defs) MigrationURI(ctx context.Context, host engine.HostID) (string, error) {
+	h, ok, err := d.st.Host(ctx, string(host))
+	switch {
+	case err != nil:
+		return "", err
+	case !ok:
+		return "", fmt.Errorf("host %s has no record: its agent never ran", host)
+	case h.MigrateURI == "":
+		return "", fmt.Errorf("host %s takes no live migrations (its agent runs without --migrate-uri)", host)
+	}
+	return h.MigrateURI, nil
 }
 
 // ---- heartbeats between agents ----------------------------------------------------------

@@ -36,6 +36,13 @@ export HASS_LIBVIRTD_SUBREAPER="${HASS_LIBVIRTD_SUBREAPER:-1}"
 bash scripts/install-libvirt.sh
 export HASS_REQUIRE_LIBVIRT=1 # from here on, a missing libvirtd is a failure, not a skip
 
+echo "== ipmitool and OpenIPMI's ipmi_sim (installed if missing): the BMC the fencing tests talk to"
+if ! command -v ipmitool >/dev/null 2>&1 || ! command -v ipmi_sim >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends ipmitool openipmi >/dev/null
+fi
+export HASS_REQUIRE_IPMI=1 # from here on, a missing ipmitool or ipmi_sim is a failure
+
 # Every go test run is verbose into a log; the summary counts what passed, failed and was
 # skipped. Each run has an explicit timeout with a wide margin over what it takes here.
 passed=0 failed=0 skipped=0

@@ -29,7 +29,6 @@ func (e agentEnv) Current(a engine.Action) bool { return e.s.storeCurrent(a) }
 
 // Execute carries the order out with agent.Carry, the daemon's executor, over the host's
 // simulated hypervisor (simDriver), the domain definitions coming from the simulated store.
-// A live migration is not in Carry yet: it is the simulated hypervisor's own migration.
 func (e agentEnv) Execute(a engine.Action, done func(time.Time, agent.Outcome)) {
 	reply := func(err error) {
 		if e.h.lose[a.VM] > 0 && e.h.reachable() {
@@ -38,14 +37,6 @@ func (e agentEnv) Execute(a engine.Action, done func(time.Time, agent.Outcome)) 
 			return
 		}
 		done(e.s.now, e.s.outcome(e.h, a.VM, err))
-	}
-	if a.Kind == engine.ActMigrate {
-		if !e.h.libvirtd {
-			reply(errNoLibvirt)
-			return
-		}
-		e.s.migrate(e.h, a.VM, e.h.doms[a.VM], e.s.hostByID[a.Target], func(err string) { reply(errOf(err)) })
-		return
 	}
 	drv := &simDriver{s: e.s, h: e.h, current: func() bool { return e.s.storeCurrent(a) }}
 	err := agent.Carry(context.Background(), drv, a, simDefs{e.s})

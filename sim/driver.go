@@ -277,8 +277,29 @@ func (d *simDriver) async(call func(done func(string))) error {
 	return nil
 }
 
-// simDefs is the store's domain definitions: a protected VM that was not deleted has one.
+// Migrate live-migrates a domain to the simulated host its URI names (see simDefs): the
+// simulated hypervisor's migration, which takes virtual time (Sim.migrate).
+func (d *simDriver) Migrate(ctx context.Context, name, destURI string) error {
+	if !d.h.libvirtd {
+		return errNoLibvirt
+	}
+	id := engine.VMID(name)
+	dst, ok := strings.CutPrefix(destURI, "sim:///")
+	if !ok {
+		return fmt.Errorf("migrate %s: %q is not a simulated host's URI", name, destURI)
+	}
+	return d.async(func(done func(string)) {
+		d.s.migrate(d.h, id, d.h.doms[id], d.s.hostByID[engine.HostID(dst)], done)
+	})
+}
+
+// simDefs is the simulated store: a protected VM that was not deleted has a stored
+// definition, and every host takes migrations at sim:///NAME.
 type simDefs struct{ s *Sim }
+
+func (sd simDefs) MigrationURI(ctx context.Context, host engine.HostID) (string, error) {
+	return "sim:///" + string(host), nil
+}
 
 func (sd simDefs) DomainXML(ctx context.Context, vm engine.VMID) (string, error) {
 	if t := sd.s.vms[vm]; t != nil && !t.gone {

@@ -72,9 +72,14 @@ type Host struct {
 	Watchdog bool `json:"watchdog,omitempty"`
 	// Heartbeat is the host's address for heartbeats between agents (host:port, UDP); empty
 	// when it sends none (a cluster of one).
-	Heartbeat string    `json:"heartbeat,omitempty"`
-	Started   time.Time `json:"started"`
-	Version   string    `json:"version,omitempty"`
+	Heartbeat string `json:"heartbeat,omitempty"`
+	// VCPUs is how many vCPUs the host offers to VMs (0: not said).
+	VCPUs int `json:"vcpus,omitempty"`
+	// MigrateURI is the libvirt URI at which other hosts' libvirtds reach this host's for a
+	// live migration (peer to peer), e.g. qemu+tcp://10.0.1.5/system; empty: it takes none.
+	MigrateURI string    `json:"migrate_uri,omitempty"`
+	Started    time.Time `json:"started"`
+	Version    string    `json:"version,omitempty"`
 	// Left: its agent stopped cleanly (and gave its lease back). The host is not lost: its
 	// VMs may well run on, unwatched, until an agent runs there again. It is not fenced and
 	// its VMs are not started elsewhere.
@@ -89,7 +94,28 @@ func (h Host) Validate() error {
 	if h.MemMiB < 0 {
 		return fieldErr("mem_mib", "%d: must be >= 0", h.MemMiB)
 	}
+	if h.VCPUs < 0 {
+		return fieldErr("vcpus", "%d: must be >= 0", h.VCPUs)
+	}
+	if u := h.MigrateURI; u != "" && (!strings.Contains(u, "://") || strings.ContainsAny(u, " \t\n")) {
+		return fieldErr("migrate_uri", "%q: not a libvirt URI", u)
+	}
 	return nil
+}
+
+// Host reads one host's record (ok false when there is none).
+func (s *Store) Host(ctx context.Context, name string) (h Host, ok bool, err error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	r, err := s.cli.Get(ctx, hostKey(name))
+	if err != nil {
+		return h, false, fmt.Errorf("store: read host %s: %w", name, s.cause(err))
+	}
+	if len(r.Kvs) == 0 {
+		return h, false, nil
+	}
+	h, err = DecodeHost(hostKey(name), r.Kvs[0].Value)
+	return h, err == nil, err
 }
 
 // PutHost writes a host's record.

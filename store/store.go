@@ -877,7 +877,9 @@ type Batch struct {
 	Actions       []Action
 	PutHostStates []HostState
 	DeleteKeys    []string // keys under agents/inbox/ that this decision consumed
-	IDFloor       uint64
+	// Config is an administrator's change of clusters or hosts that the step took in.
+	Config  []ConfigChange
+	IDFloor uint64
 	// Guard, when set, makes the write conditional on leadership: nothing is written unless
 	// the key still exists with that create revision (the writer's election key), and the
 	// write fails with ErrNotLeader. A deposed leader's write never lands.
@@ -945,6 +947,13 @@ func (s *Store) Record(ctx context.Context, b Batch) ([]Event, error) {
 			return nil, fmt.Errorf("store: record: action %d: %w", a.ID, fieldErr("host", "%v", err))
 		}
 		acts = append(acts, clientv3.OpPut(orderKey(a.Host, a.ID), string(data)))
+	}
+	for _, c := range b.Config {
+		ops, err := c.ops()
+		if err != nil {
+			return nil, fmt.Errorf("store: record: %w", err)
+		}
+		puts = append(puts, ops...)
 	}
 	if b.IDFloor != 0 {
 		puts = append([]clientv3.Op{clientv3.OpPut(idFloorKey, strconv.FormatUint(b.IDFloor, 10))}, puts...)

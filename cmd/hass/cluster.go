@@ -167,6 +167,8 @@ if the agent itself stops.`,
 	f.DurationVar(&cfg.Agent.RenewEvery, "renew", node.DefaultRenewEvery, "how often the lease is renewed")
 	f.DurationVar(&cfg.Agent.SelfFenceAfter, "self-fence-after", node.DefaultSelfFenceAfter, "no renewal for this long and the agent fences this host (shorter than --lease-ttl)")
 	f.IntVar(&cfg.Agent.MemMiB, "mem-mib", 0, "memory this host offers to VMs, MiB (default: all of it)")
+	f.IntVar(&cfg.Agent.VCPUs, "vcpus", 0, "vCPUs this host offers to VMs (default: its CPUs)")
+	f.StringVar(&cfg.Agent.MigrateURI, "migrate-uri", "", "the libvirt URI at which the other hosts' libvirtds reach this one for live migrations, e.g. qemu+tcp://10.0.1.5/system (default: none, this host takes no migrations)")
 	f.DurationVar(&cfg.ResyncEvery, "resync", 30*time.Second, "how often the whole domain list is read again")
 	f.BoolVar(&cfg.ProtectAll, "protect-all", false, "protect every domain of this host with the default policy")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

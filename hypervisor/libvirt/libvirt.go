@@ -518,3 +518,29 @@ func (d *Driver) XML(ctx context.Context, name string) (string, error) {
 		return l.DomainGetXMLDesc(dom, golibvirt.DomainXMLInactive|golibvirt.DomainXMLSecure)
 	})
 }
+
+// Migrate implements hypervisor.Driver: a live, peer-to-peer migration (virsh migrate
+// --live --p2p --persistent --undefinesource), which libvirt aborts itself on an I/O error
+// of the source. The call blocks until the migration ends; if ctx ends first the migration
+// job is aborted, so that no migration goes on that nobody waits for.
+func (d *Driver) Migrate(ctx context.Context, name, destURI string) error {
+	const flags = golibvirt.MigrateLive | golibvirt.MigratePeer2peer | golibvirt.MigratePersistDest |
+		golibvirt.MigrateUndefineSource | golibvirt.MigrateAbortOnError
+	if destURI == "" {
+		return &hypervisor.OpError{Op: "migrate", Domain: name, Err: errors.New("no destination URI")}
+	}
+	err := d.domainOp(ctx, "migrate", name, func(l *golibvirt.Libvirt, dom golibvirt.Domain) error {
+		_, err := l.DomainMigratePerform3Params(dom, golibvirt.OptString{destURI}, nil, nil, flags)
+		return err
+	})
+	if err != nil && ctx.Err() != nil {
+		if l, cerr := d.client(); cerr == nil {
+			if dom, lerr := l.DomainLookupByName(name); lerr == nil {
+				if aerr := l.DomainAbortJob(dom); aerr != nil {
+					d.log.Warn("abort an abandoned migration", "domain", name, "err", aerr)
+				}
+			}
+		}
+	}
+	return err
+}

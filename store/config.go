@@ -1,0 +1,233 @@
+package store
+
+// What an administrator says about hosts and clusters (hass host add, hass cluster create),
+// written by the leading controller with the engine step that takes it in:
+//
+//	config/clusters/<name>    a cluster: its admission control setting
+//	config/hosts/<name>       a host: its cluster, capacity, spare flag, BMC address and user
+//	secrets/bmc/<name>        the password of the host's BMC, apart, so that nothing that
+//	                          lists hosts ever reads it (the API never returns it)
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/hassproject/hass/vmname"
+)
+
+const (
+	clusterCfgPrefix = prefix + "config/clusters/"
+	hostCfgPrefix    = prefix + "config/hosts/"
+	bmcSecretPrefix  = prefix + "secrets/bmc/"
+)
+
+func clusterCfgKey(n string) string { return clusterCfgPrefix + n }
+func hostCfgKey(n string) string    { return hostCfgPrefix + n }
+func bmcSecretKey(n string) string  { return bmcSecretPrefix + n }
+
+// DefaultCluster is the cluster of hosts nobody put in another one.
+const DefaultCluster = "default"
+
+// Cluster is a cluster's configuration.
+type Cluster struct {
+	Name string `json:"name"`
+	// TolerateHostFailures is how many host losses the cluster must be able to absorb:
+	// a VM whose protection would break that is refused (admission control).
+	TolerateHostFailures int       `json:"tolerate_host_failures"`
+	Created              time.Time `json:"created"`
+}
+
+// Validate names the first bad field.
+func (c Cluster) Validate() error {
+	if err := CheckClusterName(c.Name); err != nil {
+		return fieldErr("name", "%v", err)
+	}
+	if c.TolerateHostFailures < 0 || c.TolerateHostFailures > 100 {
+		return fieldErr("tolerate_host_failures", "%d: want 0-100", c.TolerateHostFailures)
+	}
+	return nil
+}
+
+// CheckClusterName applies the host-name rule to cluster names.
+func CheckClusterName(n string) error {
+	if err := vmname.CheckHost(n); err != nil {
+		return fmt.Errorf("cluster name %s", strings.TrimPrefix(err.Error(), "host name "))
+	}
+	return nil
+}
+
+// HostConfig is what an administrator configured for a host. The host takes part once its
+// agent runs; until then it is listed as not joined.
+type HostConfig struct {
+	Name    string `json:"name"`
+	Cluster string `json:"cluster"`
+	// MemMiB and VCPUs, when not 0, override what the agent reports as the host's capacity
+	// for protected VMs.
+	MemMiB int `json:"mem_mib,omitempty"`
+	VCPUs  int `json:"vcpus,omitempty"`
+	// Reserved: a spare host, used only to restart VMs of failed hosts (Masakari's
+	// reserved_host).
+	Reserved bool `json:"reserved,omitempty"`
+	// BMC is the host's IPMI BMC (its password is kept apart), nil when it has none.
+	BMC   *BMCConfig `json:"bmc,omitempty"`
+	Added time.Time  `json:"added"`
+}
+
+// BMCConfig is how to reach a host's BMC, without its password.
+type BMCConfig struct {
+	Addr   string `json:"addr"`
+	User   string `json:"user"`
+	Cipher int    `json:"cipher,omitempty"`
+}
+
+// Validate names the first bad field.
+func (h HostConfig) Validate() error {
+	if err := vmname.CheckHost(h.Name); err != nil {
+		return fieldErr("name", "%v", err)
+	}
+	if err := CheckClusterName(h.Cluster); err != nil {
+		return fieldErr("cluster", "%v", err)
+	}
+	if h.MemMiB < 0 {
+		return fieldErr("mem_mib", "%d: must be >= 0", h.MemMiB)
+	}
+	if h.VCPUs < 0 {
+		return fieldErr("vcpus", "%d: must be >= 0", h.VCPUs)
+	}
+	if b := h.BMC; b != nil {
+		switch {
+		case b.Addr == "" || strings.ContainsAny(b.Addr, " \t\n/"):
+			return fieldErr("bmc.addr", "%q: want host or host:port", b.Addr)
+		case b.User == "" || strings.ContainsAny(b.User, "\n\x00"):
+			return fieldErr("bmc.user", "empty or with a newline")
+		case b.Cipher < 0 || b.Cipher > 17:
+			return fieldErr("bmc.cipher", "%d: want 0-17", b.Cipher)
+		}
+	}
+	return nil
+}
+
+// Config is every cluster and host configuration.
+type Config struct {
+	Clusters []Cluster
+	Hosts    []HostConfig
+	Bad      []BadRecord
+}
+
+// LoadConfig reads every cluster and host configuration (not the BMC passwords). Records
+// that do not decode are returned in Bad, naming key and field.
+func (s *Store) LoadConfig(ctx context.Context) (Config, error) {
+	var c Config
+	kvs, err := s.list(ctx, clusterCfgPrefix)
+	if err != nil {
+		return c, fmt.Errorf("store: list clusters: %w", err)
+	}
+	for _, kv := range kvs {
+		var cl Cluster
+		key := string(kv.Key)
+		if err := decodeRecord(key, kv.Value, &cl, func() error { return cl.Validate() }); err != nil {
+			c.Bad = append(c.Bad, badRecord(key, err))
+			continue
+		}
+		if key != clusterCfgKey(cl.Name) {
+			c.Bad = append(c.Bad, badRecord(key, fmt.Errorf("decode %s: %w", key, fieldErr("name", "%q: does not match the key", cl.Name))))
+			continue
+		}
+		c.Clusters = append(c.Clusters, cl)
+	}
+	if kvs, err = s.list(ctx, hostCfgPrefix); err != nil {
+		return c, fmt.Errorf("store: list host configurations: %w", err)
+	}
+	for _, kv := range kvs {
+		var h HostConfig
+		key := string(kv.Key)
+		if err := decodeRecord(key, kv.Value, &h, func() error { return h.Validate() }); err != nil {
+			c.Bad = append(c.Bad, badRecord(key, err))
+			continue
+		}
+		if key != hostCfgKey(h.Name) {
+			c.Bad = append(c.Bad, badRecord(key, fmt.Errorf("decode %s: %w", key, fieldErr("name", "%q: does not match the key", h.Name))))
+			continue
+		}
+		c.Hosts = append(c.Hosts, h)
+	}
+	return c, nil
+}
+
+func decodeRecord(key string, data []byte, v any, validate func() error) error {
+	if err := strictJSON(data, v); err != nil {
+		return fmt.Errorf("decode %s: %w", key, err)
+	}
+	if err := validate(); err != nil {
+		return fmt.Errorf("decode %s: %w", key, err)
+	}
+	return nil
+}
+
+// BMCPassword reads the password of host's BMC ("" when none is stored).
+func (s *Store) BMCPassword(ctx context.Context, host string) (string, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	r, err := s.cli.Get(ctx, bmcSecretKey(host))
+	if err != nil {
+		return "", fmt.Errorf("store: read the BMC password of %s: %w", host, s.cause(err))
+	}
+	if len(r.Kvs) == 0 {
+		return "", nil
+	}
+	return string(r.Kvs[0].Value), nil
+}
+
+// ConfigChange is a change of configuration recorded with an engine step (Batch.Config).
+type ConfigChange struct {
+	PutCluster    *Cluster
+	DeleteCluster string
+	PutHost       *HostConfig
+	DeleteHost    string
+	// BMCPassword, with PutHost, replaces the stored password when not nil ("" removes it).
+	BMCPassword *string
+}
+
+// ops turns the change into etcd operations, validating what it writes.
+func (c ConfigChange) ops() ([]clientv3.Op, error) {
+	var ops []clientv3.Op
+	if cl := c.PutCluster; cl != nil {
+		if err := cl.Validate(); err != nil {
+			return nil, fmt.Errorf("cluster %q: %w", cl.Name, err)
+		}
+		ops = append(ops, clientv3.OpPut(clusterCfgKey(cl.Name), mustJSON(cl)))
+	}
+	if n := c.DeleteCluster; n != "" {
+		ops = append(ops, clientv3.OpDelete(clusterCfgKey(n)))
+	}
+	if h := c.PutHost; h != nil {
+		if err := h.Validate(); err != nil {
+			return nil, fmt.Errorf("host %q: %w", h.Name, err)
+		}
+		ops = append(ops, clientv3.OpPut(hostCfgKey(h.Name), mustJSON(h)))
+		if p := c.BMCPassword; p != nil {
+			if *p == "" {
+				ops = append(ops, clientv3.OpDelete(bmcSecretKey(h.Name)))
+			} else {
+				ops = append(ops, clientv3.OpPut(bmcSecretKey(h.Name), *p))
+			}
+		}
+	}
+	if n := c.DeleteHost; n != "" {
+		ops = append(ops, clientv3.OpDelete(hostCfgKey(n)), clientv3.OpDelete(bmcSecretKey(n)))
+	}
+	return ops, nil
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("store: encode %T: %v", v, err)) // plain structs: cannot fail
+	}
+	return string(b)
+}
