@@ -878,15 +878,19 @@ func TestOpenAPI(t *testing.T) {
 		t.Errorf("openapi %q", doc.OpenAPI)
 	}
 	routes := map[string][]string{
-		"/v1/vms":                   {"get"},
-		"/v1/vms/{name}":            {"get"},
-		"/v1/vms/{name}/protection": {"put", "delete"},
-		"/v1/vms/{name}/operations": {"post"},
-		"/v1/events":                {"get"},
-		"/v1/status":                {"get"},
-		"/v1/hosts":                 {"get"},
-		"/openapi.json":             {"get"},
-		"/healthz":                  {"get"},
+		"/v1/vms":                      {"get"},
+		"/v1/vms/{name}":               {"get"},
+		"/v1/vms/{name}/protection":    {"put", "delete"},
+		"/v1/vms/{name}/operations":    {"post"},
+		"/v1/events":                   {"get"},
+		"/v1/status":                   {"get"},
+		"/v1/hosts":                    {"get"},
+		"/v1/hosts/{name}":             {"put", "delete"},
+		"/v1/hosts/{name}/maintenance": {"post"},
+		"/v1/clusters":                 {"get"},
+		"/v1/clusters/{name}":          {"put", "delete"},
+		"/openapi.json":                {"get"},
+		"/healthz":                     {"get"},
 	}
 	for p, methods := range routes {
 		for _, m := range methods {
@@ -1376,3 +1380,54 @@ func TestSlowBodyIsCutOff(t *testing.T) {
 		})
 	}
 }
+
+// The fake's clusters and hosts: every well-formed request succeeds.
+
+func (f *fakeService) Clusters(ctx context.Context) ([]Cluster, error) {
+	if err := f.record(fakeCall{Method: "Clusters"}); err != nil {
+		return nil, err
+	}
+	return []Cluster{{Name: "default", Hosts: 1}}, nil
+}
+
+func (f *fakeService) PutCluster(ctx context.Context, name string, req ClusterRequest) (Cluster, error) {
+	if err := f.record(fakeCall{Method: "PutCluster", Name: name}); err != nil {
+		return Cluster{}, err
+	}
+	c := Cluster{Name: name}
+	if req.TolerateHostFailures != nil {
+		c.TolerateHostFailures = *req.TolerateHostFailures
+	}
+	return c, nil
+}
+
+func (f *fakeService) DeleteCluster(ctx context.Context, name string) error {
+	return f.record(fakeCall{Method: "DeleteCluster", Name: name})
+}
+
+func (f *fakeService) PutHost(ctx context.Context, name string, req HostRequest) (Host, error) {
+	if err := f.record(fakeCall{Method: "PutHost", Name: name}); err != nil {
+		return Host{}, err
+	}
+	h := Host{Name: name, State: "not-joined", Lease: "expired", Cluster: "default", Libvirt: "unknown"}
+	if req.Cluster != "" {
+		h.Cluster = req.Cluster
+	}
+	if req.BMC != nil {
+		h.BMC, h.Fencing = req.BMC.Addr, true
+	}
+	return h, nil
+}
+
+func (f *fakeService) RemoveHost(ctx context.Context, name string) error {
+	return f.record(fakeCall{Method: "RemoveHost", Name: name})
+}
+
+func (f *fakeService) Maintenance(ctx context.Context, name string, req MaintenanceRequest) (Host, error) {
+	if err := f.record(fakeCall{Method: "Maintenance", Name: name}); err != nil {
+		return Host{}, err
+	}
+	return Host{Name: name, State: "up", Lease: "held", Cluster: "default", Libvirt: "connected", Maintenance: req.On}, nil
+}
+
+var _ HostService = (*fakeService)(nil)

@@ -71,6 +71,7 @@ func newServer(svc Service, logger *slog.Logger, bodyTimeout time.Duration) *ser
 		{"GET", "/openapi.json", s.openapi},
 		{"GET", "/healthz", s.healthz},
 	}
+	routes = append(routes, s.hostRoutes()...)
 	allow := map[string][]string{}
 	var patterns []string
 	for _, rt := range routes {

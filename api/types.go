@@ -139,6 +139,14 @@ type Host struct {
 	Fencing    bool       `json:"fencing"` // a power fence (IPMI) is configured
 	Libvirt    string     `json:"libvirt"` // "connected", or why not, as its agent last said
 	Started    time.Time  `json:"started"` // when its agent started
+	// What an administrator configured (hass host add); a host added whose agent never ran
+	// is listed with State "not-joined".
+	Cluster     string `json:"cluster"`
+	VCPUs       int    `json:"vcpus"`
+	Reserved    bool   `json:"reserved"`
+	BMC         string `json:"bmc,omitempty"`   // the BMC's address (never its credentials)
+	Power       string `json:"power,omitempty"` // on, off, or unknown (no answer), as its BMC last said
+	Maintenance bool   `json:"maintenance"`
 }
 
 type hostList struct {

@@ -7,7 +7,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -172,45 +171,5 @@ if the agent itself stops.`,
 	f.DurationVar(&cfg.ResyncEvery, "resync", 30*time.Second, "how often the whole domain list is read again")
 	f.BoolVar(&cfg.ProtectAll, "protect-all", false, "protect every domain of this host with the default policy")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	return c
-}
-
-func hostCmd() *cobra.Command {
-	c := &cobra.Command{Use: "host", Short: "The cluster's hosts"}
-	cf := &clientFlags{}
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List the hosts: state, lease, VMs, fencing",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := cf.client()
-			if err != nil {
-				return err
-			}
-			hs, err := cl.Hosts(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if cf.json() {
-				return printJSON(cmd.OutOrStdout(), hs)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "HOST\tSTATE\tLEASE\tLEASE AGE\tVMS\tMEM MIB\tFENCING\tLIBVIRT")
-			for _, h := range hs {
-				age := "-"
-				if !h.LeaseSince.IsZero() && h.Lease == "held" {
-					age = time.Since(h.LeaseSince).Round(time.Second).String()
-				}
-				fence := "none (self-fence only)"
-				if h.Fencing {
-					fence = "ipmi"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", cell(h.Name), cell(h.State), cell(h.Lease), age, h.VMs, h.MemMiB, fence, cell(h.Libvirt))
-			}
-			return tw.Flush()
-		},
-	}
-	cf.add(list)
-	c.AddCommand(list)
 	return c
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -157,14 +158,10 @@ func vmCmd() *cobra.Command {
 		{"delete", "Delete (undefine) a VM; hass forgets it"},
 		{"suspend", "Suspend (pause) a VM"},
 		{"resume", "Resume a suspended VM"},
-		{"migrate", "Live-migrate a VM to another host (needs hass on both hosts)"},
 	} {
 		opName := op.name
 		use := opName + " NAME"
 		nargs := cobra.ExactArgs(1)
-		if opName == "migrate" {
-			use, nargs = "migrate NAME [HOST]", cobra.RangeArgs(1, 2)
-		}
 		c.AddCommand(&cobra.Command{
 			Use:   use,
 			Short: op.short,
@@ -175,9 +172,6 @@ func vmCmd() *cobra.Command {
 					return err
 				}
 				req := api.OperationRequest{Op: opName}
-				if len(args) == 2 {
-					req.Target = args[1]
-				}
 				o, err := cl.Operate(cmd.Context(), args[0], req)
 				if err != nil {
 					return err
@@ -190,7 +184,85 @@ func vmCmd() *cobra.Command {
 			},
 		})
 	}
+	c.AddCommand(migrateCmd(cf))
 	return c
+}
+
+// migrateCmd is `hass vm migrate NAME --to HOST | --auto [--wait]`.
+func migrateCmd(cf *clientFlags) *cobra.Command {
+	var to string
+	var auto bool
+	var wait time.Duration
+	c := &cobra.Command{
+		Use:   "migrate NAME (--to HOST | --auto)",
+		Short: "Live-migrate a VM to another host of its cluster (--auto: hass places it, as it would an evacuation)",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 2 { // the older form: migrate NAME HOST
+				if to != "" && to != args[1] {
+					return fmt.Errorf("migrate: the host is given twice (%s and --to %s)", args[1], to)
+				}
+				to = args[1]
+			}
+			switch {
+			case to == "" && !auto:
+				return errors.New("migrate: say where: --to HOST, or --auto to let hass place it")
+			case to != "" && auto:
+				return errors.New("migrate: --to and --auto exclude each other")
+			}
+			cl, err := cf.client()
+			if err != nil {
+				return err
+			}
+			o, err := cl.Operate(cmd.Context(), args[0], api.OperationRequest{Op: "migrate", Target: to})
+			if err != nil {
+				return err
+			}
+			if wait <= 0 {
+				if cf.json() {
+					return printJSON(cmd.OutOrStdout(), o)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "migrate %s: accepted (operation %d, %s)\n", cell(args[0]), o.ID, cell(o.Phase))
+				return nil
+			}
+			return waitMigration(cmd, cl, args[0], o, wait)
+		},
+	}
+	c.Flags().StringVar(&to, "to", "", "the host to move it to")
+	c.Flags().BoolVar(&auto, "auto", false, "let hass choose the host (capacity, anti-affinity, spares kept for recoveries)")
+	c.Flags().DurationVar(&wait, "wait", 0, "wait up to this long for the migration to end, showing its progress (0: return once accepted)")
+	return c
+}
+
+// waitMigration follows a migration until the VM has no operation in flight, and says where
+// the VM runs.
+func waitMigration(cmd *cobra.Command, cl *api.Client, name string, o api.Operation, limit time.Duration) error {
+	out := cmd.OutOrStdout()
+	from := ""
+	if v, err := cl.VM(cmd.Context(), name); err == nil {
+		from = v.Host
+	}
+	fmt.Fprintf(out, "migrate %s: operation %d accepted\n", cell(name), o.ID)
+	start := time.Now()
+	deadline := start.Add(limit)
+	for {
+		v, err := cl.VM(cmd.Context(), name)
+		if err != nil {
+			return err
+		}
+		if v.Operation == nil || v.Operation.ID != o.ID {
+			if o.Target != "" && v.Host != o.Target || v.Host == from && from != "" {
+				return fmt.Errorf("migrate %s: did not move: it runs on %s (%s, %s); see hass events --vm %s", cell(name), cell(v.Host), v.Observed, v.State, cell(name))
+			}
+			fmt.Fprintf(out, "migrate %s: done in %s: runs on %s (%s)\n", cell(name), time.Since(start).Round(100*time.Millisecond), cell(v.Host), v.Observed)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("migrate %s: still in progress after %s (operation %d, %s)", cell(name), limit, o.ID, v.Operation.Phase)
+		}
+		fmt.Fprintf(out, "  %s: %s, %s\n", time.Since(start).Round(time.Second), v.Operation.Phase, v.Observed)
+		time.Sleep(time.Second)
+	}
 }
 
 // cell makes s fit one table cell or one line: control characters (a newline or a carriage

@@ -141,7 +141,7 @@ func (c *cluster) startAgent(h rig.Host) {
 	must(c.t, os.WriteFile(wd, nil, 0o600))
 	p, err := c.r.Start(h, c.bin, "agent", "--host-name", h.String(), "--etcd", c.etcdEndpoints(),
 		"--heartbeat", fmt.Sprintf("%s:%d", c.r.Addr(h), hbPort), "--resync", "5s", "--mem-mib", "4096",
-		"--watchdog", wd)
+		"--watchdog", wd, "--migrate-uri", c.r.TCPURI(h))
 	must(c.t, err)
 	c.agents[h] = p
 }
