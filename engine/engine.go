@@ -526,20 +526,28 @@ func (e *Engine) checkMajority() {
 	if e.restoring {
 		return
 	}
-	members := len(e.hostList) - e.nFenced
-	no := 2*len(e.suspects) <= members
+	// A host in maintenance that its BMC reports powered off runs nothing and holds nothing
+	// back: it is no member, as a fenced one.
+	off := 0
+	for _, h := range e.suspects {
+		if h.powerOff {
+			off++
+		}
+	}
+	members := len(e.hostList) - e.nFenced - off
+	no := 2*(len(e.suspects)-off) <= members
 	if no == e.noMajority {
 		return
 	}
 	e.noMajority = no
 	if !no {
 		e.log(RecAlert, "", "", "%d of the %d members have no lease: hass declares none of them fenced by lease expiry while they are a majority (their agents hold back their fences: the control plane may be lost)",
-			len(e.suspects), members)
+			len(e.suspects)-off, members)
 		return
 	}
 	e.quorumSince = e.now
 	e.log(RecAlert, "", "", "the hosts without a lease (%d of %d members) are no longer a majority: hosts whose lease expired are declared fenced once that held for %s",
-		len(e.suspects), members, e.cfg.MajoritySettle)
+		len(e.suspects)-off, members, e.cfg.MajoritySettle)
 }
 
 func (e *Engine) hostLease(in HostLease) {
@@ -568,7 +576,7 @@ func (e *Engine) hostLease(in HostLease) {
 			}
 		}
 	case in.Alive && in.Lease != 0 && in.Lease != h.lease:
-		h.lease = in.Lease
+		h.lease, h.powerOff = in.Lease, false // a new agent: the host runs again
 		e.log(RecHost, "", h.id, "holds lease %d", h.lease)
 	case !in.Alive && h.state == hostUp:
 		e.setHostState(h, hostSuspect)

@@ -152,6 +152,7 @@ func (e *Engine) hostPower(in HostPower) {
 		if !h.powerOff {
 			h.powerOff = true
 			e.log(RecHost, "", h.id, "powered off (BMC) while in maintenance: not fenced, its VMs wait for maintenance to end")
+			e.checkMajority()
 		}
 		return
 	}

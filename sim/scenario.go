@@ -64,9 +64,12 @@ type Scenario struct {
 }
 
 type hostSpec struct {
-	id      engine.HostID
-	mem     int
-	fencing bool
+	id       engine.HostID
+	mem      int
+	vcpus    int
+	fencing  bool
+	cluster  string
+	reserved bool
 }
 
 type vmSpec struct {
@@ -402,9 +405,10 @@ func (sc *Scenario) Run(naive bool) (string, Result) {
 		s.addHost(h.id, h.mem, h.fencing)
 	}
 	for _, v := range sc.vms {
-		s.addVM(v.id, s.hostByID[v.host], v.mem, v.policy, !v.stopped)
-		d := s.hostByID[v.host].doms[v.id]
-		d.ignoreACPI, d.softReboot = v.ignoreACPI, v.softReboot
+		if s.addVM(v.id, s.hostByID[v.host], v.mem, v.policy, !v.stopped) {
+			d := s.hostByID[v.host].doms[v.id]
+			d.ignoreACPI, d.softReboot = v.ignoreACPI, v.softReboot
+		}
 	}
 	for _, c := range sc.cmds {
 		s.at(s.start.Add(c.at), func() { s.command(c.args) })
