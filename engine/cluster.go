@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // cluster is a set of hosts that cover for each other (a HASS cluster, a Masakari segment).
@@ -78,7 +79,7 @@ func (e *Engine) setCluster(in SetCluster) {
 	default:
 		return
 	}
-	if c.tolerate > 0 {
+	if c.tolerate > 0 && slices.ContainsFunc(e.hostList, func(h *host) bool { return h.cluster == c.name }) {
 		if err := e.admit(c, nil, nil); err != nil {
 			e.log(RecAlert, "", "", "cluster %s does not meet its tolerance today: %s", c.name, err.(*AdmissionError).Reason)
 		}
@@ -105,7 +106,7 @@ func (e *Engine) deleteCluster(in DeleteCluster) {
 		if len(hs) > 3 {
 			hs = append(hs[:3], fmt.Sprintf("and %d more", len(hs)-3))
 		}
-		e.out.Err = fmt.Errorf("delete cluster %s: it has hosts (%v): remove them first", c.name, hs)
+		e.out.Err = fmt.Errorf("delete cluster %s: it has hosts (%s): remove them first", c.name, strings.Join(hs, ", "))
 		return
 	}
 	delete(e.clusters, c.name)

@@ -156,7 +156,7 @@ func (e *Engine) drain(h *host) {
 		return
 	}
 	e.stopDraining(h)
-	e.log(RecExpected, "", h.id, "maintenance: every protected vm that ran here has left")
+	e.log(RecExpected, "", h.id, "maintenance: no running protected vm is left here to move")
 }
 
 // maintWait notes why a VM stays on a host in maintenance; a new reason is alerted once.
