@@ -267,6 +267,22 @@ func TestHostPower(t *testing.T) {
 			{at: 12 * s, in: FenceResult{Host: "h1", OK: true}, acts: acts()},
 		}))
 	})
+	t.Run("a fence ordered before maintenance is not acted on", func(t *testing.T) {
+		cfg := DefaultConfig()
+		cfg.PowerFenceDelay = 0
+		h := newHarness(t, cfg)
+		h.run(cat(cluster3(true), []ev{
+			{at: 10 * s, in: HostLease{Host: "h1", Since: t0.Add(8 * s)}, acts: acts("fence@h1")},
+			{at: 10 * s, in: Maintenance{Host: "h1", On: true}, check: wantCurrent(ActFence, "", false)},
+			{at: 11 * s, in: FenceResult{Host: "h1", OK: true}, acts: acts(), check: all(wantHostState("h1", "suspect"),
+				func(t *testing.T, h *harness) {
+					if st, _ := h.e.Host("h1"); !st.PowerOff {
+						t.Fatalf("h1 %+v: the confirmed power-off is not noted", st)
+					}
+				})},
+			{at: 60 * s, in: Tick{}, acts: acts(), check: wantHostState("h1", "suspect")},
+		}))
+	})
 }
 
 // TestMaintenance: on with migration moves the running VMs away, highest priority first,

@@ -616,6 +616,11 @@ func (e *Engine) fenceResult(in FenceResult) {
 		e.log(RecAlert, "", h.id, "fence failed (%s): waiting for lease expiry + self-fence margin", in.Err)
 		return
 	}
+	if h.maint {
+		// Ordered before the host went into maintenance: it is off, and stays in maintenance.
+		e.hostPower(HostPower{Host: h.id, Off: true})
+		return
+	}
 	e.fenced(h, "power-off confirmed")
 }
 
