@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/hassproject/hass/placement"
 )
 
 // ---- user operations -------------------------------------------------------------------
@@ -37,9 +39,21 @@ func (e *Engine) request(in Request) {
 			refuse("home host %s is suspect: the vm may still run there until it is fenced or back", v.home)
 			return
 		}
-		if home.state != hostUp {
-			if target = e.place(v, v.home); target == "" {
-				refuse("home host %s is %s and no other host has room", v.home, home.state)
+		if home.state != hostUp || (home.maint && !observed.up()) {
+			what := home.state.String()
+			if home.maint {
+				what = "in maintenance"
+			}
+			var why string
+			if target, why = e.place(v, v.home, placement.User); target == "" {
+				refuse("home host %s is %s and no other host fits: %s", v.home, what, why)
+				return
+			}
+		}
+		if !v.wantsUp() {
+			// A stopped VM that starts needs room after the cluster's tolerated losses.
+			if err := e.admitVM(v.id, v.mem, v.vcpus, e.hosts[target]); err != nil {
+				e.out.Err = fmt.Errorf("%s %s: %w", in.Op, in.VM, err)
 				return
 			}
 		}
@@ -54,9 +68,9 @@ func (e *Engine) request(in Request) {
 		}
 		if in.Op == OpMigrate {
 			if in.Target == "" {
-				in.Target = e.place(v, v.home)
-				if in.Target == "" {
-					refuse("no host has room for it")
+				var why string
+				if in.Target, why = e.place(v, v.home, placement.User); in.Target == "" {
+					refuse("no host fits: %s", why)
 					return
 				}
 			}
@@ -70,6 +84,20 @@ func (e *Engine) request(in Request) {
 				return
 			case t.state != hostUp:
 				refuse("target host %s is %s", in.Target, t.state)
+				return
+			case !in.Source.ours():
+				// Nova moves it whatever hass says: only expect it.
+			case t.maint:
+				refuse("target host %s is in maintenance", in.Target)
+				return
+			case t.cluster != v.cluster:
+				refuse("target host %s is in cluster %s; the vm belongs to cluster %s", in.Target, t.cluster, v.cluster)
+				return
+			case t.reserved:
+				refuse("target host %s is reserved for recoveries", in.Target)
+				return
+			case v.policy.AntiAffinityHard && t.groups[v.policy.AntiAffinity] > 0:
+				refuse("target host %s runs a vm of anti-affinity group %s, which is hard", in.Target, v.policy.AntiAffinity)
 				return
 			}
 			in.Target = t.id
@@ -352,7 +380,7 @@ func insist(op *Operation, state DomState) (ActKind, bool) {
 func (e *Engine) opFailed(v *vm, op *Operation, state DomState) {
 	switch op.Kind {
 	case OpMigrate:
-		if o := v.obsOn(v.home); op.Source != SrcAPI && v.wantsUp() && !state.up() && v.fail == nil && o != nil && e.nowhere(v, op, o) {
+		if o := v.obsOn(v.home); !op.Source.ours() && v.wantsUp() && !state.up() && v.fail == nil && o != nil && e.nowhere(v, op, o) {
 			e.detect(v, FailOperation, e.now, "migration left the vm running nowhere")
 		}
 	case OpStart, OpReboot, OpResume:
@@ -446,7 +474,7 @@ func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, a
 			v.op.Target = h
 		case st == DomPaused && (r == ReasonMigrated || migrating):
 			return // the incoming copy of a migration under way: it does not run yet
-		case (r == ReasonMigrated || migrating) && !homeDown && v.op != nil && v.op.Source == SrcAPI && v.opActID != 0:
+		case (r == ReasonMigrated || migrating) && !homeDown && v.op != nil && v.op.Source.ours() && v.opActID != 0:
 			return // ours, still unanswered: its result, or the source stopping, says it landed
 		case r == ReasonMigrated || migrating:
 			e.log(RecExpected, id, h, "migrated here from %s", v.home)
@@ -737,6 +765,9 @@ func (e *Engine) actionResult(in ActionResult) {
 // ---- time ------------------------------------------------------------------------------
 
 func (e *Engine) tick() {
+	if len(e.draining) > 0 {
+		e.drainDue()
+	}
 	if len(e.suspects) > 0 {
 		for _, h := range slices.Clone(e.suspects) { // in name order
 			if t, ok := e.fenceDue(h); ok && h.state == hostSuspect && !e.now.Before(t) {
@@ -1159,6 +1190,13 @@ func (e *Engine) recover(v *vm) {
 		f.actID = 0
 		f.next = e.now.Add(e.backoff(f.attempts))
 	}
+	if e.held(v) {
+		if why := fmt.Sprintf("its host %s is in maintenance: recovery waits for maintenance to end", v.home); v.waitWhy != why {
+			v.waitWhy = why
+			e.log(RecExpected, v.id, v.home, "recovery from %s held: the host is in maintenance", f.kind)
+		}
+		return
+	}
 	if e.now.Before(f.next) {
 		return
 	}
@@ -1203,19 +1241,21 @@ func (e *Engine) recover(v *vm) {
 		e.giveUp(v, fmt.Sprintf("%d restarts in %s and %d relocations spent", v.restartsInWindow(e.now), v.policy.Window, v.relocations))
 		return
 	}
-	target := e.place(v, v.home)
+	target, whyNot := e.place(v, v.home, placement.Recovery)
 	if target == "" {
 		if !evacuate {
-			e.giveUp(v, fmt.Sprintf("%d restarts in %s spent and no other host has room", v.restartsInWindow(e.now), v.policy.Window))
+			e.giveUp(v, fmt.Sprintf("%d restarts in %s spent and no other host fits (%s)", v.restartsInWindow(e.now), v.policy.Window, whyNot))
 			return
 		}
+		v.waitWhy = whyNot
 		if !f.noCapacityAlerted {
 			f.noCapacityAlerted = true
-			e.log(RecAlert, v.id, v.home, "no host has room to restart it: retrying every %s", e.cfg.RetryPlacement)
+			e.log(RecAlert, v.id, v.home, "no host fits to restart it (%s): retrying every %s", whyNot, e.cfg.RetryPlacement)
 		}
 		f.next = e.now.Add(e.cfg.RetryPlacement)
 		return
 	}
+	v.waitWhy = ""
 	if !evacuate {
 		v.relocations++
 	}

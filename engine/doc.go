@@ -131,12 +131,28 @@
 // does not spend the VM's restart budget and does not wait for its restart backoff (host
 // loss is not the VM's fault: a VM that crashed a minute ago leaves with its neighbours).
 //
-// Placement (a relocation, an evacuation, a start or migration with no host named) takes a
-// host that is up, has the memory and holds no copy of the VM that is up, preferring one
-// whose hypervisor was not just found unreachable, then one the VM has not failed on within
-// its policy window (it crashed there, or a start there was refused), then one that keeps
-// its anti-affinity group apart, then the most free memory. A host it failed on is used
-// again only when no other has room.
+// Placement (a relocation, an evacuation, a start or migration with no host named, a
+// maintenance move) is package placement's: feasibility checkers say no to a host with a
+// reason (up, out of maintenance, not the host it leaves, the VM's cluster, no copy of the
+// VM up there, memory, vCPUs, a spare only for a recovery, hard anti-affinity), rankers
+// score what is left (its hypervisor reached, the VM did not fail there within its policy
+// window, its soft anti-affinity group kept apart, a spare first for a recovery, the most
+// free memory; the first name wins a tie). A host it failed on is used again only when no
+// other has room. When nothing fits, VMStatus.Waiting says why in one line with numbers. A
+// migration in flight counts against its target as well as its source.
+//
+// # Clusters, spares, admission, maintenance, power
+//
+// A VM belongs to the cluster of the host it was protected on, and every placement stays
+// inside it (a user's migration to another cluster is refused). A reserved host (a spare)
+// takes only recoveries, and recoveries go there first (Masakari's reserved_host, vSphere's
+// failover hosts); a user's placement and a maintenance move never use one. A cluster's
+// TolerateHostFailures is its admission control (admission.go): a Protect, or a user's start
+// of a stopped VM, is refused with an *AdmissionError when the cluster's VMs could not all be
+// restarted after losing that many hosts. Maintenance (maintenance.go) moves a host's
+// running VMs away, holds their recovery and never fences the host. The BMC's power status
+// (HostPower) fences a powered-off host at once; the lease ID a host was fenced with does
+// not bring it back up (HostLease.Lease).
 //
 // A recovery action is recorded (in the log and the VM's state) before it is issued, carries
 // an ID, and is retried when it fails or goes unanswered for StartTimeout; a user's stop or

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/hassproject/hass/placement"
 )
 
 type hostState uint8
@@ -22,7 +24,10 @@ func (s hostState) String() string { return hostStateNames[s] }
 type host struct {
 	id         HostID
 	mem        int
+	vcpus      int // 0 = not limited
 	fencing    bool
+	cluster    string
+	reserved   bool // a spare: only recoveries are placed on it
 	state      hostState
 	lostAt     time.Time // when the lease expired
 	lastSeen   time.Time // when the host last renewed it
@@ -31,9 +36,18 @@ type host struct {
 	// unreached: an action for this host came back unreached (its hypervisor could not be
 	// reached); the host's next report re-issues what waits for it.
 	unreached bool
+	// lease is the store's lease ID the host last renewed (0: unknown); fencedLease is the one
+	// that was current when it was fenced, which does not bring it back up.
+	lease, fencedLease int64
+	// maint: in maintenance (see Maintenance); maintMigrate: its VMs are moved away, by the
+	// drain pass due at maintNext (zero: nothing left to move). powerOff: the BMC reported it
+	// powered off while in maintenance (it is fenced when maintenance ends, if still off).
+	maint, maintMigrate, powerOff bool
+	maintNext                     time.Time
 
 	related []*vm          // the VMs homed, observed, recovering or copied here (see index.go)
-	used    int            // memory of the VMs homed here that are wanted up
+	used    int            // memory of the VMs homed here that are wanted up (and migrating here)
+	usedCPU int            // their vCPUs
 	groups  map[string]int // their anti-affinity groups, and how many of each
 }
 
@@ -97,6 +111,8 @@ type vm struct {
 	id          VMID
 	policy      Policy
 	mem         int
+	vcpus       int
+	cluster     string // its home host's cluster when it was protected: it stays inside it
 	home        HostID
 	desired     Desired
 	gen         uint64
@@ -121,6 +137,9 @@ type vm struct {
 	// ownPause: the home copy is paused by hass itself (an extra copy it paused that turned
 	// out to be the only one, being resumed), not by a user.
 	ownPause bool
+	// waitWhy says why the VM waits for a host (placement found none, or a maintenance move
+	// could not be placed); "" when it does not. Shown as VMStatus.Waiting.
+	waitWhy string
 
 	vmIndex
 }
@@ -193,12 +212,19 @@ type Engine struct {
 	cand        cands
 	candMark    uint64
 	relBuf      []*host
+
+	clusters map[string]*cluster
+	planner  placement.Planner
+	view     hostsView // the hosts as the planner sees them (reused: no allocation)
+	// draining lists the hosts in maintenance whose VMs are being moved away, by name.
+	draining []*host
 }
 
 // New returns an empty engine.
 func New(cfg Config) *Engine {
 	return &Engine{cfg: cfg, hosts: map[HostID]*host{}, vms: map[VMID]*vm{}, noMajority: true,
-		waiting: map[*vm]struct{}{}, migrating: map[*vm]struct{}{}, actVM: map[uint64]*vm{},
+		clusters: map[string]*cluster{DefaultCluster: {name: DefaultCluster}},
+		waiting:  map[*vm]struct{}{}, migrating: map[*vm]struct{}{}, actVM: map[uint64]*vm{},
 		wake: timerHeap{k: timerWake}, due: timerHeap{k: timerDue}}
 }
 
@@ -226,6 +252,16 @@ func (e *Engine) step(now time.Time, in Input) {
 		e.tick()
 	case AddHost:
 		e.addHost(in)
+	case RemoveHost:
+		e.removeHost(in)
+	case SetCluster:
+		e.setCluster(in)
+	case DeleteCluster:
+		e.deleteCluster(in)
+	case Maintenance:
+		e.maintenance(in)
+	case HostPower:
+		e.hostPower(in)
 	case HostLease:
 		e.hostLease(in)
 		if e.out.Err == nil {
@@ -286,7 +322,7 @@ func (e *Engine) issueDueFences() {
 // powerFenceDue says when a suspect host's power fence is to be ordered (ok false: it has
 // none, it was ordered, or the hosts without a lease are a majority). See PowerFenceDelay.
 func (e *Engine) powerFenceDue(h *host) (time.Time, bool) {
-	if !h.fencing || h.fenceActID != 0 || !e.noMajority {
+	if !h.fencing || h.fenceActID != 0 || !e.noMajority || h.maint {
 		return time.Time{}, false
 	}
 	from := h.lostAt
@@ -301,7 +337,7 @@ func (e *Engine) powerFenceDue(h *host) (time.Time, bool) {
 func (e *Engine) Current(a Action) bool {
 	if a.Kind == ActFence {
 		h := e.hosts[a.Host]
-		return h != nil && h.state == hostSuspect
+		return h != nil && h.state == hostSuspect && !h.maint
 	}
 	v := e.vms[a.VM]
 	return v != nil && v.gen == a.Gen
@@ -321,6 +357,11 @@ type VMStatus struct {
 	Relocations int
 	Policy      Policy
 	MemMiB      int
+	VCPUs       int
+	Cluster     string
+	// Waiting says why a VM that should run waits ("no host has room: need 2048 MiB, largest
+	// free 1024 MiB on h3"); "" when it does not.
+	Waiting string
 }
 
 // Status returns the view of every protected VM, sorted by name.
@@ -364,8 +405,30 @@ func (e *Engine) status(v *vm) VMStatus {
 	default:
 		s.State = "healthy"
 	}
-	s.MemMiB = v.mem
+	s.MemMiB, s.VCPUs, s.Cluster = v.mem, v.vcpus, v.cluster
+	s.Waiting = e.waitReason(v)
 	return s
+}
+
+// waitReason says why v, meant to run, waits: for a host to place it on, for maintenance
+// to end, for its host to be fenced. "" when it does not wait.
+func (e *Engine) waitReason(v *vm) string {
+	if v.dead || v.errored || !v.wantsUp() {
+		return ""
+	}
+	h := e.homeHost(v)
+	switch {
+	case v.waitWhy != "" && v.fail != nil && v.fail.actID == 0:
+		return v.waitWhy
+	case v.waitWhy != "" && v.op == nil && h != nil && h.maint && h.maintMigrate:
+		return v.waitWhy
+	case h == nil:
+	case h.state == hostSuspect && h.maint:
+		return fmt.Sprintf("its host %s is in maintenance and without a lease: it waits for maintenance to end", h.id)
+	case h.state == hostSuspect:
+		return fmt.Sprintf("its host %s is suspect: waiting for it to be fenced or back", h.id)
+	}
+	return ""
 }
 
 func (e *Engine) hostFenced(id HostID) bool {
@@ -389,6 +452,9 @@ func (e *Engine) HostState(id HostID) string {
 // (a failure's next attempt that fell due), else O(1) plus the hosts in suspicion.
 func (e *Engine) NextWake() time.Time {
 	var w time.Time
+	for _, h := range e.draining {
+		w = earliest(w, h.maintNext)
+	}
 	for _, h := range e.suspects {
 		if t, ok := e.fenceDue(h); ok {
 			w = earliest(w, t)
@@ -438,36 +504,11 @@ func (e *Engine) act(v *vm, k ActKind, h, target HostID, why string) Action {
 	return a
 }
 
-func (e *Engine) addHost(in AddHost) {
-	if in.Host == "" {
-		e.out.Err = errors.New("add host: host name is empty")
-		return
-	}
-	if in.MemMiB < 0 {
-		e.out.Err = fmt.Errorf("add host %s: mem %d MiB must be >= 0", in.Host, in.MemMiB)
-		return
-	}
-	if h := e.hosts[in.Host]; h != nil {
-		if h.mem != in.MemMiB || h.fencing != in.Fencing {
-			h.mem, h.fencing = in.MemMiB, in.Fencing
-			e.log(RecHost, "", in.Host, "updated mem=%dMiB fencing=%t", in.MemMiB, in.Fencing)
-		}
-		return
-	}
-	h := &host{id: in.Host, mem: in.MemMiB, fencing: in.Fencing}
-	e.hosts[in.Host] = h
-	i, _ := slices.BinarySearch(e.hostIx, in.Host)
-	e.hostIx = slices.Insert(e.hostIx, i, in.Host)
-	e.hostList = slices.Insert(e.hostList, i, h)
-	e.log(RecHost, "", in.Host, "added mem=%dMiB fencing=%t", in.MemMiB, in.Fencing)
-	e.checkMajority()
-}
-
 // fenceDue says when a suspect host may be declared fenced by its lease's expiry: once the
 // self-fence margin has passed since the expiry and the suspect hosts have not been a
 // strict majority of the members for MajoritySettle; ok is false while they are.
 func (e *Engine) fenceDue(h *host) (time.Time, bool) {
-	if !e.noMajority {
+	if !e.noMajority || h.maint {
 		return time.Time{}, false
 	}
 	t := h.lostAt.Add(e.cfg.SelfFenceMargin)
@@ -485,20 +526,28 @@ func (e *Engine) checkMajority() {
 	if e.restoring {
 		return
 	}
-	members := len(e.hostList) - e.nFenced
-	no := 2*len(e.suspects) <= members
+	// A host in maintenance that its BMC reports powered off runs nothing and holds nothing
+	// back: it is no member, as a fenced one.
+	off := 0
+	for _, h := range e.suspects {
+		if h.powerOff {
+			off++
+		}
+	}
+	members := len(e.hostList) - e.nFenced - off
+	no := 2*(len(e.suspects)-off) <= members
 	if no == e.noMajority {
 		return
 	}
 	e.noMajority = no
 	if !no {
 		e.log(RecAlert, "", "", "%d of the %d members have no lease: hass declares none of them fenced by lease expiry while they are a majority (their agents hold back their fences: the control plane may be lost)",
-			len(e.suspects), members)
+			len(e.suspects)-off, members)
 		return
 	}
 	e.quorumSince = e.now
 	e.log(RecAlert, "", "", "the hosts without a lease (%d of %d members) are no longer a majority: hosts whose lease expired are declared fenced once that held for %s",
-		len(e.suspects), members, e.cfg.MajoritySettle)
+		len(e.suspects)-off, members, e.cfg.MajoritySettle)
 }
 
 func (e *Engine) hostLease(in HostLease) {
@@ -508,8 +557,14 @@ func (e *Engine) hostLease(in HostLease) {
 		return
 	}
 	switch {
+	case in.Alive && h.state == hostFenced && in.Lease != 0 && in.Lease == h.fencedLease:
+		// The dead host's lease key, which the store keeps until it expires: not the host.
 	case in.Alive && h.state != hostUp:
-		e.log(RecHost, "", h.id, "lease renewed: up again (was %s)", h.state)
+		if in.Lease != 0 {
+			h.lease = in.Lease
+		}
+		h.fencedLease, h.powerOff = 0, false
+		e.log(RecHost, "", h.id, "lease renewed: up again (was %s)%s", h.state, leaseText(h.lease))
 		e.setHostState(h, hostUp)
 		h.fenceActID = 0
 		c := e.candidates()
@@ -520,15 +575,28 @@ func (e *Engine) hostLease(in HostLease) {
 				e.evaluate(v)
 			}
 		}
+	case in.Alive && in.Lease != 0 && in.Lease != h.lease:
+		h.lease, h.powerOff = in.Lease, false // a new agent: the host runs again
+		e.log(RecHost, "", h.id, "holds lease %d", h.lease)
 	case !in.Alive && h.state == hostUp:
 		e.setHostState(h, hostSuspect)
 		h.lostAt, h.lastSeen = e.now, in.Since
 		if h.lastSeen.IsZero() || h.lastSeen.After(e.now) {
 			h.lastSeen = e.now
 		}
+		if h.maint {
+			e.log(RecHost, "", h.id, "lease expired while in maintenance: never fenced, its VMs wait for maintenance to end")
+			return
+		}
 		e.log(RecHost, "", h.id, "lease expired: suspect, its VMs are in an unknown state until it is fenced")
-
 	}
+}
+
+func leaseText(l int64) string {
+	if l == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", lease %d", l)
 }
 
 // issueFence orders a suspect host's power fence.
@@ -548,10 +616,16 @@ func (e *Engine) fenceResult(in FenceResult) {
 		e.log(RecAlert, "", h.id, "fence failed (%s): waiting for lease expiry + self-fence margin", in.Err)
 		return
 	}
+	if h.maint {
+		// Ordered before the host went into maintenance: it is off, and stays in maintenance.
+		e.hostPower(HostPower{Host: h.id, Off: true})
+		return
+	}
 	e.fenced(h, "power-off confirmed")
 }
 
 func (e *Engine) fenced(h *host, why string) {
+	h.fencedLease = h.lease
 	e.setHostState(h, hostFenced)
 	e.log(RecHost, "", h.id, "fenced: %s", why)
 	// What was known about domains on a fenced host is void: they are gone.
@@ -613,11 +687,18 @@ func (e *Engine) protect(in Protect) {
 		e.out.Err = fmt.Errorf("protect %s: desired state %s: want running, paused or stopped", in.VM, in.Desired)
 		return
 	}
+	if in.MemMiB < 0 || in.VCPUs < 0 {
+		e.out.Err = fmt.Errorf("protect %s: mem %d MiB and vcpus %d must be >= 0", in.VM, in.MemMiB, in.VCPUs)
+		return
+	}
 	if v := e.vms[in.VM]; v != nil {
 		e.touch(v)
 		v.policy = in.Policy
 		if in.MemMiB > 0 {
 			v.mem = in.MemMiB
+		}
+		if in.VCPUs > 0 {
+			v.vcpus = in.VCPUs
 		}
 		e.log(RecProtect, v.id, v.home, "policy updated max-restarts=%d window=%s on-guest-shutdown=%s", in.Policy.MaxRestarts, in.Policy.Window, in.Policy.OnGuestShutdown)
 		return
@@ -627,9 +708,15 @@ func (e *Engine) protect(in Protect) {
 		e.out.Err = fmt.Errorf("protect %s: unknown host %q", in.VM, in.Host)
 		return
 	}
+	if in.Desired != WantStopped {
+		if err := e.admitVM(in.VM, in.MemMiB, in.VCPUs, h); err != nil {
+			e.out.Err = fmt.Errorf("protect %s: %w", in.VM, err)
+			return
+		}
+	}
 	// Host names are stored as the host's own string (the same value), which makes the
 	// comparisons of host names that find a VM's observations cheaper.
-	v := &vm{id: in.VM, policy: in.Policy, mem: in.MemMiB, home: h.id, desired: in.Desired, gen: 1}
+	v := &vm{id: in.VM, policy: in.Policy, mem: in.MemMiB, vcpus: in.VCPUs, cluster: h.cluster, home: h.id, desired: in.Desired, gen: 1}
 	e.vms[in.VM] = v
 	e.indexVM(v)
 	e.log(RecProtect, v.id, v.home, "desired=%s max-restarts=%d window=%s on-guest-shutdown=%s", v.desired, in.Policy.MaxRestarts, in.Policy.Window, in.Policy.OnGuestShutdown)

@@ -236,17 +236,30 @@ func (r *fuzzRun) next() Input {
 	case 0, 1:
 		return Tick{}
 	case 2:
-		return AddHost{Host: r.host(), MemMiB: []int{0, 512, 2048, 4096, -1}[r.in.n(5)], Fencing: r.in.bit()}
+		return AddHost{Host: r.host(), MemMiB: []int{0, 512, 2048, 4096, -1}[r.in.n(5)], Fencing: r.in.bit(),
+			VCPUs: []int{0, 0, 2, 8}[r.in.n(4)], Reserved: r.in.n(4) == 0, Cluster: []string{"", "", "c1", "nope"}[r.in.n(4)]}
 	case 3:
-		return HostLease{Host: r.host(), Alive: r.in.n(3) != 0}
+		return HostLease{Host: r.host(), Alive: r.in.n(3) != 0, Lease: int64(r.in.n(3))}
 	case 4:
 		return FenceResult{Host: r.host(), OK: r.in.bit(), Err: "bmc"}
 	case 5:
 		return Protect{VM: r.vm(), Host: r.host(), MemMiB: []int{0, 512, 1024, 3000}[r.in.n(4)], Policy: r.policy(),
 			Desired: Desired(r.in.n(5))}
 	case 6:
-		if r.in.n(4) == 0 {
+		switch r.in.n(8) {
+		case 0:
 			return Unprotect{VM: r.vm()}
+		case 1:
+			return Maintenance{Host: r.host(), On: r.in.bit(), Migrate: r.in.bit()}
+		case 2:
+			return HostPower{Host: r.host(), Off: r.in.bit()}
+		case 3:
+			return SetCluster{Name: []string{"c1", "default", ""}[r.in.n(3)], TolerateHostFailures: r.in.n(3)}
+		case 4:
+			if r.in.bit() {
+				return DeleteCluster{Name: []string{"c1", "default"}[r.in.n(2)]}
+			}
+			return RemoveHost{Host: r.host()}
 		}
 		return Tick{}
 	case 7, 8:
@@ -337,7 +350,8 @@ func (r *fuzzRun) step(in Input) {
 	var wakeBefore time.Time
 	hostsBefore := map[HostID]string{}
 	switch in.(type) {
-	case Request, Protect, Unprotect, AddHost, HostLease, Observe, Snapshot, ActionResult:
+	case Request, Protect, Unprotect, AddHost, HostLease, Observe, Snapshot, ActionResult,
+		RemoveHost, SetCluster, DeleteCluster, Maintenance, HostPower:
 		before = maskNow(r.e.Status())
 		wakeBefore = r.e.NextWake()
 		for _, h := range fuzzHosts {
@@ -355,7 +369,7 @@ func (r *fuzzRun) step(in Input) {
 		homes[s.VM] = s.Home
 	}
 
-	hostStates := r.e.Hosts()
+	hostStates, clusterStates := r.e.Hosts(), r.e.Clusters()
 	vmStates := map[VMID]VMState{}
 	for _, id := range fuzzVMs {
 		if st, ok := r.e.State(id); ok {
@@ -386,6 +400,10 @@ func (r *fuzzRun) step(in Input) {
 	// Every change of a host's state is logged as a RecHost record naming it: a runner that
 	// stores e.Host(r.Host) for each such record keeps its stored copy exact.
 	r.checkHostRecords(hostStates, log)
+	// Likewise every change of a cluster, as a RecCluster record naming it.
+	if now := r.e.Clusters(); !reflect.DeepEqual(now, clusterStates) && !slices.ContainsFunc(log, func(rec Record) bool { return rec.Type == RecCluster && rec.Cluster != "" }) {
+		r.fatalf("clusters changed from %+v to %+v with no cluster record", clusterStates, now)
+	}
 	// Every VM whose stored state changed is in Touched.
 	for _, id := range fuzzVMs {
 		st, ok := r.e.State(id)

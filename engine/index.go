@@ -35,11 +35,14 @@ type relRef struct {
 	pos int
 }
 
-// usage is what a VM counts against a host's memory and anti-affinity groups: placement
-// counts every VM that is wanted up against its home.
+// usage is what a VM counts against a host's memory, vCPUs and anti-affinity groups:
+// placement counts every VM that is wanted up against its home, and a VM with a migration in
+// flight against its target as well (t), so that moves placed one after another (a host
+// drained for maintenance) do not all take the same room.
 type usage struct {
-	h     *host
+	h, t  *host
 	mem   int
+	cpu   int
 	group string
 }
 
@@ -355,32 +358,45 @@ func (e *Engine) syncRelated(v *vm) {
 
 // ---- placement usage -------------------------------------------------------------------
 
-// syncUse brings what v counts against its home's memory and groups up to date.
+// syncUse brings what v counts against its home's (and its migration target's) memory,
+// vCPUs and groups up to date.
 func (e *Engine) syncUse(v *vm) {
 	var u usage
 	if !v.dead && v.wantsUp() {
 		if h := e.homeHost(v); h != nil {
-			u = usage{h: h, mem: v.mem, group: v.policy.AntiAffinity}
+			u = usage{h: h, mem: v.mem, cpu: v.vcpus, group: v.policy.AntiAffinity}
+			if op := v.op; op != nil && op.Kind == OpMigrate && op.Target != "" && op.Target != v.home {
+				u.t = e.hosts[op.Target]
+			}
 		}
 	}
 	if u == v.use {
 		return
 	}
-	if o := v.use; o.h != nil {
-		o.h.used -= o.mem
+	o := v.use
+	for _, h := range [2]*host{o.h, o.t} {
+		if h == nil {
+			continue
+		}
+		h.used -= o.mem
+		h.usedCPU -= o.cpu
 		if o.group != "" {
-			if o.h.groups[o.group]--; o.h.groups[o.group] == 0 {
-				delete(o.h.groups, o.group)
+			if h.groups[o.group]--; h.groups[o.group] == 0 {
+				delete(h.groups, o.group)
 			}
 		}
 	}
-	if u.h != nil {
-		u.h.used += u.mem
+	for _, h := range [2]*host{u.h, u.t} {
+		if h == nil {
+			continue
+		}
+		h.used += u.mem
+		h.usedCPU += u.cpu
 		if u.group != "" {
-			if u.h.groups == nil {
-				u.h.groups = map[string]int{}
+			if h.groups == nil {
+				h.groups = map[string]int{}
 			}
-			u.h.groups[u.group]++
+			h.groups[u.group]++
 		}
 	}
 	v.use = u

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/hassproject/hass/placement"
 )
 
 // The checks checkIndexes turns on: the indexes against a walk of every VM, and every
@@ -41,7 +43,7 @@ func (e *Engine) checkIndexes() {
 		e.checkFail("hostList has %d hosts, hostIx %d", len(e.hostList), len(e.hostIx))
 	}
 	var suspects []*host
-	used := map[*host]int{}
+	used, usedCPU := map[*host]int{}, map[*host]int{}
 	groups := map[*host]map[string]int{}
 	for i, id := range e.hostIx {
 		h := e.hosts[id]
@@ -83,13 +85,15 @@ func (e *Engine) checkIndexes() {
 			}
 		}
 		if v.wantsUp() {
-			h := e.hosts[v.home]
-			used[h] += v.mem
-			if g := v.policy.AntiAffinity; g != "" {
-				if groups[h] == nil {
-					groups[h] = map[string]int{}
+			for _, h := range e.useHostsWalk(v) {
+				used[h] += v.mem
+				usedCPU[h] += v.vcpus
+				if g := v.policy.AntiAffinity; g != "" {
+					if groups[h] == nil {
+						groups[h] = map[string]int{}
+					}
+					groups[h][g]++
 				}
-				groups[h][g]++
 			}
 		}
 		waiting := (v.fail != nil && v.fail.unreached != "") || (v.op != nil && !v.op.retryAt.IsZero())
@@ -127,8 +131,8 @@ func (e *Engine) checkIndexes() {
 		}
 	}
 	for _, h := range e.hostList {
-		if h.used != used[h] {
-			e.checkFail("host %s: %d MiB used, want %d", h.id, h.used, used[h])
+		if h.used != used[h] || h.usedCPU != usedCPU[h] {
+			e.checkFail("host %s: %d MiB and %d vCPUs used, want %d and %d", h.id, h.used, h.usedCPU, used[h], usedCPU[h])
 		}
 		if len(h.groups) != len(groups[h]) {
 			e.checkFail("host %s: groups %v, want %v", h.id, h.groups, groups[h])
@@ -160,6 +164,9 @@ func (e *Engine) nextWakeWalk() time.Time {
 		}
 	}
 	for _, id := range e.hostIx {
+		if h := e.hosts[id]; h.maint && h.maintMigrate {
+			min(h.maintNext)
+		}
 		if h := e.hosts[id]; h.state == hostSuspect {
 			if t, ok := e.fenceDue(h); ok {
 				min(t)
@@ -208,59 +215,55 @@ func (e *Engine) actionVMWalk(id uint64) *vm {
 	return nil
 }
 
+// useHostsWalk is the hosts a VM wanted up counts against: its home, and its migration's
+// target.
+func (e *Engine) useHostsWalk(v *vm) []*host {
+	var out []*host
+	if h := e.hosts[v.home]; h != nil {
+		out = append(out, h)
+		if op := v.op; op != nil && op.Kind == OpMigrate && op.Target != "" && op.Target != v.home && e.hosts[op.Target] != nil {
+			out = append(out, e.hosts[op.Target])
+		}
+	}
+	return out
+}
+
 // placeWalk is place adding up each host's usage by a walk of every VM.
-func (e *Engine) placeWalk(v *vm, exclude HostID) HostID {
-	used := make(map[HostID]int, len(e.hostIx))
-	groups := make(map[HostID]map[string]bool)
+func (e *Engine) placeWalk(v *vm, exclude HostID, purpose placement.Purpose) HostID {
+	used, usedCPU := map[*host]int{}, map[*host]int{}
+	groups := map[*host]int{}
 	for _, id := range e.sortedVMs() {
 		o := e.vms[id]
 		if o == v || !o.wantsUp() {
 			continue
 		}
-		used[o.home] += o.mem
-		if g := o.policy.AntiAffinity; g != "" {
-			if groups[o.home] == nil {
-				groups[o.home] = map[string]bool{}
+		for _, h := range e.useHostsWalk(o) {
+			used[h] += o.mem
+			usedCPU[h] += o.vcpus
+			if g := o.policy.AntiAffinity; g != "" && g == v.policy.AntiAffinity {
+				groups[h]++
 			}
-			groups[o.home][g] = true
 		}
 	}
-	type score struct {
-		reached, fresh, soft bool
-		free                 int
+	var p placement.Planner
+	i, ok := p.Place(e.placementVM(v, purpose), walkHosts{e: e, v: v, exclude: exclude, used: used, usedCPU: usedCPU, groups: groups})
+	if !ok {
+		return ""
 	}
-	better := func(a, b score) bool {
-		if a.reached != b.reached {
-			return a.reached
-		}
-		if a.fresh != b.fresh {
-			return a.fresh
-		}
-		if a.soft != b.soft {
-			return a.soft
-		}
-		return a.free > b.free
-	}
-	best, bestScore := HostID(""), score{}
-	for _, id := range e.hostIx {
-		if id == exclude {
-			continue
-		}
-		h := e.hosts[id]
-		ok, soft := feasible(v, h, used[id], v.policy.AntiAffinity != "" && groups[id][v.policy.AntiAffinity])
-		if !ok {
-			continue
-		}
-		if o := v.obsOn(id); o != nil && o.state.up() {
-			continue
-		}
-		sc := score{reached: !h.unreached, fresh: !v.failedRecently(id, e.now), soft: soft, free: h.mem - used[id]}
-		if h.mem == 0 {
-			sc.free = 1 << 30
-		}
-		if best == "" || better(sc, bestScore) {
-			best, bestScore = id, sc
-		}
-	}
-	return best
+	return e.hostList[i].id
+}
+
+type walkHosts struct {
+	e                     *Engine
+	v                     *vm
+	exclude               HostID
+	used, usedCPU, groups map[*host]int
+}
+
+func (w walkHosts) Len() int { return len(w.e.hostList) }
+
+func (w walkHosts) Fill(i int, p *placement.Host) {
+	h := w.e.hostList[i]
+	w.e.fillHost(p, h, w.v, w.exclude)
+	p.UsedMemMiB, p.UsedVCPUs, p.GroupVMs = w.used[h], w.usedCPU[h], w.groups[h]
 }

@@ -12,22 +12,84 @@ type Input interface{ input() }
 // Tick only advances time: deadlines, backoff timers and fence margins are checked.
 type Tick struct{}
 
-// AddHost registers a host the engine may place VMs on.
+// AddHost registers a host the engine may place VMs on, or updates one it knows. A host
+// cannot move to another cluster while protected VMs are homed on it.
 type AddHost struct {
 	Host   HostID
 	MemMiB int
+	VCPUs  int // 0 = not limited
 	// Fencing says the host has a power fence (IPMI): the engine asks for a power-off instead
 	// of waiting for the self-fence margin.
 	Fencing bool
+	// Cluster is the cluster the host belongs to ("" means "default"); it must exist (see
+	// SetCluster). Recovery stays inside a VM's cluster.
+	Cluster string
+	// Reserved makes the host a spare: only recoveries (evacuations, relocations) are placed
+	// on it, and they go there first. A user's start or migration with no host named, and a
+	// maintenance move, never go to a spare; a user's migration naming it is refused. A VM
+	// that already lives on a spare (it was evacuated there) is started and restarted there
+	// like anywhere else.
+	Reserved bool
+}
+
+// RemoveHost forgets a host. It is refused (Output.Err, naming up to three VMs) while a
+// protected VM is homed there, a recovery attempt is in flight there, or a migration goes
+// there.
+type RemoveHost struct{ Host HostID }
+
+// DefaultCluster is the cluster a host belongs to when none is named. It always exists.
+const DefaultCluster = "default"
+
+// SetCluster creates a cluster or updates it. TolerateHostFailures is its admission
+// control: a VM is protected (or a stopped one started) only while every protected VM of the
+// cluster could still be restarted after losing that many hosts (see AdmissionError).
+// Raising it is accepted even when the cluster does not meet it today: an alert says so.
+type SetCluster struct {
+	Name                 string
+	TolerateHostFailures int
+}
+
+// DeleteCluster deletes a cluster with no host; "default" cannot be deleted.
+type DeleteCluster struct{ Name string }
+
+// Maintenance puts a host in maintenance (On) or takes it out. In maintenance the host
+// takes no new placements, hass never fences it and holds every recovery of the VMs homed
+// there (its lease may lapse: the admin may shut it down). With Migrate, each protected VM
+// running there is live-migrated away, highest priority first, placed like an evacuation
+// (but never on a spare); one that cannot be placed stays, its Waiting says why, and it is
+// tried again every RetryPlacement. Off: the host is like any other again; a VM meant to run
+// that is down there (it went down with the host) is restarted there as its agent reports
+// it, and a host the BMC reported powered off meanwhile is fenced at once.
+type Maintenance struct {
+	Host    HostID
+	On      bool
+	Migrate bool
+}
+
+// HostPower is the host's chassis power status as its BMC reports it, read (and read again
+// to be sure) by the controller. Off declares the host fenced at once ("power off (BMC)"),
+// whether its lease still runs or not, exactly like a confirmed FenceResult: nothing runs on
+// a host without power, so its VMs are evacuated at once. A host in maintenance is not fenced
+// (it is noted, and fenced when maintenance ends if still off). On changes nothing by itself:
+// the host comes back up with a new lease.
+type HostPower struct {
+	Host HostID
+	Off  bool
 }
 
 // HostLease reports a host's lease: kept (Alive) or expired. Since, on an expiry, is when
 // the host last renewed it: the latest moment it is known to have been well, which recovery
 // statistics take as the fault time.
+//
+// Lease is the store's lease ID (0: unknown). A host fenced while lease L was current does
+// not come back up on HostLease{Alive: true, Lease: L}: a new leader may still read the
+// dead host's lease key before it expires. Only a different lease (or any, when none was
+// known at the fence) brings it up.
 type HostLease struct {
 	Host  HostID
 	Alive bool
 	Since time.Time
+	Lease int64
 }
 
 // FenceResult reports the outcome of a Fence action.
@@ -42,6 +104,7 @@ type Protect struct {
 	VM     VMID
 	Host   HostID // where it is defined now
 	MemMiB int
+	VCPUs  int
 	Policy Policy
 	// Desired is the VM's state when protection starts (running unless it is stopped).
 	Desired Desired
@@ -148,17 +211,22 @@ type ActionResult struct {
 	Unreached bool
 }
 
-func (Tick) input()         {}
-func (AddHost) input()      {}
-func (HostLease) input()    {}
-func (FenceResult) input()  {}
-func (Protect) input()      {}
-func (Unprotect) input()    {}
-func (Request) input()      {}
-func (Observe) input()      {}
-func (Signal) input()       {}
-func (Snapshot) input()     {}
-func (ActionResult) input() {}
+func (Tick) input()          {}
+func (AddHost) input()       {}
+func (RemoveHost) input()    {}
+func (SetCluster) input()    {}
+func (DeleteCluster) input() {}
+func (Maintenance) input()   {}
+func (HostPower) input()     {}
+func (HostLease) input()     {}
+func (FenceResult) input()   {}
+func (Protect) input()       {}
+func (Unprotect) input()     {}
+func (Request) input()       {}
+func (Observe) input()       {}
+func (Signal) input()        {}
+func (Snapshot) input()      {}
+func (ActionResult) input()  {}
 
 // ActKind is what an action asks a host (or a fence) to do.
 type ActKind uint8
@@ -234,6 +302,7 @@ const (
 	RecStale     RecordType = "stale"     // an observation older than what is known was dropped
 	RecForget    RecordType = "forget"    // a VM is no longer protected
 	RecProtect   RecordType = "protect"   // a VM is now protected
+	RecCluster   RecordType = "cluster"   // a cluster was created, changed or deleted (Record.Cluster)
 )
 
 // Record is one entry of the event log.
@@ -243,6 +312,8 @@ type Record struct {
 	VM   VMID
 	Host HostID
 	Msg  string
+	// Cluster names the cluster of a RecCluster record.
+	Cluster string
 	// Set on RecRecovered: when the fault happened (agent clock), when it was detected, when
 	// the first recovery action was issued, and when the VM ran again.
 	FaultAt, DetectAt, ActionAt, RecoveredAt time.Time
@@ -276,6 +347,8 @@ type Output struct {
 	// Touched lists the VMs the step may have changed (a superset, in no useful order; a VM
 	// may be listed once only). A runner that stores e.State(id) for each of them (or deletes
 	// it where State says it is no longer protected), e.Host(r.Host) for each RecHost record
-	// and LastID keeps what it stored exactly what the engine holds: what Restore needs.
+	// (deleting it where Host says the host is no longer known), e.Cluster(r.Cluster) for each
+	// RecCluster record (likewise) and LastID keeps what it stored exactly what the engine
+	// holds: what Restore needs.
 	Touched []VMID
 }

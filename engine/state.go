@@ -17,6 +17,8 @@ type VMState struct {
 	VM          VMID
 	Home        HostID
 	MemMiB      int
+	VCPUs       int
+	Cluster     string // the cluster it belongs to ("" in states stored before clusters: its home's)
 	Policy      Policy
 	Desired     Desired
 	Gen         uint64 // intent generation: actions of an older one are not current
@@ -76,6 +78,8 @@ func (s VMState) Validate() error {
 		return errors.New("home: empty")
 	case s.MemMiB < 0:
 		return fmt.Errorf("mem_mib %d: must be >= 0", s.MemMiB)
+	case s.VCPUs < 0:
+		return fmt.Errorf("vcpus %d: must be >= 0", s.VCPUs)
 	case s.Desired > WantAbsent:
 		return fmt.Errorf("desired %d: unknown", s.Desired)
 	case s.Gen == 0:
@@ -121,7 +125,7 @@ func (e *Engine) State(id VMID) (VMState, bool) {
 	if v == nil {
 		return VMState{}, false
 	}
-	s := VMState{VM: v.id, Home: v.home, MemMiB: v.mem, Policy: v.policy, Desired: v.desired, Gen: v.gen,
+	s := VMState{VM: v.id, Home: v.home, MemMiB: v.mem, VCPUs: v.vcpus, Cluster: v.cluster, Policy: v.policy, Desired: v.desired, Gen: v.gen,
 		Restarts: slices.Clone(v.restarts), Relocations: v.relocations, Errored: v.errored,
 		IntentSeq: v.intentSeq, Ambiguous: v.ambiguous}
 	for _, f := range v.failedOn {
@@ -162,16 +166,36 @@ type Restore struct {
 	// power fence, if it has one, is ordered again as it would have been); a fenced host's VMs
 	// are evacuated. They are restored before VMs, so
 	// a VM's home may be one of them. A host the engine knows already takes the stored state.
+	// A host in maintenance stays in it (and its VMs go on being moved away, if it said so).
 	Hosts []HostState
+	// Clusters are restored first, so a host's cluster may be one of them; "default" always
+	// exists, and takes its stored tolerance if given.
+	Clusters []ClusterState
 }
 
 func (Restore) input() {}
 
 func (e *Engine) restore(in Restore) {
+	clusters := map[string]bool{}
+	for i, s := range in.Clusters {
+		if err := s.Validate(); err != nil {
+			e.out.Err = fmt.Errorf("restore cluster %d (%q): %w", i, s.Name, err)
+			return
+		}
+		if clusters[s.Name] {
+			e.out.Err = fmt.Errorf("restore cluster %q: given twice", s.Name)
+			return
+		}
+		clusters[s.Name] = true
+	}
 	seen := map[HostID]bool{}
 	for i, s := range in.Hosts {
 		if err := s.Validate(); err != nil {
 			e.out.Err = fmt.Errorf("restore host %d (%q): %w", i, s.Host, err)
+			return
+		}
+		if cl := s.cluster(); e.clusters[cl] == nil && !clusters[cl] {
+			e.out.Err = fmt.Errorf("restore host %q: cluster: unknown cluster %q", s.Host, cl)
 			return
 		}
 		if seen[s.Host] {
@@ -206,6 +230,9 @@ func (e *Engine) restore(in Restore) {
 			e.nextID = max(e.nextID, s.Op.ID)
 		}
 	}
+	for _, c := range in.Clusters {
+		e.restoreCluster(c)
+	}
 	var fenced []*host
 	e.restoring = true
 	for _, s := range in.Hosts {
@@ -222,7 +249,11 @@ func (e *Engine) restore(in Restore) {
 	}
 	var restored []*vm
 	for _, s := range in.VMs {
-		v := &vm{id: s.VM, policy: s.Policy, mem: s.MemMiB, home: e.hosts[s.Home].id, desired: s.Desired, gen: s.Gen,
+		cl := s.Cluster
+		if cl == "" {
+			cl = e.hosts[s.Home].cluster
+		}
+		v := &vm{id: s.VM, policy: s.Policy, mem: s.MemMiB, vcpus: s.VCPUs, cluster: cl, home: e.hosts[s.Home].id, desired: s.Desired, gen: s.Gen,
 			restarts: slices.Clone(s.Restarts), relocations: s.Relocations, errored: s.Errored,
 			intentSeq: s.IntentSeq, ambiguous: s.Ambiguous}
 		for _, f := range s.FailedOn {
@@ -279,10 +310,30 @@ func (e *Engine) restore(in Restore) {
 type HostState struct {
 	Host     HostID
 	MemMiB   int
+	VCPUs    int // 0 = not limited
 	Fencing  bool
+	Cluster  string    // "" reads as "default"
+	Reserved bool      // a spare: only recoveries are placed on it
 	State    string    // "up", "suspect" or "fenced"
 	LostAt   time.Time // suspect or fenced: when its lease expired
 	LastSeen time.Time // when it last renewed its lease, as the engine knows
+	// Maintenance: in maintenance; MaintenanceMigrate: its VMs are moved away; PowerOff: the
+	// BMC reported it powered off while in maintenance.
+	Maintenance        bool
+	MaintenanceMigrate bool
+	PowerOff           bool
+	// Lease is the lease ID it last renewed (0: unknown); FencedLease, for a fenced host, the
+	// one current when it was fenced, which does not bring it back up.
+	Lease       int64
+	FencedLease int64
+}
+
+// cluster is the host's cluster, "default" when none is stored.
+func (s HostState) cluster() string {
+	if s.Cluster == "" {
+		return DefaultCluster
+	}
+	return s.Cluster
 }
 
 // Validate names the first bad field.
@@ -292,12 +343,21 @@ func (s HostState) Validate() error {
 		return errors.New("host: empty")
 	case s.MemMiB < 0:
 		return fmt.Errorf("mem_mib %d: must be >= 0", s.MemMiB)
+	case s.VCPUs < 0:
+		return fmt.Errorf("vcpus %d: must be >= 0", s.VCPUs)
+	case s.MaintenanceMigrate && !s.Maintenance:
+		return errors.New("maintenance_migrate: set for a host not in maintenance")
+	case s.PowerOff && !s.Maintenance:
+		return errors.New("power_off: set for a host not in maintenance")
 	}
 	if _, ok := parseHostState(s.State); !ok {
 		return fmt.Errorf("state %q: want up, suspect or fenced", s.State)
 	}
 	if s.State != "up" && s.LostAt.IsZero() {
 		return fmt.Errorf("lost_at: missing for a %s host", s.State)
+	}
+	if s.FencedLease != 0 && s.State != "fenced" {
+		return fmt.Errorf("fenced_lease: set for a %s host", s.State)
 	}
 	return nil
 }
@@ -330,7 +390,9 @@ func (e *Engine) Hosts() []HostState {
 }
 
 func (h *host) export() HostState {
-	s := HostState{Host: h.id, MemMiB: h.mem, Fencing: h.fencing, State: h.state.String(), LastSeen: h.lastSeen}
+	s := HostState{Host: h.id, MemMiB: h.mem, VCPUs: h.vcpus, Fencing: h.fencing, Cluster: h.cluster, Reserved: h.reserved,
+		State: h.state.String(), LastSeen: h.lastSeen, Maintenance: h.maint, MaintenanceMigrate: h.maintMigrate,
+		PowerOff: h.powerOff, Lease: h.lease, FencedLease: h.fencedLease}
 	if h.state != hostUp {
 		s.LostAt = h.lostAt
 	}
@@ -343,12 +405,16 @@ func (e *Engine) restoreHost(s HostState) *host {
 	h := e.hosts[s.Host]
 	if h == nil {
 		h = &host{id: s.Host}
-		e.hosts[s.Host] = h
-		i, _ := slices.BinarySearch(e.hostIx, s.Host)
-		e.hostIx = slices.Insert(e.hostIx, i, s.Host)
-		e.hostList = slices.Insert(e.hostList, i, h)
+		e.insertHost(h)
 	}
-	h.mem, h.fencing = s.MemMiB, s.Fencing
+	h.mem, h.vcpus, h.fencing, h.cluster, h.reserved = s.MemMiB, s.VCPUs, s.Fencing, s.cluster(), s.Reserved
+	h.maint, h.maintMigrate, h.powerOff = s.Maintenance, s.MaintenanceMigrate, s.PowerOff
+	h.lease, h.fencedLease = s.Lease, s.FencedLease
+	if h.maintMigrate {
+		e.startDraining(h) // the first tick moves what is left
+	} else {
+		e.stopDraining(h)
+	}
 	h.lastSeen, h.lostAt, h.fenceActID = s.LastSeen, time.Time{}, 0
 	if st != hostUp {
 		h.lostAt = s.LostAt
@@ -361,7 +427,13 @@ func (e *Engine) restoreHost(s HostState) *host {
 	case hostFenced:
 		what = fmt.Sprintf(", fenced after its lease expired at %s", h.lostAt.UTC().Format(time.RFC3339Nano))
 	}
-	e.log(RecHost, "", h.id, "restored: %s mem=%dMiB fencing=%t%s", st, h.mem, h.fencing, what)
+	if h.maint {
+		what += ", in maintenance"
+		if h.maintMigrate {
+			what += " (moving its VMs away)"
+		}
+	}
+	e.log(RecHost, "", h.id, "restored: %s %s%s", st, hostText(h), what)
 
 	return h
 }

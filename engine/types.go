@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"time"
 )
@@ -132,13 +133,18 @@ type Source uint8
 
 // Sources.
 const (
-	SrcAPI       Source = iota // the hass API or CLI
-	SrcLibvirt                 // inferred from a libvirt event detail (virsh behind hass's back)
-	SrcOpenStack               // a Nova notification
-	SrcGuest                   // the guest itself (guest-initiated shutdown, honoured by policy)
+	SrcAPI         Source = iota // the hass API or CLI
+	SrcLibvirt                   // inferred from a libvirt event detail (virsh behind hass's back)
+	SrcOpenStack                 // a Nova notification
+	SrcGuest                     // the guest itself (guest-initiated shutdown, honoured by policy)
+	SrcMaintenance               // hass itself, moving a VM off a host put in maintenance
 )
 
-var sourceNames = [...]string{"api", "libvirt", "openstack", "guest"}
+var sourceNames = [...]string{"api", "libvirt", "openstack", "guest", "maintenance"}
+
+// ours: hass ordered the operation itself (a user through the API, or a maintenance move),
+// so hass waits for its action's answer and knows where it goes.
+func (s Source) ours() bool { return s == SrcAPI || s == SrcMaintenance }
 
 // ParseSource is the inverse of Source.String.
 func ParseSource(s string) (Source, error) {
@@ -147,7 +153,7 @@ func ParseSource(s string) (Source, error) {
 			return Source(i), nil
 		}
 	}
-	return 0, fmt.Errorf("unknown source %q (want one of api, libvirt, openstack, guest)", s)
+	return 0, fmt.Errorf("unknown source %q (want one of api, libvirt, openstack, guest, maintenance)", s)
 }
 
 func (s Source) String() string {
@@ -254,6 +260,10 @@ type Policy struct {
 	MaxRelocations  int                 // restarts on another host after MaxRestarts is spent
 	OnGuestShutdown GuestShutdownPolicy // what a guest-initiated shutdown means
 	AntiAffinity    string              // VMs in the same group avoid sharing a host
+	// AntiAffinityHard makes the group a rule: hass never places two of its VMs on one host,
+	// and a VM waits rather than break it. Otherwise the group is a preference, waived when
+	// no host satisfies it.
+	AntiAffinityHard bool
 }
 
 // DefaultPolicy is what `hass vm protect` gives without flags.
@@ -272,6 +282,8 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("policy max-relocations %d: must be >= 0", p.MaxRelocations)
 	case p.OnGuestShutdown > GuestShutdownRestart:
 		return fmt.Errorf("policy on-guest-shutdown %d: unknown", p.OnGuestShutdown)
+	case p.AntiAffinityHard && p.AntiAffinity == "":
+		return errors.New("policy anti-affinity-hard: set, but anti-affinity names no group")
 	}
 	return nil
 }

@@ -23,14 +23,16 @@ import (
 
 // store is what the controller recorded, as etcd holds it.
 type store struct {
-	term   uint64 // the leading controller's term
-	nextID uint64 // the engine's ID floor
-	vms    map[engine.VMID]engine.VMState
-	hosts  map[engine.HostID]engine.HostState
+	term     uint64 // the leading controller's term
+	nextID   uint64 // the engine's ID floor
+	vms      map[engine.VMID]engine.VMState
+	hosts    map[engine.HostID]engine.HostState
+	clusters map[string]engine.ClusterState
 }
 
 func newStore() store {
-	return store{term: 1, vms: map[engine.VMID]engine.VMState{}, hosts: map[engine.HostID]engine.HostState{}}
+	return store{term: 1, vms: map[engine.VMID]engine.VMState{}, hosts: map[engine.HostID]engine.HostState{},
+		clusters: map[string]engine.ClusterState{}}
 }
 
 // controller is the leading controller process.
@@ -72,9 +74,18 @@ func (s *Sim) record(in engine.Input, out engine.Output) {
 	}
 	for _, r := range out.Log {
 		touch(r.VM)
-		if r.Type == engine.RecHost {
+		switch r.Type {
+		case engine.RecHost:
 			if hs, ok := s.eng.Host(r.Host); ok {
 				s.st.hosts[r.Host] = hs
+			} else {
+				delete(s.st.hosts, r.Host) // removed
+			}
+		case engine.RecCluster:
+			if cs, ok := s.eng.Cluster(r.Cluster); ok {
+				s.st.clusters[r.Cluster] = cs
+			} else {
+				delete(s.st.clusters, r.Cluster)
 			}
 		}
 	}
@@ -89,10 +100,11 @@ func (s *Sim) record(in engine.Input, out engine.Output) {
 // changes and ticks need nobody (the new leader reads every lease).
 func (s *Sim) noLeader(in engine.Input) engine.Output {
 	switch in.(type) {
-	case engine.Request, engine.Protect, engine.Unprotect, engine.AddHost:
+	case engine.Request, engine.Protect, engine.Unprotect, engine.AddHost, engine.Maintenance, engine.SetCluster,
+		engine.DeleteCluster, engine.RemoveHost:
 		return engine.Output{Err: errors.New("no controller leads: an election is under way")}
-	case engine.Tick, engine.HostLease:
-		return engine.Output{}
+	case engine.Tick, engine.HostLease, engine.HostPower:
+		return engine.Output{} // the new leader reads every lease and polls every BMC again
 	}
 	s.ctl.waiting = append(s.ctl.waiting, in)
 	return engine.Output{}
@@ -141,6 +153,9 @@ func (s *Sim) elect() {
 	ecfg.Naive = s.cfg.Naive
 	s.eng = engine.New(ecfg)
 	r := engine.Restore{NextID: s.st.nextID}
+	for _, name := range sortedKeys(s.st.clusters) {
+		r.Clusters = append(r.Clusters, s.st.clusters[name])
+	}
 	for _, id := range sortedKeys(s.st.hosts) {
 		r.Hosts = append(r.Hosts, s.st.hosts[id])
 	}
@@ -159,7 +174,9 @@ func (s *Sim) elect() {
 	}
 	for _, h := range s.hosts {
 		if h.leaseAlive {
-			s.step(engine.HostLease{Host: h.id, Alive: true})
+			// The host's lease key as the store has it: a host fenced while it still
+			// ran (its BMC said off) is not up again on it (engine.HostLease).
+			s.step(engine.HostLease{Host: h.id, Alive: true, Lease: h.lease})
 		} else {
 			if s.eng.HostState(h.id) == "up" {
 				// Lost while no controller led: what its agent last wrote comes first, as
@@ -167,12 +184,13 @@ func (s *Sim) elect() {
 				// before; a fenced host's are void.)
 				s.readStore(h)
 			}
-			s.step(engine.HostLease{Host: h.id, Alive: false, Since: h.renewed})
+			s.step(engine.HostLease{Host: h.id, Alive: false, Since: h.renewed, Lease: h.lease})
 		}
 	}
 	for _, h := range s.hosts {
 		s.snapshot(h)
 	}
+	s.pollPower()
 }
 
 func sortedKeys[K ~string, V any](m map[K]V) []K {
@@ -200,6 +218,11 @@ func (s *Sim) checkStore() string {
 	for _, hs := range s.eng.Hosts() {
 		if st := s.st.hosts[hs.Host]; st != hs {
 			return fmt.Sprintf("host %s: engine %+v, store %+v", hs.Host, hs, st)
+		}
+	}
+	for _, cs := range s.eng.Clusters() {
+		if st, ok := s.st.clusters[cs.Name]; ok && st != cs || !ok && cs != (engine.ClusterState{Name: engine.DefaultCluster}) {
+			return fmt.Sprintf("cluster %s: engine %+v, store %+v", cs.Name, cs, st)
 		}
 	}
 	return ""

@@ -20,10 +20,11 @@ import (
 // A scenario is a folder with four files:
 //
 //	README      one line: what the scenario shows
-//	start       the starting cluster: "host NAME [mem=MiB] [fencing=yes]" and
+//	start       the starting cluster: "cluster NAME [tolerate=N]",
+//	            "host NAME [mem=MiB] [fencing=yes] [cluster=NAME] [reserved]" and
 //	            "vm NAME host=HOST [mem=MiB] [stopped] [max-restarts=N] [window=D]
 //	            [max-relocations=N] [on-guest-shutdown=honour|restart] [priority=N]
-//	            [anti-affinity=GROUP] [ignore-acpi] [soft-reboot]" lines
+//	            [anti-affinity=GROUP] [anti-affinity-hard] [ignore-acpi] [soft-reboot]" lines
 //	cmdlist     the timeline: "OFFSET COMMAND ..." lines, and "end OFFSET"
 //	log.expect  the exact story the run must print
 //
@@ -37,6 +38,8 @@ import (
 //	host NAME power-off|power-on|partition|heal|agent-crash|agent-start|libvirtd-stop|libvirtd-start
 //	                    |store-cut|store-heal  (store-cut: cut off from the store and the
 //	                    controller only; it still exchanges heartbeats with its peers)
+//	                    |maintenance-on|maintenance-on-no-migrate|maintenance-off
+//	                    |admin-shutdown  (the admin powers the host off: no fault)
 //	control-plane lost|back  the store and every controller go down (hosts still see each
 //	                    other), or come back
 //	etcd lose|back eN   the store's etcd member N (1-3; e1 leads at the start) is lost or
@@ -54,19 +57,23 @@ import (
 
 // Scenario is a parsed scenario folder.
 type Scenario struct {
-	Name   string
-	Title  string
-	hosts  []hostSpec
-	vms    []vmSpec
-	cmds   []command
-	end    time.Duration
-	Expect string
+	Name     string
+	Title    string
+	clusters []engine.ClusterState
+	hosts    []hostSpec
+	vms      []vmSpec
+	cmds     []command
+	end      time.Duration
+	Expect   string
 }
 
 type hostSpec struct {
-	id      engine.HostID
-	mem     int
-	fencing bool
+	id       engine.HostID
+	mem      int
+	vcpus    int
+	fencing  bool
+	cluster  string
+	reserved bool
 }
 
 type vmSpec struct {
@@ -144,6 +151,23 @@ func (sc *Scenario) parseStart(path string) error {
 	vms := map[engine.VMID]bool{}
 	err := lines(path, func(n int, f []string) error {
 		switch f[0] {
+		case "cluster":
+			if len(f) < 2 {
+				return errors.New("cluster: missing name")
+			}
+			c := engine.ClusterState{Name: f[1]}
+			for _, a := range f[2:] {
+				k, v := kv(a)
+				if k != "tolerate" {
+					return fmt.Errorf("cluster %s: unknown field %q", c.Name, k)
+				}
+				t, err := strconv.Atoi(v)
+				if err != nil || t < 0 {
+					return fmt.Errorf("cluster %s: tolerate %q: want a number >= 0", c.Name, v)
+				}
+				c.TolerateHostFailures = t
+			}
+			sc.clusters = append(sc.clusters, c)
 		case "host":
 			if len(f) < 2 {
 				return errors.New("host: missing name")
@@ -166,6 +190,13 @@ func (sc *Scenario) parseStart(path string) error {
 						return fmt.Errorf("host %s: fencing %q: want yes or no", h.id, v)
 					}
 					h.fencing = v == "yes"
+				case "cluster":
+					if !slices.ContainsFunc(sc.clusters, func(c engine.ClusterState) bool { return c.Name == v }) {
+						return fmt.Errorf("host %s: cluster %q: unknown (clusters come first)", h.id, v)
+					}
+					h.cluster = v
+				case "reserved":
+					h.reserved = true
 				default:
 					return fmt.Errorf("host %s: unknown field %q", h.id, k)
 				}
@@ -212,6 +243,8 @@ func (sc *Scenario) parseStart(path string) error {
 					v.policy.OnGuestShutdown, err = engine.ParseGuestShutdownPolicy(val)
 				case "anti-affinity":
 					v.policy.AntiAffinity = val
+				case "anti-affinity-hard":
+					v.policy.AntiAffinityHard = true
 				default:
 					err = errors.New("unknown field")
 				}
@@ -228,7 +261,7 @@ func (sc *Scenario) parseStart(path string) error {
 			vms[v.id] = true
 			sc.vms = append(sc.vms, v)
 		default:
-			return fmt.Errorf("unknown line %q: want host or vm", f[0])
+			return fmt.Errorf("unknown line %q: want cluster, host or vm", f[0])
 		}
 		return nil
 	})
@@ -246,7 +279,8 @@ var cmdArity = map[string]map[string]int{
 	"api":   {"start": 1, "shutdown": 1, "stop": 1, "reboot": 1, "delete": 1, "suspend": 1, "resume": 1, "migrate": 2},
 	"virsh": {"start": 1, "shutdown": 1, "destroy": 1, "undefine": 1, "reboot": 1, "suspend": 1, "resume": 1, "migrate": 2},
 	"host": {"power-off": 0, "power-on": 0, "partition": 0, "heal": 0, "agent-crash": 0, "agent-start": 0,
-		"libvirtd-stop": 0, "libvirtd-start": 0, "store-cut": 0, "store-heal": 0},
+		"libvirtd-stop": 0, "libvirtd-start": 0, "store-cut": 0, "store-heal": 0, "maintenance-on": 0,
+		"maintenance-on-no-migrate": 0, "maintenance-off": 0, "admin-shutdown": 0},
 }
 
 func keys(m map[string]int) string {
@@ -398,13 +432,17 @@ func (sc *Scenario) Run(naive bool) (string, Result) {
 	s := newSim(cfg, &out)
 	s.checkStoreEach = true
 	s.res.Hosts, s.res.VMs = len(sc.hosts), len(sc.vms)
+	for _, c := range sc.clusters {
+		s.step(engine.SetCluster{Name: c.Name, TolerateHostFailures: c.TolerateHostFailures})
+	}
 	for _, h := range sc.hosts {
-		s.addHost(h.id, h.mem, h.fencing)
+		s.addHostIn(h)
 	}
 	for _, v := range sc.vms {
-		s.addVM(v.id, s.hostByID[v.host], v.mem, v.policy, !v.stopped)
-		d := s.hostByID[v.host].doms[v.id]
-		d.ignoreACPI, d.softReboot = v.ignoreACPI, v.softReboot
+		if s.addVM(v.id, s.hostByID[v.host], v.mem, v.policy, !v.stopped) {
+			d := s.hostByID[v.host].doms[v.id]
+			d.ignoreACPI, d.softReboot = v.ignoreACPI, v.softReboot
+		}
 	}
 	for _, c := range sc.cmds {
 		s.at(s.start.Add(c.at), func() { s.command(c.args) })
@@ -493,6 +531,25 @@ func (s *Sim) command(a []string) {
 			s.cutStore(h)
 		case "store-heal":
 			s.healStore(h)
+		case "maintenance-on", "maintenance-on-no-migrate":
+			migrate := a[2] == "maintenance-on"
+			flag := ""
+			if !migrate {
+				flag = " --no-migrate"
+			}
+			s.trace("admin: hass host maintenance on %s%s", h.id, flag)
+			if out := s.step(engine.Maintenance{Host: h.id, On: true, Migrate: migrate}); out.Err != nil {
+				s.trace("admin: refused: %v", out.Err)
+				return
+			}
+			h.maint = true
+			h.maintEpoch++
+			s.res.Maintenance++
+		case "maintenance-off":
+			s.maintenanceOff(h, h.maintEpoch)
+		case "admin-shutdown":
+			s.res.AdminShutdowns++
+			s.powerOff(h, adminShutdown)
 		}
 	case "api", "virsh":
 		op := virshOps[a[1]]

@@ -81,6 +81,23 @@ type Config struct {
 	// controller for 20 s to 3 min, while they still hear their peers.
 	StoreCutPerHr float64
 
+	// PowerPoll is how often the controller reads the BMC's power status of each host with
+	// a fence (IPMI); a host seen off is declared fenced at once (engine.HostPower).
+	PowerPoll time.Duration
+	// FencePowerOn: the IPMI fencer powers a host it fenced on again this long after the
+	// confirmed power-off; the host boots and rejoins with a new lease.
+	FencePowerOn time.Duration
+	// MaintPerHostHr: an admin puts a host in maintenance (with migration 4 times in 5), and
+	// in 3 of 5 cycles shuts it down for a while, powers it on, and takes it out again.
+	MaintPerHostHr float64
+	// Variants draws, per seed, a cluster layout for the random workload: two clusters of
+	// hosts (seeds = 0 mod 3), a reserved host per cluster (seeds = 1 mod 4), admission
+	// control with new VMs asking for protection (seeds = 2 mod 5), hard anti-affinity pairs
+	// (one-cluster seeds = 1 mod 2). Off, the run is the plain one-cluster workload.
+	Variants bool
+	// CreatePerHr: in admission runs, new VMs ask to be protected at this rate.
+	CreatePerHr float64
+
 	Engine engine.Config
 }
 
@@ -98,6 +115,8 @@ func DefaultConfig() Config {
 		HangPerVMHour: 0.003, PowerPerHostHr: 0.005, PartPerHostHr: 0.01, AgentPerHostHr: 0.02,
 		LibvirtPerHostHr: 0.03, DuringOpProb: 0.2, StopInRecovery: 0.1, MigFaultProb: 0.3,
 		ControllerCrashPerHr: 0.25, EtcdLossPerHr: 0.25, ControlPlaneLostPerHr: 0.1, StoreCutPerHr: 0.1,
+		PowerPoll: 5 * time.Second, FencePowerOn: 20 * time.Second, MaintPerHostHr: 0.01,
+		Variants: true, CreatePerHr: 3,
 		Engine: engine.DefaultConfig(),
 	}
 }
@@ -174,6 +193,34 @@ type Result struct {
 	// meanwhile: the fence only made an outage).
 	FenceKills         int `json:"fence_kills"`
 	NeedlessFenceKills int `json:"needless_fence_kills"`
+	// Clusters is how many clusters the run's hosts were split into; Reserved how many hosts
+	// were spares; TolerateHostFailures the admission control of each cluster (0: none).
+	Clusters             int `json:"clusters"`
+	Reserved             int `json:"reserved_hosts"`
+	TolerateHostFailures int `json:"tolerate_host_failures"`
+	// AdmissionRefused counts the protections admission control refused (a refusal is no
+	// missed failure: the VM was never protected); Created those it accepted.
+	AdmissionRefused int `json:"admission_refused"`
+	Created          int `json:"vms_created"`
+	// Maintenance counts maintenance cycles; MaintenanceMoves the migrations hass ordered to
+	// move VMs off hosts in maintenance; AdminShutdowns the hosts shut down in maintenance.
+	Maintenance      int `json:"maintenance_cycles"`
+	MaintenanceMoves int `json:"maintenance_moves"`
+	AdminShutdowns   int `json:"admin_shutdowns"`
+	// IPMIFences counts hosts powered off by a fence order; PowerOns the fencer powering them
+	// on again; PowerOffSeen the hosts the controller declared fenced on the BMC's reading.
+	IPMIFences   int `json:"ipmi_fences"`
+	PowerOns     int `json:"power_ons"`
+	PowerOffSeen int `json:"power_off_seen"`
+	// The placement and maintenance invariants, each a count of violations (all must be 0):
+	// a host in maintenance fenced, or a VM restarted elsewhere because its host in
+	// maintenance went down; hass starting or moving a VM outside its cluster; hass placing a
+	// VM beside one of its hard anti-affinity group; hass placing a VM on a reserved host
+	// other than by recovery.
+	MaintenanceViolations  int `json:"maintenance_violations"`
+	ClusterViolations      int `json:"cluster_violations"`
+	AntiAffinityViolations int `json:"anti_affinity_violations"`
+	ReservedViolations     int `json:"reserved_violations"`
 }
 
 type vmTruth struct {
@@ -200,6 +247,8 @@ type vmTruth struct {
 	// unseenStop: hass restarted the VM although the user had stopped it where nobody could
 	// see (an ambiguous start); the user's stop stays unknown to hass until they act again.
 	unseenStop bool
+	// cluster is the cluster of the host it was protected on.
+	cluster string
 }
 
 // Sim is one simulated run.
@@ -244,6 +293,9 @@ type Sim struct {
 	holdFor  time.Duration
 
 	migFaults map[engine.VMID][]MigFault // armed for the VM's next migration
+
+	nextLease int64 // the store's last lease ID
+	created   int   // VMs created during the run
 }
 
 // MigFault is a fault aimed at a live migration's switch-over, the moment the destination
@@ -286,28 +338,49 @@ func newSim(cfg Config, out io.Writer) *Sim {
 }
 
 func (s *Sim) addHost(id engine.HostID, mem int, fencing bool) *host {
-	h := &host{id: id, mem: mem, fencing: fencing, power: true, agent: true, libvirtd: true, lose: map[engine.VMID]int{},
+	return s.addHostIn(hostSpec{id: id, mem: mem, fencing: fencing})
+}
+
+// addHostIn adds a host of a cluster, maybe reserved.
+func (s *Sim) addHostIn(sp hostSpec) *host {
+	cl := sp.cluster
+	if cl == "" {
+		cl = engine.DefaultCluster
+	}
+	h := &host{id: sp.id, mem: sp.mem, fencing: sp.fencing, cluster: cl, reserved: sp.reserved, power: true, agent: true, libvirtd: true, lose: map[engine.VMID]int{},
 		doms: map[engine.VMID]*dom{}, stored: map[engine.VMID]engine.Observe{}, renewed: s.now, agentOK: s.now,
 		lastPet: s.now, leaseAlive: true, armed: true}
 	h.ag = s.newAgent(h)
 	s.hosts = append(s.hosts, h)
-	s.hostIDs = append(s.hostIDs, id)
-	s.hostByID[id] = h
-	s.step(engine.AddHost{Host: id, MemMiB: mem, Fencing: fencing})
+	s.hostIDs = append(s.hostIDs, sp.id)
+	s.hostByID[sp.id] = h
+	s.step(engine.AddHost{Host: sp.id, MemMiB: sp.mem, VCPUs: sp.vcpus, Fencing: sp.fencing, Cluster: sp.cluster, Reserved: sp.reserved})
+	if s.random {
+		h.lease = s.newLease() // the random workload tells the engine each host's lease
+		s.step(engine.HostLease{Host: sp.id, Alive: true, Lease: h.lease})
+	}
 	return h
 }
 
-func (s *Sim) addVM(id engine.VMID, h *host, mem int, p engine.Policy, running bool) {
+func (s *Sim) newLease() int64 { s.nextLease++; return s.nextLease }
+
+// addVM defines a VM on h and asks hass to protect it; false when hass refused (admission
+// control): the VM is then not part of the run.
+func (s *Sim) addVM(id engine.VMID, h *host, mem int, p engine.Policy, running bool) bool {
 	st, r := lifecycle.StateRunning, 1
 	want := engine.WantRunning
 	if !running {
 		st, r, want = lifecycle.StateShutoff, lifecycle.ShutoffShutdown, engine.WantStopped
 	}
+	if out := s.step(engine.Protect{VM: id, Host: h.id, MemMiB: mem, Policy: p, Desired: want}); out.Err != nil {
+		s.trace("user: protect %s refused: %v", id, out.Err)
+		return false
+	}
 	h.doms[id] = &dom{state: st, reason: r}
-	s.vms[id] = &vmTruth{id: id, policy: p, mem: mem, wants: want}
+	s.vms[id] = &vmTruth{id: id, policy: p, mem: mem, wants: want, cluster: h.cluster}
 	i, _ := slices.BinarySearch(s.vmIDs, id) // kept sorted
 	s.vmIDs = slices.Insert(s.vmIDs, i, id)
-	s.step(engine.Protect{VM: id, Host: h.id, MemMiB: mem, Policy: p, Desired: want})
+	return true
 }
 
 // run drives the clock until the end.
@@ -316,6 +389,9 @@ func (s *Sim) run() {
 		s.snapshot(h) // each agent resyncs when it connects
 	}
 	s.after(time.Second, s.heartbeat)
+	if s.cfg.PowerPoll > 0 {
+		s.after(s.cfg.PowerPoll, s.powerPoller)
+	}
 	for i, h := range s.hosts {
 		hh := h
 		s.after(time.Duration(i+1)*s.cfg.ResyncEvery/time.Duration(len(s.hosts)+1), func() { s.resync(hh) })
@@ -337,7 +413,8 @@ func (s *Sim) step(in engine.Input) engine.Output {
 	if s.cpDown {
 		// No controller can act: what reaches it is lost (the agents' store has it), and a
 		// user's request is refused.
-		if _, ok := in.(engine.Request); ok {
+		switch in.(type) {
+		case engine.Request, engine.Protect, engine.Maintenance, engine.SetCluster:
 			return engine.Output{Err: errors.New("the control plane is unavailable")}
 		}
 		return engine.Output{}
@@ -353,7 +430,9 @@ func (s *Sim) step(in engine.Input) engine.Output {
 	for i := range acts {
 		acts[i].Term = s.st.term // the runner stamps its orders with its term as it records them
 	}
+	prev := s.homesBefore(acts)
 	s.record(in, res) // recorded before anything is carried out
+	s.checkPlacements(acts, prev)
 	if s.checkStoreEach {
 		if d := s.checkStore(); d != "" {
 			s.res.StoreDrift++
@@ -430,8 +509,21 @@ func (s *Sim) execute(a engine.Action) {
 				return
 			}
 			s.trace("truth: IPMI powers %s off", h.id)
+			if h.power {
+				s.res.IPMIFences++
+			}
 			s.powerOff(h, "fenced over IPMI")
 			s.step(engine.FenceResult{Host: h.id, OK: true})
+			if s.cfg.FencePowerOn > 0 {
+				ep := h.epoch
+				s.after(s.cfg.FencePowerOn, func() {
+					if h.epoch == ep && !h.power {
+						s.trace("truth: IPMI powers %s on again", h.id)
+						s.res.PowerOns++
+						s.powerOn(h)
+					}
+				})
+			}
 		})
 		return
 	}
@@ -686,6 +778,13 @@ func (s *Sim) faultIfWanted(id engine.VMID, why string) {
 			s.at(deadline.Add(extra), func() { check(deadline.Add(extra), outage+extra) })
 			return
 		}
+		if s.held(id) {
+			// Nobody may restart it now, by design (its host is in maintenance, or no host of
+			// its cluster is usable): it is owed a full deadline from when that ends.
+			d, o := s.now.Add(s.cfg.RecoveryDeadline), s.cpOutage()
+			s.at(d, func() { check(d, o) })
+			return
+		}
 		t.counted = true
 		if t.ambiguous {
 			s.res.Ambiguous++
@@ -741,6 +840,7 @@ func (s *Sim) userWants(id engine.VMID, d engine.Desired) {
 }
 
 func (s *Sim) onRecord(r engine.Record) {
+	s.noteMove(r)
 	if r.Type != engine.RecGaveUp {
 		return
 	}

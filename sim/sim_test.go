@@ -22,6 +22,11 @@ func TestAwareKeepsInvariants(t *testing.T) {
 			total.StoreCuts == 0 || total.HoldBacks == 0 || total.SelfFences == 0 {
 			t.Errorf("a control-plane fault never happened: %+v", total)
 		}
+		// The layouts, admission control, maintenance and the BMC are exercised too.
+		if total.AdmissionRefused == 0 || total.Created == 0 || total.MaintenanceMoves == 0 || total.AdminShutdowns == 0 ||
+			total.PowerOffSeen == 0 || total.Reserved == 0 || total.Clusters <= seeds {
+			t.Errorf("a placement or maintenance path never ran: %+v", total)
+		}
 	}()
 	for seed := 1; seed <= seeds; seed++ {
 		cfg := DefaultConfig()
@@ -36,7 +41,15 @@ func TestAwareKeepsInvariants(t *testing.T) {
 		total.StoreCuts += r.StoreCuts
 		total.HoldBacks += r.HoldBacks
 		total.SelfFences += r.SelfFences
-		if r.FalseRecoveries != 0 || r.MissedFailures != 0 || r.SplitBrain != 0 || r.StuckTimers != 0 {
+		total.AdmissionRefused += r.AdmissionRefused
+		total.Created += r.Created
+		total.MaintenanceMoves += r.MaintenanceMoves
+		total.AdminShutdowns += r.AdminShutdowns
+		total.PowerOffSeen += r.PowerOffSeen
+		total.Reserved += r.Reserved
+		total.Clusters += r.Clusters
+		if r.FalseRecoveries != 0 || r.MissedFailures != 0 || r.SplitBrain != 0 || r.StuckTimers != 0 ||
+			r.MaintenanceViolations != 0 || r.ClusterViolations != 0 || r.AntiAffinityViolations != 0 || r.ReservedViolations != 0 {
 			t.Errorf("seed %d: %+v", seed, r)
 		}
 		if r.Operations < 100 || r.Faults < 20 || r.Recoveries < 20 {

@@ -31,9 +31,9 @@ func RunTraced(cfg Config, trace interface{ Write([]byte) (int, error) }) (Resul
 func runRandom(s *Sim) Result {
 	cfg := s.cfg
 	s.random = true
-	for i := range cfg.Hosts {
-		s.addHost(engine.HostID(fmt.Sprintf("h%02d", i+1)), cfg.HostMemMiB, i%2 == 0)
-	}
+	l := s.drawLayout()
+	s.setUp(l)
+	regular := s.regular()
 	for i := range cfg.VMs {
 		p := engine.DefaultPolicy()
 		p.Priority = s.rng.IntN(3)
@@ -43,9 +43,16 @@ func runRandom(s *Sim) Result {
 		if i%10 == 0 {
 			p.AntiAffinity = fmt.Sprintf("g%d", i/40)
 		}
+		if l.hard && (i%25 == 3 || i%25 == 4) {
+			p.AntiAffinity, p.AntiAffinityHard = fmt.Sprintf("pair%d", i/25), true
+		}
 		id := engine.VMID(fmt.Sprintf("vm%04d", i+1))
-		s.addVM(id, s.hosts[i%cfg.Hosts], cfg.VMMemMiB, p, true)
-		if d := s.hosts[i%cfg.Hosts].doms[id]; s.rng.IntN(20) == 0 {
+		h := regular[i%len(regular)]
+		if !s.addVM(id, h, cfg.VMMemMiB, p, true) {
+			s.res.AdmissionRefused++
+			continue
+		}
+		if d := h.doms[id]; s.rng.IntN(20) == 0 {
 			d.ignoreACPI = true
 		}
 	}
@@ -70,6 +77,26 @@ func runRandom(s *Sim) Result {
 	perVM(cfg.PanicPerVMHour, func(id engine.VMID) { s.vmFault(id, "panic") })
 	perVM(cfg.GuestOffPerVMHr, func(id engine.VMID) { s.vmFault(id, "guest-shutdown") })
 	perVM(cfg.HangPerVMHour, func(id engine.VMID) { s.vmFault(id, "hang") })
+	if l.tolerate > 0 && cfg.CreatePerHr > 0 {
+		// New VMs ask for protection; admission control takes them while the cluster can
+		// lose its tolerance in hosts. Each accepted one lives as the others do.
+		procs := func(id engine.VMID) {
+			for _, pf := range []struct {
+				rate float64
+				fn   func()
+			}{
+				{cfg.OpsPerVMHour, func() { s.randomOp(id) }},
+				{cfg.CrashPerVMHour, func() { s.vmFault(id, "crash") }},
+				{cfg.HangPerVMHour, func() { s.vmFault(id, "hang") }},
+			} {
+				if pf.rate > 0 {
+					s.poisson(pf.rate, pf.fn)
+				}
+			}
+		}
+		s.poisson(cfg.CreatePerHr, func() { s.createVM(procs) })
+	}
+	perHost(cfg.MaintPerHostHr, s.maintenanceCycle)
 	perHost(cfg.PowerPerHostHr, func(h *host) {
 		s.res.Faults++
 		s.powerOff(h, "power loss")
@@ -263,6 +290,17 @@ func (s *Sim) randomOp(id engine.VMID) {
 	target := engine.HostID("")
 	if op == engine.OpMigrate {
 		target = s.hosts[s.rng.IntN(len(s.hosts))].id
+		if h := s.hostByID[target]; virsh && h.cluster != t.cluster {
+			// Behind hass's back users keep a VM in its cluster (through hass, another
+			// cluster is refused).
+			var same []*host
+			for _, o := range s.hosts {
+				if o.cluster == t.cluster {
+					same = append(same, o)
+				}
+			}
+			target = same[s.rng.IntN(len(same))].id
+		}
 	}
 	if op == engine.OpMigrate && s.rng.Float64() < s.cfg.MigFaultProb {
 		// Aim a fault at the migration's switch-over; a third of the time, two of them.

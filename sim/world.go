@@ -37,6 +37,11 @@ type host struct {
 	id          engine.HostID
 	mem         int
 	fencing     bool
+	cluster     string
+	reserved    bool
+	lease       int64 // the store's lease ID the agent holds (random workload; 0 in scenarios)
+	maint       bool  // in maintenance, as hass accepted it
+	maintEpoch  int   // bumps at each maintenance cycle: a step scheduled for an older one is void
 	power       bool
 	agent       bool
 	libvirtd    bool
@@ -231,7 +236,8 @@ func (s *Sim) powerOff(h *host, why string) {
 		return
 	}
 	s.trace("truth: %s loses power (%s)", h.id, why)
-	if why != "fenced over IPMI" {
+	admin := why == adminShutdown
+	if why != "fenced over IPMI" && !admin {
 		s.res.HostFailures++
 		h.failedAt = s.now
 		if strings.HasPrefix(why, "hardware watchdog") && !h.agentDiedAt.IsZero() {
@@ -242,7 +248,9 @@ func (s *Sim) powerOff(h *host, why string) {
 	h.epoch++
 	for _, id := range s.vmIDs {
 		if d := h.doms[id]; d != nil && d.state != lifecycle.StateShutoff {
-			if !(d.state == lifecycle.StatePaused && d.reason == lifecycle.PausedMigration) {
+			if !(d.state == lifecycle.StatePaused && d.reason == lifecycle.PausedMigration) && !admin {
+				// (The admin's shutdown of a host in maintenance stops its VMs on purpose:
+				// they are owed again when maintenance ends, see maintenanceOff.)
 				s.faultIfWanted(id, "host "+string(h.id)+" lost power")
 				s.lostWithHost(id, h)
 			}
@@ -273,6 +281,9 @@ func (s *Sim) agentStart(h *host) {
 	h.agent, h.armed = true, true
 	h.lastPet = s.now
 	h.ag = s.newAgent(h) // a new process: what the last one remembered is gone
+	if s.random {
+		h.leaseAlive = false // a new process grants itself a new lease; the old one lapses
+	}
 	s.renew(h)
 	s.snapshot(h)
 }
@@ -418,7 +429,10 @@ func (s *Sim) renew(h *host) {
 	h.ag.LeaseRenewed(s.now)
 	if !h.leaseAlive {
 		h.leaseAlive = true
-		s.step(engine.HostLease{Host: h.id, Alive: true})
+		if s.random {
+			h.lease = s.newLease() // an expired lease cannot be kept alive: a new one
+		}
+		s.step(engine.HostLease{Host: h.id, Alive: true, Lease: h.lease})
 	}
 }
 
@@ -460,7 +474,7 @@ func (s *Sim) heartbeat() {
 		if h.leaseAlive && s.now.Sub(h.renewed) >= s.cfg.LeaseTTL {
 			s.readStore(h)
 			h.leaseAlive = false
-			s.step(engine.HostLease{Host: h.id, Alive: false, Since: h.renewed})
+			s.step(engine.HostLease{Host: h.id, Alive: false, Since: h.renewed, Lease: h.lease})
 		}
 	}
 	if s.now.Before(s.end) {

@@ -1,0 +1,224 @@
+package engine
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+)
+
+// Admission control, as XenServer's "number of host failures to tolerate" and vSphere's
+// admission control have it: a cluster with TolerateHostFailures N refuses to protect a VM
+// (or to start a stopped protected one through hass) when, after losing N hosts, the
+// cluster's protected VMs could not all run on what is left.
+//
+// The check, at one Protect or start, costs O(hosts log hosts + displaced VMs x hosts) and
+// never walks every VM:
+//
+//  1. The usable hosts of the cluster are those up and out of maintenance; reserved hosts
+//     count as room. A host in maintenance is neither room nor demand (its VMs stay with it).
+//     Hosts already suspect or fenced are lost already: their VMs are displaced on top of
+//     the N.
+//  2. The N hosts whose loss hurts most are taken to be the largest: by memory, then vCPUs
+//     (a host with no limit counts as the largest), then the most used. In totals that is
+//     exact: losing host h leaves free room minus h's capacity for what h ran, so the
+//     largest loss is the worst one, per resource. Which set of N makes packing hardest is
+//     a harder question, and is approximated by the same rule.
+//  3. The VMs wanted up that are homed on the lost hosts (the new one too, if its home is
+//     among them) are packed, largest first (memory, then vCPUs), into the free memory and
+//     vCPUs the survivors have now, each into the first survivor it fits (first-fit
+//     decreasing), as an evacuation would have to. The VMs on the survivors stay where they
+//     are. If one of them fits nowhere, the request is refused.
+//
+// What it approximates: packing is NP-hard, and first-fit decreasing may fail where a
+// cleverer packing exists (it is within 11/9 of the optimum, so the check errs towards
+// refusing); the choice of the N lost hosts by size is exact for the totals but not for
+// packing, where another set could be worse; hard anti-affinity is not checked (a group
+// with more VMs than surviving hosts is refused at placement, not at admission); a VM a user
+// starts behind hass's back (virsh) or protects elsewhere is not refused, only counted.
+// Raising a cluster's tolerance is accepted even when the cluster does not meet it today:
+// an alert says so.
+
+// AdmissionError is why admission control refused a request. Nothing changed.
+type AdmissionError struct {
+	VM       VMID
+	Cluster  string
+	Tolerate int      // the cluster's TolerateHostFailures
+	Lost     []HostID // the hosts whose loss the check assumed (the largest usable ones)
+	Reason   string   // what would not fit, with numbers
+}
+
+func (e *AdmissionError) Error() string {
+	n := "1 host failure"
+	if e.Tolerate != 1 {
+		n = fmt.Sprintf("%d host failures", e.Tolerate)
+	}
+	return fmt.Sprintf("admission control: cluster %s must tolerate %s: %s", e.Cluster, n, e.Reason)
+}
+
+// demand is a VM that needs room.
+type demand struct {
+	id       VMID
+	mem, cpu int
+}
+
+// room is a surviving host's free memory and vCPUs (math.MaxInt: not limited).
+type room struct {
+	h        *host
+	mem, cpu int
+}
+
+// admit checks cluster c's tolerance with extra (nil: none) added on home. It returns an
+// *AdmissionError, or nil.
+func (e *Engine) admit(c *cluster, extra *demand, home *host) error {
+	n := c.tolerate
+	if n <= 0 {
+		return nil
+	}
+	refuse := func(lost []*host, format string, args ...any) error {
+		err := &AdmissionError{Cluster: c.name, Tolerate: n, Reason: fmt.Sprintf(format, args...)}
+		if extra != nil {
+			err.VM = extra.id
+		}
+		for _, h := range lost {
+			err.Lost = append(err.Lost, h.id)
+		}
+		return err
+	}
+	var usable, down []*host
+	for _, h := range e.hostList {
+		switch {
+		case h.cluster != c.name || h.maint:
+		case h.state == hostUp:
+			usable = append(usable, h)
+		default:
+			down = append(down, h)
+		}
+	}
+	if len(usable) <= n {
+		return refuse(usable, "it has %d usable hosts (up, out of maintenance): losing %d leaves none", len(usable), n)
+	}
+	size := func(x int) int {
+		if x == 0 {
+			return math.MaxInt
+		}
+		return x
+	}
+	slices.SortFunc(usable, func(a, b *host) int {
+		if c := cmp.Compare(size(b.mem), size(a.mem)); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(size(b.vcpus), size(a.vcpus)); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(b.used, a.used); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.id, b.id)
+	})
+	lost, surv := usable[:n], usable[n:]
+	var items []demand
+	for _, hs := range [2][]*host{down, lost} {
+		for _, h := range hs {
+			for _, v := range h.related {
+				if !v.dead && v.home == h.id && v.wantsUp() {
+					items = append(items, demand{id: v.id, mem: v.mem, cpu: v.vcpus})
+				}
+			}
+			if extra != nil && home == h {
+				items = append(items, *extra)
+			}
+		}
+	}
+	rooms := make([]room, len(surv))
+	for i, h := range surv {
+		r := room{h: h, mem: math.MaxInt, cpu: math.MaxInt}
+		if h.mem > 0 {
+			r.mem = h.mem - h.used
+		}
+		if h.vcpus > 0 {
+			r.cpu = h.vcpus - h.usedCPU
+		}
+		if extra != nil && home == h {
+			if h.mem > 0 {
+				r.mem -= extra.mem
+			}
+			if h.vcpus > 0 {
+				r.cpu -= extra.cpu
+			}
+		}
+		rooms[i] = r
+	}
+	slices.SortFunc(items, func(a, b demand) int {
+		if c := cmp.Compare(b.mem, a.mem); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(b.cpu, a.cpu); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.id, b.id)
+	})
+	for _, it := range items {
+		placed := false
+		for i := range rooms {
+			r := &rooms[i]
+			if r.mem >= it.mem && r.cpu >= it.cpu {
+				if r.mem != math.MaxInt {
+					r.mem -= it.mem
+				}
+				if r.cpu != math.MaxInt {
+					r.cpu -= it.cpu
+				}
+				placed = true
+				break
+			}
+		}
+		if !placed {
+			return refuse(lost, "after losing %s, %s would find no room: %s", hostNames(lost), it.id, shortOf(it, rooms))
+		}
+	}
+	return nil
+}
+
+func hostNames(hs []*host) string {
+	var b strings.Builder
+	for i, h := range hs {
+		switch {
+		case i == 0:
+		case i == len(hs)-1:
+			b.WriteString(" and ")
+		default:
+			b.WriteString(", ")
+		}
+		b.WriteString(string(h.id))
+	}
+	return b.String()
+}
+
+// shortOf says what it needs and the most the survivors offer.
+func shortOf(it demand, rooms []room) string {
+	mem, cpu := rooms[0], rooms[0]
+	for _, r := range rooms[1:] {
+		if r.mem > mem.mem {
+			mem = r
+		}
+		if r.cpu > cpu.cpu {
+			cpu = r
+		}
+	}
+	if mem.mem < it.mem || cpu.cpu == math.MaxInt {
+		return fmt.Sprintf("need %d MiB, largest free %d MiB on %s", it.mem, max(mem.mem, 0), mem.h.id)
+	}
+	return fmt.Sprintf("need %d MiB and %d vCPUs; largest free %d MiB on %s, most free vCPUs %d on %s",
+		it.mem, it.cpu, max(mem.mem, 0), mem.h.id, max(cpu.cpu, 0), cpu.h.id)
+}
+
+// admitVM checks admission for v, wanted up on home, counting it as new demand.
+func (e *Engine) admitVM(id VMID, mem, cpu int, home *host) error {
+	c := e.clusters[home.cluster]
+	if c == nil {
+		return nil
+	}
+	return e.admit(c, &demand{id: id, mem: mem, cpu: cpu}, home)
+}
