@@ -52,6 +52,14 @@ type Config struct {
 	LeaseTTL time.Duration
 	// LocalHost is the host whose agent runs beside this controller (hass up), for Status.
 	LocalHost string
+	// The host power layer and fence (see fence.go): how often every BMC's chassis power is
+	// read (0: only to fence), how long after an "off" it is read again before the host is
+	// taken for off, how long one ipmitool run may take, how many times a fence's power-off
+	// is tried, how long its confirmation is awaited each time, and how long after a
+	// confirmed fence the host is powered on again (0: never).
+	BMCPoll, PowerRecheck, BMCTimeout time.Duration
+	FenceTries                        int
+	FenceConfirm, PowerOnAfter        time.Duration
 }
 
 // Leader is the value a leader publishes in the election.
@@ -80,6 +88,8 @@ type Controller struct {
 	// What agents wrote.
 	hosts   map[engine.HostID]store.Host
 	alive   map[engine.HostID]store.Alive
+	// aliveLease is the etcd lease of each host's alive key.
+	aliveLease map[engine.HostID]int64
 	libvirt map[engine.HostID]string // each host's libvirt connection, from its inventory
 	// firstCall is when the hypervisor was first asked to recover each VM being recovered
 	// (agents report it): the recovered event's action time.
@@ -97,6 +107,19 @@ type Controller struct {
 	// ready is closed the first time this controller leads.
 	ready     chan struct{}
 	readyOnce sync.Once
+	// What administrators configured.
+	hostCfg    map[engine.HostID]store.HostConfig
+	clusterCfg map[string]store.Cluster
+	// pendingConfig and pendingNote are recorded with the next step, unless the engine
+	// refuses it (see recordConfig).
+	pendingConfig *store.ConfigChange
+	pendingNote   *engine.Record
+	// leadCtx ends when this term of leadership does: fences run under it.
+	leadCtx context.Context
+	// power is each host's chassis power as its BMC last said (on, off, unknown).
+	powerMu sync.Mutex
+	power   map[engine.HostID]string
+	cycling map[engine.HostID]bool // hosts being fenced or power-cycled through their BMC
 }
 
 // IsLeading says whether this controller leads now.
@@ -149,8 +172,20 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Engine == (engine.Config{}) {
 		cfg.Engine = engine.DefaultConfig()
 	}
+	if cfg.PowerRecheck <= 0 {
+		cfg.PowerRecheck = 500 * time.Millisecond
+	}
+	if cfg.BMCTimeout <= 0 {
+		cfg.BMCTimeout = 5 * time.Second
+	}
+	if cfg.FenceTries <= 0 {
+		cfg.FenceTries = 3
+	}
+	if cfg.FenceConfirm <= 0 {
+		cfg.FenceConfirm = 10 * time.Second
+	}
 	return &Controller{cfg: cfg, log: cfg.Logger.With("controller", cfg.Name), st: cfg.Store, started: time.Now(),
-		ready: make(chan struct{})}, nil
+		ready: make(chan struct{}), power: map[engine.HostID]string{}, cycling: map[engine.HostID]bool{}}, nil
 }
 
 // DefaultLeaseTTL is the agents' lease TTL unless told otherwise: a lost host's VMs are
@@ -224,6 +259,7 @@ func (c *Controller) lead(ctx context.Context, key string, term int64) error {
 	c.mu.Lock()
 	c.term, c.guard = term, &store.Guard{Key: key, Rev: term}
 	c.deposed, c.stale = make(chan struct{}), make(chan struct{})
+	c.leadCtx = ctx
 	rev, err := c.takeOver(ctx)
 	if err != nil {
 		c.mu.Unlock()
@@ -238,6 +274,7 @@ func (c *Controller) lead(ctx context.Context, key string, term int64) error {
 		c.log.Warn("cannot ask the agents for a resync", "err", err)
 	}
 	c.readyOnce.Do(func() { close(c.ready) })
+	go c.pollPower(ctx)
 	c.log.Info("leading", "term", term, "vms", len(c.persisted), "hosts", len(c.hosts), "takeover", time.Since(start).Round(time.Millisecond), "protected", n)
 
 	watch := c.st.WatchAgents(ctx, rev+1)
@@ -297,11 +334,16 @@ func (c *Controller) takeOver(ctx context.Context) (int64, error) {
 	c.eng = engine.New(c.cfg.Engine)
 	c.persisted, c.hostStates = map[engine.VMID]store.VM{}, map[engine.HostID]store.HostState{}
 	c.hosts, c.alive, c.libvirt = map[engine.HostID]store.Host{}, map[engine.HostID]store.Alive{}, map[engine.HostID]string{}
+	c.aliveLease = map[engine.HostID]int64{}
 	c.firstCall, c.dirty = map[engine.VMID]time.Time{}, map[engine.VMID]bool{}
 
 	floor, err := c.st.IDFloor(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("load the ID floor: %w", err)
+	}
+	clusters, badCfg, err := c.loadConfig(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("load the configuration: %w", err)
 	}
 	c.idFloor = 0
 	if err := c.reserveIDs(ctx, floor); err != nil {
@@ -333,6 +375,7 @@ func (c *Controller) takeOver(ctx context.Context) (int64, error) {
 			var a store.Alive
 			_ = json.Unmarshal(ev.Value, &a)
 			c.alive[engine.HostID(name)] = a
+			c.aliveLease[engine.HostID(name)] = ev.Lease
 		case isInventory(ev):
 			inv, err := store.DecodeInventory(ev.Key, ev.Value)
 			if err == nil {
@@ -351,16 +394,18 @@ func (c *Controller) takeOver(ctx context.Context) (int64, error) {
 	}
 	slices.Sort(names)
 	var hostStates []engine.HostState
+	var addLater []engine.AddHost
 	for _, h := range names {
-		r := c.hosts[h]
+		in := c.hostInput(h)
 		if st, ok := c.hostStates[h]; ok {
-			hs := engine.HostState{Host: h, MemMiB: r.MemMiB, Fencing: r.Fencing, State: st.State, LostAt: st.LostAt, LastSeen: st.LastSeen}
+			hs := fromStoreHost(st)
+			hs.MemMiB, hs.VCPUs, hs.Fencing, hs.Cluster, hs.Reserved = in.MemMiB, in.VCPUs, in.Fencing, in.Cluster, in.Reserved
 			if hs.Validate() == nil {
 				hostStates = append(hostStates, hs)
 				continue
 			}
 		}
-		c.eng.Step(time.Now(), engine.AddHost{Host: h, MemMiB: r.MemMiB, Fencing: r.Fencing})
+		addLater = append(addLater, in)
 	}
 	vms, unreadable, err := c.st.LoadVMs(ctx)
 	if err != nil {
@@ -380,9 +425,18 @@ func (c *Controller) takeOver(ctx context.Context) (int64, error) {
 		restored = append(restored, s)
 		c.persisted[engine.VMID(r.Name)] = r
 	}
-	if out := c.stepLocked(ctx, engine.Restore{NextID: floor, VMs: restored, Hosts: hostStates}); out.Err != nil {
+	// Hosts with no stored state yet are added before the VMs, which may be homed there.
+	if len(addLater) > 0 {
+		c.eng.Step(time.Now(), engine.Restore{Clusters: clusters})
+		clusters = nil
+		for _, in := range addLater {
+			c.eng.Step(time.Now(), in)
+		}
+	}
+	if out := c.stepLocked(ctx, engine.Restore{NextID: floor, VMs: restored, Hosts: hostStates, Clusters: clusters}); out.Err != nil {
 		return 0, fmt.Errorf("restore protected VMs: %w", out.Err)
 	}
+	bad = append(bad, badCfg...)
 	if len(bad) > 0 {
 		c.appendEvents(ctx, bad)
 	}
@@ -403,12 +457,12 @@ func (c *Controller) takeOver(ctx context.Context) (int64, error) {
 		if _, ok := c.alive[h]; !ok && c.hosts[h].Left {
 			continue // its agent stopped cleanly: nothing to recover
 		}
-		if _, ok := c.alive[h]; !ok && !fenceable(c.hosts[h]) {
+		if _, ok := c.alive[h]; !ok && !c.fenceable(h) {
 			c.unfenceable(ctx, h)
 			continue
 		}
 		if _, ok := c.alive[h]; ok {
-			c.stepLocked(ctx, engine.HostLease{Host: h, Alive: true})
+			c.stepLocked(ctx, engine.HostLease{Host: h, Alive: true, Lease: c.aliveLease[h]})
 			continue
 		}
 		since := time.Now().Add(-c.cfg.LeaseTTL)
@@ -438,15 +492,17 @@ func (c *Controller) agentEvent(ctx context.Context, ev store.AgentEvent) {
 			c.log.Error("a host record cannot be read: ignored", "key", ev.Key, "err", err)
 			return
 		}
-		old, known := c.hosts[engine.HostID(name)]
-		c.hosts[engine.HostID(name)] = h
-		if !known || old.MemMiB != h.MemMiB || old.Fencing != h.Fencing || old.Watchdog != h.Watchdog {
-			c.stepLocked(ctx, engine.AddHost{Host: engine.HostID(name), MemMiB: h.MemMiB, Fencing: h.Fencing})
+		hid := engine.HostID(name)
+		_, known := c.hosts[hid]
+		before := c.hostInput(hid)
+		c.hosts[hid] = h
+		if in := c.hostInput(hid); !known || in != before {
+			c.stepLocked(ctx, in)
 			switch {
-			case !fenceable(h):
-				c.log.Warn("host joined with no way to be fenced (no power fence, no watchdog): if it is lost, its VMs are not started elsewhere automatically", "host", name)
-			case !h.Fencing:
-				c.log.Warn("host joined without a power fence: if it is lost, its VMs are started elsewhere only after its lease expired and its agent had time to fence itself", "host", name)
+			case !c.fenceable(hid):
+				c.log.Warn("host joined with no way to be fenced (no BMC, no watchdog): if it is lost, its VMs are not started elsewhere automatically", "host", name)
+			case !in.Fencing:
+				c.log.Warn("host joined without a power fence (no BMC: hass host add --bmc): if it is lost, its VMs are started elsewhere only after its lease expired and its agent had time to fence itself", "host", name)
 			}
 		}
 		return
@@ -455,27 +511,32 @@ func (c *Controller) agentEvent(ctx context.Context, ev store.AgentEvent) {
 		h := engine.HostID(name)
 		if ev.Delete {
 			delete(c.alive, h)
+			delete(c.aliveLease, h)
 			if c.hosts[h].Left {
 				c.left(ctx, h)
 				return
 			}
-			if !fenceable(c.hosts[h]) {
+			if !c.fenceable(h) {
 				c.unfenceable(ctx, h)
 				return
 			}
 			c.log.Warn("host lease expired", "host", name)
 			c.stepLocked(ctx, engine.HostLease{Host: h, Alive: false, Since: time.Now().Add(-c.cfg.LeaseTTL)})
+			if hc, ok := c.hostCfg[h]; ok && hc.BMC != nil && c.leadCtx != nil {
+				go c.diagnose(c.leadCtx, h)
+			}
 			return
 		}
 		var a store.Alive
 		_ = json.Unmarshal(ev.Value, &a)
 		_, had := c.alive[h]
 		c.alive[h] = a
+		c.aliveLease[h] = ev.Lease
 		if !had {
 			if _, known := c.hosts[h]; !known {
 				return // its host record comes first; a lease before it is odd but harmless
 			}
-			c.stepLocked(ctx, engine.HostLease{Host: h, Alive: true})
+			c.stepLocked(ctx, engine.HostLease{Host: h, Alive: true, Lease: ev.Lease})
 		}
 		return
 	}
@@ -538,7 +599,6 @@ func (c *Controller) left(ctx context.Context, h engine.HostID) {
 // fenceable says whether a host that lost its lease is known to have stopped its VMs: it
 // has a power fence, or its agent pets a watchdog (so either the agent fenced the host, or
 // the watchdog reset it). A cluster of one has nowhere else to start anything anyway.
-func fenceable(h store.Host) bool { return h.Fencing || h.Watchdog }
 
 // unfenceable reports a lost host that nothing can fence: its VMs are not started elsewhere
 // (they may still run there), and they read unknown. Callers hold c.mu.
@@ -618,6 +678,12 @@ func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed .
 	decided := time.Now()
 	res := engine.Output{Actions: slices.Clone(out.Actions), Log: slices.Clone(out.Log), Err: out.Err, Touched: slices.Clone(out.Touched)}
 	b := store.Batch{Guard: c.guard, DeleteKeys: consumed}
+	if c.pendingConfig != nil && out.Err == nil {
+		b.Config = []store.ConfigChange{*c.pendingConfig}
+		if c.pendingNote != nil {
+			res.Log = append([]engine.Record{*c.pendingNote}, res.Log...)
+		}
+	}
 	hostsChanged := map[engine.HostID]bool{}
 	for i, r := range res.Log {
 		c.log.Info(r.String(), "type", string(r.Type))
@@ -641,8 +707,15 @@ func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed .
 	if _, ok := in.(engine.HostLease); ok {
 		hostsChanged[in.(engine.HostLease).Host] = true
 	}
-	if a, ok := in.(engine.AddHost); ok {
-		hostsChanged[a.Host] = true
+	switch x := in.(type) {
+	case engine.AddHost:
+		hostsChanged[x.Host] = true
+	case engine.Maintenance:
+		hostsChanged[x.Host] = true
+	case engine.HostPower:
+		hostsChanged[x.Host] = true
+	case engine.FenceResult:
+		hostsChanged[x.Host] = true
 	}
 	for h := range hostsChanged {
 		if s, ok := c.hostState(h); ok && s != c.hostStates[h] {
@@ -660,8 +733,13 @@ func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed .
 	if last := c.eng.LastID(); last >= c.idFloor {
 		b.IDFloor = last + idBlock
 	}
+	var fences []engine.Action
 	for i, a := range res.Actions {
 		res.Actions[i].Term = uint64(c.term)
+		if a.Kind == engine.ActFence {
+			fences = append(fences, res.Actions[i]) // carried out here (fence.go), not by an agent
+			continue
+		}
 		b.Actions = append(b.Actions, store.Action{ID: a.ID, Kind: a.Kind.String(), VM: string(a.VM), Host: string(a.Host),
 			Target: string(a.Target), Why: a.Why, Gen: a.Gen, Term: c.term, At: decided})
 	}
@@ -681,7 +759,16 @@ func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed .
 		c.idFloor = b.IDFloor
 	}
 	for _, s := range b.PutHostStates {
-		c.hostStates[engine.HostID(s.Host)] = s
+		h := engine.HostID(s.Host)
+		was := c.hostStates[h]
+		c.hostStates[h] = s
+		// A host declared fenced other than by its BMC's confirmation is powered off
+		// through its BMC all the same, if it has one, and powered on again later.
+		if s.State == "fenced" && was.State != "fenced" && len(fences) == 0 && !s.Maintenance {
+			if hc, ok := c.hostCfg[h]; ok && hc.BMC != nil && !c.fenceInFlight(h, in) {
+				go c.powerCycle(c.leadCtx, h, s.PowerOff)
+			}
+		}
 	}
 	for _, ch := range changed {
 		if ch.gone {
@@ -689,6 +776,9 @@ func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed .
 		} else {
 			c.persisted[engine.VMID(ch.name)] = ch.rec
 		}
+	}
+	for _, a := range fences {
+		go c.fence(c.leadCtx, a)
 	}
 	if len(res.Actions) > 0 {
 		c.log.Info("orders recorded", "n", len(res.Actions), "decide", decided.Sub(arrived), "record", time.Since(decided))
@@ -702,8 +792,18 @@ func (c *Controller) hostState(h engine.HostID) (store.HostState, bool) {
 	if !ok {
 		return store.HostState{}, false
 	}
-	return store.HostState{Host: string(hs.Host), MemMiB: hs.MemMiB, Fencing: hs.Fencing, State: hs.State,
-		LostAt: hs.LostAt.UTC(), LastSeen: hs.LastSeen.UTC()}, true
+	return store.HostState{Host: string(hs.Host), MemMiB: hs.MemMiB, VCPUs: hs.VCPUs, Fencing: hs.Fencing, Cluster: hs.Cluster,
+		Reserved: hs.Reserved, State: hs.State, LostAt: hs.LostAt.UTC(), LastSeen: hs.LastSeen.UTC(),
+		Maintenance: hs.Maintenance, MaintenanceMigrate: hs.MaintenanceMigrate, PowerOff: hs.PowerOff,
+		Lease: hs.Lease, FencedLease: hs.FencedLease}, true
+}
+
+// fromStoreHost is the engine's host state as stored.
+func fromStoreHost(st store.HostState) engine.HostState {
+	return engine.HostState{Host: engine.HostID(st.Host), MemMiB: st.MemMiB, VCPUs: st.VCPUs, Fencing: st.Fencing,
+		Cluster: st.Cluster, Reserved: st.Reserved, State: st.State, LostAt: st.LostAt, LastSeen: st.LastSeen,
+		Maintenance: st.Maintenance, MaintenanceMigrate: st.MaintenanceMigrate, PowerOff: st.PowerOff,
+		Lease: st.Lease, FencedLease: st.FencedLease}
 }
 
 // appendEvents writes records to the event log.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/hassproject/hass/api"
@@ -308,37 +307,6 @@ func (c *Controller) Status(ctx context.Context) (api.Status, error) {
 	return s, nil
 }
 
-// Hosts implements api.Service: every host with its state, lease and VMs.
-func (c *Controller) Hosts(ctx context.Context) ([]api.Host, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.leading {
-		return nil, c.unavailable(ctx)
-	}
-	vms := map[engine.HostID]int{}
-	for _, v := range c.eng.Status() {
-		vms[v.Home]++
-	}
-	out := make([]api.Host, 0, len(c.hosts))
-	for h, r := range c.hosts {
-		ah := api.Host{Name: string(h), State: c.eng.HostState(h), MemMiB: r.MemMiB, Fencing: r.Fencing,
-			VMs: vms[h], Libvirt: c.libvirt[h], Started: r.Started}
-		if a, ok := c.alive[h]; ok {
-			ah.Lease = "held"
-			ah.LeaseSince = a.Since
-		} else {
-			ah.Lease = "expired"
-			ah.Libvirt = "unknown (its agent is not heard from)"
-		}
-		if st, ok := c.hostStates[h]; ok && !st.LostAt.IsZero() && ah.State != "up" {
-			t := st.LostAt
-			ah.LostAt = &t
-		}
-		out = append(out, ah)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
-}
 
 // ---- conversions between the engine and the store ---------------------------------------
 

@@ -62,6 +62,10 @@ type Config struct {
 	ControllerName string
 	// APIAdvertise is the API address published with leadership (default: the listener's).
 	APIAdvertise string
+	// Power tunes the host power layer and the fence through BMCs (the controller's
+	// BMCPoll, PowerRecheck, BMCTimeout, FenceTries, FenceConfirm, PowerOnAfter); the
+	// other fields are ignored.
+	Power controller.Config
 }
 
 // Run starts the daemon and blocks until ctx ends or it cannot go on.
@@ -134,7 +138,9 @@ func Run(ctx context.Context, cfg Config) error {
 			local = ""
 		}
 		ctl, err := controller.New(controller.Config{Name: name, Store: st, Engine: cfg.Engine, Logger: log, API: adv,
-			TickEvery: cfg.TickEvery, KeepEvents: cfg.KeepEvents, LeaseTTL: cfg.Agent.LeaseTTL, LocalHost: local})
+			TickEvery: cfg.TickEvery, KeepEvents: cfg.KeepEvents, LeaseTTL: cfg.Agent.LeaseTTL, LocalHost: local,
+			BMCPoll: cfg.Power.BMCPoll, PowerRecheck: cfg.Power.PowerRecheck, BMCTimeout: cfg.Power.BMCTimeout,
+			FenceTries: cfg.Power.FenceTries, FenceConfirm: cfg.Power.FenceConfirm, PowerOnAfter: cfg.Power.PowerOnAfter})
 		if err != nil {
 			return fmt.Errorf("daemon: %w", err)
 		}

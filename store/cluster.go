@@ -358,10 +358,22 @@ func (s *Store) Definition(ctx context.Context, vm string) (string, error) {
 type HostState struct {
 	Host     string    `json:"host"`
 	MemMiB   int       `json:"mem_mib"`
+	VCPUs    int       `json:"vcpus,omitempty"`
 	Fencing  bool      `json:"fencing"`
+	Cluster  string    `json:"cluster,omitempty"`
+	Reserved bool      `json:"reserved,omitempty"`
 	State    string    `json:"state"` // up, suspect, fenced
 	LostAt   time.Time `json:"lost_at"`
 	LastSeen time.Time `json:"last_seen"`
+	// Maintenance (and whether its VMs were to be migrated away) survives a new leader.
+	Maintenance        bool `json:"maintenance,omitempty"`
+	MaintenanceMigrate bool `json:"maintenance_migrate,omitempty"`
+	// PowerOff: its BMC said it is off. Lease is the etcd lease its agent last held;
+	// FencedLease the one it held when it was fenced (a new leader reading that lease's
+	// key, not yet expired, does not take the host for up).
+	PowerOff    bool  `json:"power_off,omitempty"`
+	Lease       int64 `json:"lease,omitempty"`
+	FencedLease int64 `json:"fenced_lease,omitempty"`
 }
 
 // Validate names the first bad field.
@@ -526,6 +538,7 @@ type AgentEvent struct {
 	Value  []byte
 	Delete bool
 	Rev    int64
+	Lease  int64 // the etcd lease the key is attached to (an alive key's: its agent's lease)
 }
 
 // IsInbox, IsAlive, IsHost and IsInventory tell what an AgentEvent's key is, with the host.
@@ -564,7 +577,7 @@ func (s *Store) AgentState(ctx context.Context) ([]AgentEvent, int64, error) {
 	}
 	out := make([]AgentEvent, 0, len(r.Kvs))
 	for _, kv := range r.Kvs {
-		out = append(out, AgentEvent{Key: string(kv.Key), Value: kv.Value, Rev: kv.ModRevision})
+		out = append(out, AgentEvent{Key: string(kv.Key), Value: kv.Value, Rev: kv.ModRevision, Lease: kv.Lease})
 	}
 	return out, r.Header.Revision, nil
 }
@@ -583,7 +596,7 @@ func (s *Store) WatchAgents(ctx context.Context, rev int64) <-chan AgentEvent {
 				return
 			}
 			for _, ev := range resp.Events {
-				e := AgentEvent{Key: string(ev.Kv.Key), Value: ev.Kv.Value, Delete: ev.Type == clientv3.EventTypeDelete, Rev: ev.Kv.ModRevision}
+				e := AgentEvent{Key: string(ev.Kv.Key), Value: ev.Kv.Value, Delete: ev.Type == clientv3.EventTypeDelete, Rev: ev.Kv.ModRevision, Lease: ev.Kv.Lease}
 				select {
 				case out <- e:
 				case <-ctx.Done():

@@ -219,7 +219,10 @@ func (c ConfigChange) ops() ([]clientv3.Op, error) {
 		}
 	}
 	if n := c.DeleteHost; n != "" {
-		ops = append(ops, clientv3.OpDelete(hostCfgKey(n)), clientv3.OpDelete(bmcSecretKey(n)))
+		// The host leaves hass: its configuration, its agent's record and inventory, and
+		// what the controller held about it.
+		ops = append(ops, clientv3.OpDelete(hostCfgKey(n)), clientv3.OpDelete(bmcSecretKey(n)),
+			clientv3.OpDelete(hostKey(n)), clientv3.OpDelete(inventoryKey(n)), clientv3.OpDelete(hostStateKey(n)))
 	}
 	return ops, nil
 }

@@ -112,6 +112,10 @@ API; one that does not lead forwards each request to the leader's (a TCP --liste
 	f.DurationVar(&selfFenceMargin, "self-fence-margin", time.Second, "how long after a host's lease expired its VMs may be started elsewhere: its agent fenced itself --lease-ttl minus --self-fence-after (2 s) before the lease expired; this covers a late tick and a slow destroy")
 	f.DurationVar(&majoritySettle, "majority-settle", 4*time.Second, "a lost host is declared fenced by its lease's expiry only once the hosts without a lease have been no majority for this long: longer than the agents' peer timeout (1.5 s), a tick (0.25 s) and a self-fence")
 	f.DurationVar(&startTimout, "start-timeout", engine.DefaultConfig().StartTimeout, "a start not answered by then counts as failed")
+	f.DurationVar(&cfg.Power.BMCPoll, "bmc-poll", time.Second, "how often every host's BMC is asked for its chassis power (the host power layer: a host seen off twice is taken for lost at once); 0: only to fence")
+	f.DurationVar(&cfg.Power.PowerRecheck, "power-recheck", 500*time.Millisecond, "how long after a BMC said off it is asked again before the host is taken for off")
+	f.DurationVar(&cfg.Power.PowerOnAfter, "power-on-after", 20*time.Second, "how long after a host was fenced (powered off through its BMC) it is powered on again; 0: never")
+	f.IntVar(&cfg.Power.FenceTries, "fence-tries", 3, "how many times a fence's power-off is tried before the fence has failed (an alert)")
 	return c
 }
 

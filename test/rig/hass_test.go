@@ -51,6 +51,15 @@ type cluster struct {
 	ctl    map[rig.Host]*rig.Proc
 	agents map[rig.Host]*rig.Proc
 	dir    string
+	opts   clusterOpts
+}
+
+// clusterOpts vary how a test's cluster runs.
+type clusterOpts struct {
+	ctlArgs []string // more flags for every controller
+	// serviceAgents runs each agent as a boot service of its host (started again when the
+	// host powers on), its output in the host's log file.
+	serviceAgents bool
 }
 
 // ctlHosts run the controllers, each with one of etcd's three members; every host runs an
@@ -75,7 +84,12 @@ const (
 
 func startCluster(t *testing.T, r *rig.Rig) *cluster {
 	t.Helper()
-	c := &cluster{t: t, r: r, bin: hassBinary(t), ctl: map[rig.Host]*rig.Proc{}, agents: map[rig.Host]*rig.Proc{}}
+	return startClusterWith(t, r, clusterOpts{})
+}
+
+func startClusterWith(t *testing.T, r *rig.Rig, o clusterOpts) *cluster {
+	t.Helper()
+	c := &cluster{t: t, r: r, bin: hassBinary(t), ctl: map[rig.Host]*rig.Proc{}, agents: map[rig.Host]*rig.Proc{}, opts: o}
 	var err error
 	c.dir, err = os.MkdirTemp(r.Dir, "hass-")
 	must(t, err)
@@ -87,6 +101,10 @@ func startCluster(t *testing.T, r *rig.Rig) *cluster {
 				}
 				if p := c.agents[h]; p != nil {
 					t.Logf("agent on %s:\n%s", h, tail(p.Output(), 60))
+				}
+				if c.opts.serviceAgents {
+					b, _ := os.ReadFile(r.LogFile(h, "agent"))
+					t.Logf("agent on %s:\n%s", h, tail(string(b), 60))
 				}
 			}
 		}
@@ -115,13 +133,14 @@ func startCluster(t *testing.T, r *rig.Rig) *cluster {
 }
 
 func (c *cluster) startController(h rig.Host, members string) {
-	p, err := c.r.Start(h, c.bin, "controller", "--name", fmt.Sprintf("c%d", int(h)),
+	args := []string{c.bin, "controller", "--name", fmt.Sprintf("c%d", int(h)),
 		"--data-dir", filepath.Join(c.dir, fmt.Sprintf("c%d", int(h))), "--store-min-free", "0",
 		"--etcd-name", fmt.Sprintf("c%d", int(h)),
 		"--etcd-peer-url", fmt.Sprintf("http://%s:%d", c.r.Addr(h), peerPort),
 		"--etcd-client-url", fmt.Sprintf("http://%s:%d", c.r.Addr(h), cliPort),
 		"--etcd-initial-cluster", members, "--etcd-token", "rig",
-		"--listen", fmt.Sprintf("%s:%d", c.r.Addr(h), apiPort), "--log-level", "info")
+		"--listen", fmt.Sprintf("%s:%d", c.r.Addr(h), apiPort), "--log-level", "info"}
+	p, err := c.r.Start(h, append(args, c.opts.ctlArgs...)...)
 	must(c.t, err)
 	c.ctl[h] = p
 }
@@ -139,9 +158,15 @@ func (c *cluster) startAgent(h rig.Host) {
 	// goroutine of the test, outside every host) watches.
 	wd := filepath.Join(c.dir, h.String()+".watchdog")
 	must(c.t, os.WriteFile(wd, nil, 0o600))
-	p, err := c.r.Start(h, c.bin, "agent", "--host-name", h.String(), "--etcd", c.etcdEndpoints(),
+	args := []string{c.bin, "agent", "--host-name", h.String(), "--etcd", c.etcdEndpoints(),
 		"--heartbeat", fmt.Sprintf("%s:%d", c.r.Addr(h), hbPort), "--resync", "5s", "--mem-mib", "4096",
-		"--watchdog", wd, "--migrate-uri", c.r.TCPURI(h))
+		"--watchdog", wd, "--migrate-uri", c.r.TCPURI(h)}
+	if c.opts.serviceAgents {
+		_, err := c.r.Service(h, "agent", args...)
+		must(c.t, err)
+		return
+	}
+	p, err := c.r.Start(h, args...)
 	must(c.t, err)
 	c.agents[h] = p
 }
