@@ -86,11 +86,11 @@ type Controller struct {
 	hostStates map[engine.HostID]store.HostState
 	idFloor    uint64
 	// What agents wrote.
-	hosts   map[engine.HostID]store.Host
-	alive   map[engine.HostID]store.Alive
+	hosts map[engine.HostID]store.Host
+	alive map[engine.HostID]store.Alive
 	// aliveLease is the etcd lease of each host's alive key.
 	aliveLease map[engine.HostID]int64
-	libvirt map[engine.HostID]string // each host's libvirt connection, from its inventory
+	libvirt    map[engine.HostID]string // each host's libvirt connection, from its inventory
 	// firstCall is when the hypervisor was first asked to recover each VM being recovered
 	// (agents report it): the recovered event's action time.
 	firstCall map[engine.VMID]time.Time

@@ -379,4 +379,3 @@ func (c *Controller) Hosts(ctx context.Context) ([]api.Host, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
-

@@ -307,7 +307,6 @@ func (c *Controller) Status(ctx context.Context) (api.Status, error) {
 	return s, nil
 }
 
-
 // ---- conversions between the engine and the store ---------------------------------------
 
 func toStoreEvent(r engine.Record) store.Event {
