@@ -9,12 +9,13 @@ import (
 // ViewPolicy is the API view of an engine policy.
 func ViewPolicy(p engine.Policy) PolicyView {
 	return PolicyView{
-		MaxRestarts:     p.MaxRestarts,
-		Window:          p.Window.String(),
-		MaxRelocations:  p.MaxRelocations,
-		OnGuestShutdown: p.OnGuestShutdown.String(),
-		Priority:        p.Priority,
-		AntiAffinity:    p.AntiAffinity,
+		MaxRestarts:      p.MaxRestarts,
+		Window:           p.Window.String(),
+		MaxRelocations:   p.MaxRelocations,
+		OnGuestShutdown:  p.OnGuestShutdown.String(),
+		Priority:         p.Priority,
+		AntiAffinity:     p.AntiAffinity,
+		AntiAffinityHard: p.AntiAffinityHard,
 	}
 }
 
@@ -45,6 +46,10 @@ func FromStatus(s engine.VMStatus) VM {
 		Restarts:    s.Restarts,
 		Relocations: s.Relocations,
 		Policy:      ViewPolicy(s.Policy),
+		Cluster:     s.Cluster,
+		VCPUs:       s.VCPUs,
+		MemMiB:      s.MemMiB,
+		Waiting:     s.Waiting,
 	}
 	if s.Op != nil {
 		op := FromOperation(*s.Op)

@@ -33,16 +33,20 @@ type Policy struct {
 	OnGuestShutdown string `json:"on_guest_shutdown,omitempty"` // honour (or honor) or restart
 	Priority        *int   `json:"priority,omitempty"`          // higher is relocated first
 	AntiAffinity    string `json:"anti_affinity,omitempty"`     // group name; VMs in a group avoid sharing a host
+	// AntiAffinityHard makes the group a rule: never two of its VMs on one host (a VM waits
+	// rather than break it); otherwise it is a preference, waived when no host satisfies it.
+	AntiAffinityHard *bool `json:"anti_affinity_hard,omitempty"`
 }
 
 // PolicyView is the policy a VM is protected with, every field concrete.
 type PolicyView struct {
-	MaxRestarts     int    `json:"max_restarts"`
-	Window          string `json:"window"`
-	MaxRelocations  int    `json:"max_relocations"`
-	OnGuestShutdown string `json:"on_guest_shutdown"`
-	Priority        int    `json:"priority"`
-	AntiAffinity    string `json:"anti_affinity,omitempty"`
+	MaxRestarts      int    `json:"max_restarts"`
+	Window           string `json:"window"`
+	MaxRelocations   int    `json:"max_relocations"`
+	OnGuestShutdown  string `json:"on_guest_shutdown"`
+	Priority         int    `json:"priority"`
+	AntiAffinity     string `json:"anti_affinity,omitempty"`
+	AntiAffinityHard bool   `json:"anti_affinity_hard,omitempty"`
 }
 
 // ProtectRequest is the body of PUT /v1/vms/{name}/protection. An empty body means the
@@ -64,6 +68,12 @@ type VM struct {
 	Relocations int        `json:"relocations"`
 	Policy      PolicyView `json:"policy"`
 	Operation   *Operation `json:"operation,omitempty"` // the operation in progress, if any
+	Cluster     string     `json:"cluster,omitempty"`
+	VCPUs       int        `json:"vcpus,omitempty"`
+	MemMiB      int        `json:"mem_mib,omitempty"`
+	// Waiting says why a VM that should run does not yet ("no host has room: need 2048 MiB,
+	// largest free 1024 MiB on h3").
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // Ops lists the operations OperationRequest.Op accepts.

@@ -159,6 +159,9 @@ func (p Policy) Apply(base engine.Policy) (engine.Policy, error) {
 	if p.AntiAffinity != "" {
 		out.AntiAffinity = p.AntiAffinity
 	}
+	if p.AntiAffinityHard != nil {
+		out.AntiAffinityHard = *p.AntiAffinityHard
+	}
 	return out, nil
 }
 

@@ -155,6 +155,10 @@ func (c *Controller) powerOffConfirmed(ctx context.Context, h engine.HostID, wan
 	if !current {
 		return errFenceNotCurrent
 	}
+	// Off already (power lost): that is the fence, confirmed; no command needed.
+	if on, err := cl.PowerStatus(ctx); err == nil && !on {
+		return nil
+	}
 	var last error
 	for try := 1; try <= c.cfg.FenceTries; try++ {
 		if try > 1 {

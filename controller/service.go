@@ -149,7 +149,7 @@ func (c *Controller) Protect(ctx context.Context, name string, req api.ProtectRe
 	if found {
 		st, why := lifecycle.NewTranslator().Row(row.Name, row.State, row.Reason)
 		h := engine.HostID(inv.Host)
-		in = engine.Protect{VM: engine.VMID(name), Host: h, MemMiB: int(row.MemKiB / 1024), Policy: p, Desired: wire.DesiredOf(st)}
+		in = engine.Protect{VM: engine.VMID(name), Host: h, MemMiB: int(row.MemKiB / 1024), VCPUs: row.VCPUs, Policy: p, Desired: wire.DesiredOf(st)}
 		obs = engine.Observe{Host: h, VM: engine.VMID(name), Seq: inv.Seq, State: st, Reason: why, At: inv.At}
 	}
 	c.mu.Lock()
@@ -165,6 +165,9 @@ func (c *Controller) Protect(ctx context.Context, name string, req api.ProtectRe
 	}
 	isNew := !c.eng.Protected(engine.VMID(name))
 	if out := c.stepLocked(ctx, in); out.Err != nil {
+		if _, ok := errors.AsType[*engine.AdmissionError](out.Err); ok {
+			return api.VM{}, api.Conflict("%v", out.Err)
+		}
 		return api.VM{}, api.BadRequest("policy", "%v", out.Err)
 	}
 	if c.recordErr != nil {
@@ -317,10 +320,11 @@ func toStoreEvent(r engine.Record) store.Event {
 
 // ToRecord is a VM's engine state as stored.
 func ToRecord(s engine.VMState) store.VM {
-	r := store.VM{Name: string(s.VM), Host: string(s.Home), MemMiB: s.MemMiB, Desired: s.Desired.String(),
+	r := store.VM{Name: string(s.VM), Host: string(s.Home), MemMiB: s.MemMiB, VCPUs: s.VCPUs, Cluster: s.Cluster,
+		Desired: s.Desired.String(),
 		Policy: store.Policy{MaxRestarts: s.Policy.MaxRestarts, Window: store.Duration(s.Policy.Window),
 			MaxRelocations: s.Policy.MaxRelocations, OnGuestShutdown: s.Policy.OnGuestShutdown.String(),
-			Priority: s.Policy.Priority, AntiAffinity: s.Policy.AntiAffinity},
+			Priority: s.Policy.Priority, AntiAffinity: s.Policy.AntiAffinity, AntiAffinityHard: s.Policy.AntiAffinityHard},
 		Gen: s.Gen, Restarts: s.Restarts, Relocations: s.Relocations, Errored: s.Errored,
 		IntentSeq: s.IntentSeq, Ambiguous: s.Ambiguous}
 	if op := s.Op; op != nil {
@@ -354,10 +358,10 @@ func FromRecord(r store.VM) (engine.VMState, error) {
 	if err != nil {
 		return engine.VMState{}, fmt.Errorf("policy.on_guest_shutdown: %w", err)
 	}
-	s := engine.VMState{VM: engine.VMID(r.Name), Home: host, MemMiB: r.MemMiB,
+	s := engine.VMState{VM: engine.VMID(r.Name), Home: host, MemMiB: r.MemMiB, VCPUs: r.VCPUs, Cluster: r.Cluster,
 		Policy: engine.Policy{MaxRestarts: r.Policy.MaxRestarts, Window: time.Duration(r.Policy.Window),
 			MaxRelocations: r.Policy.MaxRelocations, OnGuestShutdown: gs, Priority: r.Policy.Priority,
-			AntiAffinity: r.Policy.AntiAffinity},
+			AntiAffinity: r.Policy.AntiAffinity, AntiAffinityHard: r.Policy.AntiAffinityHard},
 		Gen: max(r.Gen, 1), Restarts: r.Restarts, Relocations: r.Relocations, Errored: r.Errored,
 		IntentSeq: r.IntentSeq, Ambiguous: r.Ambiguous}
 	for _, f := range r.FailedOn {

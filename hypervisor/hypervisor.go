@@ -121,6 +121,8 @@ type Domain struct {
 	Reason int
 	// MemoryKiB is the configured (maximum) memory of the domain.
 	MemoryKiB uint64
+	// VCPUs is its number of virtual CPUs.
+	VCPUs int
 }
 
 // EventKind tells which kind of event an Event is.

@@ -562,7 +562,7 @@ func (n *Node) inventory(ctx context.Context) {
 func (n *Node) publish(ctx context.Context, seq uint64, doms []hypervisor.Domain) {
 	inv := store.Inventory{Host: n.cfg.Host, Seq: seq, At: time.Now().UTC(), Libvirt: "connected", Domains: []store.DomainRow{}}
 	for _, d := range doms {
-		inv.Domains = append(inv.Domains, store.DomainRow{Name: d.Name, UUID: d.UUID, State: int(d.State), Reason: d.Reason, MemKiB: d.MemoryKiB})
+		inv.Domains = append(inv.Domains, store.DomainRow{Name: d.Name, UUID: d.UUID, State: int(d.State), Reason: d.Reason, MemKiB: d.MemoryKiB, VCPUs: d.VCPUs})
 	}
 	n.queueInventory(inv)
 	n.mu.Lock()
@@ -593,7 +593,7 @@ func (n *Node) publish(ctx context.Context, seq uint64, doms []hypervisor.Domain
 		st, why := n.ag.Row(agent.Row{Name: d.Name, State: int(d.State), Reason: d.Reason})
 		h := engine.HostID(n.cfg.Host)
 		p := wire.Protect{
-			Protect: engine.Protect{VM: engine.VMID(d.Name), Host: h, MemMiB: int(d.MemoryKiB / 1024), Policy: engine.DefaultPolicy(), Desired: wire.DesiredOf(st)},
+			Protect: engine.Protect{VM: engine.VMID(d.Name), Host: h, MemMiB: int(d.MemoryKiB / 1024), VCPUs: d.VCPUs, Policy: engine.DefaultPolicy(), Desired: wire.DesiredOf(st)},
 			Observe: engine.Observe{Host: h, VM: engine.VMID(d.Name), Seq: seq, State: st, Reason: why, At: time.Now()},
 		}
 		n.queue(p, 0)

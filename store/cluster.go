@@ -284,6 +284,7 @@ type DomainRow struct {
 	State  int    `json:"state"`
 	Reason int    `json:"reason"`
 	MemKiB uint64 `json:"mem_kib"`
+	VCPUs  int    `json:"vcpus,omitempty"`
 }
 
 // PutInventory writes a host's inventory.

@@ -245,6 +245,8 @@ type Policy struct {
 	OnGuestShutdown string   `json:"on_guest_shutdown"` // honour | restart
 	Priority        int      `json:"priority"`
 	AntiAffinity    string   `json:"anti_affinity,omitempty"`
+	// AntiAffinityHard: the group is a rule (never two on one host), not a preference.
+	AntiAffinityHard bool `json:"anti_affinity_hard,omitempty"`
 }
 
 // VM is one protected VM: the user's intent and policy, and what the engine needs to go on
@@ -253,6 +255,8 @@ type VM struct {
 	Name    string `json:"name"`
 	Host    string `json:"host"`
 	MemMiB  int    `json:"mem_mib"`
+	VCPUs   int    `json:"vcpus,omitempty"`
+	Cluster string `json:"cluster,omitempty"` // the cluster it belongs to ("" in records from before clusters: its home's)
 	Policy  Policy `json:"policy"`
 	Desired string `json:"desired"` // running | paused | stopped | absent (only with a delete in flight)
 
@@ -345,6 +349,10 @@ func (v VM) Validate() error {
 		return fieldErr("desired", "%q: want running, paused or stopped", v.Desired)
 	case v.MemMiB < 0:
 		return fieldErr("mem_mib", "%d: must be >= 0", v.MemMiB)
+	case v.VCPUs < 0:
+		return fieldErr("vcpus", "%d: must be >= 0", v.VCPUs)
+	case v.Cluster != "" && CheckClusterName(v.Cluster) != nil:
+		return fieldErr("cluster", "%v", CheckClusterName(v.Cluster))
 	case v.Policy.MaxRestarts < 0:
 		return fieldErr("policy.max_restarts", "%d: must be >= 0", v.Policy.MaxRestarts)
 	case v.Policy.Window <= 0:

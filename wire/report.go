@@ -49,6 +49,7 @@ type Report struct {
 	Unreached bool   `json:"unreached,omitempty"`
 	// protect
 	MemMiB int `json:"mem_mib,omitempty"`
+	VCPUs  int `json:"vcpus,omitempty"`
 }
 
 // Domain is one row of a snapshot.
@@ -97,7 +98,7 @@ func Encode(v any) (Report, error) {
 		return r, nil
 	case Protect:
 		return Report{Kind: KindProtect, Host: string(in.Protect.Host), Seq: in.Observe.Seq, At: in.Observe.At,
-			VM: string(in.Protect.VM), MemMiB: in.Protect.MemMiB, State: in.Observe.State.String(), Reason: in.Observe.Reason.String()}, nil
+			VM: string(in.Protect.VM), MemMiB: in.Protect.MemMiB, VCPUs: in.Protect.VCPUs, State: in.Observe.State.String(), Reason: in.Observe.Reason.String()}, nil
 	case Called:
 		return Report{Kind: KindCalled, Host: string(in.Host), ID: in.ID, VM: string(in.VM), At: in.At}, nil
 	}
@@ -232,12 +233,15 @@ func (r Report) Decode() (any, error) {
 		if r.MemMiB < 0 {
 			return nil, fieldErr("mem_mib", "%d: must be >= 0", r.MemMiB)
 		}
+		if r.VCPUs < 0 {
+			return nil, fieldErr("vcpus", "%d: must be >= 0", r.VCPUs)
+		}
 		st, why, err := stateReason(r.State, r.Reason, "state", "reason")
 		if err != nil {
 			return nil, err
 		}
 		return Protect{
-			Protect: engine.Protect{VM: engine.VMID(r.VM), Host: h, MemMiB: r.MemMiB, Policy: engine.DefaultPolicy(), Desired: DesiredOf(st)},
+			Protect: engine.Protect{VM: engine.VMID(r.VM), Host: h, MemMiB: r.MemMiB, VCPUs: r.VCPUs, Policy: engine.DefaultPolicy(), Desired: DesiredOf(st)},
 			Observe: engine.Observe{Host: h, VM: engine.VMID(r.VM), Seq: r.Seq, State: st, Reason: why, At: r.At},
 		}, nil
 	case KindCalled:

@@ -58,6 +58,7 @@ func vmCmd() *cobra.Command {
 
 	var pol api.Policy
 	var maxRestarts, maxRelocations, priority int
+	var hardAffinity bool
 	protect := &cobra.Command{
 		Use:   "protect NAME",
 		Short: "Protect a VM of this host: hass restarts it when it fails",
@@ -77,6 +78,9 @@ func vmCmd() *cobra.Command {
 			if f.Changed("priority") {
 				pol.Priority = &priority
 			}
+			if cmd.Flags().Changed("anti-affinity-hard") {
+				pol.AntiAffinityHard = &hardAffinity
+			}
 			if err := pol.Validate(); err != nil {
 				return usageError{err}
 			}
@@ -94,6 +98,7 @@ func vmCmd() *cobra.Command {
 	pf.StringVar(&pol.OnGuestShutdown, "on-guest-shutdown", "", "what a shutdown from inside the guest means: honour (default) or restart")
 	pf.IntVar(&priority, "priority", 0, "higher is relocated first")
 	pf.StringVar(&pol.AntiAffinity, "anti-affinity", "", "VMs in the same group avoid sharing a host")
+	pf.BoolVar(&hardAffinity, "anti-affinity-hard", false, "make the group a rule: never two of its VMs on one host (a VM waits rather than break it)")
 
 	unprotect := &cobra.Command{
 		Use:   "unprotect NAME",
@@ -298,6 +303,9 @@ func printVMs(w io.Writer, cf *clientFlags, vms []api.VM) error {
 		}
 		if v.Operation != nil {
 			state += " (" + v.Operation.Op + ")"
+		}
+		if v.Waiting != "" {
+			state += ": " + v.Waiting
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s/%s\t%s\t%d\tmax %d in %s, guest shutdown: %s\n", cell(v.Name), cell(v.Host), cell(v.Desired),
 			cell(v.Observed), cell(v.Reason), cell(state), v.Restarts, v.Policy.MaxRestarts, cell(v.Policy.Window), cell(v.Policy.OnGuestShutdown))

@@ -413,7 +413,7 @@ func (d *Driver) List(ctx context.Context) ([]hypervisor.Domain, error) {
 			if err != nil {
 				return nil, fmt.Errorf("get state of %q: %w", dom.Name, err)
 			}
-			_, maxMem, _, _, _, err := l.DomainGetInfo(dom)
+			_, maxMem, _, nrCPU, _, err := l.DomainGetInfo(dom)
 			if golibvirt.IsNotFound(err) {
 				continue
 			}
@@ -426,6 +426,7 @@ func (d *Driver) List(ctx context.Context) ([]hypervisor.Domain, error) {
 				State:     hypervisor.DomainState(state),
 				Reason:    int(reason),
 				MemoryKiB: maxMem,
+				VCPUs:     int(nrCPU),
 			})
 		}
 		return res, nil
