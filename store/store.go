@@ -312,7 +312,7 @@ type Failure struct {
 
 var (
 	opKinds   = []string{"start", "shutdown", "stop", "reboot", "delete", "migrate", "suspend", "resume"}
-	opSources = []string{"api", "libvirt", "openstack", "guest"}
+	opSources = []string{"api", "libvirt", "openstack", "guest", "maintenance"}
 	desireds  = []string{"running", "paused", "stopped"}
 )
 
