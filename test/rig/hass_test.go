@@ -300,6 +300,7 @@ func (c *cluster) running(vm string) []rig.Host {
 
 type event struct {
 	Seq         uint64     `json:"seq"`
+	At          time.Time  `json:"at"`
 	Type        string     `json:"type"`
 	VM          string     `json:"vm"`
 	Host        string     `json:"host"`
