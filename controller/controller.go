@@ -94,6 +94,8 @@ type Controller struct {
 	stale chan struct{}
 	// recordErr is why the last step's decisions could not be recorded (nil: they were).
 	recordErr error
+	// group, while set, gathers the steps' writes into one (see batch.go).
+	group *group
 	// ready is closed the first time this controller leads.
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -275,7 +277,10 @@ func (c *Controller) lead(ctx context.Context, key string, term int64) error {
 				return errors.New("the watch of the agents ended: taking over again")
 			}
 			c.mu.Lock()
+			c.beginGroup()
 			c.agentEvent(ctx, ev)
+			c.drainWatch(ctx, watch)
+			c.flushGroup(ctx)
 			c.mu.Unlock()
 		case <-tick.C:
 			c.mu.Lock()
@@ -298,6 +303,8 @@ func (c *Controller) takeOver(ctx context.Context) (int64, error) {
 	c.persisted, c.hostStates = map[engine.VMID]store.VM{}, map[engine.HostID]store.HostState{}
 	c.hosts, c.alive, c.libvirt = map[engine.HostID]store.Host{}, map[engine.HostID]store.Alive{}, map[engine.HostID]string{}
 	c.firstCall, c.dirty = map[engine.VMID]time.Time{}, map[engine.VMID]bool{}
+	c.beginGroup() // every step of the takeover is written at its end, grouped
+	defer c.discardGroup()
 
 	floor, err := c.st.IDFloor(ctx)
 	if err != nil {
@@ -420,6 +427,7 @@ func (c *Controller) takeOver(ctx context.Context) (int64, error) {
 	for _, ev := range inbox {
 		c.agentEvent(ctx, ev)
 	}
+	c.flushGroup(ctx)
 	return rev, nil
 }
 
@@ -557,6 +565,10 @@ func (c *Controller) unfenceable(ctx context.Context, h engine.HostID) {
 
 // consume deletes a report that changes nothing.
 func (c *Controller) consume(ctx context.Context, key string) {
+	if c.group != nil {
+		c.group.deletes = append(c.group.deletes, key)
+		return
+	}
 	if _, err := c.st.Record(ctx, store.Batch{DeleteKeys: []string{key}, Guard: c.guard}); err != nil {
 		c.recordError(err)
 	}
@@ -664,6 +676,10 @@ func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed .
 		res.Actions[i].Term = uint64(c.term)
 		b.Actions = append(b.Actions, store.Action{ID: a.ID, Kind: a.Kind.String(), VM: string(a.VM), Host: string(a.Host),
 			Target: string(a.Target), Why: a.Why, Gen: a.Gen, Term: c.term, At: decided})
+	}
+	if c.group != nil {
+		c.addToGroup(b, changed) // written by flushGroup
+		return res
 	}
 	if _, err := c.st.Record(ctx, b); err != nil {
 		c.log.Error("what the engine decided could not be recorded: nothing of it is carried out", "err", err,
