@@ -190,6 +190,9 @@ func (s *Sim) checkStore() string {
 	if s.eng == nil {
 		return ""
 	}
+	if d := s.checkIndex(); d != "" {
+		return d
+	}
 	for _, id := range s.vmIDs {
 		got, ok := s.eng.State(id)
 		st, stored := s.st.vms[id]

@@ -244,6 +244,8 @@ type Sim struct {
 	holdFor  time.Duration
 
 	migFaults map[engine.VMID][]MigFault // armed for the VM's next migration
+
+	where vmHosts // for each VM, the hosts with a domain of it (index.go)
 }
 
 // MigFault is a fault aimed at a live migration's switch-over, the moment the destination
@@ -304,6 +306,7 @@ func (s *Sim) addVM(id engine.VMID, h *host, mem int, p engine.Policy, running b
 		st, r, want = lifecycle.StateShutoff, lifecycle.ShutoffShutdown, engine.WantStopped
 	}
 	h.doms[id] = &dom{state: st, reason: r}
+	s.defined(h, id)
 	s.vms[id] = &vmTruth{id: id, policy: p, mem: mem, wants: want}
 	i, _ := slices.BinarySearch(s.vmIDs, id) // kept sorted
 	s.vmIDs = slices.Insert(s.vmIDs, i, id)
@@ -461,6 +464,7 @@ func (s *Sim) dur(base time.Duration) time.Duration {
 
 func (s *Sim) undefine(h *host, id engine.VMID) {
 	delete(h.doms, id)
+	s.undefined(h, id)
 	s.emit(h, id, lc(lifecycle.EvUndefined, 0))
 }
 
@@ -524,6 +528,7 @@ func (s *Sim) migrate(src *host, id engine.VMID, d *dom, dst *host, done func(st
 	if nd == nil {
 		nd = &dom{state: lifecycle.StateShutoff}
 		dst.doms[id] = nd
+		s.defined(dst, id)
 	}
 	nd.state, nd.reason = lifecycle.StatePaused, lifecycle.PausedMigration
 	nd.gen++
@@ -613,7 +618,7 @@ func (s *Sim) armMigFault(f MigFault, src, dst *host, id engine.VMID, sw time.Du
 
 // upCopies counts the hosts where the VM's guest is up.
 func (s *Sim) upCopies(id engine.VMID) (n int, running bool) {
-	for _, h := range s.hosts {
+	for _, h := range s.hostsOf(id) {
 		if d := h.doms[id]; h.power && d != nil && up(d.state) {
 			if d.state == lifecycle.StatePaused && d.reason == lifecycle.PausedMigration {
 				continue // the incoming copy of a live migration runs no guest code

@@ -181,7 +181,7 @@ func (s *Sim) expDelay(perHour float64) time.Duration {
 // hostOf finds where the VM's domain is up, or where it is defined.
 func (s *Sim) hostOf(id engine.VMID) (*host, *dom) {
 	var defined *host
-	for _, h := range s.hosts {
+	for _, h := range s.hostsOf(id) {
 		if d := h.doms[id]; d != nil && h.power {
 			if d.state == lifecycle.StatePaused && d.reason == lifecycle.PausedMigration {
 				continue // the incoming copy of a migration is not where the VM is

@@ -183,7 +183,7 @@ func (s *Sim) readStore(h *host) {
 	if s.eng != nil && s.eng.HostState(h.id) == "fenced" {
 		return // what a fenced host's agent stored is void: its domains died with the fence
 	}
-	for _, id := range s.vmIDs {
+	for _, id := range storedIDs(h) {
 		if o, ok := h.stored[id]; ok {
 			s.step(o)
 		}
@@ -240,7 +240,7 @@ func (s *Sim) powerOff(h *host, why string) {
 	}
 	h.power, h.agent, h.libvirtd, h.armed, h.storeCut = false, false, false, false, false
 	h.epoch++
-	for _, id := range s.vmIDs {
+	for _, id := range domIDs(h) {
 		if d := h.doms[id]; d != nil && d.state != lifecycle.StateShutoff {
 			if !(d.state == lifecycle.StatePaused && d.reason == lifecycle.PausedMigration) {
 				s.faultIfWanted(id, "host "+string(h.id)+" lost power")
