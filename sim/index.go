@@ -50,6 +50,21 @@ func (s *Sim) undefined(h *host, id engine.VMID) {
 // hostsOf lists the hosts that have a domain of id, in the order of s.hosts.
 func (s *Sim) hostsOf(id engine.VMID) []*host { return s.where.at[id] }
 
+// setUnseen sets t.unseen, keeping the count of VMs unseen on each host: a host's reports
+// look their VMs up only while it has some.
+func (s *Sim) setUnseen(t *vmTruth, h engine.HostID) {
+	if s.unseenOn == nil {
+		s.unseenOn = map[engine.HostID]int{}
+	}
+	if t.unseen != "" {
+		s.unseenOn[t.unseen]--
+	}
+	t.unseen = h
+	if h != "" {
+		s.unseenOn[h]++
+	}
+}
+
 // domIDs lists h's domains in name order (each is a VM of s.vmIDs).
 func domIDs(h *host) []engine.VMID { return slices.Sorted(maps.Keys(h.doms)) }
 
@@ -67,6 +82,17 @@ func (s *Sim) checkIndex() string {
 		}
 		if got := s.hostsOf(id); !slices.Equal(got, want) {
 			return fmt.Sprintf("index: vm %s has domains on %d hosts, the index says %d", id, len(want), len(got))
+		}
+	}
+	unseen := map[engine.HostID]int{}
+	for _, t := range s.vms {
+		if t.unseen != "" {
+			unseen[t.unseen]++
+		}
+	}
+	for _, h := range s.hosts {
+		if unseen[h.id] != s.unseenOn[h.id] {
+			return fmt.Sprintf("index: %d VMs unseen on %s, the count says %d", unseen[h.id], h.id, s.unseenOn[h.id])
 		}
 	}
 	return ""

@@ -246,6 +246,8 @@ type Sim struct {
 	migFaults map[engine.VMID][]MigFault // armed for the VM's next migration
 
 	where vmHosts // for each VM, the hosts with a domain of it (index.go)
+	// unseenOn counts, per host, the VMs whose vmTruth.unseen names it (see setUnseen).
+	unseenOn map[engine.HostID]int
 }
 
 // MigFault is a fault aimed at a live migration's switch-over, the moment the destination

@@ -335,7 +335,7 @@ func (s *Sim) virsh(op engine.OpKind, id engine.VMID, target engine.HostID) bool
 	}
 	s.trace("user: virsh %s %s on %s %s", verb, id, h.id, target)
 	if t := s.vms[id]; t != nil && !(h.listening() && h.reachable()) {
-		t.unseen = h.id // its agent is not there to see it
+		s.setUnseen(t, h.id) // its agent is not there to see it
 	}
 	switch op {
 	case engine.OpStart:
@@ -365,7 +365,7 @@ func (s *Sim) virsh(op engine.OpKind, id engine.VMID, target engine.HostID) bool
 			}
 			if d.gen == g && h.power && d.state == lifecycle.StateRunning {
 				if t := s.vms[id]; t != nil && !(h.listening() && h.reachable()) {
-					t.unseen = h.id // the guest went down while no agent could see it
+					s.setUnseen(t, h.id) // the guest went down while no agent could see it
 				}
 				s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffShutdown,
 					lc(lifecycle.EvShutdown, lifecycle.ShutdownHost), lc(lifecycle.EvStopped, lifecycle.StoppedShutdown))

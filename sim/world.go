@@ -153,8 +153,11 @@ func (s *Sim) send(h *host, in engine.Input) {
 // store records an agent's observations in the store, as the agent writes them.
 func (s *Sim) store(h *host, in engine.Input) {
 	seen := func(id engine.VMID) {
+		if s.unseenOn[h.id] == 0 {
+			return // no VM's last act is unseen on this host: nothing to look up
+		}
 		if t := s.vms[id]; t != nil && t.unseen == h.id {
-			t.unseen = "" // the agent where it happened has written it down now
+			s.setUnseen(t, "") // the agent where it happened has written it down now
 		}
 	}
 	switch in := in.(type) {
