@@ -43,9 +43,12 @@ type fleet struct {
 	log        *slog.Logger
 	leaseTTL   time.Duration
 	renewEvery time.Duration
-	hosts      []*fhost
-	byName     map[string]*fhost
-	wg         sync.WaitGroup
+	// resyncEvery, when set, makes every host list its domains that often (staggered), as
+	// agents do (node's default: 30 s).
+	resyncEvery time.Duration
+	hosts       []*fhost
+	byName      map[string]*fhost
+	wg          sync.WaitGroup
 
 	// Counters, for the figures.
 	reports  atomic.Int64 // reports written into inboxes
@@ -58,20 +61,25 @@ type fleet struct {
 	onOrder func(h *fhost, a store.Action, at time.Time)
 	// onSnapshot, when set, is called after each snapshot report was written.
 	onSnapshot func(h *fhost)
+	// onWrite, when set, is called with how long each report's write took.
+	onWrite func(d time.Duration)
 }
 
 // fhost is one simulated host: its agent, its hypervisor's domains, its store plumbing.
 type fhost struct {
 	f    *fleet
 	name string
+	// dead: the host lost its power; its agent does nothing more.
+	dead atomic.Bool
 
-	mu       sync.Mutex // guards everything below, and every call of the agent
-	ag       *agent.Agent
-	doms     map[string]*fdom
-	lease    store.Lease
-	leaseRev int64
-	token    *store.Token
-	exec     *fexec
+	mu        sync.Mutex // guards everything below, and every call of the agent
+	ag        *agent.Agent
+	doms      map[string]*fdom
+	lease     store.Lease
+	leaseRev  int64
+	renewedAt time.Time // when the lease was last renewed (the request sent)
+	token     *store.Token
+	exec      *fexec
 	// resyncGate, when set, is waited on (without mu) before a resync's list is taken.
 	resyncGate <-chan struct{}
 
@@ -135,11 +143,15 @@ func (f *fleet) join(ctx context.Context) error {
 // run starts every host's loops (lease renewal, reports sender, orders, resync requests),
 // until ctx ends; wait waits for them.
 func (f *fleet) run(ctx context.Context) {
-	for _, h := range f.hosts {
+	for i, h := range f.hosts {
 		f.wg.Add(3)
 		go h.renewLoop(ctx)
 		go h.sender(ctx)
 		go h.orderLoop(ctx)
+		if f.resyncEvery > 0 {
+			f.wg.Add(1)
+			go h.resyncLoop(ctx, time.Duration(i+1)*f.resyncEvery/time.Duration(len(f.hosts)+1))
+		}
 	}
 	f.wg.Add(1)
 	go f.resyncLoop(ctx)
@@ -163,6 +175,24 @@ func (f *fleet) resyncLoop(ctx context.Context) {
 	}
 }
 
+// resyncLoop lists the host's domains every resyncEvery, the first time after first.
+func (h *fhost) resyncLoop(ctx context.Context, first time.Duration) {
+	defer h.f.wg.Done()
+	if !sleepCtx(ctx, first) {
+		return
+	}
+	t := time.NewTicker(h.f.resyncEvery)
+	defer t.Stop()
+	for {
+		h.resync(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // grant takes a new lease with the host's liveness key; orders written before it are void.
 func (h *fhost) grant(ctx context.Context) error {
 	sent := time.Now()
@@ -175,7 +205,7 @@ func (h *fhost) grant(ctx context.Context) error {
 		return err
 	}
 	h.mu.Lock()
-	h.lease, h.leaseRev = l, rev
+	h.lease, h.leaseRev, h.renewedAt = l, rev, sent
 	h.ag.LeaseRenewed(sent)
 	h.mu.Unlock()
 	return nil
@@ -191,6 +221,9 @@ func (h *fhost) renewLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		if h.dead.Load() {
+			continue
+		}
 		h.mu.Lock()
 		l := h.lease
 		h.mu.Unlock()
@@ -201,6 +234,7 @@ func (h *fhost) renewLoop(ctx context.Context) {
 			h.f.renewals.Add(1)
 			h.mu.Lock()
 			h.ag.LeaseRenewed(sent)
+			h.renewedAt = sent
 			h.mu.Unlock()
 		case errors.Is(err, store.ErrLeaseLost):
 			if h.grant(ctx) == nil {
@@ -214,6 +248,9 @@ func (h *fhost) renewLoop(ctx context.Context) {
 
 // resync lists the host's domains and reports them (a snapshot and the inventory).
 func (h *fhost) resync(ctx context.Context) {
+	if h.dead.Load() {
+		return
+	}
 	if h.resyncGate != nil {
 		select {
 		case <-h.resyncGate:
@@ -283,8 +320,9 @@ func (h *fhost) sender(ctx context.Context) {
 			return
 		case it = <-h.out:
 		}
-		for ctx.Err() == nil {
+		for ctx.Err() == nil && !h.dead.Load() {
 			var err error
+			t := time.Now()
 			if it.inv != nil {
 				err = h.f.st.PutInventory(ctx, *it.inv)
 			} else {
@@ -293,6 +331,9 @@ func (h *fhost) sender(ctx context.Context) {
 			if err == nil {
 				if it.inv == nil {
 					h.f.reports.Add(1)
+					if h.f.onWrite != nil {
+						h.f.onWrite(time.Since(t))
+					}
 				}
 				if it.snap && h.f.onSnapshot != nil {
 					h.f.onSnapshot(h)
@@ -325,6 +366,9 @@ func (h *fhost) orderLoop(ctx context.Context) {
 }
 
 func (h *fhost) order(ctx context.Context, o store.Action) {
+	if h.dead.Load() {
+		return
+	}
 	at := time.Now()
 	h.f.orders.Add(1)
 	if h.f.onOrder != nil {

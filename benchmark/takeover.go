@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,7 +60,7 @@ func Takeover(ctx context.Context, dir string, hosts, vms int) (TakeoverStats, e
 	quiet := slog.New(slog.DiscardHandler)
 	fillStart := time.Now()
 	runCtx, stopFleet := context.WithCancel(ctx)
-	f, crashed, err := fillCluster(runCtx, st, hosts, vms, quiet)
+	f, crashed, err := fillCluster(runCtx, st, hosts, vms, quiet, nil)
 	defer func() { stopFleet(); f.wait() }()
 	if err != nil {
 		return ts, fmt.Errorf("fill the store: %w", err)
@@ -145,7 +146,9 @@ type crashedVM struct {
 // domain XML, the ID floor. The hosts' agents run from the moment they joined (until ctx
 // ends): they renew their leases, and answer orders and resync requests. One VM is down (it crashed while no
 // controller led, and its agent's report of it was lost): only a resync shows it.
-func fillCluster(ctx context.Context, st *store.Store, hosts, vms int, log *slog.Logger) (*fleet, crashedVM, error) {
+//
+// setup, if not nil, is called with the fleet before its agents join.
+func fillCluster(ctx context.Context, st *store.Store, hosts, vms int, log *slog.Logger, setup func(*fleet)) (*fleet, crashedVM, error) {
 	s := Shape{VMs: vms, Hosts: hosts, Window: time.Minute}
 	e := s.Cluster()
 	f := newFleet(st, log)
@@ -159,6 +162,9 @@ func fillCluster(ctx context.Context, st *store.Store, hosts, vms int, log *slog
 	crashed := crashedVM{vm: vmID(hosts - 1), host: hostID(hosts - 1)}
 	d := f.byName[string(crashed.host)].doms[string(crashed.vm)]
 	d.state, d.reason = 5, 6 // shutoff, failed (libvirt's numbers)
+	if setup != nil {
+		setup(f)
+	}
 
 	if err := f.join(ctx); err != nil {
 		return f, crashed, err
@@ -279,6 +285,22 @@ type logTap struct {
 	elected, leading time.Time
 	takeover         time.Duration
 	errs             []string
+	// records: how long each decision with orders took to record, once keepRecords was
+	// called.
+	keep    bool
+	records []int64
+}
+
+func (l *logTap) keepRecords() {
+	l.mu.Lock()
+	l.keep, l.records = true, nil
+	l.mu.Unlock()
+}
+
+func (l *logTap) recorded() []int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.records)
 }
 
 func (l *logTap) Enabled(context.Context, slog.Level) bool { return true }
@@ -295,6 +317,13 @@ func (l *logTap) Handle(_ context.Context, r slog.Record) error {
 			if a.Key == "takeover" {
 				l.takeover = a.Value.Duration()
 				l.elected = r.Time.Add(-l.takeover)
+			}
+			return true
+		})
+	case r.Message == "orders recorded" && l.keep:
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "record" {
+				l.records = append(l.records, int64(a.Value.Duration()))
 			}
 			return true
 		})

@@ -14,6 +14,7 @@ import (
 	"context"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/hassproject/hass/engine"
 	"github.com/hassproject/hass/store"
@@ -141,6 +142,7 @@ func (c *Controller) flushGroup(ctx context.Context) {
 	for _, h := range slices.Sorted(maps.Keys(g.hosts)) {
 		b.PutHostStates = append(b.PutHostStates, g.hosts[h])
 	}
+	start := time.Now()
 	if _, err := c.st.Record(ctx, b); err != nil {
 		c.log.Error("what the engine decided could not be recorded: nothing of it is carried out", "err", err,
 			"events", len(b.Events), "vms", len(b.PutVMs)+len(b.DeleteVMs), "actions", len(b.Actions))
@@ -158,7 +160,7 @@ func (c *Controller) flushGroup(ctx context.Context) {
 		c.idFloor = b.IDFloor
 	}
 	if len(b.Actions) > 0 {
-		c.log.Info("orders recorded", "n", len(b.Actions), "steps_grouped", true)
+		c.log.Info("orders recorded", "n", len(b.Actions), "record", time.Since(start), "grouped", true)
 	}
 }
 
