@@ -25,6 +25,7 @@ func simCmd() *cobra.Command {
 		cpuprofile    string
 		seeds         string
 		parallel      int
+		hostMem       int
 	)
 	c := &cobra.Command{
 		Use:   "sim",
@@ -51,6 +52,10 @@ and each run that broke an invariant; the exit code is 1 when one did.`,
 			cfg.Seed, cfg.Hosts, cfg.VMs = seed, hosts, vms
 			cfg.Duration = time.Duration(hours * float64(time.Hour))
 			cfg.Naive = detector == "naive"
+			if hostMem < 0 {
+				return usageError{fmt.Errorf("--host-mem %d: want 0 (sized to the VMs) or more", hostMem)}
+			}
+			cfg.HostMemMiB = hostMemFor(cfg, hostMem)
 			if hours <= 0 || hours > 24*365*100 {
 				return usageError{fmt.Errorf("--hours %v: want more than 0 and at most 876000", hours)}
 			}
@@ -114,6 +119,7 @@ and each run that broke an invariant; the exit code is 1 when one did.`,
 	f.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the run(s) to this file")
 	f.StringVar(&seeds, "seeds", "", "run these seeds (e.g. 1-1000 or 1,5,9-12) and print the aggregate")
 	f.IntVar(&parallel, "parallel", runtime.NumCPU(), "with --seeds: runs at a time")
+	f.IntVar(&hostMem, "host-mem", 0, "each host's memory in MiB (0: 64 GiB, or more where the VMs would fill more than 40% of it)")
 	return c
 }
 
