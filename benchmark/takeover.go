@@ -180,8 +180,15 @@ func fillCluster(ctx context.Context, st *store.Store, hosts, vms int, log *slog
 			State: h.State, LostAt: h.LostAt.UTC(), LastSeen: h.LastSeen.UTC()})
 	}
 	b.IDFloor = e.LastID() + 1000
-	if _, err := st.Record(ctx, b); err != nil {
-		return f, crashed, err
+	// In parts: each store call has its own timeout (15 s), which a busy machine could
+	// exceed for 50,000 records at once.
+	for len(b.PutVMs) > 0 {
+		n := min(len(b.PutVMs), 1000)
+		part := b
+		part.PutVMs, b.PutVMs, b.PutHostStates, b.IDFloor = b.PutVMs[:n], b.PutVMs[n:], nil, 0
+		if _, err := st.Record(ctx, part); err != nil {
+			return f, crashed, err
+		}
 	}
 	if err := parallel(ctx, f.hosts, 32, func(ctx context.Context, h *fhost) error {
 		inv := store.Inventory{Host: h.name, Seq: 1, At: time.Now().UTC(), Libvirt: "connected"}
