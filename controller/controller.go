@@ -104,6 +104,8 @@ type Controller struct {
 	stale chan struct{}
 	// recordErr is why the last step's decisions could not be recorded (nil: they were).
 	recordErr error
+	// group, while set, gathers the steps' writes into one (see batch.go).
+	group *group
 	// ready is closed the first time this controller leads.
 	ready     chan struct{}
 	readyOnce sync.Once
@@ -312,7 +314,10 @@ func (c *Controller) lead(ctx context.Context, key string, term int64) error {
 				return errors.New("the watch of the agents ended: taking over again")
 			}
 			c.mu.Lock()
+			c.beginGroup()
 			c.agentEvent(ctx, ev)
+			c.drainWatch(ctx, watch)
+			c.flushGroup(ctx)
 			c.mu.Unlock()
 		case <-tick.C:
 			c.mu.Lock()
@@ -336,6 +341,8 @@ func (c *Controller) takeOver(ctx context.Context) (int64, error) {
 	c.hosts, c.alive, c.libvirt = map[engine.HostID]store.Host{}, map[engine.HostID]store.Alive{}, map[engine.HostID]string{}
 	c.aliveLease = map[engine.HostID]int64{}
 	c.firstCall, c.dirty = map[engine.VMID]time.Time{}, map[engine.VMID]bool{}
+	c.beginGroup() // every step of the takeover is written at its end, grouped
+	defer c.discardGroup()
 
 	floor, err := c.st.IDFloor(ctx)
 	if err != nil {
@@ -474,6 +481,7 @@ func (c *Controller) takeOver(ctx context.Context) (int64, error) {
 	for _, ev := range inbox {
 		c.agentEvent(ctx, ev)
 	}
+	c.flushGroup(ctx)
 	return rev, nil
 }
 
@@ -617,6 +625,10 @@ func (c *Controller) unfenceable(ctx context.Context, h engine.HostID) {
 
 // consume deletes a report that changes nothing.
 func (c *Controller) consume(ctx context.Context, key string) {
+	if c.group != nil {
+		c.group.deletes = append(c.group.deletes, key)
+		return
+	}
 	if _, err := c.st.Record(ctx, store.Batch{DeleteKeys: []string{key}, Guard: c.guard}); err != nil {
 		c.recordError(err)
 	}
@@ -743,6 +755,28 @@ func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed .
 		b.Actions = append(b.Actions, store.Action{ID: a.ID, Kind: a.Kind.String(), VM: string(a.VM), Host: string(a.Host),
 			Target: string(a.Target), Why: a.Why, Gen: a.Gen, Term: c.term, At: decided})
 	}
+	// What is done once the step's record is written: fences through BMCs, and the power
+	// cycle of a host declared fenced otherwise (it has a BMC: it is powered off through it
+	// all the same, and on again later).
+	var after []func()
+	for _, s := range b.PutHostStates {
+		h := engine.HostID(s.Host)
+		was := c.hostStates[h]
+		if s.State == "fenced" && was.State != "fenced" && len(fences) == 0 && !s.Maintenance {
+			if hc, ok := c.hostCfg[h]; ok && hc.BMC != nil && !c.fenceInFlight(h, in) {
+				off := s.PowerOff
+				after = append(after, func() { go c.powerCycle(c.leadCtx, h, off) })
+			}
+		}
+	}
+	for _, a := range fences {
+		after = append(after, func() { go c.fence(c.leadCtx, a) })
+	}
+	if c.group != nil {
+		c.addToGroup(b, changed) // written by flushGroup
+		c.group.after = append(c.group.after, after...)
+		return res
+	}
 	if _, err := c.st.Record(ctx, b); err != nil {
 		c.log.Error("what the engine decided could not be recorded: nothing of it is carried out", "err", err,
 			"events", len(b.Events), "vms", len(b.PutVMs)+len(b.DeleteVMs), "actions", len(b.Actions))
@@ -759,16 +793,7 @@ func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed .
 		c.idFloor = b.IDFloor
 	}
 	for _, s := range b.PutHostStates {
-		h := engine.HostID(s.Host)
-		was := c.hostStates[h]
-		c.hostStates[h] = s
-		// A host declared fenced other than by its BMC's confirmation is powered off
-		// through its BMC all the same, if it has one, and powered on again later.
-		if s.State == "fenced" && was.State != "fenced" && len(fences) == 0 && !s.Maintenance {
-			if hc, ok := c.hostCfg[h]; ok && hc.BMC != nil && !c.fenceInFlight(h, in) {
-				go c.powerCycle(c.leadCtx, h, s.PowerOff)
-			}
-		}
+		c.hostStates[engine.HostID(s.Host)] = s
 	}
 	for _, ch := range changed {
 		if ch.gone {
@@ -777,8 +802,8 @@ func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed .
 			c.persisted[engine.VMID(ch.name)] = ch.rec
 		}
 	}
-	for _, a := range fences {
-		go c.fence(c.leadCtx, a)
+	for _, fn := range after {
+		fn()
 	}
 	if len(res.Actions) > 0 {
 		c.log.Info("orders recorded", "n", len(res.Actions), "decide", decided.Sub(arrived), "record", time.Since(decided))

@@ -28,11 +28,13 @@ type store struct {
 	vms      map[engine.VMID]engine.VMState
 	hosts    map[engine.HostID]engine.HostState
 	clusters map[string]engine.ClusterState
+	// dirty: VMs recorded since their copy in vms was taken (see flushVM).
+	dirty map[engine.VMID]bool
 }
 
 func newStore() store {
 	return store{term: 1, vms: map[engine.VMID]engine.VMState{}, hosts: map[engine.HostID]engine.HostState{},
-		clusters: map[string]engine.ClusterState{}}
+		clusters: map[string]engine.ClusterState{}, dirty: map[engine.VMID]bool{}}
 }
 
 // controller is the leading controller process.
@@ -54,6 +56,7 @@ func plural(n int, what string) string {
 // storeCurrent is the fencing-token check an agent makes against the store: the VM's
 // intent generation as the controller last recorded it, and the leader's term.
 func (s *Sim) storeCurrent(a engine.Action) bool {
+	s.flushVM(a.VM)
 	st, ok := s.st.vms[a.VM]
 	return ok && st.Gen == a.Gen && a.Term == s.st.term
 }
@@ -63,13 +66,8 @@ func (s *Sim) storeCurrent(a engine.Action) bool {
 // (Output.Touched), the state of every host it logged a RecHost record for, and the ID floor.
 func (s *Sim) record(in engine.Input, out engine.Output) {
 	touch := func(id engine.VMID) {
-		if id == "" {
-			return
-		}
-		if st, ok := s.eng.State(id); ok {
-			s.st.vms[id] = st
-		} else {
-			delete(s.st.vms, id)
+		if id != "" && s.checkStoreEach {
+			s.st.dirty[id] = true // its state is copied when the store is read (flushVM)
 		}
 	}
 	for _, r := range out.Log {
@@ -123,6 +121,7 @@ func (s *Sim) controllerCrash(why string) {
 	s.ctl.down, s.ctl.crashArmed = true, false
 	s.noteCP()
 	s.ctl.epoch++
+	s.flushStore() // what it recorded, before its engine is gone
 	s.eng, s.wake = nil, time.Time{}
 	ep := s.ctl.epoch
 	delay := 2 * time.Second
@@ -207,6 +206,10 @@ func sortedKeys[K ~string, V any](m map[K]V) []K {
 func (s *Sim) checkStore() string {
 	if s.eng == nil {
 		return ""
+	}
+	s.flushStore()
+	if d := s.checkIndex(); d != "" {
+		return d
 	}
 	for _, id := range s.vmIDs {
 		got, ok := s.eng.State(id)

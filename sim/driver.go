@@ -90,7 +90,7 @@ func (d *simDriver) List(ctx context.Context) ([]hypervisor.Domain, error) {
 		return nil, errNoLibvirt
 	}
 	var out []hypervisor.Domain
-	for _, id := range d.s.vmIDs {
+	for _, id := range domIDs(d.h) {
 		if dm := d.h.doms[id]; dm != nil {
 			out = append(out, hypervisor.Domain{Name: string(id), State: hypervisor.DomainState(dm.state), Reason: dm.reason})
 		}
@@ -142,6 +142,7 @@ func (d *simDriver) Define(ctx context.Context, xml string) error {
 	}
 	if d.h.doms[id] == nil {
 		d.h.doms[id] = &dom{state: lifecycle.StateShutoff}
+		d.s.defined(d.h, id)
 	}
 	return nil
 }

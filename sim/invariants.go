@@ -73,6 +73,7 @@ func (s *Sim) checkTarget(id engine.VMID, target engine.HostID, recovery bool) {
 		if o == id || ot.policy.AntiAffinity != g {
 			continue
 		}
+		s.flushVM(o) // the store's copy is taken when read
 		if st, ok := s.st.vms[o]; ok && st.Home == target && (st.Desired == engine.WantRunning || st.Desired == engine.WantPaused) {
 			s.res.AntiAffinityViolations++
 			s.trace("CHECK: anti-affinity: hass places %s on %s beside %s (group %s, hard)", id, target, o, g)

@@ -294,8 +294,11 @@ type Sim struct {
 
 	migFaults map[engine.VMID][]MigFault // armed for the VM's next migration
 
-	nextLease int64 // the store's last lease ID
-	created   int   // VMs created during the run
+	nextLease int64   // the store's last lease ID
+	created   int     // VMs created during the run
+	where     vmHosts // for each VM, the hosts with a domain of it (index.go)
+	// unseenOn counts, per host, the VMs whose vmTruth.unseen names it (see setUnseen).
+	unseenOn map[engine.HostID]int
 }
 
 // MigFault is a fault aimed at a live migration's switch-over, the moment the destination
@@ -377,6 +380,7 @@ func (s *Sim) addVM(id engine.VMID, h *host, mem int, p engine.Policy, running b
 		return false
 	}
 	h.doms[id] = &dom{state: st, reason: r}
+	s.defined(h, id)
 	s.vms[id] = &vmTruth{id: id, policy: p, mem: mem, wants: want, cluster: h.cluster}
 	i, _ := slices.BinarySearch(s.vmIDs, id) // kept sorted
 	s.vmIDs = slices.Insert(s.vmIDs, i, id)
@@ -553,6 +557,7 @@ func (s *Sim) dur(base time.Duration) time.Duration {
 
 func (s *Sim) undefine(h *host, id engine.VMID) {
 	delete(h.doms, id)
+	s.undefined(h, id)
 	s.emit(h, id, lc(lifecycle.EvUndefined, 0))
 }
 
@@ -616,6 +621,7 @@ func (s *Sim) migrate(src *host, id engine.VMID, d *dom, dst *host, done func(st
 	if nd == nil {
 		nd = &dom{state: lifecycle.StateShutoff}
 		dst.doms[id] = nd
+		s.defined(dst, id)
 	}
 	nd.state, nd.reason = lifecycle.StatePaused, lifecycle.PausedMigration
 	nd.gen++
@@ -705,7 +711,7 @@ func (s *Sim) armMigFault(f MigFault, src, dst *host, id engine.VMID, sw time.Du
 
 // upCopies counts the hosts where the VM's guest is up.
 func (s *Sim) upCopies(id engine.VMID) (n int, running bool) {
-	for _, h := range s.hosts {
+	for _, h := range s.hostsOf(id) {
 		if d := h.doms[id]; h.power && d != nil && up(d.state) {
 			if d.state == lifecycle.StatePaused && d.reason == lifecycle.PausedMigration {
 				continue // the incoming copy of a live migration runs no guest code

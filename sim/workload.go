@@ -208,7 +208,7 @@ func (s *Sim) expDelay(perHour float64) time.Duration {
 // hostOf finds where the VM's domain is up, or where it is defined.
 func (s *Sim) hostOf(id engine.VMID) (*host, *dom) {
 	var defined *host
-	for _, h := range s.hosts {
+	for _, h := range s.hostsOf(id) {
 		if d := h.doms[id]; d != nil && h.power {
 			if d.state == lifecycle.StatePaused && d.reason == lifecycle.PausedMigration {
 				continue // the incoming copy of a migration is not where the VM is
@@ -373,7 +373,7 @@ func (s *Sim) virsh(op engine.OpKind, id engine.VMID, target engine.HostID) bool
 	}
 	s.trace("user: virsh %s %s on %s %s", verb, id, h.id, target)
 	if t := s.vms[id]; t != nil && !(h.listening() && h.reachable()) {
-		t.unseen = h.id // its agent is not there to see it
+		s.setUnseen(t, h.id) // its agent is not there to see it
 	}
 	switch op {
 	case engine.OpStart:
@@ -403,7 +403,7 @@ func (s *Sim) virsh(op engine.OpKind, id engine.VMID, target engine.HostID) bool
 			}
 			if d.gen == g && h.power && d.state == lifecycle.StateRunning {
 				if t := s.vms[id]; t != nil && !(h.listening() && h.reachable()) {
-					t.unseen = h.id // the guest went down while no agent could see it
+					s.setUnseen(t, h.id) // the guest went down while no agent could see it
 				}
 				s.setDom(h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffShutdown,
 					lc(lifecycle.EvShutdown, lifecycle.ShutdownHost), lc(lifecycle.EvStopped, lifecycle.StoppedShutdown))

@@ -158,8 +158,11 @@ func (s *Sim) send(h *host, in engine.Input) {
 // store records an agent's observations in the store, as the agent writes them.
 func (s *Sim) store(h *host, in engine.Input) {
 	seen := func(id engine.VMID) {
+		if s.unseenOn[h.id] == 0 {
+			return // no VM's last act is unseen on this host: nothing to look up
+		}
 		if t := s.vms[id]; t != nil && t.unseen == h.id {
-			t.unseen = "" // the agent where it happened has written it down now
+			s.setUnseen(t, "") // the agent where it happened has written it down now
 		}
 	}
 	switch in := in.(type) {
@@ -188,7 +191,7 @@ func (s *Sim) readStore(h *host) {
 	if s.eng != nil && s.eng.HostState(h.id) == "fenced" {
 		return // what a fenced host's agent stored is void: its domains died with the fence
 	}
-	for _, id := range s.vmIDs {
+	for _, id := range storedIDs(h) {
 		if o, ok := h.stored[id]; ok {
 			s.step(o)
 		}
@@ -246,7 +249,7 @@ func (s *Sim) powerOff(h *host, why string) {
 	}
 	h.power, h.agent, h.libvirtd, h.armed, h.storeCut = false, false, false, false, false
 	h.epoch++
-	for _, id := range s.vmIDs {
+	for _, id := range domIDs(h) {
 		if d := h.doms[id]; d != nil && d.state != lifecycle.StateShutoff {
 			if !(d.state == lifecycle.StatePaused && d.reason == lifecycle.PausedMigration) && !admin {
 				// (The admin's shutdown of a host in maintenance stops its VMs on purpose:

@@ -235,7 +235,7 @@ func OpenEmbeddedConfig(ctx context.Context, c EmbeddedConfig) (*Store, error) {
 	if minFree == 0 {
 		minFree = DefaultMinFree
 	}
-	s := &Store{cli: cli, etcd: e, closing: closing, dir: dir, lock: lock, minFree: minFree, log: log,
+	s := &Store{cli: cli, etcd: e, closing: closing, dir: dir, lock: lock, minFree: minFree, log: log, bigTxns: true,
 		life: life, fail: fail}
 	lock = nil // the store owns it now
 	s.wg.Add(1)
@@ -278,6 +278,7 @@ func etcdConfig(dir string, zl *zap.Logger) *embed.Config {
 	cfg.QuotaBackendBytes = 256 << 20
 	cfg.AutoCompactionMode = embed.CompactorModePeriodic
 	cfg.AutoCompactionRetention = "10m"
+	cfg.MaxTxnOps = embeddedMaxTxnOps
 	// One member has no peers to wait for: short ticks make the first election (and so
 	// OpenEmbedded) take ~0.1 s instead of ~1 s.
 	cfg.TickMs, cfg.ElectionMs = 25, 250

@@ -76,6 +76,10 @@ type Store struct {
 	counterKnown bool
 	counterLast  uint64
 	counterRev   int64
+
+	// bigTxns: every etcd member is one hass embeds, which takes embeddedMaxTxnOps
+	// operations per transaction (see txn.go).
+	bigTxns bool
 }
 
 // ErrClosed is the cause Err reports once Close was called (and nothing failed before).
@@ -596,13 +600,13 @@ type Event struct {
 
 // AppendEvents gives each event the next sequence number and stores it. The counter and
 // the events are written in one transaction, conditional on the counter's mod revision, so
-// numbers never repeat or skip, even with concurrent writers. Batches above 100 events are
-// written in several transactions (each gap-free, but another writer's events may land in
+// numbers never repeat or skip, even with concurrent writers. Batches above 100 events (1,000
+// on an embedded etcd, see txn.go) are written in several transactions (each gap-free, but another writer's events may land in
 // between). It returns the events with Seq set; on an error, those already stored.
 func (s *Store) AppendEvents(ctx context.Context, evs []Event) ([]Event, error) {
 	out := make([]Event, 0, len(evs))
 	for len(evs) > 0 {
-		n := min(len(evs), maxEventsPerTxn)
+		n := min(len(evs), s.eventsPerTxn())
 		done, err := s.appendBatch(ctx, evs[:n])
 		if err != nil {
 			return out, err
@@ -973,7 +977,7 @@ func (s *Store) Record(ctx context.Context, b Batch) ([]Event, error) {
 	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	if len(puts)+len(b.Events)+1 > maxTxnOps {
+	if len(puts)+len(b.Events)+1 > s.txnOps() {
 		return s.recordInParts(ctx, b, guard, puts)
 	}
 	if len(b.Events) == 0 {
@@ -1047,7 +1051,7 @@ func (s *Store) appendGuarded(ctx context.Context, evs []Event, g *Guard, guard 
 func (s *Store) recordInParts(ctx context.Context, b Batch, guard []clientv3.Cmp, puts []clientv3.Op) ([]Event, error) {
 	var out []Event
 	for evs := b.Events; len(evs) > 0; {
-		n := min(len(evs), maxEventsPerTxn)
+		n := min(len(evs), s.eventsPerTxn())
 		part, err := s.appendGuarded(ctx, evs[:n], b.Guard, guard, nil)
 		out = append(out, part...)
 		if err != nil {
@@ -1056,7 +1060,7 @@ func (s *Store) recordInParts(ctx context.Context, b Batch, guard []clientv3.Cmp
 		evs = evs[n:]
 	}
 	for len(puts) > 0 {
-		n := min(len(puts), maxTxnOps-len(guard))
+		n := min(len(puts), s.txnOps()-len(guard))
 		if err := s.guardedTxn(ctx, b.Guard, guard, puts[:n]); err != nil {
 			return out, err
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"runtime"
 	"text/tabwriter"
 	"time"
 
@@ -21,6 +22,10 @@ func simCmd() *cobra.Command {
 		detector      string
 		asJSON, trace bool
 		scenario      string
+		cpuprofile    string
+		seeds         string
+		parallel      int
+		hostMem       int
 	)
 	c := &cobra.Command{
 		Use:   "sim",
@@ -30,7 +35,10 @@ message bus, under a seeded workload of user operations and faults, and score it
 simulator's ground truth. The same seed prints the same bytes.
 
 With --scenario DIR, play one scenario folder (README, start, cmdlist, log.expect) and print
-its story instead.`,
+its story instead.
+
+With --seeds (e.g. 1-1000), run every seed, --parallel at a time, and print the aggregate
+and each run that broke an invariant; the exit code is 1 when one did.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
@@ -44,17 +52,49 @@ its story instead.`,
 			cfg.Seed, cfg.Hosts, cfg.VMs = seed, hosts, vms
 			cfg.Duration = time.Duration(hours * float64(time.Hour))
 			cfg.Naive = detector == "naive"
+			if hostMem < 0 {
+				return usageError{fmt.Errorf("--host-mem %d: want 0 (sized to the VMs) or more", hostMem)}
+			}
+			cfg.HostMemMiB = hostMemFor(cfg, hostMem)
 			if hours <= 0 || hours > 24*365*100 {
 				return usageError{fmt.Errorf("--hours %v: want more than 0 and at most 876000", hours)}
 			}
 			if err := cfg.Validate(); err != nil {
 				return usageError{fmt.Errorf("--%w", err)}
 			}
+			if seeds != "" {
+				list, err := parseSeeds(seeds)
+				if err != nil {
+					return usageError{fmt.Errorf("--%w", err)}
+				}
+				if parallel < 1 {
+					return usageError{fmt.Errorf("--parallel %d: want at least 1", parallel)}
+				}
+				var agg seedsResult
+				err = withCPUProfile(cpuprofile, func() (err error) {
+					agg, err = runSeeds(cmd.Context(), cfg, list, parallel)
+					return err
+				})
+				if err != nil {
+					return err
+				}
+				if err := printSeeds(out, cfg, list, agg, asJSON); err != nil {
+					return err
+				}
+				if len(agg.Failed) > 0 {
+					return fmt.Errorf("%d of %d runs: %w", len(agg.Failed), len(list), errInvariants)
+				}
+				return nil
+			}
 			var tw io.Writer
 			if trace {
 				tw = cmd.ErrOrStderr()
 			}
-			res, err := sim.RunTraced(cfg, tw)
+			var res sim.Result
+			err := withCPUProfile(cpuprofile, func() (err error) {
+				res, err = sim.RunTraced(cfg, tw)
+				return err
+			})
 			if err != nil {
 				return err
 			}
@@ -76,6 +116,10 @@ its story instead.`,
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	f.BoolVar(&trace, "trace", false, "write the story of the run to stderr")
 	f.StringVar(&scenario, "scenario", "", "play one scenario folder and print its story")
+	f.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the run(s) to this file")
+	f.StringVar(&seeds, "seeds", "", "run these seeds (e.g. 1-1000 or 1,5,9-12) and print the aggregate")
+	f.IntVar(&parallel, "parallel", runtime.NumCPU(), "with --seeds: runs at a time")
+	f.IntVar(&hostMem, "host-mem", 0, "each host's memory in MiB (0: 64 GiB, or more where the VMs would fill more than 40% of it)")
 	return c
 }
 
