@@ -156,127 +156,97 @@ func (s *server) listClusters(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, clusterList{Clusters: cs})
 }
 
-func (s *server) putCluster(w http.ResponseWriter, r *http.Request) {
-	name, ok := pathHost(w, r, "cluster")
+// hostCall serves one request on a host's or a cluster's path: it checks the name, reads
+// and checks the body when decode is given, then calls fn and writes its answer.
+func hostCall[T any](s *server, w http.ResponseWriter, r *http.Request, what string, decode func(body []byte) error,
+	fn func(hs HostService, name string) (T, error)) {
+	name, ok := pathHost(w, r, what)
 	if !ok {
 		return
 	}
-	var req ClusterRequest
-	body, err := s.readBody(w, r)
-	if err == nil && !isBlank(body) {
-		err = decodeStrict(body, &req, clusterFields)
-	}
-	if err == nil {
-		err = req.Validate()
-	}
-	if err != nil {
-		writeError(w, err)
-		return
+	if decode != nil {
+		body, err := s.readBody(w, r)
+		if err == nil {
+			err = decode(body)
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
 	}
 	hs, ok := s.hostSvc(w, r)
 	if !ok {
 		return
 	}
-	c, err := hs.PutCluster(r.Context(), name, req)
+	v, err := fn(hs, name)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, c)
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (s *server) putCluster(w http.ResponseWriter, r *http.Request) {
+	var req ClusterRequest
+	decode := func(body []byte) error {
+		if !isBlank(body) {
+			if err := decodeStrict(body, &req, clusterFields); err != nil {
+				return err
+			}
+		}
+		return req.Validate()
+	}
+	hostCall(s, w, r, "cluster", decode, func(hs HostService, name string) (Cluster, error) {
+		return hs.PutCluster(r.Context(), name, req)
+	})
 }
 
 func (s *server) deleteCluster(w http.ResponseWriter, r *http.Request) {
-	name, ok := pathHost(w, r, "cluster")
-	if !ok {
-		return
-	}
-	hs, ok := s.hostSvc(w, r)
-	if !ok {
-		return
-	}
-	if err := hs.DeleteCluster(r.Context(), name); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, Cluster{Name: name})
+	hostCall(s, w, r, "cluster", nil, func(hs HostService, name string) (Cluster, error) {
+		return Cluster{Name: name}, hs.DeleteCluster(r.Context(), name)
+	})
 }
 
 func (s *server) putHost(w http.ResponseWriter, r *http.Request) {
-	name, ok := pathHost(w, r, "host")
-	if !ok {
-		return
-	}
 	var req HostRequest
-	body, err := s.readBody(w, r)
-	if err == nil && !isBlank(body) {
-		err = decodeStrict(body, &req, hostFields)
-		if err == nil && req.BMC != nil {
-			err = requireKeys(body, "bmc", "addr", "user", "password")
+	decode := func(body []byte) error {
+		if !isBlank(body) {
+			if err := decodeStrict(body, &req, hostFields); err != nil {
+				return err
+			}
+			if req.BMC != nil {
+				if err := requireKeys(body, "bmc", "addr", "user", "password"); err != nil {
+					return err
+				}
+			}
 		}
+		return req.Validate()
 	}
-	if err == nil {
-		err = req.Validate()
-	}
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	hs, ok := s.hostSvc(w, r)
-	if !ok {
-		return
-	}
-	h, err := hs.PutHost(r.Context(), name, req)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, h)
+	hostCall(s, w, r, "host", decode, func(hs HostService, name string) (Host, error) {
+		return hs.PutHost(r.Context(), name, req)
+	})
 }
 
 func (s *server) removeHost(w http.ResponseWriter, r *http.Request) {
-	name, ok := pathHost(w, r, "host")
-	if !ok {
-		return
-	}
-	hs, ok := s.hostSvc(w, r)
-	if !ok {
-		return
-	}
-	if err := hs.RemoveHost(r.Context(), name); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, Host{Name: name, State: "removed", Lease: "expired"})
+	hostCall(s, w, r, "host", nil, func(hs HostService, name string) (Host, error) {
+		return Host{Name: name, State: "removed", Lease: "expired"}, hs.RemoveHost(r.Context(), name)
+	})
 }
 
 func (s *server) maintenance(w http.ResponseWriter, r *http.Request) {
-	name, ok := pathHost(w, r, "host")
-	if !ok {
-		return
-	}
 	var req MaintenanceRequest
-	body, err := s.readBody(w, r)
-	if err == nil {
+	decode := func(body []byte) error {
 		if isBlank(body) {
-			err = BadRequest("on", "required: true or false")
-		} else if err = decodeStrict(body, &req, maintenanceFields); err == nil {
-			err = requireKeys(body, "", "on")
+			return BadRequest("on", "required: true or false")
 		}
+		if err := decodeStrict(body, &req, maintenanceFields); err != nil {
+			return err
+		}
+		return requireKeys(body, "", "on")
 	}
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	hs, ok := s.hostSvc(w, r)
-	if !ok {
-		return
-	}
-	h, err := hs.Maintenance(r.Context(), name, req)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, h)
+	hostCall(s, w, r, "host", decode, func(hs HostService, name string) (Host, error) {
+		return hs.Maintenance(r.Context(), name, req)
+	})
 }
 
 // requireKeys refuses a body whose object at path ("" for the top, else one key of it) lacks

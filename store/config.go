@@ -123,50 +123,45 @@ type Config struct {
 // that do not decode are returned in Bad, naming key and field.
 func (s *Store) LoadConfig(ctx context.Context) (Config, error) {
 	var c Config
-	kvs, err := s.list(ctx, clusterCfgPrefix)
-	if err != nil {
-		return c, fmt.Errorf("store: list clusters: %w", err)
+	var err error
+	if c.Clusters, err = loadRecords(ctx, s, clusterCfgPrefix, "clusters", &c.Bad, func(cl *Cluster) (string, error) {
+		return clusterCfgKey(cl.Name), cl.Validate()
+	}); err != nil {
+		return c, err
 	}
-	for _, kv := range kvs {
-		var cl Cluster
-		key := string(kv.Key)
-		if err := decodeRecord(key, kv.Value, &cl, func() error { return cl.Validate() }); err != nil {
-			c.Bad = append(c.Bad, badRecord(key, err))
-			continue
-		}
-		if key != clusterCfgKey(cl.Name) {
-			c.Bad = append(c.Bad, badRecord(key, fmt.Errorf("decode %s: %w", key, fieldErr("name", "%q: does not match the key", cl.Name))))
-			continue
-		}
-		c.Clusters = append(c.Clusters, cl)
-	}
-	if kvs, err = s.list(ctx, hostCfgPrefix); err != nil {
-		return c, fmt.Errorf("store: list host configurations: %w", err)
-	}
-	for _, kv := range kvs {
-		var h HostConfig
-		key := string(kv.Key)
-		if err := decodeRecord(key, kv.Value, &h, func() error { return h.Validate() }); err != nil {
-			c.Bad = append(c.Bad, badRecord(key, err))
-			continue
-		}
-		if key != hostCfgKey(h.Name) {
-			c.Bad = append(c.Bad, badRecord(key, fmt.Errorf("decode %s: %w", key, fieldErr("name", "%q: does not match the key", h.Name))))
-			continue
-		}
-		c.Hosts = append(c.Hosts, h)
-	}
-	return c, nil
+	c.Hosts, err = loadRecords(ctx, s, hostCfgPrefix, "host configurations", &c.Bad, func(h *HostConfig) (string, error) {
+		return hostCfgKey(h.Name), h.Validate()
+	})
+	return c, err
 }
 
-func decodeRecord(key string, data []byte, v any, validate func() error) error {
-	if err := strictJSON(data, v); err != nil {
-		return fmt.Errorf("decode %s: %w", key, err)
+// loadRecords reads the JSON records under prefix, strictly; check gives a record's own key
+// and validates it. A record that does not decode, is not valid or sits under another key is
+// added to bad, named by key and field, and left out.
+func loadRecords[T any](ctx context.Context, s *Store, prefix, what string, bad *[]BadRecord, check func(*T) (string, error)) ([]T, error) {
+	kvs, err := s.list(ctx, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("store: list %s: %w", what, err)
 	}
-	if err := validate(); err != nil {
-		return fmt.Errorf("decode %s: %w", key, err)
+	var out []T
+	for _, kv := range kvs {
+		var v T
+		key := string(kv.Key)
+		if err := strictJSON(kv.Value, &v); err != nil {
+			*bad = append(*bad, badRecord(key, fmt.Errorf("decode %s: %w", key, err)))
+			continue
+		}
+		own, err := check(&v)
+		if err == nil && own != key {
+			err = fieldErr("name", "does not match the key")
+		}
+		if err != nil {
+			*bad = append(*bad, badRecord(key, fmt.Errorf("decode %s: %w", key, err)))
+			continue
+		}
+		out = append(out, v)
 	}
-	return nil
+	return out, nil
 }
 
 // BMCPassword reads the password of host's BMC ("" when none is stored).
