@@ -445,7 +445,7 @@ func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, a
 	}
 	if h != v.home {
 		hh, ho := e.homeHost(v), v.obsOn(v.home)
-		homeDown := hh == nil || hh.state == hostFenced ||
+		homeDown := hh == nil || hh.state == hostFenced || hh.powerOff ||
 			(hh.state == hostUp && ho != nil && ho.state != DomUnknown && !ho.state.up())
 		migrating := v.op != nil && v.op.Kind == OpMigrate && (v.op.Target == h || v.op.Target == "")
 		cold, unpause := false, false
@@ -594,6 +594,13 @@ func (e *Engine) snapshot(in Snapshot) {
 	}
 	if in.At.After(h.lastResync) {
 		h.lastResync = in.At
+	}
+	if h.lapsed && h.state == hostUp {
+		// Its first complete list since its lease came back says all the fence did.
+		defer func() {
+			h.lapsed = false
+			e.log(RecHost, "", h.id, "listed its domains since its lease came back")
+		}()
 	}
 	// Each protected VM listed notes its row (the last, if listed twice).
 	c := e.candidates()
@@ -960,6 +967,12 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 	}
 	if crashReason(o) {
 		e.detect(v, failureKind(o), o.at, fmt.Sprintf("%s/%s", o.state, o.reason))
+		return
+	}
+	if h := e.homeHost(v); h != nil && h.lapsed && o.reason == ReasonDestroyed {
+		// Its host, in maintenance, lost its lease: its agent fenced itself, and a new agent
+		// process no longer knows that it was its own destroy. Not a user's stop.
+		e.detect(v, FailHostDown, o.at, "destroyed while its host, in maintenance, had no lease: its agent fenced it")
 		return
 	}
 	switch o.reason {

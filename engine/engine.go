@@ -44,6 +44,11 @@ type host struct {
 	// powered off while in maintenance (it is fenced when maintenance ends, if still off).
 	maint, maintMigrate, powerOff bool
 	maintNext                     time.Time
+	// lapsed: in maintenance, its lease lapsed, and it has not listed its domains since it
+	// came back. Its agent may have fenced itself: a VM reported destroyed there meanwhile is
+	// taken as fenced, not stopped by a user (a new agent process does not know its own
+	// fence's destroys).
+	lapsed bool
 
 	related []*vm          // the VMs homed, observed, recovering or copied here (see index.go)
 	used    int            // memory of the VMs homed here that are wanted up (and migrating here)
@@ -585,6 +590,7 @@ func (e *Engine) hostLease(in HostLease) {
 			h.lastSeen = e.now
 		}
 		if h.maint {
+			h.lapsed = true
 			e.log(RecHost, "", h.id, "lease expired while in maintenance: never fenced, its VMs wait for maintenance to end")
 			return
 		}

@@ -262,8 +262,10 @@ type walkHosts struct {
 
 func (w walkHosts) Len() int { return len(w.e.hostList) }
 
+func (w walkHosts) Detail(i int, p *placement.Host) { w.e.detailHost(p, w.e.hostList[i], w.v) }
+
 func (w walkHosts) Fill(i int, p *placement.Host) {
 	h := w.e.hostList[i]
-	w.e.fillHost(p, h, w.v, w.exclude)
+	w.e.fillHost(p, h, w.v, w.e.hosts[w.exclude])
 	p.UsedMemMiB, p.UsedVCPUs, p.GroupVMs = w.used[h], w.usedCPU[h], w.groups[h]
 }

@@ -145,10 +145,10 @@ func (e *Engine) drain(h *host) {
 		e.request(Request{Op: OpMigrate, VM: v.id, Target: target, Source: SrcMaintenance})
 		if e.out.Err != nil {
 			e.maintWait(v, fmt.Sprintf("maintenance of %s: cannot move it: %s", h.id, e.out.Err))
-			left++
 		} else {
 			v.waitWhy = ""
 		}
+		left++ // the next pass sees whether it left
 		e.out.Err = err
 	}
 	if left > 0 {

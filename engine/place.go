@@ -18,7 +18,7 @@ func (e *Engine) place(v *vm, exclude HostID, purpose placement.Purpose) (HostID
 		e.syncUse(x)
 	}
 	e.syncUse(v)
-	e.view = hostsView{e: e, v: v, exclude: exclude}
+	e.view = hostsView{e: e, v: v, exclude: e.hosts[exclude]}
 	i, ok := e.planner.Place(e.placementVM(v, purpose), &e.view)
 	e.view = hostsView{}
 	best, why := HostID(""), ""
@@ -46,7 +46,7 @@ func (e *Engine) placementVM(v *vm, purpose placement.Purpose) placement.VM {
 type hostsView struct {
 	e       *Engine
 	v       *vm
-	exclude HostID
+	exclude *host // nil: none
 }
 
 func (w *hostsView) Len() int { return len(w.e.hostList) }
@@ -60,6 +60,7 @@ func (w *hostsView) Fill(i int, p *placement.Host) {
 		p.UsedMemMiB -= v.use.mem // v itself does not count
 		p.UsedVCPUs -= v.use.cpu
 	}
+	p.GroupVMs = 0
 	if g := v.policy.AntiAffinity; g != "" {
 		p.GroupVMs = h.groups[g]
 		if mine && v.use.group == g {
@@ -68,15 +69,18 @@ func (w *hostsView) Fill(i int, p *placement.Host) {
 	}
 }
 
+func (w *hostsView) Detail(i int, p *placement.Host) { w.e.detailHost(p, w.e.hostList[i], w.v) }
+
 // fillHost fills what placement needs to know of h that does not depend on usage.
-func (e *Engine) fillHost(p *placement.Host, h *host, v *vm, exclude HostID) {
+func (e *Engine) fillHost(p *placement.Host, h *host, v *vm, exclude *host) {
 	p.Name, p.Cluster = string(h.id), h.cluster
-	p.Up, p.Maintenance, p.Reserved, p.Excluded = h.state == hostUp, h.maint, h.reserved, h.id == exclude
+	p.Up, p.Maintenance, p.Reserved, p.Excluded = h.state == hostUp, h.maint, h.reserved, h == exclude
 	p.MemMiB, p.VCPUs, p.Unreached = h.mem, h.vcpus, h.unreached
-	if p.Up && !p.Excluded {
-		if o := v.obsOn(h.id); o != nil && o.state.up() {
-			p.HasCopy = true // a copy of it is up there already: never start a second one beside it
-		}
-		p.FailedLately = v.failedRecently(h.id, e.now)
-	}
+}
+
+// detailHost fills what placement asks only of a host that passed its other checkers.
+func (e *Engine) detailHost(p *placement.Host, h *host, v *vm) {
+	o := v.obsOn(h.id)
+	p.HasCopy = o != nil && o.state.up() // a copy of it is up there already: never start a second one beside it
+	p.FailedLately = v.failedRecently(h.id, e.now)
 }

@@ -217,7 +217,7 @@ func (e *Engine) restore(in Restore) {
 			e.out.Err = fmt.Errorf("restore vm %q: already protected", s.VM)
 			return
 		}
-		if s.Desired == WantAbsent && s.Op == nil {
+		if s.Desired == WantAbsent && s.Op == nil && !s.Errored { // (a delete that failed leaves it in error)
 			e.out.Err = fmt.Errorf("restore vm %q: desired absent with no delete in flight", s.VM)
 			return
 		}
@@ -322,6 +322,9 @@ type HostState struct {
 	Maintenance        bool
 	MaintenanceMigrate bool
 	PowerOff           bool
+	// Lapsed: in maintenance, its lease lapsed and it has not listed its domains since (a
+	// VM reported destroyed there is taken as fenced by its agent).
+	Lapsed bool
 	// Lease is the lease ID it last renewed (0: unknown); FencedLease, for a fenced host, the
 	// one current when it was fenced, which does not bring it back up.
 	Lease       int64
@@ -392,7 +395,7 @@ func (e *Engine) Hosts() []HostState {
 func (h *host) export() HostState {
 	s := HostState{Host: h.id, MemMiB: h.mem, VCPUs: h.vcpus, Fencing: h.fencing, Cluster: h.cluster, Reserved: h.reserved,
 		State: h.state.String(), LastSeen: h.lastSeen, Maintenance: h.maint, MaintenanceMigrate: h.maintMigrate,
-		PowerOff: h.powerOff, Lease: h.lease, FencedLease: h.fencedLease}
+		PowerOff: h.powerOff, Lapsed: h.lapsed, Lease: h.lease, FencedLease: h.fencedLease}
 	if h.state != hostUp {
 		s.LostAt = h.lostAt
 	}
@@ -408,7 +411,7 @@ func (e *Engine) restoreHost(s HostState) *host {
 		e.insertHost(h)
 	}
 	h.mem, h.vcpus, h.fencing, h.cluster, h.reserved = s.MemMiB, s.VCPUs, s.Fencing, s.cluster(), s.Reserved
-	h.maint, h.maintMigrate, h.powerOff = s.Maintenance, s.MaintenanceMigrate, s.PowerOff
+	h.maint, h.maintMigrate, h.powerOff, h.lapsed = s.Maintenance, s.MaintenanceMigrate, s.PowerOff, s.Lapsed
 	h.lease, h.fencedLease = s.Lease, s.FencedLease
 	if h.maintMigrate {
 		e.startDraining(h) // the first tick moves what is left

@@ -13,17 +13,17 @@ const (
 	InMaintenance           // in maintenance: it takes no new placements
 	Excluded                // ruled out by the caller (the host the VM leaves)
 	OtherCluster            // in another cluster than the VM's
-	CopyUp                  // a copy of the VM is up there already
 	NoMemory                // not enough free memory
 	NoVCPUs                 // not enough free vCPUs
 	ReservedHost            // a spare, and this is no recovery
 	HardAntiAffinity        // a VM of the VM's hard anti-affinity group runs there
+	CopyUp                  // a copy of the VM is up there already
 	nRejects
 )
 
 var rejectNames = [...]string{"ok", "not up", "in maintenance", "excluded", "in another cluster",
-	"a copy is up there", "not enough memory", "not enough vCPUs", "reserved for recoveries",
-	"hard anti-affinity"}
+	"not enough memory", "not enough vCPUs", "reserved for recoveries", "hard anti-affinity",
+	"a copy is up there"}
 
 func (r Reject) String() string {
 	if int(r) < len(rejectNames) {
@@ -37,8 +37,8 @@ type Checker func(vm *VM, h *Host) Reject
 
 // Checkers are the feasibility rules, in the order they are tried; a host's first rejection
 // is the one counted for it.
-var Checkers = [...]Checker{CheckUp, CheckMaintenance, CheckExcluded, CheckCluster, CheckCopy,
-	CheckMemory, CheckVCPUs, CheckReserved, CheckHardAntiAffinity}
+var Checkers = [...]Checker{CheckUp, CheckMaintenance, CheckExcluded, CheckCluster, CheckMemory,
+	CheckVCPUs, CheckReserved, CheckHardAntiAffinity, CheckCopy}
 
 // CheckUp: the host holds its lease.
 func CheckUp(_ *VM, h *Host) Reject {
@@ -112,12 +112,38 @@ func CheckHardAntiAffinity(vm *VM, h *Host) Reject {
 	return OK
 }
 
-// Feasible runs every checker and returns the first rejection, OK if none.
+// Feasible runs every checker, in the order of Checkers, and returns the first rejection,
+// OK if none. (It calls them directly rather than through the slice: a placement asks it
+// once per host, and direct calls inline.)
 func Feasible(vm *VM, h *Host) Reject {
-	for _, c := range Checkers {
-		if r := c(vm, h); r != OK {
-			return r
-		}
+	if r := feasibleCheap(vm, h); r != OK {
+		return r
 	}
-	return OK
+	return CheckCopy(vm, h)
+}
+
+// feasibleCheap runs every checker but the last, which needs Host's details (Hosts.Detail).
+func feasibleCheap(vm *VM, h *Host) Reject {
+	if r := CheckUp(vm, h); r != OK {
+		return r
+	}
+	if r := CheckMaintenance(vm, h); r != OK {
+		return r
+	}
+	if r := CheckExcluded(vm, h); r != OK {
+		return r
+	}
+	if r := CheckCluster(vm, h); r != OK {
+		return r
+	}
+	if r := CheckMemory(vm, h); r != OK {
+		return r
+	}
+	if r := CheckVCPUs(vm, h); r != OK {
+		return r
+	}
+	if r := CheckReserved(vm, h); r != OK {
+		return r
+	}
+	return CheckHardAntiAffinity(vm, h)
 }

@@ -6,10 +6,13 @@ import (
 )
 
 // Hosts hands the candidates to a Planner one at a time, in name order, so a placement over
-// a thousand hosts copies no list: Fill writes candidate i into h (every field).
+// a thousand hosts copies no list: Fill writes candidate i into h (every field but the
+// details: h holds the previous candidate), Detail writes its details (HasCopy,
+// FailedLately), which the planner asks for only of a host that passed every other checker.
 type Hosts interface {
 	Len() int
 	Fill(i int, h *Host)
+	Detail(i int, h *Host)
 }
 
 // Planner places VMs. It keeps what the last placement saw, for Explain; the zero value is
@@ -28,28 +31,49 @@ type Planner struct {
 }
 
 // Place returns the index of the best feasible host, or ok false when none fits (Explain
-// then says why).
+// then says why). The pass over the hosts only checks and ranks; when no host fits, a
+// second pass tallies the rejections for Explain (a failed placement is rare, and a
+// successful one pays nothing for the explanation).
 func (p *Planner) Place(vm VM, hosts Hosts) (best int, ok bool) {
 	p.vm = vm
+	var bestKey uint64
+	best = -1
+	h := &p.h
+	for i, n := 0, hosts.Len(); i < n; i++ {
+		hosts.Fill(i, h)
+		if feasibleCheap(&p.vm, h) != OK {
+			continue
+		}
+		hosts.Detail(i, h)
+		if CheckCopy(&p.vm, h) != OK {
+			continue
+		}
+		if k := key(&p.vm, h); best < 0 || k > bestKey { // Rank and Better, as one number
+			best, bestKey = i, k
+		}
+	}
+	if best < 0 {
+		p.tally(hosts)
+	}
+	return best, best >= 0
+}
+
+// tally counts every host's first rejection, and the capacity figures, for Explain.
+func (p *Planner) tally(hosts Hosts) {
 	p.rejects = [nRejects]int{}
 	p.inCluster, p.usable, p.capSeen = 0, 0, false
 	p.maxMem, p.maxCPU, p.maxMemH, p.maxCPUH = 0, 0, "", ""
-	var bestScore Score
-	best = -1
 	h := &p.h
 	for i, n := 0, hosts.Len(); i < n; i++ {
 		*h = Host{}
 		hosts.Fill(i, h)
-		r := Feasible(&p.vm, h)
+		r := feasibleCheap(&p.vm, h)
+		if r == OK {
+			hosts.Detail(i, h)
+			r = CheckCopy(&p.vm, h)
+		}
 		p.note(h, r)
-		if r != OK {
-			continue
-		}
-		if sc := Rank(&p.vm, h); best < 0 || Better(sc, bestScore) {
-			best, bestScore = i, sc
-		}
 	}
-	return best, best >= 0
 }
 
 // note tallies one host's verdict for Explain.
@@ -86,7 +110,7 @@ func more(a, b int) bool {
 	return a > b
 }
 
-// Rejected is how many hosts the last placement's checkers turned down for r.
+// Rejected is how many hosts the last placement that found none turned down for r.
 func (p *Planner) Rejected(r Reject) int { return p.rejects[r] }
 
 // Explain says in one line why the last placement found no host.
@@ -104,7 +128,7 @@ func (p *Planner) Explain() string {
 			}
 		}
 		return fmt.Sprintf("cluster %s has no host up (of %d: %s)", c, p.inCluster, strings.Join(parts, ", "))
-	case p.rejects[CopyUp] == p.usable:
+	case p.rejects[CopyUp] == p.usable && !p.capSeen:
 		return fmt.Sprintf("a copy of it is up on every usable host of cluster %s", c)
 	}
 	aa, spare := p.rejects[HardAntiAffinity], p.rejects[ReservedHost]

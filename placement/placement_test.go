@@ -121,8 +121,15 @@ func ptr(h Host) *Host { return &h }
 
 type hostList []Host
 
-func (l hostList) Len() int            { return len(l) }
-func (l hostList) Fill(i int, h *Host) { *h = l[i] }
+func (l hostList) Len() int { return len(l) }
+
+// Fill gives everything but the details, which come with Detail.
+func (l hostList) Fill(i int, h *Host) {
+	*h = l[i]
+	h.HasCopy, h.FailedLately = false, false
+}
+
+func (l hostList) Detail(i int, h *Host) { h.HasCopy, h.FailedLately = l[i].HasCopy, l[i].FailedLately }
 func (l hostList) name(i int, ok bool) string {
 	if !ok {
 		return ""
@@ -184,15 +191,54 @@ func TestPlace(t *testing.T) {
 	}
 }
 
+// TestFeasibleAndRankUseEveryPiece: Feasible and Rank (which call the pieces directly) say
+// what running Checkers and Rankers in order says.
+func TestFeasibleAndRankUseEveryPiece(t *testing.T) {
+	hosts := []Host{up("h1"), {Name: "h2", Cluster: "c2"}, {Name: "h3", Cluster: "c1", Up: true, MemMiB: 512},
+		{Name: "h4", Cluster: "c1", Up: true, Reserved: true, GroupVMs: 1, Unreached: true, FailedLately: true}}
+	for _, purpose := range []Purpose{Recovery, User} {
+		v := vm1()
+		v.Group, v.Hard, v.Purpose = "g", purpose == User, purpose
+		for i := range hosts {
+			h := &hosts[i]
+			want := OK
+			for _, c := range Checkers {
+				if r := c(&v, h); r != OK {
+					want = r
+					break
+				}
+			}
+			if got := Feasible(&v, h); got != want {
+				t.Errorf("%s %s: Feasible %s, the checkers %s", purpose, h.Name, got, want)
+			}
+			var s Score
+			for _, r := range Rankers {
+				r(&v, h, &s)
+			}
+			if got := Rank(&v, h); got != s {
+				t.Errorf("%s %s: Rank %+v, the rankers %+v", purpose, h.Name, got, s)
+			}
+			// The packed key orders hosts as Better does.
+			for j := range hosts {
+				o := &hosts[j]
+				if a, b := key(&v, h) > key(&v, o), Better(Rank(&v, h), Rank(&v, o)); a != b {
+					t.Errorf("%s: key says %s above %s is %t, Better %t", purpose, h.Name, o.Name, a, b)
+				}
+			}
+		}
+	}
+}
+
 func TestRejectedCounts(t *testing.T) {
 	var p Planner
 	v := vm1()
 	v.Purpose = User
 	hosts := hostList{up("h1"), func() Host { h := up("h2"); h.Reserved = true; return h }(), func() Host { h := up("h3"); h.Up = false; return h }()}
-	if _, ok := p.Place(v, hosts); !ok {
-		t.Fatal("h1 fits")
+	hosts[0].Up = false
+	if _, ok := p.Place(v, hosts); ok {
+		t.Fatal("h1 is down and h2 a spare: nothing fits")
 	}
-	if p.Rejected(ReservedHost) != 1 || p.Rejected(NotUp) != 1 || p.Rejected(OK) != 1 {
+	if p.Rejected(ReservedHost) != 1 || p.Rejected(NotUp) != 2 || p.Rejected(OK) != 0 {
 		t.Fatalf("counts: reserved %d not-up %d ok %d", p.Rejected(ReservedHost), p.Rejected(NotUp), p.Rejected(OK))
 	}
 	if Purpose(9).String() != "purpose(9)" || Reject(99).String() != "reject(99)" || User.String() != "user" || NoMemory.String() != "not enough memory" {

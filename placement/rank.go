@@ -43,12 +43,15 @@ func RankFree(_ *VM, h *Host, s *Score) {
 	s.Free = h.MemMiB - h.UsedMemMiB
 }
 
-// Rank scores a feasible host.
+// Rank scores a feasible host with every ranker of Rankers (called directly: they inline,
+// and the score stays on the stack).
 func Rank(vm *VM, h *Host) Score {
 	var s Score
-	for _, r := range Rankers {
-		r(vm, h, &s)
-	}
+	RankReached(vm, h, &s)
+	RankFresh(vm, h, &s)
+	RankApart(vm, h, &s)
+	RankSpare(vm, h, &s)
+	RankFree(vm, h, &s)
 	return s
 }
 
@@ -65,4 +68,27 @@ func Better(a, b Score) bool {
 		return a.Spare
 	}
 	return a.Free > b.Free
+}
+
+// key packs a host's Score into one number that orders hosts as Better does (flags in order
+// of importance, then free memory), so the pass over a thousand hosts compares integers.
+func key(vm *VM, h *Host) uint64 {
+	var k uint64
+	if !h.Unreached {
+		k |= 1 << 63
+	}
+	if !h.FailedLately {
+		k |= 1 << 62
+	}
+	if vm.Group == "" || h.GroupVMs == 0 {
+		k |= 1 << 61
+	}
+	if h.Reserved && vm.Purpose == Recovery {
+		k |= 1 << 60
+	}
+	free := unlimited
+	if h.MemMiB != 0 {
+		free = max(h.MemMiB-h.UsedMemMiB, 0)
+	}
+	return k | uint64(min(free, unlimited))
 }

@@ -249,6 +249,9 @@ type vmTruth struct {
 	unseenStop bool
 	// cluster is the cluster of the host it was protected on.
 	cluster string
+	// maintDown is the host in maintenance whose admin shutdown took the VM down: it is owed
+	// again when that maintenance ends.
+	maintDown engine.HostID
 }
 
 // Sim is one simulated run.

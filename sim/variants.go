@@ -168,7 +168,8 @@ func (s *Sim) maintenanceOff(h *host, ep int) {
 		return
 	}
 	for _, id := range s.vmIDs {
-		if st, ok := s.st.vms[id]; ok && st.Home == h.id {
+		if t := s.vms[id]; t.maintDown == h.id {
+			t.maintDown = ""
 			if n, _ := s.upCopies(id); n == 0 {
 				s.faultIfWanted(id, "down on "+string(h.id)+" as its maintenance ended")
 			}

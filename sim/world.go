@@ -251,6 +251,9 @@ func (s *Sim) powerOff(h *host, why string) {
 	h.epoch++
 	for _, id := range domIDs(h) {
 		if d := h.doms[id]; d != nil && d.state != lifecycle.StateShutoff {
+			if t := s.vms[id]; admin && t != nil && (t.wants == engine.WantRunning || t.wants == engine.WantPaused) {
+				t.maintDown = h.id
+			}
 			if !(d.state == lifecycle.StatePaused && d.reason == lifecycle.PausedMigration) && !admin {
 				// (The admin's shutdown of a host in maintenance stops its VMs on purpose:
 				// they are owed again when maintenance ends, see maintenanceOff.)
@@ -284,8 +287,11 @@ func (s *Sim) agentStart(h *host) {
 	h.agent, h.armed = true, true
 	h.lastPet = s.now
 	h.ag = s.newAgent(h) // a new process: what the last one remembered is gone
-	if s.random {
-		h.leaseAlive = false // a new process grants itself a new lease; the old one lapses
+	if s.random && h.leaseAlive && h.reachable() {
+		// A new process grants itself a new lease; the old one lapses. (Cut off from the
+		// store it cannot: the old lease expires there as it would.)
+		h.lease = s.newLease()
+		s.step(engine.HostLease{Host: h.id, Alive: true, Lease: h.lease})
 	}
 	s.renew(h)
 	s.snapshot(h)
