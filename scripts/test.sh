@@ -74,7 +74,7 @@ gotest "end-to-end tests" 45m -p 1 ./hypervisor/libvirt ./test/e2e
 
 echo "== go test: the multi-host rig (simulated hosts in namespaces, IPMI BMCs; leaves this machine's libvirtd alone)"
 export HASS_REQUIRE_RIG=1 # root is given here: a machine that cannot run the rig is a failure
-gotest "multi-host rig tests" 20m ./test/rig
+gotest "multi-host rig tests" 45m ./test/rig
 
 # A count, not a duration: with a duration Go 1.26's fuzz coordinator can fail a target with a
 # bare "context deadline exceeded" when -fuzztime ends under CPU load (golang/go#75804, fixed
