@@ -34,7 +34,9 @@ type group struct {
 	actions []store.Action
 	config  []store.ConfigChange
 	// after runs once the group is written (fences, power cycles: see stepLocked).
-	after   []func()
+	after []func()
+	// decide is how long the engine took over the steps that gave orders.
+	decide  time.Duration
 	idFloor uint64
 	// What c.persisted and c.hostStates held before the group changed them (each step of
 	// the group compares with what the steps before it decided), to put back if the write
@@ -164,7 +166,7 @@ func (c *Controller) flushGroup(ctx context.Context) {
 		c.idFloor = b.IDFloor
 	}
 	if len(b.Actions) > 0 {
-		c.log.Info("orders recorded", "n", len(b.Actions), "record", time.Since(start), "grouped", true)
+		c.log.Info("orders recorded", "n", len(b.Actions), "decide", g.decide, "record", time.Since(start), "grouped", true)
 	}
 	for _, fn := range g.after {
 		fn()

@@ -775,6 +775,9 @@ func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed .
 	if c.group != nil {
 		c.addToGroup(b, changed) // written by flushGroup
 		c.group.after = append(c.group.after, after...)
+		if len(res.Actions) > 0 {
+			c.group.decide += decided.Sub(arrived)
+		}
 		return res
 	}
 	if _, err := c.st.Record(ctx, b); err != nil {

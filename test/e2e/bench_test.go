@@ -83,6 +83,9 @@ func TestRecoveryLatency(t *testing.T) {
 	row("  record-before-act (etcd)", stages["record"])
 	row("  decision -> libvirt call", stages["since_decision"])
 	row("    of which token check", stages["check"])
+	if len(stages["decide"]) == 0 || len(stages["record"]) == 0 {
+		t.Errorf("the controller logged no decision or record times with its orders (%d, %d)", len(stages["decide"]), len(stages["record"]))
+	}
 	if len(stages["since_decision"]) != crashes {
 		t.Errorf("%d restart calls logged with their timings, want %d", len(stages["since_decision"]), crashes)
 	}
