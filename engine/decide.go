@@ -463,7 +463,14 @@ func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, a
 			// It ran here as the migration's target: the switch-over had happened, whatever
 			// hass still believes of the source, so whatever took it down here (a crash, a
 			// user's destroy) happened to the VM.
-			ranHere := migrating && prev == DomRunning && o.prevReason == ReasonMigrated
+			// So did the incoming copy, last heard still paused, when the source has handed
+			// over (libvirt stops the source by migration only once the destination has
+			// resumed the guest, the resume unheard here), or when it was shut down (only a
+			// running guest shuts down): it landed, and then went down.
+			handed := ho != nil && ho.state == DomShutoff && ho.reason == ReasonMigrated
+			shutdown := r == ReasonShutdownGuest || r == ReasonShutdownHost || r == ReasonShutdown
+			incoming := prev == DomPaused && o.prevReason == ReasonMigrated
+			ranHere := migrating && (prev == DomRunning && o.prevReason == ReasonMigrated || incoming && (handed || shutdown))
 			if !(migrating && homeDown && crashed && fresh && prev != st) && !ranHere {
 				return
 			}
