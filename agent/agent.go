@@ -183,7 +183,11 @@ func (a *Agent) Event(now time.Time, ev lifecycle.Event) {
 		a.env.Report(engine.Signal{Host: a.cfg.Host, VM: vm, Seq: a.stamp(now), Kind: r.Sig, Watchdog: r.WD, At: now})
 		return
 	}
-	a.env.Report(engine.Observe{Host: a.cfg.Host, VM: vm, Seq: a.stamp(now), State: r.State, Reason: r.Reason, At: now})
+	seq := a.stamp(now)
+	if r.State == engine.DomShutoff {
+		a.tr.Stopped(ev.Domain, seq)
+	}
+	a.env.Report(engine.Observe{Host: a.cfg.Host, VM: vm, Seq: seq, State: r.State, Reason: r.Reason, At: now})
 	if a.fenced && r.State == engine.DomRunning && slices.Contains(a.env.Protected(), vm) {
 		// The fence holds until the lease is back: the cluster may be running this VM
 		// elsewhere already (a user started it here, or migrated it here, behind hass's back).
@@ -197,7 +201,7 @@ func (a *Agent) Event(now time.Time, ev lifecycle.Event) {
 func (a *Agent) Listed(now time.Time, seq uint64, rows []Row) {
 	snap := engine.Snapshot{Host: a.cfg.Host, Seq: seq, At: now}
 	for _, r := range rows {
-		st, why := a.tr.Row(r.Name, r.State, r.Reason)
+		st, why := a.tr.Listed(r.Name, r.State, r.Reason, seq)
 		snap.Domains = append(snap.Domains, engine.DomainStatus{VM: engine.VMID(r.Name), State: st, Reason: why})
 	}
 	a.env.Report(snap)

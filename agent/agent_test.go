@@ -79,6 +79,27 @@ func TestEventsAreStampedInOrder(t *testing.T) {
 	}
 }
 
+// TestStopAfterALostStart: hass's hard reboot destroys v1 (its own stop), the start event is
+// lost (libvirtd restarts) and the resync lists v1 running; a user's virsh destroy then is
+// the user's stop, not hass's own again (seed 67: read as own-stop "with nobody asking", it
+// was restarted as a crash although the user had stopped it).
+func TestStopAfterALostStart(t *testing.T) {
+	a, env := newAgent("h1")
+	destroyed := lifecycle.Event{Kind: lifecycle.KindLifecycle, Domain: "v1", Type: lifecycle.EvStopped, Detail: lifecycle.StoppedDestroyed}
+	a.OwnStop("v1")
+	a.Event(t0, destroyed)
+	seq := a.Stamp(t0.Add(time.Second))
+	a.Listed(t0.Add(time.Second), seq, []Row{{Name: "v1", State: lifecycle.StateRunning, Reason: 1}})
+	a.Event(t0.Add(time.Minute), destroyed)
+	first, last := env.reports[0].(engine.Observe), env.reports[2].(engine.Observe)
+	if first.Reason != engine.ReasonOwnStop {
+		t.Fatalf("the reboot's destroy reads %s, want own-stop", first.Reason)
+	}
+	if last.State != engine.DomShutoff || last.Reason != engine.ReasonDestroyed {
+		t.Fatalf("the user's destroy reads %s/%s, want shutoff/destroyed", last.State, last.Reason)
+	}
+}
+
 func TestOrdersRunOnlyWhileCurrent(t *testing.T) {
 	a, env := newAgent("h1")
 	act := engine.Action{ID: 7, Kind: engine.ActStart, VM: "v1", Host: "h1", Gen: 3}

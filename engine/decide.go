@@ -463,7 +463,14 @@ func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, a
 			// It ran here as the migration's target: the switch-over had happened, whatever
 			// hass still believes of the source, so whatever took it down here (a crash, a
 			// user's destroy) happened to the VM.
-			ranHere := migrating && prev == DomRunning && o.prevReason == ReasonMigrated
+			// So did the incoming copy, last heard still paused, when the source has handed
+			// over (libvirt stops the source by migration only once the destination has
+			// resumed the guest, the resume unheard here), or when it was shut down (only a
+			// running guest shuts down): it landed, and then went down.
+			handed := ho != nil && ho.state == DomShutoff && ho.reason == ReasonMigrated
+			shutdown := r == ReasonShutdownGuest || r == ReasonShutdownHost || r == ReasonShutdown
+			incoming := prev == DomPaused && o.prevReason == ReasonMigrated
+			ranHere := migrating && (prev == DomRunning && o.prevReason == ReasonMigrated || incoming && (handed || shutdown))
 			if !(migrating && homeDown && crashed && fresh && prev != st) && !ranHere {
 				return
 			}
@@ -474,6 +481,11 @@ func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, a
 			v.op.Target = h
 		case st == DomPaused && (r == ReasonMigrated || migrating):
 			return // the incoming copy of a migration under way: it does not run yet
+		case live(o.prevState, o.prevReason) && v.dupOn(h) == nil && ho != nil && live(ho.state, ho.reason) && !o.at.After(ho.since.Add(time.Second)):
+			// Up here already, and reported as of before the home copy came up (a second
+			// for clock skew): the source of the migration that took the VM home, in a list
+			// taken just before its switch-over and delivered after it. No migration back.
+			return
 		case (r == ReasonMigrated || migrating) && !homeDown && v.op != nil && v.op.Source.ours() && v.opActID != 0:
 			return // ours, still unanswered: its result, or the source stopping, says it landed
 		case r == ReasonMigrated || migrating:

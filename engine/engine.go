@@ -64,8 +64,9 @@ type hostObs struct {
 	reason Reason
 	at     time.Time
 	// since is when the copy was first seen in its present condition: live (running, or
-	// paused other than as a migration's incoming copy) or not. For a migration's source
-	// that stopped, and for its destination that took over, it is the switch-over.
+	// paused other than as a migration's incoming copy), a migration's incoming copy, or
+	// down. For a migration's source that stopped, and for its destination that took over,
+	// it is the switch-over; for an incoming copy, when it began to arrive.
 	since time.Time
 	// what it was before the newest observation
 	prevState  DomState
@@ -75,12 +76,16 @@ type hostObs struct {
 // live: the guest exists in memory and runs or could (an incoming migration copy does not
 // until the switch-over).
 func live(st DomState, r Reason) bool {
-	return st.up() && !(st == DomPaused && r == ReasonMigrated)
+	return st.up() && !incomingCopy(st, r)
 }
+
+// incomingCopy: a live migration's incoming copy, paused until the switch-over.
+func incomingCopy(st DomState, r Reason) bool { return st == DomPaused && r == ReasonMigrated }
 
 // seen notes the new state (st, r), seen at, in since (before it is stored).
 func (o *hostObs) seen(st DomState, r Reason, at time.Time) {
-	if o.since.IsZero() || o.state == DomUnknown || st == DomUnknown || live(o.state, o.reason) != live(st, r) {
+	if o.since.IsZero() || o.state == DomUnknown || st == DomUnknown || live(o.state, o.reason) != live(st, r) ||
+		incomingCopy(o.state, o.reason) != incomingCopy(st, r) {
 		o.since = at
 	}
 }

@@ -147,6 +147,11 @@ type memo struct {
 	fenced   bool          // the agent destroyed it to fence itself
 	hung     bool          // the watchdog fired and nothing reset the guest yet
 	ownStop  bool          // hass's executor is stopping it itself (a hard reboot)
+	// stopSeq is the agent's stamp of the stop these fields describe (see Stopped), while
+	// nothing else was heard of the domain since; 0 otherwise. A listing taken after that
+	// stamp that shows the domain up proves it started since, its start event lost (a
+	// libvirtd restart): what explained the stop no longer applies (see Listed).
+	stopSeq uint64
 }
 
 // Translator turns the events and rows of one host into engine terms.
@@ -170,6 +175,10 @@ type Result struct {
 // Event translates one event.
 func (t *Translator) Event(ev Event) Result {
 	m := t.memo[ev.Domain]
+	if m.stopSeq != 0 && !(ev.Kind == KindLifecycle && ev.Type == EvDefined) {
+		m.stopSeq = 0 // heard of since its stop
+		t.memo[ev.Domain] = m
+	}
 	switch ev.Kind {
 	case KindReboot:
 		if m.hung {
@@ -356,11 +365,35 @@ func (t *Translator) Row(domain string, state, reason int) (engine.DomState, eng
 	return engine.DomUnknown, engine.ReasonUnknown
 }
 
+// Stopped tells the translator the agent's stamp of the stop event it just translated for
+// domain (a shutoff state), so that a later listing can tell whether it was taken after it.
+func (t *Translator) Stopped(domain string, seq uint64) {
+	if m, ok := t.memo[domain]; ok {
+		m.stopSeq = seq
+		t.memo[domain] = m
+	}
+}
+
+// Listed translates one row of a listing taken after the agent's stamp seq (a resync). A
+// row that shows the domain up although its last stop event was stamped before seq, with
+// nothing heard since, means it was started and the start event was lost: the memory of
+// that stop is dropped, as a start event drops it, so that the next stop is not read as the
+// old one's doing (a user's virsh destroy as hass's own hard reboot, or a watchdog's).
+func (t *Translator) Listed(domain string, state, reason int, seq uint64) (engine.DomState, engine.Reason) {
+	if m, ok := t.memo[domain]; ok && m.stopSeq != 0 && m.stopSeq < seq {
+		switch state {
+		case StateRunning, StateBlocked, StateShutdown, StatePaused, StatePMSuspended:
+			delete(t.memo, domain)
+		}
+	}
+	return t.Row(domain, state, reason)
+}
+
 // Fencing tells the translator that the agent is about to destroy domain to fence itself,
 // so the destroy is reported as a fence, not as a user's stop.
 func (t *Translator) Fencing(domain string) {
 	m := t.memo[domain]
-	m.fenced = true
+	m.fenced, m.stopSeq = true, 0
 	t.memo[domain] = m
 }
 
@@ -368,7 +401,7 @@ func (t *Translator) Fencing(domain string) {
 // of an operation (a hard reboot), so the stop is reported as hass's own, not a user's.
 func (t *Translator) OwnStop(domain string) {
 	m := t.memo[domain]
-	m.ownStop = true
+	m.ownStop, m.stopSeq = true, 0
 	t.memo[domain] = m
 }
 

@@ -399,3 +399,48 @@ func TestRowAfterWatchdogPoweroff(t *testing.T) {
 		t.Fatalf("row reason %s, want watchdog", got.Reason)
 	}
 }
+
+// TestListedAfterLostStart: hass's hard reboot destroys the domain (own-stop), its start
+// event is lost (libvirtd restarts), and a resync lists it running. A user's virsh destroy
+// afterwards is the user's, not hass's own stop again (seed 67: hass restarted a VM the user
+// had stopped); the same holds for a watchdog's power-off. A listing taken before the stop
+// was stamped proves nothing, and a fence or hard reboot under way is kept.
+func TestListedAfterLostStart(t *testing.T) {
+	destroyed := Event{Kind: KindLifecycle, Domain: "a", Type: EvStopped, Detail: StoppedDestroyed}
+	tests := []struct {
+		name    string
+		before  func(*Translator)
+		listSeq uint64
+		between func(*Translator)
+		want    engine.Reason
+	}{
+		{"own stop, listed running after it", func(tr *Translator) { tr.OwnStop("a") }, 20, nil, engine.ReasonDestroyed},
+		{"own stop, listing older than the stop", func(tr *Translator) { tr.OwnStop("a") }, 5, nil, engine.ReasonOwnStop},
+		{"watchdog power-off, listed running after it",
+			func(tr *Translator) {
+				tr.Event(Event{Kind: KindWatchdog, Domain: "a", Watchdog: int(engine.WatchdogPoweroff)})
+			},
+			20, nil, engine.ReasonDestroyed},
+		{"a fence under way survives a listing",
+			nil, 20, func(tr *Translator) { tr.Fencing("a") }, engine.ReasonFenced},
+		{"an own stop under way survives a listing",
+			nil, 20, func(tr *Translator) { tr.OwnStop("a") }, engine.ReasonOwnStop},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := NewTranslator()
+			if tc.before != nil {
+				tc.before(tr)
+			}
+			tr.Event(destroyed)
+			tr.Stopped("a", 10)
+			if tc.between != nil {
+				tc.between(tr)
+			}
+			tr.Listed("a", StateRunning, 1, tc.listSeq)
+			if got := tr.Event(destroyed); got.Reason != tc.want {
+				t.Fatalf("destroy after the listing reads %s, want %s", got.Reason, tc.want)
+			}
+		})
+	}
+}

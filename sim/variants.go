@@ -184,6 +184,7 @@ func (s *Sim) held(id engine.VMID) bool {
 	if t == nil {
 		return false
 	}
+	s.flushVM(id) // the store's copy is taken when read
 	if st, ok := s.st.vms[id]; ok {
 		if h := s.hostByID[st.Home]; h != nil && h.maint {
 			return true
