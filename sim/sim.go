@@ -246,6 +246,8 @@ type Sim struct {
 	migFaults map[engine.VMID][]MigFault // armed for the VM's next migration
 
 	where vmHosts // for each VM, the hosts with a domain of it (index.go)
+	// domsSorted caches each host's domains in name order (see domIDs).
+	domsSorted map[*host][]engine.VMID
 	// unseenOn counts, per host, the VMs whose vmTruth.unseen names it (see setUnseen).
 	unseenOn map[engine.HostID]int
 }
