@@ -53,7 +53,7 @@ func (e agentEnv) Execute(a engine.Action, done func(time.Time, agent.Outcome)) 
 // Protected lists the protected VMs that have a domain on this host.
 func (e agentEnv) Protected() []engine.VMID {
 	var out []engine.VMID
-	for _, id := range domIDs(e.h) {
+	for _, id := range e.s.domIDs(e.h) {
 		if e.h.doms[id] != nil {
 			out = append(out, id)
 		}

@@ -90,7 +90,7 @@ func (d *simDriver) List(ctx context.Context) ([]hypervisor.Domain, error) {
 		return nil, errNoLibvirt
 	}
 	var out []hypervisor.Domain
-	for _, id := range domIDs(d.h) {
+	for _, id := range d.s.domIDs(d.h) {
 		if dm := d.h.doms[id]; dm != nil {
 			out = append(out, hypervisor.Domain{Name: string(id), State: hypervisor.DomainState(dm.state), Reason: dm.reason})
 		}

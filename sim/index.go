@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/hassproject/hass/engine"
 )
@@ -22,6 +23,7 @@ type vmHosts struct {
 
 // defined notes that h has a domain of id now (h.doms[id] was just set).
 func (s *Sim) defined(h *host, id engine.VMID) {
+	delete(s.domsSorted, h)
 	if s.where.at == nil {
 		s.where = vmHosts{at: map[engine.VMID][]*host{}, pos: map[*host]int{}}
 	}
@@ -39,6 +41,7 @@ func (s *Sim) defined(h *host, id engine.VMID) {
 
 // undefined notes that h has no domain of id any more (h.doms[id] was just deleted).
 func (s *Sim) undefined(h *host, id engine.VMID) {
+	delete(s.domsSorted, h)
 	hs := slices.DeleteFunc(s.where.at[id], func(x *host) bool { return x == h })
 	if len(hs) == 0 {
 		delete(s.where.at, id)
@@ -99,8 +102,36 @@ func (s *Sim) flushStore() {
 	}
 }
 
-// domIDs lists h's domains in name order (each is a VM of s.vmIDs).
-func domIDs(h *host) []engine.VMID { return slices.Sorted(maps.Keys(h.doms)) }
+// domIDs lists h's domains in name order (each is a VM of s.vmIDs), sorted again only after
+// a domain was defined or undefined there. Callers must not change the list.
+func (s *Sim) domIDs(h *host) []engine.VMID {
+	if ids, ok := s.domsSorted[h]; ok {
+		return ids
+	}
+	if s.domsSorted == nil {
+		s.domsSorted = map[*host][]engine.VMID{}
+	}
+	ids := slices.Sorted(maps.Keys(h.doms))
+	s.domsSorted[h] = ids
+	return ids
+}
+
+// listedIn says whether a snapshot lists a VM: by binary search, its rows being in name
+// order as agents list them (a map otherwise).
+func listedIn(doms []engine.DomainStatus) func(engine.VMID) bool {
+	byName := func(d engine.DomainStatus, id engine.VMID) int { return strings.Compare(string(d.VM), string(id)) }
+	if slices.IsSortedFunc(doms, func(a, b engine.DomainStatus) int { return byName(a, b.VM) }) {
+		return func(id engine.VMID) bool {
+			_, ok := slices.BinarySearchFunc(doms, id, byName)
+			return ok
+		}
+	}
+	set := make(map[engine.VMID]bool, len(doms))
+	for _, d := range doms {
+		set[d.VM] = true
+	}
+	return func(id engine.VMID) bool { return set[id] }
+}
 
 // storedIDs lists the VMs h's agent stored an observation of, in name order.
 func storedIDs(h *host) []engine.VMID { return slices.Sorted(maps.Keys(h.stored)) }

@@ -300,6 +300,8 @@ type Sim struct {
 	nextLease int64   // the store's last lease ID
 	created   int     // VMs created during the run
 	where     vmHosts // for each VM, the hosts with a domain of it (index.go)
+	// domsSorted caches each host's domains in name order (see domIDs).
+	domsSorted map[*host][]engine.VMID
 	// unseenOn counts, per host, the VMs whose vmTruth.unseen names it (see setUnseen).
 	unseenOn map[engine.HostID]int
 }

@@ -2,7 +2,6 @@ package sim
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -109,11 +108,7 @@ func (s *Sim) snapshot(h *host) {
 	}
 	seq := h.ag.Stamp(s.now)
 	// The host's domains in name order (every one is a VM of s.vmIDs, which is sorted).
-	ids := make([]engine.VMID, 0, len(h.doms))
-	for id := range h.doms {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
+	ids := s.domIDs(h)
 	rows := make([]agent.Row, 0, len(ids))
 	for _, id := range ids {
 		if d := h.doms[id]; d != nil {
@@ -171,14 +166,13 @@ func (s *Sim) store(h *host, in engine.Input) {
 		seen(in.VM)
 	case engine.Snapshot:
 		// A complete list: what it lacks is absent from the host now.
-		listed := map[engine.VMID]bool{}
+		listed := listedIn(in.Domains)
 		for _, d := range in.Domains {
 			h.stored[d.VM] = engine.Observe{Host: h.id, VM: d.VM, Seq: in.Seq, State: d.State, Reason: d.Reason, At: in.At}
-			listed[d.VM] = true
 			seen(d.VM)
 		}
 		for id, o := range h.stored {
-			if !listed[id] && o.State != engine.DomAbsent {
+			if !listed(id) && o.State != engine.DomAbsent {
 				h.stored[id] = engine.Observe{Host: h.id, VM: id, Seq: in.Seq, State: engine.DomAbsent, At: in.At}
 			}
 		}
@@ -249,7 +243,7 @@ func (s *Sim) powerOff(h *host, why string) {
 	}
 	h.power, h.agent, h.libvirtd, h.armed, h.storeCut = false, false, false, false, false
 	h.epoch++
-	for _, id := range domIDs(h) {
+	for _, id := range s.domIDs(h) {
 		if d := h.doms[id]; d != nil && d.state != lifecycle.StateShutoff {
 			if t := s.vms[id]; admin && t != nil && (t.wants == engine.WantRunning || t.wants == engine.WantPaused) {
 				t.maintDown = h.id
