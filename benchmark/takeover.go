@@ -334,7 +334,7 @@ func (l *logTap) Handle(_ context.Context, r slog.Record) error {
 			}
 			return true
 		})
-	case r.Level >= slog.LevelError:
+	case r.Level >= slog.LevelWarn:
 		var b strings.Builder
 		b.WriteString(r.Message)
 		r.Attrs(func(a slog.Attr) bool { fmt.Fprintf(&b, " %s=%v", a.Key, a.Value); return true })
@@ -356,7 +356,7 @@ func (l *logTap) errors() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.errs) == 0 {
-		return "no error logged"
+		return "nothing logged at warning level or above"
 	}
 	return strings.Join(l.errs, "; ")
 }
