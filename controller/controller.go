@@ -277,6 +277,7 @@ func (c *Controller) lead(ctx context.Context, key string, term int64) error {
 	}
 	c.readyOnce.Do(func() { close(c.ready) })
 	go c.pollPower(ctx)
+	c.resumePowerOns(ctx)
 	c.log.Info("leading", "term", term, "vms", len(c.persisted), "hosts", len(c.hosts), "takeover", time.Since(start).Round(time.Millisecond), "protected", n)
 
 	watch := c.st.WatchAgents(ctx, rev+1)

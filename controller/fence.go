@@ -357,3 +357,38 @@ func (c *Controller) diagnose(ctx context.Context, h engine.HostID) {
 	}
 	c.note(ctx, h, msg, false)
 }
+
+// resumePowerOns is a new leader's share of its predecessors' fences: a host fenced under
+// an earlier leader that its BMC says is off is powered on again (PowerOnAfter from now),
+// since that leader's wait for it ended with its leadership. A host that is on is left
+// alone (it may be booting), and so is a host in maintenance.
+func (c *Controller) resumePowerOns(ctx context.Context) {
+	if c.cfg.PowerOnAfter <= 0 {
+		return
+	}
+	c.mu.Lock()
+	var hosts []engine.HostID
+	for h, hc := range c.hostCfg {
+		if hc.BMC != nil && c.eng != nil && c.eng.HostState(h) == "fenced" && !c.inMaintenance(h) {
+			hosts = append(hosts, h)
+		}
+	}
+	c.mu.Unlock()
+	for _, h := range hosts {
+		go func() {
+			if !c.startFencing(h) {
+				return
+			}
+			defer c.endFencing(h)
+			cl, err := c.bmc(ctx, h)
+			if err != nil {
+				return
+			}
+			if on, err := cl.PowerStatus(ctx); err != nil || on {
+				return
+			}
+			c.setPower(h, powerOff)
+			c.powerOnLater(ctx, h)
+		}()
+	}
+}
