@@ -11,9 +11,6 @@ import (
 // processes: crashes are restarted, the lost host's VMs are ordered started elsewhere, the
 // agents' reports and renewals go through the store, and every process's CPU is measured.
 func TestEtcdMix(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts two processes and an etcd")
-	}
 	s := EtcdShape{Hosts: 6, VMs: 60, Window: 12 * time.Second, CrashesPerSec: 2, OpsPerSec: 2, LoseHostAfter: time.Second}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

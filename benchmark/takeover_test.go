@@ -9,9 +9,6 @@ import (
 // TestTakeover: a new leader of a small cluster, filled into a real etcd, finds the VM that
 // crashed while nobody led in the last host's answer to its resync, and orders its restart.
 func TestTakeover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts an embedded etcd")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ts, err := Takeover(ctx, t.TempDir(), 20, 1000)

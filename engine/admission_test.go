@@ -34,9 +34,6 @@ func bigCluster(tb testing.TB) *Engine {
 // TestAdmissionCostAtScale: one admission check at 1,000 hosts and 50,000 VMs costs well
 // under a millisecond (it packs only what the lost hosts ran).
 func TestAdmissionCostAtScale(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds a large engine")
-	}
 	e := bigCluster(t)
 	h := e.hosts["h0001"]
 	start := time.Now()
