@@ -114,12 +114,7 @@ func TestHassIPMIPowerLoss(t *testing.T) {
 	c := startFencedCluster(t, r)
 	vms := c.protectOn(4, 2)
 	lost := time.Now()
-	must(t, r.PowerOff(4))
-	t.Cleanup(func() {
-		if on, _ := r.Powered(4); !on {
-			_ = r.PowerOn(4)
-		}
-	})
+	must(t, r.PowerOff(4)) // and on again when the test ends (rig.PowerOff)
 	c.watchExactlyOnce(vms, 4, lost, 60*time.Second)
 	for vm, d := range c.recoveredAfter(vms, lost) {
 		t.Logf("measured: host power lost (BMC power layer) -> %s running on a survivor after %s", vm, d.Round(time.Millisecond))
@@ -225,12 +220,7 @@ func TestHassMaintenance(t *testing.T) {
 	}
 	// The admin shuts the host down.
 	down := time.Now()
-	must(t, r.PowerOff(4))
-	t.Cleanup(func() {
-		if on, _ := r.Powered(4); !on {
-			_ = r.PowerOn(4)
-		}
-	})
+	must(t, r.PowerOff(4))       // and on again when the test ends (rig.PowerOff)
 	time.Sleep(15 * time.Second) // lease expiry, margin, power layer: nothing may happen
 	h := c.hostState(4)
 	if h.State == "fenced" {

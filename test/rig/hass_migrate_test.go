@@ -143,12 +143,7 @@ func TestHassMigrationSourceLost(t *testing.T) {
 	t.Log(out)
 	c.incoming(vm, 3, 30*time.Second)
 	lost := time.Now()
-	must(t, r.PowerOff(4))
-	t.Cleanup(func() {
-		if on, _ := r.Powered(4); !on {
-			_ = r.PowerOn(4)
-		}
-	})
+	must(t, r.PowerOff(4)) // and on again when the test ends (rig.PowerOff)
 	ran := c.watchExactlyOnce([]string{vm}, 4, lost, 120*time.Second)
 	t.Logf("measured: source lost mid-migration -> %s running on a survivor after %s", vm, ran[vm].Round(time.Millisecond))
 	on := c.running(vm)
@@ -169,12 +164,7 @@ func TestHassMigrationDestinationLost(t *testing.T) {
 	must(t, err)
 	t.Log(out)
 	c.incoming(vm, 3, 30*time.Second)
-	must(t, r.PowerOff(3))
-	t.Cleanup(func() {
-		if on, _ := r.Powered(3); !on {
-			_ = r.PowerOn(3)
-		}
-	})
+	must(t, r.PowerOff(3)) // and on again when the test ends (rig.PowerOff)
 	c.eventually(150*time.Second, "the migration over", func() (bool, string) {
 		v, err := c.show(vm)
 		if on := c.running(vm); len(on) != 1 || on[0] != 4 {

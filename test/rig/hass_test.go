@@ -361,12 +361,7 @@ func TestHassHostPowerLoss(t *testing.T) {
 	c := startCluster(t, r)
 	vms := c.protectOn(2, 2)
 	lost := time.Now()
-	must(t, r.PowerOff(2))
-	t.Cleanup(func() {
-		if on, _ := r.Powered(2); !on {
-			_ = r.PowerOn(2)
-		}
-	})
+	must(t, r.PowerOff(2)) // and on again when the test ends (rig.PowerOff)
 	c.watchExactlyOnce(vms, 2, lost, 90*time.Second)
 	for vm, d := range c.recoveredAfter(vms, lost) {
 		t.Logf("measured: host power lost -> %s running on a survivor after %s", vm, d.Round(time.Millisecond))
@@ -480,12 +475,7 @@ func TestHassLeaderKilledMidEvacuation(t *testing.T) {
 	victim := rig.Host(4) // no controller there: losing it and the leader leaves etcd a quorum
 	vms := c.protectOn(victim, 3)
 	lost := time.Now()
-	must(t, r.PowerOff(victim))
-	t.Cleanup(func() {
-		if on, _ := r.Powered(victim); !on {
-			_ = r.PowerOn(victim)
-		}
-	})
+	must(t, r.PowerOff(victim)) // and on again when the test ends (rig.PowerOff)
 	// Kill the leader as soon as it has ordered the first start elsewhere.
 	c.eventually(60*time.Second, "the leader ordering the evacuation", func() (bool, string) {
 		return strings.Contains(c.ctl[l].Output(), "recovery:host-down"), ""
