@@ -596,6 +596,42 @@ func (e *Engine) signal(in Signal) {
 		e.log(RecAlert, v.id, v.home, "disk I/O error reported")
 	case SigAgentDown, SigAgentUp:
 		e.log(RecExpected, v.id, v.home, "%s", in.Kind)
+	case SigGuestHung, SigGuestNetDown:
+		e.guestLayer(v, in)
+	}
+}
+
+// guestLayer takes a guest layer's verified failure (package guest): a hung guest OS is
+// reset, a guest whose network is down rebooted. The monitor cannot see operations, so what
+// explains the silence is checked here: an operation in flight (a reboot, shutdown,
+// migration, suspend or start), a VM the user does not want running, a VM not seen running
+// (paused by the user, or down: the process layer has it), a recovery already under way.
+func (e *Engine) guestLayer(v *vm, in Signal) {
+	k, what := FailGuestHang, "its guest agent stopped answering"
+	if in.Kind == SigGuestNetDown {
+		k, what = FailGuestNetwork, "its network address stopped answering"
+	}
+	if e.cfg.Naive {
+		return
+	}
+	o := v.obsOn(v.home)
+	switch {
+	case v.op != nil:
+		e.log(RecExpected, v.id, v.home, "%s (%s) during %s id=%d: expected, not a failure", in.Kind, what, v.op.Kind, v.op.ID)
+	case v.errored:
+		e.log(RecExpected, v.id, v.home, "%s: the vm is in error until a user acts", in.Kind)
+	case !v.wantsUp() || v.desired == WantPaused:
+		e.log(RecExpected, v.id, v.home, "%s: the user wants it %s", in.Kind, v.desired)
+	case v.fail != nil:
+		e.log(RecExpected, v.id, v.home, "%s: already recovering from %s", in.Kind, v.fail.kind)
+	case o == nil || o.state != DomRunning:
+		st := DomUnknown
+		if o != nil {
+			st = o.state
+		}
+		e.log(RecExpected, v.id, v.home, "%s while the vm is %s: not a guest failure", in.Kind, st)
+	default:
+		e.detect(v, k, in.At, what+", verified by the layers beneath and a recheck")
 	}
 }
 
@@ -682,7 +718,7 @@ func (e *Engine) actionResult(in ActionResult) {
 			return
 		}
 		switch {
-		case f.kind == FailGuestHang:
+		case f.kind == FailGuestHang || f.kind == FailGuestNetwork:
 			if o := v.obsFor(f.actHost); in.State != DomUnknown && in.Seq > o.seq {
 				o.seen(in.State, in.Reason, e.now)
 				o.seq, o.state, o.reason, o.at = in.Seq, in.State, in.Reason, e.now
@@ -1227,9 +1263,21 @@ func (e *Engine) recover(v *vm) {
 	}
 	h := e.homeHost(v)
 	why := "recovery:" + string(f.kind)
-	if f.kind == FailGuestHang && h.state == hostUp {
+	if (f.kind == FailGuestHang || f.kind == FailGuestNetwork) && h.state == hostUp {
+		// The guest OS hung (reset it) or its network died (reboot it), its emulator still
+		// running. Each counts as a restart in place: a guest that fails again and again
+		// within the window is given up on, not reset for ever.
 		if o := v.obsOn(v.home); o != nil && o.state.up() {
-			e.startAttempt(v, e.act(v, ActReset, v.home, "", why), v.home)
+			act, what := ActReset, "reset"
+			if f.kind == FailGuestNetwork {
+				act, what = ActReboot, "reboot"
+			}
+			if n := v.restartsInWindow(e.now); n >= v.policy.MaxRestarts {
+				e.giveUp(v, fmt.Sprintf("%s again after %d restart(s) or %s(s) within %s", f.kind, n, what, v.policy.Window))
+				return
+			}
+			v.restarts = append(pruneBefore(v.restarts, e.now.Add(-v.policy.Window)), e.now)
+			e.startAttempt(v, e.act(v, act, v.home, "", why), v.home)
 			return
 		}
 	}

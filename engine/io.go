@@ -144,9 +144,18 @@ const (
 	SigAgentDown                    // the guest agent stopped answering (guest hang hint)
 	SigAgentUp                      // the guest agent answered again
 	SigGuestPanic                   // the guest panicked (crash loaded or preserved)
+	// SigGuestHung: the guest OS layer failed, verified by the host's guest monitor (package
+	// guest): its agent stopped answering heartbeats while its emulator runs, and still did
+	// not answer at the recheck.
+	SigGuestHung
+	// SigGuestNetDown: the guest network layer failed, verified: the guest's address stopped
+	// answering while its agent (the OS layer, where watched) and its emulator are fine, and
+	// it still did not answer at the recheck.
+	SigGuestNetDown
 )
 
-var signalNames = [...]string{"reboot", "watchdog", "io-error", "guest-agent-down", "guest-agent-up", "guest-panic"}
+var signalNames = [...]string{"reboot", "watchdog", "io-error", "guest-agent-down", "guest-agent-up", "guest-panic",
+	"guest-hung", "guest-network-down"}
 
 func (s SignalKind) String() string {
 	if int(s) < len(signalNames) {

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"net"
 	"time"
 )
 
@@ -217,6 +218,7 @@ const (
 	FailVMCrash       FailureKind = "vm-crash"
 	FailGuestPanic    FailureKind = "guest-panic"
 	FailGuestHang     FailureKind = "guest-hang"
+	FailGuestNetwork  FailureKind = "guest-network"
 	FailGuestShutdown FailureKind = "guest-shutdown"
 	FailWatchdog      FailureKind = "watchdog"
 	FailIOError       FailureKind = "io-error"
@@ -264,6 +266,111 @@ type Policy struct {
 	// and a VM waits rather than break it. Otherwise the group is a preference, waived when
 	// no host satisfies it.
 	AntiAffinityHard bool
+	// Guest turns on the guest OS and guest network layers (off by default). The host's agent
+	// watches them (package guest) and reports a verified failure; the engine recovers.
+	Guest GuestPolicy
+}
+
+// GuestPolicy says which guest layers the host's agent watches for one VM, and how. A layer
+// counts a miss only once it has answered since the VM last started (a guest that never ran
+// its agent, or whose network never came up, is not a failure), and never while the VM is not
+// running. After Misses misses in a row, the layers beneath are checked to find the lowest one
+// that failed, and all of them again after Recheck: only a failure that is still there is
+// reported. A hung guest (OS layer) is reset; a guest whose network is down is rebooted. Each
+// counts as a restart in place against MaxRestarts.
+type GuestPolicy struct {
+	// Heartbeat turns on the guest OS layer: a guest-ping through the QEMU guest agent every
+	// HeartbeatInterval, answered within HeartbeatTimeout.
+	Heartbeat         bool
+	HeartbeatInterval time.Duration
+	HeartbeatTimeout  time.Duration
+	HeartbeatMisses   int
+	// Probe turns on the guest network layer: "icmp" (an echo request) or "tcp" (a connection
+	// to Port) to Address, or, when Address is empty, to the first address the guest agent
+	// reports. "" turns it off.
+	Probe         string
+	Port          int
+	Address       string
+	ProbeInterval time.Duration
+	ProbeTimeout  time.Duration
+	ProbeMisses   int
+	// Recheck is how long after a layer's failure was found all layers are checked again.
+	Recheck time.Duration
+}
+
+// Guest probe kinds.
+const (
+	ProbeICMP = "icmp"
+	ProbeTCP  = "tcp"
+)
+
+// Enabled reports whether any guest layer is watched.
+func (g GuestPolicy) Enabled() bool { return g.Heartbeat || g.Probe != "" }
+
+// WithDefaults fills the timers and counts left zero, for the layers that are on.
+func (g GuestPolicy) WithDefaults() GuestPolicy {
+	if !g.Enabled() {
+		return GuestPolicy{}
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if g.Heartbeat {
+		def(&g.HeartbeatInterval, 2*time.Second)
+		def(&g.HeartbeatTimeout, time.Second)
+		if g.HeartbeatMisses == 0 {
+			g.HeartbeatMisses = 3
+		}
+	}
+	if g.Probe != "" {
+		def(&g.ProbeInterval, 2*time.Second)
+		def(&g.ProbeTimeout, time.Second)
+		if g.ProbeMisses == 0 {
+			g.ProbeMisses = 3
+		}
+	}
+	def(&g.Recheck, 2*time.Second)
+	return g
+}
+
+// Validate names the first bad field.
+func (g GuestPolicy) Validate() error {
+	switch {
+	case g.Probe != "" && g.Probe != ProbeICMP && g.Probe != ProbeTCP:
+		return fmt.Errorf("policy guest-probe %q: want icmp, tcp or nothing", g.Probe)
+	case g.Probe == ProbeTCP && (g.Port < 1 || g.Port > 65535):
+		return fmt.Errorf("policy guest-probe-port %d: a tcp probe needs a port in 1-65535", g.Port)
+	case g.Probe != ProbeTCP && g.Port != 0:
+		return fmt.Errorf("policy guest-probe-port %d: only a tcp probe has a port", g.Port)
+	case g.Probe == "" && g.Address != "":
+		return fmt.Errorf("policy guest-address %q: set, but no guest-probe", g.Address)
+	case g.Address != "" && net.ParseIP(g.Address) == nil:
+		return fmt.Errorf("policy guest-address %q: not an IP address", g.Address)
+	case g.HeartbeatInterval < 0 || g.HeartbeatTimeout < 0 || g.ProbeInterval < 0 || g.ProbeTimeout < 0 || g.Recheck < 0:
+		return errors.New("policy guest timers: must not be negative")
+	case g.HeartbeatMisses < 0 || g.ProbeMisses < 0:
+		return errors.New("policy guest misses: must not be negative")
+	case !g.Heartbeat && (g.HeartbeatInterval != 0 || g.HeartbeatTimeout != 0 || g.HeartbeatMisses != 0):
+		return errors.New("policy guest-heartbeat-*: set, but guest-heartbeat is off")
+	case g.Probe == "" && (g.ProbeInterval != 0 || g.ProbeTimeout != 0 || g.ProbeMisses != 0):
+		return errors.New("policy guest-probe-*: set, but guest-probe is off")
+	case !g.Enabled() && g.Recheck != 0:
+		return errors.New("policy guest-recheck: set, but no guest layer is on")
+	}
+	w := g.WithDefaults()
+	switch {
+	case w.Heartbeat && w.HeartbeatTimeout > w.HeartbeatInterval:
+		return fmt.Errorf("policy guest-heartbeat-timeout %s: longer than its interval %s", w.HeartbeatTimeout, w.HeartbeatInterval)
+	case w.Probe != "" && w.ProbeTimeout > w.ProbeInterval:
+		return fmt.Errorf("policy guest-probe-timeout %s: longer than its interval %s", w.ProbeTimeout, w.ProbeInterval)
+	case w.Heartbeat && w.HeartbeatInterval < 100*time.Millisecond:
+		return fmt.Errorf("policy guest-heartbeat-interval %s: below 100ms", w.HeartbeatInterval)
+	case w.Probe != "" && w.ProbeInterval < 100*time.Millisecond:
+		return fmt.Errorf("policy guest-probe-interval %s: below 100ms", w.ProbeInterval)
+	}
+	return nil
 }
 
 // DefaultPolicy is what `hass vm protect` gives without flags.
@@ -285,7 +392,7 @@ func (p Policy) Validate() error {
 	case p.AntiAffinityHard && p.AntiAffinity == "":
 		return errors.New("policy anti-affinity-hard: set, but anti-affinity names no group")
 	}
-	return nil
+	return p.Guest.Validate()
 }
 
 // Config tunes the engine's timers.
