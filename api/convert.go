@@ -16,7 +16,25 @@ func ViewPolicy(p engine.Policy) PolicyView {
 		Priority:         p.Priority,
 		AntiAffinity:     p.AntiAffinity,
 		AntiAffinityHard: p.AntiAffinityHard,
+		Guest:            ViewGuest(p.Guest),
 	}
+}
+
+// ViewGuest is the API view of a guest policy, defaults filled in; nil when no layer is on.
+func ViewGuest(g engine.GuestPolicy) *GuestPolicy {
+	if !g.Enabled() {
+		return nil
+	}
+	g = g.WithDefaults()
+	d := func(d time.Duration) string {
+		if d == 0 {
+			return ""
+		}
+		return d.String()
+	}
+	return &GuestPolicy{Heartbeat: g.Heartbeat, HeartbeatInterval: d(g.HeartbeatInterval), HeartbeatTimeout: d(g.HeartbeatTimeout),
+		HeartbeatMisses: g.HeartbeatMisses, Probe: g.Probe, Port: g.Port, Address: g.Address,
+		ProbeInterval: d(g.ProbeInterval), ProbeTimeout: d(g.ProbeTimeout), ProbeMisses: g.ProbeMisses, Recheck: d(g.Recheck)}
 }
 
 // FromOperation is the API view of an engine operation.

@@ -399,8 +399,9 @@ func isBlank(body []byte) bool { return len(bytes.Trim(body, " \t\r\n")) == 0 }
 type knownFields map[string][]string
 
 var protectFields = knownFields{
-	"":       {"policy"},
-	"policy": jsonFields(reflect.TypeFor[Policy]()),
+	"":             {"policy"},
+	"policy":       jsonFields(reflect.TypeFor[Policy]()),
+	"policy.guest": jsonFields(reflect.TypeFor[GuestPolicy]()),
 }
 
 var operationFields = knownFields{"": jsonFields(reflect.TypeFor[OperationRequest]())}

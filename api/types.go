@@ -36,6 +36,25 @@ type Policy struct {
 	// AntiAffinityHard makes the group a rule: never two of its VMs on one host (a VM waits
 	// rather than break it); otherwise it is a preference, waived when no host satisfies it.
 	AntiAffinityHard *bool `json:"anti_affinity_hard,omitempty"`
+	// Guest turns on the guest OS and guest network layers; given, it replaces the VM's
+	// guest layers whole (an empty object turns them off).
+	Guest *GuestPolicy `json:"guest,omitempty"`
+}
+
+// GuestPolicy says which guest layers the VM's host watches, and how (engine.GuestPolicy).
+// A duration or count left out takes its default; in a view every one is given.
+type GuestPolicy struct {
+	Heartbeat         bool   `json:"heartbeat,omitempty"`          // guest OS layer: guest-ping through the QEMU guest agent
+	HeartbeatInterval string `json:"heartbeat_interval,omitempty"` // default 2s
+	HeartbeatTimeout  string `json:"heartbeat_timeout,omitempty"`  // default 1s
+	HeartbeatMisses   int    `json:"heartbeat_misses,omitempty"`   // default 3
+	Probe             string `json:"probe,omitempty"`              // guest network layer: icmp or tcp
+	Port              int    `json:"port,omitempty"`               // tcp: the port to connect to
+	Address           string `json:"address,omitempty"`            // default: the first address the guest agent reports
+	ProbeInterval     string `json:"probe_interval,omitempty"`     // default 2s
+	ProbeTimeout      string `json:"probe_timeout,omitempty"`      // default 1s
+	ProbeMisses       int    `json:"probe_misses,omitempty"`       // default 3
+	Recheck           string `json:"recheck,omitempty"`            // default 2s
 }
 
 // PolicyView is the policy a VM is protected with, every field concrete.
@@ -47,6 +66,8 @@ type PolicyView struct {
 	Priority         int    `json:"priority"`
 	AntiAffinity     string `json:"anti_affinity,omitempty"`
 	AntiAffinityHard bool   `json:"anti_affinity_hard,omitempty"`
+	// Guest: the guest layers watched, with every default filled in (absent: none).
+	Guest *GuestPolicy `json:"guest,omitempty"`
 }
 
 // ProtectRequest is the body of PUT /v1/vms/{name}/protection. An empty body means the

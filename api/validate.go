@@ -99,7 +99,70 @@ func (p Policy) Validate() error {
 	if p.AntiAffinity != "" && !ValidName(p.AntiAffinity) {
 		return BadRequest("policy.anti_affinity", "%s is not a valid group name (%s)", quote(p.AntiAffinity), nameRule)
 	}
+	if p.Guest != nil {
+		if _, err := p.Guest.toEngine(); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// MaxGuestTimer bounds the guest layers' intervals, timeouts and recheck.
+const MaxGuestTimer = time.Hour
+
+// toEngine checks each field of g on its own (what depends on several fields, such as a tcp
+// probe's port, is the engine's policy check: engine.GuestPolicy.Validate) and converts it.
+func (g GuestPolicy) toEngine() (engine.GuestPolicy, error) {
+	out := engine.GuestPolicy{Heartbeat: g.Heartbeat, HeartbeatMisses: g.HeartbeatMisses, Probe: g.Probe, Port: g.Port, Address: g.Address,
+		ProbeMisses: g.ProbeMisses}
+	timers := []struct {
+		field string
+		s     string
+		d     *time.Duration
+	}{{"heartbeat_interval", g.HeartbeatInterval, &out.HeartbeatInterval}, {"heartbeat_timeout", g.HeartbeatTimeout, &out.HeartbeatTimeout},
+		{"probe_interval", g.ProbeInterval, &out.ProbeInterval}, {"probe_timeout", g.ProbeTimeout, &out.ProbeTimeout},
+		{"recheck", g.Recheck, &out.Recheck}}
+	for _, t := range timers {
+		if t.s == "" {
+			continue
+		}
+		d, err := parseDuration("policy.guest."+t.field, t.s, MaxGuestTimer)
+		if err != nil {
+			return out, err
+		}
+		*t.d = d
+	}
+	switch {
+	case g.HeartbeatMisses < 0 || g.HeartbeatMisses > MaxCount:
+		return out, BadRequest("policy.guest.heartbeat_misses", "%d is out of range (want 0 to %d)", g.HeartbeatMisses, MaxCount)
+	case g.ProbeMisses < 0 || g.ProbeMisses > MaxCount:
+		return out, BadRequest("policy.guest.probe_misses", "%d is out of range (want 0 to %d)", g.ProbeMisses, MaxCount)
+	case g.Probe != "" && g.Probe != engine.ProbeICMP && g.Probe != engine.ProbeTCP:
+		return out, BadRequest("policy.guest.probe", "%s is not one of icmp, tcp", quote(g.Probe))
+	case utf8.RuneCountInString(g.Address) > 64:
+		return out, BadRequest("policy.guest.address", "is longer than 64 characters")
+	case g.Port < 0 || g.Port > 65535:
+		return out, BadRequest("policy.guest.port", "%d is out of range (want 0 to 65535)", g.Port)
+	}
+	return out, nil
+}
+
+// parseDuration reads a positive Go duration of at most max for field.
+func parseDuration(field, s string, max time.Duration) (time.Duration, error) {
+	if !windowRE.MatchString(s) {
+		if d, err := time.ParseDuration(s); err == nil && d <= 0 {
+			return 0, BadRequest(field, "%s must be positive", quote(s))
+		}
+		return 0, BadRequest(field, "%s is not a duration (e.g. 2s, 500ms)", quote(s))
+	}
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil || d > max:
+		return 0, BadRequest(field, "%s is longer than %s", quote(s), max)
+	case d <= 0:
+		return 0, BadRequest(field, "%s must be positive", quote(s))
+	}
+	return d, nil
 }
 
 func checkCount(field string, n *int) error {
@@ -161,6 +224,9 @@ func (p Policy) Apply(base engine.Policy) (engine.Policy, error) {
 	}
 	if p.AntiAffinityHard != nil {
 		out.AntiAffinityHard = *p.AntiAffinityHard
+	}
+	if p.Guest != nil {
+		out.Guest, _ = p.Guest.toEngine()
 	}
 	return out, nil
 }

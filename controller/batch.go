@@ -61,7 +61,7 @@ func (c *Controller) discardGroup() {
 
 // ops is how many etcd operations the group's write takes.
 func (g *group) ops() int {
-	n := len(g.events) + len(g.vms) + len(g.hosts) + len(g.deletes) + len(g.actions) + 5*len(g.config) // a change is at most 5
+	n := len(g.events) + 2*len(g.vms) + len(g.hosts) + len(g.deletes) + len(g.actions) + 5*len(g.config) // a change is at most 5
 	if len(g.events) > 0 {
 		n++ // the event counter
 	}
@@ -139,10 +139,14 @@ func (c *Controller) flushGroup(ctx context.Context) {
 		b.IDFloor = 0
 	}
 	for _, name := range slices.Sorted(maps.Keys(g.vms)) {
-		if ch := g.vms[name]; ch.gone {
+		ch := g.vms[name]
+		if ch.gone {
 			b.DeleteVMs = append(b.DeleteVMs, name)
 		} else {
 			b.PutVMs = append(b.PutVMs, ch.rec)
+		}
+		if p, ok := probeChange(g.oldVMs[engine.VMID(name)], *ch); ok {
+			b.Probes = append(b.Probes, p)
 		}
 	}
 	for _, h := range slices.Sorted(maps.Keys(g.hosts)) {

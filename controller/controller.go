@@ -742,6 +742,13 @@ func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed .
 		} else {
 			b.PutVMs = append(b.PutVMs, ch.rec)
 		}
+		var old *store.VM
+		if o, ok := c.persisted[engine.VMID(ch.name)]; ok {
+			old = &o
+		}
+		if p, ok := probeChange(old, ch); ok {
+			b.Probes = append(b.Probes, p)
+		}
 	}
 	if last := c.eng.LastID(); last >= c.idFloor {
 		b.IDFloor = last + idBlock
@@ -847,6 +854,22 @@ func (c *Controller) appendEvents(ctx context.Context, recs []engine.Record) {
 }
 
 // vmChange is a VM record to write (or, gone, to delete).
+// probeChange is the change of the guest layers the agents watch for a VM (its probes/ key)
+// that a record change brings, if any: its guest policy changed, or it was forgotten.
+func probeChange(old *store.VM, ch vmChange) (store.ProbeChange, bool) {
+	var was, now *store.GuestPolicy
+	if old != nil {
+		was = old.Policy.Guest
+	}
+	if !ch.gone {
+		now = ch.rec.Policy.Guest
+	}
+	if (was == nil && now == nil) || (was != nil && now != nil && *was == *now) {
+		return store.ProbeChange{}, false
+	}
+	return store.ProbeChange{VM: ch.name, Guest: now}, true
+}
+
 type vmChange struct {
 	name string
 	rec  store.VM

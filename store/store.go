@@ -251,6 +251,8 @@ type Policy struct {
 	AntiAffinity    string   `json:"anti_affinity,omitempty"`
 	// AntiAffinityHard: the group is a rule (never two on one host), not a preference.
 	AntiAffinityHard bool `json:"anti_affinity_hard,omitempty"`
+	// Guest: the guest layers the host's agent watches (nil: none).
+	Guest *GuestPolicy `json:"guest,omitempty"`
 }
 
 // VM is one protected VM: the user's intent and policy, and what the engine needs to go on
@@ -367,6 +369,15 @@ func (v VM) Validate() error {
 		return fieldErr("policy.on_guest_shutdown", "%q: want honour or restart", v.Policy.OnGuestShutdown)
 	case v.Relocations < 0:
 		return fieldErr("relocations", "%d: must be >= 0", v.Relocations)
+	}
+	if g := v.Policy.Guest; g != nil {
+		if err := g.Validate(); err != nil {
+			var fe *FieldError
+			if errors.As(err, &fe) {
+				return fieldErr("policy.guest."+fe.Field, "%s", fe.Msg)
+			}
+			return err
+		}
 	}
 	if op := v.Op; op != nil {
 		switch {
@@ -886,6 +897,9 @@ type Batch struct {
 	Events        []Event
 	PutVMs        []VM
 	DeleteVMs     []string
+	// Probes are the changes of the guest layers the agents watch (probes/<vm>), written
+	// where a VM's guest policy changed, or it was forgotten.
+	Probes        []ProbeChange
 	Actions       []Action
 	PutHostStates []HostState
 	DeleteKeys    []string // keys under agents/inbox/ that this decision consumed
@@ -936,6 +950,13 @@ func (s *Store) Record(ctx context.Context, b Batch) ([]Event, error) {
 			return nil, fmt.Errorf("store: record: delete vm: %w", err)
 		}
 		puts = append(puts, clientv3.OpDelete(vmKey(name)))
+	}
+	for _, p := range b.Probes {
+		op, err := p.op()
+		if err != nil {
+			return nil, fmt.Errorf("store: record: %w", err)
+		}
+		puts = append(puts, op)
 	}
 	for _, h := range b.PutHostStates {
 		if err := h.Validate(); err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/hassproject/hass/api"
 	"github.com/hassproject/hass/daemon"
@@ -58,7 +59,9 @@ func vmCmd() *cobra.Command {
 
 	var pol api.Policy
 	var maxRestarts, maxRelocations, priority int
-	var hardAffinity bool
+	var hardAffinity, noGuest bool
+	var guest api.GuestPolicy
+	var probe string
 	protect := &cobra.Command{
 		Use:   "protect NAME",
 		Short: "Protect a VM of this host: hass restarts it when it fails",
@@ -81,6 +84,11 @@ func vmCmd() *cobra.Command {
 			if cmd.Flags().Changed("anti-affinity-hard") {
 				pol.AntiAffinityHard = &hardAffinity
 			}
+			if g, set, err := guestFlags(f, &guest, probe, noGuest); err != nil {
+				return usageError{err}
+			} else if set {
+				pol.Guest = g
+			}
 			if err := pol.Validate(); err != nil {
 				return usageError{err}
 			}
@@ -99,6 +107,17 @@ func vmCmd() *cobra.Command {
 	pf.IntVar(&priority, "priority", 0, "higher is relocated first")
 	pf.StringVar(&pol.AntiAffinity, "anti-affinity", "", "VMs in the same group avoid sharing a host")
 	pf.BoolVar(&hardAffinity, "anti-affinity-hard", false, "make the group a rule: never two of its VMs on one host (a VM waits rather than break it)")
+	pf.BoolVar(&guest.Heartbeat, "guest-heartbeat", false, "watch the guest OS layer: guest-ping through the QEMU guest agent; a hung guest is reset")
+	pf.StringVar(&guest.HeartbeatInterval, "guest-heartbeat-interval", "", "how often the guest agent is pinged (default 2s)")
+	pf.StringVar(&guest.HeartbeatTimeout, "guest-heartbeat-timeout", "", "how long a ping may take (default 1s)")
+	pf.IntVar(&guest.HeartbeatMisses, "guest-heartbeat-misses", 0, "unanswered pings in a row that start a check (default 3)")
+	pf.StringVar(&probe, "guest-probe", "", "watch the guest network layer: icmp, or tcp:PORT; a guest whose network is down is rebooted")
+	pf.StringVar(&guest.Address, "guest-address", "", "the guest's address to probe (default: the first one its guest agent reports)")
+	pf.StringVar(&guest.ProbeInterval, "guest-probe-interval", "", "how often the address is probed (default 2s)")
+	pf.StringVar(&guest.ProbeTimeout, "guest-probe-timeout", "", "how long a probe may take (default 1s)")
+	pf.IntVar(&guest.ProbeMisses, "guest-probe-misses", 0, "unanswered probes in a row that start a check (default 3)")
+	pf.StringVar(&guest.Recheck, "guest-recheck", "", "how long after a check found a failure every layer is checked again (default 2s)")
+	pf.BoolVar(&noGuest, "no-guest-layers", false, "stop watching the guest layers")
 
 	unprotect := &cobra.Command{
 		Use:   "unprotect NAME",
@@ -385,4 +404,39 @@ func statusCmd() *cobra.Command {
 	}
 	cf.add(c)
 	return c
+}
+
+// guestFlags builds the guest layers the --guest-* flags give; set is false when none was
+// given (the VM's guest layers stay as they are).
+func guestFlags(f *pflag.FlagSet, g *api.GuestPolicy, probe string, off bool) (*api.GuestPolicy, bool, error) {
+	given := false
+	f.Visit(func(fl *pflag.Flag) {
+		if strings.HasPrefix(fl.Name, "guest-") {
+			given = true
+		}
+	})
+	if off {
+		if given {
+			return nil, false, errors.New("--no-guest-layers: cannot be given with --guest-* flags")
+		}
+		return &api.GuestPolicy{}, true, nil
+	}
+	if !given {
+		return nil, false, nil
+	}
+	out := *g
+	switch kind, port, hasPort := strings.Cut(probe, ":"); {
+	case probe == "":
+	case kind == "icmp" && !hasPort:
+		out.Probe = "icmp"
+	case kind == "tcp" && hasPort:
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, false, fmt.Errorf("--guest-probe %q: the port must be 1-65535", probe)
+		}
+		out.Probe, out.Port = "tcp", n
+	default:
+		return nil, false, fmt.Errorf("--guest-probe %q: want icmp or tcp:PORT", probe)
+	}
+	return &out, true, nil
 }
