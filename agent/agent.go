@@ -244,6 +244,16 @@ func (a *Agent) done(now time.Time, act engine.Action, o Outcome) {
 	a.env.Report(res)
 }
 
+// GuestFailed reports a guest layer's verified failure for vm (package guest found it:
+// engine.SigGuestHung or engine.SigGuestNetDown), stamped like every report of this host. A
+// fenced host reports nothing: it runs no protected VM.
+func (a *Agent) GuestFailed(now time.Time, vm engine.VMID, kind engine.SignalKind) {
+	if a.fenced {
+		return
+	}
+	a.env.Report(engine.Signal{Host: a.cfg.Host, VM: vm, Seq: a.stamp(now), Kind: kind, At: now})
+}
+
 // OwnStop tells the agent that its executor is about to stop vm itself as one step of an
 // order (a hard reboot done as destroy and start), so that stop is not read as a user's.
 func (a *Agent) OwnStop(vm engine.VMID) { a.tr.OwnStop(string(vm)) }

@@ -325,7 +325,7 @@ func ToRecord(s engine.VMState) store.VM {
 		Policy: store.Policy{MaxRestarts: s.Policy.MaxRestarts, Window: store.Duration(s.Policy.Window),
 			MaxRelocations: s.Policy.MaxRelocations, OnGuestShutdown: s.Policy.OnGuestShutdown.String(),
 			Priority: s.Policy.Priority, AntiAffinity: s.Policy.AntiAffinity, AntiAffinityHard: s.Policy.AntiAffinityHard,
-			Guest: guestToStore(s.Policy.Guest)},
+			Guest: wire.GuestToStore(s.Policy.Guest)},
 		Gen: s.Gen, Restarts: s.Restarts, Relocations: s.Relocations, Errored: s.Errored,
 		IntentSeq: s.IntentSeq, Ambiguous: s.Ambiguous}
 	if op := s.Op; op != nil {
@@ -363,7 +363,7 @@ func FromRecord(r store.VM) (engine.VMState, error) {
 		Policy: engine.Policy{MaxRestarts: r.Policy.MaxRestarts, Window: time.Duration(r.Policy.Window),
 			MaxRelocations: r.Policy.MaxRelocations, OnGuestShutdown: gs, Priority: r.Policy.Priority,
 			AntiAffinity: r.Policy.AntiAffinity, AntiAffinityHard: r.Policy.AntiAffinityHard,
-			Guest: GuestFromStore(r.Policy.Guest)},
+			Guest: wire.GuestFromStore(r.Policy.Guest)},
 		Gen: max(r.Gen, 1), Restarts: r.Restarts, Relocations: r.Relocations, Errored: r.Errored,
 		IntentSeq: r.IntentSeq, Ambiguous: r.Ambiguous}
 	for _, f := range r.FailedOn {
@@ -408,26 +408,4 @@ func parseDesired(s string) (engine.Desired, error) {
 		}
 	}
 	return 0, fmt.Errorf("%q: want running, paused, stopped or absent", s)
-}
-
-// guestToStore is a guest policy as stored: nil when no guest layer is on.
-func guestToStore(g engine.GuestPolicy) *store.GuestPolicy {
-	if !g.Enabled() {
-		return nil
-	}
-	return &store.GuestPolicy{Heartbeat: g.Heartbeat, HeartbeatInterval: store.Duration(g.HeartbeatInterval),
-		HeartbeatTimeout: store.Duration(g.HeartbeatTimeout), HeartbeatMisses: g.HeartbeatMisses,
-		Probe: g.Probe, Port: g.Port, Address: g.Address, ProbeInterval: store.Duration(g.ProbeInterval),
-		ProbeTimeout: store.Duration(g.ProbeTimeout), ProbeMisses: g.ProbeMisses, Recheck: store.Duration(g.Recheck)}
-}
-
-// GuestFromStore is a stored guest policy for the engine (and the agents' monitors).
-func GuestFromStore(g *store.GuestPolicy) engine.GuestPolicy {
-	if g == nil {
-		return engine.GuestPolicy{}
-	}
-	return engine.GuestPolicy{Heartbeat: g.Heartbeat, HeartbeatInterval: time.Duration(g.HeartbeatInterval),
-		HeartbeatTimeout: time.Duration(g.HeartbeatTimeout), HeartbeatMisses: g.HeartbeatMisses,
-		Probe: g.Probe, Port: g.Port, Address: g.Address, ProbeInterval: time.Duration(g.ProbeInterval),
-		ProbeTimeout: time.Duration(g.ProbeTimeout), ProbeMisses: g.ProbeMisses, Recheck: time.Duration(g.Recheck)}
 }

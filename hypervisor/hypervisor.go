@@ -358,3 +358,17 @@ func (e *OpError) Error() string {
 }
 
 func (e *OpError) Unwrap() error { return e.Err }
+
+// GuestAgent is what a driver offers to watch the layers inside a domain (package guest): the
+// QEMU guest agent, and one domain's state. A driver that lacks it cannot watch the guest
+// layers.
+type GuestAgent interface {
+	// GuestPing sends guest-ping to the domain's guest agent and waits for its answer for
+	// at most timeout. An error says it did not answer (or there is no agent).
+	GuestPing(ctx context.Context, name string, timeout time.Duration) error
+	// GuestAddresses lists the IP addresses the guest agent reports for the guest's
+	// interfaces, loopback left out, IPv4 first.
+	GuestAddresses(ctx context.Context, name string) ([]string, error)
+	// State returns one domain's state and reason.
+	State(ctx context.Context, name string) (DomainState, int, error)
+}

@@ -36,6 +36,7 @@ import (
 
 	"github.com/hassproject/hass/agent"
 	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/guest"
 	"github.com/hassproject/hass/hypervisor"
 	"github.com/hassproject/hass/lifecycle"
 	"github.com/hassproject/hass/store"
@@ -102,6 +103,14 @@ type Node struct {
 	leaseRev int64 // the store revision when the current lease's key was written
 	token    *store.Token
 	exec     *pendingExec
+
+	// The guest layers: the monitor (guarded by mu), the driver's guest agent side, the
+	// addresses the guest agents reported (by VM, guarded by mu).
+	mon       *guest.Monitor
+	ga        hypervisor.GuestAgent
+	pinger    *guest.Pinger
+	guestAddr map[engine.VMID]string
+	ctx       context.Context // Run's: the probes' goroutines end with it
 
 	out     chan outItem // reports to write, in order
 	udp     *net.UDPConn
@@ -174,6 +183,11 @@ func Run(ctx context.Context, cfg Config) error {
 	// controllers' majority settle time must exceed this plus a tick plus a fence.
 	acfg.PeerTimeout = 6 * cfg.TickEvery
 	n.ag = agent.New(acfg, env{n}, time.Now())
+	n.ctx = ctx
+	n.guestAddr = map[engine.VMID]string{}
+	n.pinger = guest.NewPinger()
+	n.mon = guest.New(guest.DefaultConfig(), guestEnv{n})
+	n.ga, _ = cfg.Driver.(hypervisor.GuestAgent)
 	n.members = []engine.HostID{engine.HostID(cfg.Host)}
 
 	if cfg.Heartbeat != "" {
@@ -245,6 +259,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if n.udp != nil {
 		n.wg.Add(1)
 		go n.receive(ctx)
+	}
+	if n.ga != nil {
+		n.wg.Add(1)
+		go n.guestLoop(ctx)
+	} else {
+		n.log.Warn("this hypervisor driver cannot reach guest agents: the guest OS and guest network layers are not watched on this host")
 	}
 	<-ctx.Done()
 	if n.udp != nil {
@@ -493,6 +513,7 @@ func (n *Node) onEvent(ctx context.Context, ev hypervisor.Event) {
 	}
 	n.mu.Lock()
 	n.ag.Event(ev.At, toLifecycle(ev))
+	n.guestEvent(ev)
 	n.mu.Unlock()
 }
 
@@ -530,7 +551,17 @@ func (n *Node) resync(ctx context.Context) {
 	}
 	n.mu.Lock()
 	n.libvirt = "connected"
-	n.ag.Listed(time.Now(), seq, rows)
+	now := time.Now()
+	n.ag.Listed(now, seq, rows)
+	// The guest layers follow what the list says runs (an event missed while libvirt was
+	// away); a monitor that thinks a guest runs when it does not finds out at its check.
+	running := make(map[engine.VMID]bool, len(doms))
+	for _, d := range doms {
+		running[engine.VMID(d.Name)] = d.State == hypervisor.Running
+	}
+	for _, vm := range n.mon.Watching() {
+		n.mon.Running(now, vm, running[vm])
+	}
 	n.mu.Unlock()
 	n.publish(ctx, seq, doms)
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -544,4 +545,57 @@ func (d *Driver) Migrate(ctx context.Context, name, destURI string) error {
 		}
 	}
 	return err
+}
+
+var _ hypervisor.GuestAgent = (*Driver)(nil)
+
+// GuestPing implements hypervisor.GuestAgent: guest-ping through libvirt's
+// qemu-agent-command, with libvirt's timeout in whole seconds (at least 1) and ctx's bound
+// at timeout.
+func (d *Driver) GuestPing(ctx context.Context, name string, timeout time.Duration) error {
+	secs := int32((timeout + time.Second - 1) / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	_, err := domainCall(ctx, d, "guest-ping", name, func(l *golibvirt.Libvirt, dom golibvirt.Domain) (golibvirt.OptString, error) {
+		return l.QEMUDomainAgentCommand(dom, `{"execute":"guest-ping"}`, secs, 0)
+	})
+	return err
+}
+
+// GuestAddresses implements hypervisor.GuestAgent.
+func (d *Driver) GuestAddresses(ctx context.Context, name string) ([]string, error) {
+	ifaces, err := domainCall(ctx, d, "guest-addresses", name, func(l *golibvirt.Libvirt, dom golibvirt.Domain) ([]golibvirt.DomainInterface, error) {
+		return l.DomainInterfaceAddresses(dom, uint32(golibvirt.DomainInterfaceAddressesSrcAgent), 0)
+	})
+	if err != nil {
+		return nil, err
+	}
+	var v4, v6 []string
+	for _, ifc := range ifaces {
+		for _, a := range ifc.Addrs {
+			ip := net.ParseIP(a.Addr)
+			if ip == nil || ip.IsLoopback() || ip.IsLinkLocalUnicast() {
+				continue
+			}
+			if ip.To4() != nil {
+				v4 = append(v4, a.Addr)
+			} else {
+				v6 = append(v6, a.Addr)
+			}
+		}
+	}
+	return append(v4, v6...), nil
+}
+
+// State implements hypervisor.GuestAgent.
+func (d *Driver) State(ctx context.Context, name string) (hypervisor.DomainState, int, error) {
+	type st struct{ s, r int32 }
+	v, err := domainCall(ctx, d, "state", name, func(l *golibvirt.Libvirt, dom golibvirt.Domain) (st, error) {
+		s, r, err := l.DomainGetState(dom, 0)
+		return st{s, r}, err
+	})
+	return hypervisor.DomainState(v.s), int(v.r), err
 }

@@ -1,0 +1,7 @@
+//go:build unix
+
+package guest
+
+import "syscall"
+
+func errConnRefused() error { return syscall.ECONNREFUSED }
