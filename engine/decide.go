@@ -574,6 +574,14 @@ func (e *Engine) signal(in Signal) {
 	}
 	switch in.Kind {
 	case SigReboot:
+		if f := v.fail; f != nil && f.kind.guestLayer() && f.actID != 0 && f.actHost == in.Host && !in.At.Before(f.actAt) {
+			// The guest rebooted since its reset (or reboot) was ordered: that is the action
+			// taking, whether or not its answer arrives. Never reset it a second time.
+			f.actID = 0
+			e.log(RecExpected, v.id, v.home, "guest rebooted: its recovery from %s took", f.kind)
+			e.recovered(v)
+			return
+		}
 		if v.op != nil && v.op.Kind == OpReboot {
 			e.endOp(v, PhaseDone, "guest rebooted")
 		} else {
@@ -921,8 +929,8 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 			return
 		}
 		if v.fail != nil {
-			if v.fail.kind == FailGuestHang {
-				e.recover(v) // only a reset ends a hang
+			if v.fail.kind.guestLayer() {
+				e.recover(v) // only its reset (or reboot) ends a hang (or a dead network)
 				return
 			}
 			e.recovered(v)
@@ -948,7 +956,7 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 				return
 			}
 		case ReasonUser:
-			if v.fail != nil && v.fail.kind != FailGuestHang {
+			if v.fail != nil && !v.fail.kind.guestLayer() {
 				e.recovered(v)
 			}
 			if v.op == nil && v.desired == WantRunning && !v.ownPause {

@@ -227,6 +227,10 @@ const (
 	FailVMDown        FailureKind = "vm-down" // the naive detector's only verdict
 )
 
+// guestLayer: the failure is a guest layer's (the guest runs, but hangs or lost its network):
+// only a reset or a reboot of the guest ends it, not seeing it run.
+func (k FailureKind) guestLayer() bool { return k == FailGuestHang || k == FailGuestNetwork }
+
 // GuestShutdownPolicy says what a guest-initiated shutdown means.
 type GuestShutdownPolicy uint8
 

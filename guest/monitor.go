@@ -110,6 +110,8 @@ type watch struct {
 type verification struct {
 	first   layer     // the layer whose misses started it
 	found   layer     // the lowest layer stage 0 found failing
+	osFail  bool      // stage 0: the guest agent did not answer
+	netFail bool      // stage 0: the address did not answer
 	stage   int       // 0 or 1
 	due     time.Time // stage 1: when it runs
 	running bool      // a stage's checks are in flight
@@ -392,6 +394,7 @@ func (m *Monitor) checked(now time.Time, vm engine.VMID, w *watch) {
 			return
 		}
 		v.found, v.stage, v.due = lowest, 1, now.Add(w.pol.Recheck)
+		v.osFail, v.netFail = !v.osOK, !v.netOK
 		if lowest != v.first {
 			m.env.Log("%s: the %s layer fails beneath the %s layer; rechecking in %s", vm, lowest, v.first, w.pol.Recheck)
 		} else {
@@ -399,8 +402,18 @@ func (m *Monitor) checked(now time.Time, vm engine.VMID, w *watch) {
 		}
 		return
 	}
+	// What is reported is the lowest layer that failed at the check and at the recheck
+	// alike: one lost answer at either does not move the blame to another layer.
+	switch {
+	case v.osFail && !v.osOK:
+		lowest = layerOS
+	case v.netFail && !v.netOK:
+		lowest = layerNet
+	default:
+		lowest = layerNone
+	}
 	if lowest == layerNone {
-		m.env.Log("%s: every layer answers at the recheck: a transient fault, not a failure", vm)
+		m.env.Log("%s: no layer failed at both the check and the recheck: a transient fault, not a failure", vm)
 		m.settle(now, w)
 		return
 	}

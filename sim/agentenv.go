@@ -38,6 +38,7 @@ func (e agentEnv) Execute(a engine.Action, done func(time.Time, agent.Outcome)) 
 		}
 		done(e.s.now, e.s.outcome(e.h, a.VM, err))
 	}
+	e.s.checkGuestRecovery(e.h, a)
 	drv := &simDriver{s: e.s, h: e.h, current: func() bool { return e.s.storeCurrent(a) }}
 	err := agent.Carry(context.Background(), drv, a, simDefs{e.s})
 	if err == nil && drv.later != nil {

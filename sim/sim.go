@@ -97,6 +97,16 @@ type Config struct {
 	Variants bool
 	// CreatePerHr: in admission runs, new VMs ask to be protected at this rate.
 	CreatePerHr float64
+	// GuestVMs: the random workload's first GuestVMs VMs are protected with both guest
+	// layers (guestPolicy); each of them, per hour, hangs silently (no watchdog), loses its
+	// network for good (until it restarts), loses it for 1-5 s, or has its guest agent
+	// restart inside it at these rates; ProbeLossProb is the chance any one probe is lost.
+	GuestVMs            int
+	SilentHangPerVMHr   float64
+	NetDiesPerVMHr      float64
+	NetBlipPerVMHr      float64
+	AgentRestartPerVMHr float64
+	ProbeLossProb       float64
 
 	Engine engine.Config
 }
@@ -117,7 +127,9 @@ func DefaultConfig() Config {
 		ControllerCrashPerHr: 0.25, EtcdLossPerHr: 0.25, ControlPlaneLostPerHr: 0.1, StoreCutPerHr: 0.1,
 		PowerPoll: 5 * time.Second, FencePowerOn: 20 * time.Second, MaintPerHostHr: 0.01,
 		Variants: true, CreatePerHr: 3,
-		Engine: engine.DefaultConfig(),
+		GuestVMs: 10, SilentHangPerVMHr: 0.02, NetDiesPerVMHr: 0.02, NetBlipPerVMHr: 0.2, AgentRestartPerVMHr: 0.2,
+		ProbeLossProb: 0.01,
+		Engine:        engine.DefaultConfig(),
 	}
 }
 
@@ -198,6 +210,12 @@ type Result struct {
 	Clusters             int `json:"clusters"`
 	Reserved             int `json:"reserved_hosts"`
 	TolerateHostFailures int `json:"tolerate_host_failures"`
+	// GuestFaults counts the faults struck at the guest layers (silent hangs, networks dying,
+	// transient network losses, guest agents restarting); GuestProbes the probes the guest
+	// monitors sent; GuestReports the failures they verified and reported.
+	GuestFaults  int `json:"guest_faults"`
+	GuestProbes  int `json:"guest_probes"`
+	GuestReports int `json:"guest_reports"`
 	// AdmissionRefused counts the protections admission control refused (a refusal is no
 	// missed failure: the VM was never protected); Created those it accepted.
 	AdmissionRefused int `json:"admission_refused"`
@@ -304,6 +322,8 @@ type Sim struct {
 	domsSorted map[*host][]engine.VMID
 	// unseenOn counts, per host, the VMs whose vmTruth.unseen names it (see setUnseen).
 	unseenOn map[engine.HostID]int
+	// guestVMs are the VMs protected with a guest layer, in the order they were protected.
+	guestVMs []engine.VMID
 }
 
 // MigFault is a fault aimed at a live migration's switch-over, the moment the destination
@@ -387,6 +407,7 @@ func (s *Sim) addVM(id engine.VMID, h *host, mem int, p engine.Policy, running b
 	h.doms[id] = &dom{state: st, reason: r}
 	s.defined(h, id)
 	s.vms[id] = &vmTruth{id: id, policy: p, mem: mem, wants: want, cluster: h.cluster}
+	s.watchGuest(id, p.Guest, h)
 	i, _ := slices.BinarySearch(s.vmIDs, id) // kept sorted
 	s.vmIDs = slices.Insert(s.vmIDs, i, id)
 	return true
@@ -549,6 +570,7 @@ func (s *Sim) execute(a engine.Action) {
 func (s *Sim) newAgent(h *host) *agent.Agent {
 	cfg := agent.DefaultConfig(h.id)
 	cfg.SelfFenceAfter = s.cfg.SelfFenceAfter
+	s.newMonitor(h) // the agent process's guest monitor, new with it
 	return agent.New(cfg, agentEnv{s: s, h: h}, h.agentOK)
 }
 
@@ -722,7 +744,8 @@ func (s *Sim) upCopies(id engine.VMID) (n int, running bool) {
 				continue // the incoming copy of a live migration runs no guest code
 			}
 			n++
-			running = running || d.state == lifecycle.StateRunning
+			// A hung guest, or one whose network died, runs but does not do its job.
+			running = running || (d.state == lifecycle.StateRunning && !d.hung && !d.netDown)
 		}
 	}
 	return n, running

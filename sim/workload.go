@@ -46,6 +46,9 @@ func runRandom(s *Sim) Result {
 		if l.hard && (i%25 == 3 || i%25 == 4) {
 			p.AntiAffinity, p.AntiAffinityHard = fmt.Sprintf("pair%d", i/25), true
 		}
+		if i < cfg.GuestVMs {
+			p.Guest = guestPolicy()
+		}
 		id := engine.VMID(fmt.Sprintf("vm%04d", i+1))
 		h := regular[i%len(regular)]
 		if !s.addVM(id, h, cfg.VMMemMiB, p, true) {
@@ -77,6 +80,16 @@ func runRandom(s *Sim) Result {
 	perVM(cfg.PanicPerVMHour, func(id engine.VMID) { s.vmFault(id, "panic") })
 	perVM(cfg.GuestOffPerVMHr, func(id engine.VMID) { s.vmFault(id, "guest-shutdown") })
 	perVM(cfg.HangPerVMHour, func(id engine.VMID) { s.vmFault(id, "hang") })
+	for _, id := range s.guestVMs {
+		for _, f := range []struct {
+			rate float64
+			kind string
+		}{{cfg.SilentHangPerVMHr, "silent-hang"}, {cfg.NetDiesPerVMHr, "net-dies"}, {cfg.NetBlipPerVMHr, "net-blip"}, {cfg.AgentRestartPerVMHr, "agent-restart"}} {
+			if f.rate > 0 {
+				s.poissonF(f.rate, func() { s.guestFault(id, f.kind) })
+			}
+		}
+	}
 	if l.tolerate > 0 && cfg.CreatePerHr > 0 {
 		// New VMs ask for protection; admission control takes them while the cluster can
 		// lose its tolerance in hosts. Each accepted one lives as the others do.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/hassproject/hass/agent"
 	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/guest"
 	"github.com/hassproject/hass/lifecycle"
 )
 
@@ -30,6 +31,11 @@ type dom struct {
 	rebootHang    bool // the next hard reboot does not come back
 	softReboot    bool // scenarios: reboots happen inside the guest (reboot event, no stop)
 	hung          bool // the guest hangs: up, but not doing its job
+	// The guest layers' truth (guest.go): when the guest last booted (its agent and network
+	// answer guestBoot later), its network is down, its agent is restarting.
+	bootedAt  time.Time
+	netDown   bool
+	agentGone bool
 }
 
 type host struct {
@@ -63,6 +69,10 @@ type host struct {
 	// lose counts the host's next messages about a VM (observations, and the results of
 	// actions on it) that the bus will lose: a fault aimed at a migration's switch-over.
 	lose map[engine.VMID]int
+	// mon is the guest monitor of the host's agent process (guest.go); guestAt when it is
+	// next ticked.
+	mon     *guest.Monitor
+	guestAt time.Time
 }
 
 // listening: the agent receives libvirt events.
@@ -94,11 +104,13 @@ func lc(typ, detail int) lifecycle.Event {
 
 // emit passes one libvirt event through the host's agent to the controller.
 func (s *Sim) emit(h *host, id engine.VMID, ev lifecycle.Event) {
+	s.guestTruth(h, id, ev)
 	if !h.listening() {
 		return // nobody is subscribed: the event is lost
 	}
 	ev.Domain = string(id)
 	h.ag.Event(s.now, ev)
+	s.guestEvent(h, id, ev)
 }
 
 // snapshot sends the host's full domain list (a resync).
