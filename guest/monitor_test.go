@@ -69,7 +69,9 @@ func (w *world) Failed(vm engine.VMID, kind engine.SignalKind, at time.Time, why
 	w.failed = append(w.failed, report{kind: kind, at: at.Sub(t0), why: why})
 }
 
-func (w *world) Log(format string, args ...any) { w.logs = append(w.logs, fmt.Sprintf(format, args...)) }
+func (w *world) Log(format string, args ...any) {
+	w.logs = append(w.logs, fmt.Sprintf(format, args...))
+}
 
 // run advances virtual time to until, ticking the monitor every 100 ms and delivering
 // answers when due.

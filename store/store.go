@@ -894,9 +894,9 @@ func (s *Store) SetIDFloor(ctx context.Context, n uint64) error {
 // to put or delete, actions about to be carried out (orders), host states, agents' reports
 // it consumed (their keys, deleted), and a new ID floor (0: unchanged).
 type Batch struct {
-	Events        []Event
-	PutVMs        []VM
-	DeleteVMs     []string
+	Events    []Event
+	PutVMs    []VM
+	DeleteVMs []string
 	// Probes are the changes of the guest layers the agents watch (probes/<vm>), written
 	// where a VM's guest policy changed, or it was forgotten.
 	Probes        []ProbeChange
