@@ -37,7 +37,7 @@ func TestCompletion(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"__complete", ""}, []string{"up", "agent", "controller", "vm", "events", "version", "completion"}},
+		{[]string{"__complete", ""}, []string{"up", "agent", "controller", "vm", "events", "config", "version", "completion"}},
 		{[]string{"__complete", "vm", ""}, []string{"protect", "migrate", "list"}},
 		{[]string{"__complete", "events", "--"}, []string{"--after", "--limit"}},
 	} {
