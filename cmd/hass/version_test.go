@@ -39,7 +39,8 @@ func TestCompletion(t *testing.T) {
 	}{
 		{[]string{"__complete", ""}, []string{"up", "agent", "controller", "vm", "events", "config", "version", "completion"}},
 		{[]string{"__complete", "vm", ""}, []string{"protect", "migrate", "list"}},
-		{[]string{"__complete", "events", "--"}, []string{"--after", "--limit"}},
+		{[]string{"__complete", "events", "--"}, []string{"--follow", "--vm", "--host", "--type", "--kind", "--since"}},
+		{[]string{"__complete", "events", "--kind", ""}, []string{"vm-crash", "host-down"}},
 	} {
 		code, out, errs := hass(tc.args...)
 		if code != 0 {
