@@ -37,7 +37,7 @@ func TestCompletion(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"__complete", ""}, []string{"up", "agent", "controller", "vm", "events", "config", "version", "completion"}},
+		{[]string{"__complete", ""}, []string{"up", "agent", "controller", "vm", "events", "report", "config", "version", "completion"}},
 		{[]string{"__complete", "vm", ""}, []string{"protect", "migrate", "list"}},
 		{[]string{"__complete", "events", "--"}, []string{"--follow", "--vm", "--host", "--type", "--kind", "--since"}},
 		{[]string{"__complete", "events", "--kind", ""}, []string{"vm-crash", "host-down"}},
