@@ -48,8 +48,24 @@ type route struct {
 // NewServer returns the HTTP handler for the API, serving svc. Every input is validated before
 // svc is called; every answer, errors included, is JSON. Each request is logged at debug
 // level on logger (nil: no logging).
-func NewServer(svc Service, logger *slog.Logger) http.Handler {
-	return newServer(svc, logger, BodyReadTimeout)
+func NewServer(svc Service, logger *slog.Logger, opts ...Option) http.Handler {
+	s := newServer(svc, logger, BodyReadTimeout)
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Option configures the server.
+type Option func(*server)
+
+// WithMetrics serves h at GET /metrics (Prometheus's text format, outside the JSON API), so
+// that what guards the API guards it too.
+func WithMetrics(h http.Handler) Option {
+	return func(s *server) {
+		s.mux.Handle("GET /metrics", h)
+		s.mux.HandleFunc("/metrics", s.methodNotAllowed("GET, HEAD"))
+	}
 }
 
 func newServer(svc Service, logger *slog.Logger, bodyTimeout time.Duration) *server {
