@@ -420,7 +420,7 @@ func TestWireFormat(t *testing.T) {
 	if a := raw(t, ts, "GET", "/v1/vms", ""); strings.TrimSpace(string(a.body)) != `{"vms":[]}` {
 		t.Errorf("empty list: %s", a.body)
 	}
-	if a := raw(t, ts, "GET", "/v1/events?after=999", ""); strings.TrimSpace(string(a.body)) != `{"events":[]}` {
+	if a := raw(t, ts, "GET", "/v1/events?after=999", ""); strings.TrimSpace(string(a.body)) != `{"events":[],"last_seq":999}` {
 		t.Errorf("empty events: %s", a.body)
 	}
 	// Operations are accepted, not done.
@@ -542,7 +542,7 @@ func TestValidation(t *testing.T) {
 		{"GET", "/v1/events?limit=1001", "", "limit", "not an integer from 1 to 1000"},
 		{"GET", "/v1/events?limit=ten", "", "limit", "not an integer from 1 to 1000"},
 		{"GET", "/v1/events?limit=", "", "limit", "not an integer"},
-		{"GET", "/v1/events?afterr=3", "", "query", `unknown parameter "afterr" (want after, limit)`},
+		{"GET", "/v1/events?afterr=3", "", "query", `unknown parameter "afterr" (want after, limit, vm, host, type, kind, since, wait)`},
 		{"GET", "/v1/events?after=%zz", "", "query", "malformed query"},
 	} {
 		t.Run(tc.method+" "+tc.target+" "+tc.body[:min(len(tc.body), 40)], func(t *testing.T) {

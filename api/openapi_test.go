@@ -811,6 +811,21 @@ func (d *oas) bodies(s map[string]any, v *validator) []string {
 func (d *oas) queryTexts(s map[string]any) []string {
 	out := []string{"", "x", "0", "-0", "1", "-1", "007", "+1", " 1", "1 ", "1.5", "1e2", "1.0", "0x10", "1000", "1001",
 		"18446744073709551615", "18446744073709551616", "99999999999999999999999"}
+	// A string parameter's enum values and example keep its constraints.
+	enum, _ := s["enum"].([]any)
+	for _, e := range enum {
+		if v, ok := e.(string); ok {
+			out = append(out, v, v+"x", strings.ToUpper(v))
+		}
+	}
+	if n, ok := s["maxLength"].(json.Number); ok {
+		if m, err := n.Int64(); err == nil {
+			out = append(out, strings.Repeat("é", int(m)), strings.Repeat("é", int(m)+1))
+		}
+	}
+	if ex, ok := s["example"].(string); ok {
+		out = append(out, ex, ex+" ", strings.Replace(ex, "T", " ", 1), strings.Replace(ex, "-03-", "-13-", 1))
+	}
 	for _, k := range []string{"minimum", "maximum", "default"} {
 		if n, ok := s[k].(json.Number); ok {
 			b, _ := new(big.Int).SetString(n.String(), 10)

@@ -8,10 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"math/big"
 	"net/http"
-	"net/url"
 	"os"
 	"path"
 	"reflect"
@@ -50,8 +48,24 @@ type route struct {
 // NewServer returns the HTTP handler for the API, serving svc. Every input is validated before
 // svc is called; every answer, errors included, is JSON. Each request is logged at debug
 // level on logger (nil: no logging).
-func NewServer(svc Service, logger *slog.Logger) http.Handler {
-	return newServer(svc, logger, BodyReadTimeout)
+func NewServer(svc Service, logger *slog.Logger, opts ...Option) http.Handler {
+	s := newServer(svc, logger, BodyReadTimeout)
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Option configures the server.
+type Option func(*server)
+
+// WithMetrics serves h at GET /metrics (Prometheus's text format, outside the JSON API), so
+// that what guards the API guards it too.
+func WithMetrics(h http.Handler) Option {
+	return func(s *server) {
+		s.mux.Handle("GET /metrics", h)
+		s.mux.HandleFunc("/metrics", s.methodNotAllowed("GET, HEAD"))
+	}
 }
 
 func newServer(svc Service, logger *slog.Logger, bodyTimeout time.Duration) *server {
@@ -268,23 +282,6 @@ func (s *server) operate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, op)
 }
 
-func (s *server) events(w http.ResponseWriter, r *http.Request) {
-	after, limit, err := eventQuery(r.URL.RawQuery)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	evs, err := s.svc.Events(r.Context(), after, limit)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if evs == nil {
-		evs = []Event{}
-	}
-	writeJSON(w, http.StatusOK, eventList{Events: evs})
-}
-
 func (s *server) status(w http.ResponseWriter, r *http.Request) {
 	st, err := s.svc.Status(r.Context())
 	if err != nil {
@@ -328,37 +325,6 @@ func pathName(w http.ResponseWriter, r *http.Request) (string, bool) {
 		return "", false
 	}
 	return name, true
-}
-
-func eventQuery(raw string) (after uint64, limit int, err error) {
-	q, perr := url.ParseQuery(raw)
-	if perr != nil {
-		return 0, 0, BadRequest("query", "malformed query string: %v", perr)
-	}
-	for _, k := range slices.Sorted(maps.Keys(q)) {
-		if k != "after" && k != "limit" {
-			return 0, 0, BadRequest("query", "unknown parameter %s (want after, limit)", quote(k))
-		}
-		if len(q[k]) > 1 {
-			return 0, 0, BadRequest(k, "given %d times (want at most once)", len(q[k]))
-		}
-	}
-	limit = DefaultEventLimit
-	if v, ok := q["after"]; ok {
-		n, ok := queryInt(v[0])
-		if !ok || !n.IsUint64() {
-			return 0, 0, BadRequest("after", "%s is not a non-negative integer (an event seq)", quote(v[0]))
-		}
-		after = n.Uint64()
-	}
-	if v, ok := q["limit"]; ok {
-		n, ok := queryInt(v[0])
-		if !ok || !n.IsInt64() || n.Int64() < 1 || n.Int64() > MaxEventLimit {
-			return 0, 0, BadRequest("limit", "%s is not an integer from 1 to %d", quote(v[0]), MaxEventLimit)
-		}
-		limit = int(n.Int64())
-	}
-	return after, limit, nil
 }
 
 var queryIntRE = regexp.MustCompile(`^-?[0-9]+$`)

@@ -200,9 +200,7 @@ type vmList struct {
 	VMs []VM `json:"vms"`
 }
 
-type eventList struct {
-	Events []Event `json:"events"`
-}
+type eventList = EventPage
 
 // errorBody is the body of every error response.
 type errorBody struct {

@@ -13,11 +13,9 @@ import (
 	"github.com/hassproject/hass/engine"
 	"github.com/hassproject/hass/lifecycle"
 	"github.com/hassproject/hass/store"
+	"github.com/hassproject/hass/version"
 	"github.com/hassproject/hass/wire"
 )
-
-// Version is what `hass status` reports.
-const Version = "0.2.0"
 
 var _ api.Service = (*Controller)(nil)
 
@@ -265,7 +263,7 @@ func (c *Controller) Status(ctx context.Context) (api.Status, error) {
 	if err := c.st.Health(ctx); err != nil { // unreadable, unwritable (disk full) or failed
 		storeState = err.Error()
 	}
-	s := api.Status{Host: c.cfg.LocalHost, Store: storeState, Version: Version, Controller: c.cfg.Name,
+	s := api.Status{Host: c.cfg.LocalHost, Store: storeState, Version: version.String(), Controller: c.cfg.Name,
 		Uptime: time.Since(c.started).Round(time.Second).String()}
 	s.StoreMembers, _ = c.st.Members(ctx)
 	if s.StoreMembers == nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/hassproject/hass/controller"
 	"github.com/hassproject/hass/engine"
 	"github.com/hassproject/hass/hypervisor"
+	"github.com/hassproject/hass/metrics"
 	"github.com/hassproject/hass/node"
 	"github.com/hassproject/hass/store"
 )
@@ -117,6 +118,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("daemon: state store: %w", err)
 	}
 	defer st.Close()
+	met := metrics.New(nil)
+	st.Observe(met)
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -144,7 +147,8 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return fmt.Errorf("daemon: %w", err)
 		}
-		srv = &http.Server{Handler: followerProxy(ctl, name, api.NewServer(ctl, log), log), ReadHeaderTimeout: 10 * time.Second}
+		met.SetSource(ctl)
+		srv = &http.Server{Handler: followerProxy(ctl, name, api.NewServer(ctl, log, api.WithMetrics(met.Handler())), log), ReadHeaderTimeout: 10 * time.Second}
 		wg.Add(2)
 		go func() {
 			defer wg.Done()

@@ -37,6 +37,7 @@ func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l
 type running struct {
 	t      *testing.T
 	cli    *api.Client
+	addr   string // the API's address
 	cancel context.CancelFunc
 	done   chan error
 	log    *lockedBuf
@@ -58,7 +59,7 @@ func start(t *testing.T, drv *fakeDriver, dir string, edit func(*Config)) *runni
 	go func() { r.done <- Run(ctx, cfg) }()
 	select {
 	case addr := <-ready:
-		r.cli = api.NewClient("http://"+addr, nil)
+		r.cli, r.addr = api.NewClient("http://"+addr, nil), addr
 	case err := <-r.done:
 		t.Fatalf("daemon did not start: %v\n%s", err, r.log)
 	case <-time.After(60 * time.Second):

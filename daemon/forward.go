@@ -19,10 +19,10 @@ const forwardedHeader = "X-Hass-Forwarded-By"
 // followerProxy serves the API where this controller leads, and forwards each request to
 // the leading controller's published API where it does not (when that is a TCP address a
 // follower can reach): operators may talk to any controller. A request it cannot forward is
-// answered by api (503, naming the leader).
+// answered by api (503, naming the leader). /healthz and /metrics are this process's own.
 func followerProxy(ctl *controller.Controller, name string, api http.Handler, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if ctl.IsLeading() || r.Header.Get(forwardedHeader) != "" || r.URL.Path == "/healthz" {
+		if ctl.IsLeading() || r.Header.Get(forwardedHeader) != "" || r.URL.Path == "/healthz" || r.URL.Path == "/metrics" {
 			api.ServeHTTP(w, r)
 			return
 		}

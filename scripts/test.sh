@@ -43,6 +43,13 @@ if ! command -v ipmitool >/dev/null 2>&1 || ! command -v ipmi_sim >/dev/null 2>&
 fi
 export HASS_REQUIRE_IPMI=1 # from here on, a missing ipmitool or ipmi_sim is a failure
 
+echo "== promtool (Debian's prometheus package, installed if missing): checks what /metrics serves"
+if ! command -v promtool >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+export HASS_REQUIRE_PROMTOOL=1 # from here on, a missing promtool is a failure
+
 # Every go test run is verbose into a log; the summary counts what passed, failed and was
 # skipped. Each run has an explicit timeout with a wide margin over what it takes here.
 passed=0 failed=0 skipped=0

@@ -80,6 +80,9 @@ type Store struct {
 	// bigTxns: every etcd member is one hass embeds, which takes embeddedMaxTxnOps
 	// operations per transaction (see txn.go).
 	bigTxns bool
+
+	// obs, if set, is told of every event-log write (see observe.go).
+	obs atomic.Pointer[Observer]
 }
 
 // ErrClosed is the cause Err reports once Close was called (and nothing failed before).
@@ -609,12 +612,12 @@ type Event struct {
 	RecoveredAt *time.Time `json:"recovered_at,omitempty"`
 }
 
-// AppendEvents gives each event the next sequence number and stores it. The counter and
+// appendEvents gives each event the next sequence number and stores it. The counter and
 // the events are written in one transaction, conditional on the counter's mod revision, so
 // numbers never repeat or skip, even with concurrent writers. Batches above 100 events (1,000
 // on an embedded etcd, see txn.go) are written in several transactions (each gap-free, but another writer's events may land in
 // between). It returns the events with Seq set; on an error, those already stored.
-func (s *Store) AppendEvents(ctx context.Context, evs []Event) ([]Event, error) {
+func (s *Store) appendEvents(ctx context.Context, evs []Event) ([]Event, error) {
 	out := make([]Event, 0, len(evs))
 	for len(evs) > 0 {
 		n := min(len(evs), s.eventsPerTxn())
@@ -924,13 +927,13 @@ var ErrNotLeader = errors.New("no longer the leading controller: nothing was wri
 // maxTxnOps stays below etcd's default limit of 128 operations per transaction.
 const maxTxnOps = 120
 
-// Record writes a batch in one etcd transaction, so a decision costs one disk sync and is
+// record writes a batch in one etcd transaction, so a decision costs one disk sync and is
 // stored whole or not at all. Events get the next sequence numbers, as AppendEvents gives
 // them. A batch too large for one transaction is written in several, in this order: ID
 // floor, events, VMs, host states, consumed reports, actions (so an action is never stored
 // before what decided it), each guarded. Nothing is written when a record is invalid. It
 // returns the events with Seq set.
-func (s *Store) Record(ctx context.Context, b Batch) ([]Event, error) {
+func (s *Store) record(ctx context.Context, b Batch) ([]Event, error) {
 	if err := s.writable(); err != nil {
 		return nil, fmt.Errorf("store: record: %w", err)
 	}

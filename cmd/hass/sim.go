@@ -79,7 +79,7 @@ and each run that broke an invariant; the exit code is 1 when one did.`,
 				}
 				var agg seedsResult
 				err = withCPUProfile(cpuprofile, func() (err error) {
-					agg, err = runSeeds(cmd.Context(), cfg, list, parallel)
+					agg, err = runSeeds(cmd.Context(), cfg, list, parallel, terminalProgress(cmd.ErrOrStderr(), len(list)))
 					return err
 				})
 				if err != nil {

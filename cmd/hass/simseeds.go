@@ -128,8 +128,12 @@ func failedInvariant(r sim.Result) bool {
 var errInvariants = errors.New("invariants failed")
 
 // runSeeds runs cfg once per seed, parallel runs at a time, and aggregates the results.
-func runSeeds(ctx context.Context, cfg sim.Config, seeds []uint64, parallel int) (seedsResult, error) {
+// progress, if not nil, is told after each run how many are done and how many broke an
+// invariant.
+func runSeeds(ctx context.Context, cfg sim.Config, seeds []uint64, parallel int, progress func(done, failed int)) (seedsResult, error) {
 	start := time.Now()
+	var progMu sync.Mutex
+	done, failed := 0, 0
 	results := make([]sim.Result, len(seeds))
 	errs := make([]error, len(seeds))
 	next := make(chan int)
@@ -142,6 +146,15 @@ func runSeeds(ctx context.Context, cfg sim.Config, seeds []uint64, parallel int)
 				c := cfg
 				c.Seed = seeds[i]
 				results[i], errs[i] = sim.Run(c)
+				if progress != nil {
+					progMu.Lock()
+					done++
+					if errs[i] == nil && failedInvariant(results[i]) {
+						failed++
+					}
+					progress(done, failed)
+					progMu.Unlock()
+				}
 			}
 		}()
 	}
@@ -258,4 +271,28 @@ func printSeeds(out io.Writer, cfg sim.Config, seeds []uint64, r seedsResult, as
 			f.Seed, f.FalseRecoveries, f.MissedFailures, f.SplitBrain, f.StuckTimers)
 	}
 	return nil
+}
+
+// terminalProgress returns a progress function that keeps one line up to date on w when w
+// is a terminal (at most every 200 ms, and at the end), and nil otherwise: a log or a pipe
+// gets the summary alone.
+func terminalProgress(w io.Writer, total int) func(done, failed int) {
+	f, ok := w.(*os.File)
+	if !ok {
+		return nil
+	}
+	if st, err := f.Stat(); err != nil || st.Mode()&os.ModeCharDevice == 0 {
+		return nil
+	}
+	start, last := time.Now(), time.Time{}
+	return func(done, failed int) {
+		if done < total && time.Since(last) < 200*time.Millisecond {
+			return
+		}
+		last = time.Now()
+		fmt.Fprintf(w, "\r%d of %d seeds run, %d broke an invariant, %s", done, total, failed, time.Since(start).Round(time.Second))
+		if done == total {
+			fmt.Fprintln(w)
+		}
+	}
 }

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/hassproject/hass/sim"
 )
 
 func TestParseSeeds(t *testing.T) {
@@ -60,5 +64,29 @@ func TestSimSeeds(t *testing.T) {
 	}
 	if code, _, errs := hass("sim", "--seeds", "1-2", "--parallel", "0"); code != 2 || !strings.Contains(errs, "--parallel") {
 		t.Fatalf("--parallel 0: exit %d, %s", code, errs)
+	}
+}
+
+// TestSeedsProgress: the progress function hears of every run, and only a terminal gets it.
+func TestSeedsProgress(t *testing.T) {
+	cfg := sim.DefaultConfig()
+	cfg.Hosts, cfg.VMs, cfg.Duration = 2, 4, 10*time.Minute
+	var dones []int
+	if _, err := runSeeds(context.Background(), cfg, []uint64{1, 2, 3}, 2, func(done, failed int) { dones = append(dones, done) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(dones) != 3 || dones[2] != 3 {
+		t.Fatalf("progress calls %v, want 1, 2, 3", dones)
+	}
+	if terminalProgress(&strings.Builder{}, 3) != nil {
+		t.Error("progress for a buffer")
+	}
+	f, err := os.CreateTemp(t.TempDir(), "log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if terminalProgress(f, 3) != nil {
+		t.Error("progress for a regular file")
 	}
 }

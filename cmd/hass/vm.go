@@ -332,47 +332,6 @@ func printVMs(w io.Writer, cf *clientFlags, vms []api.VM) error {
 	return tw.Flush()
 }
 
-func eventsCmd() *cobra.Command {
-	cf := &clientFlags{}
-	var after uint64
-	var limit int
-	c := &cobra.Command{
-		Use:   "events",
-		Short: "Show the event log: detections, actions, recoveries with their times",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := cf.client()
-			if err != nil {
-				return err
-			}
-			if limit < 1 || limit > 1000 {
-				return usageError{fmt.Errorf("--limit %d: want 1 to 1000", limit)}
-			}
-			evs, err := cl.Events(cmd.Context(), after, limit)
-			if err != nil {
-				return err
-			}
-			if cf.json() {
-				return printJSON(cmd.OutOrStdout(), evs)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "SEQ\tTIME\tTYPE\tVM\tHOST\tMESSAGE")
-			for _, e := range evs {
-				msg := e.Msg
-				if e.RecoveredAt != nil && e.FaultAt != nil {
-					msg += fmt.Sprintf(" [fault %s, recovered %s]", e.FaultAt.Format(time.RFC3339Nano), e.RecoveredAt.Format(time.RFC3339Nano))
-				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.At.Local().Format("15:04:05.000"), cell(e.Type), cell(e.VM), cell(e.Host), cell(strings.TrimSpace(msg)))
-			}
-			return tw.Flush()
-		},
-	}
-	cf.add(c)
-	c.Flags().Uint64Var(&after, "after", 0, "only events after this sequence number")
-	c.Flags().IntVar(&limit, "limit", 100, "at most this many events")
-	return c
-}
-
 func statusCmd() *cobra.Command {
 	cf := &clientFlags{}
 	c := &cobra.Command{
