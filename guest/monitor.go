@@ -327,7 +327,8 @@ func (m *Monitor) verify(now time.Time, vm engine.VMID, w *watch, l layer, why s
 }
 
 // check runs one stage of a verification: the process, the guest agent (if it answered
-// since the guest started: the OS layer), the address (if the network layer is on).
+// since the guest started: the OS layer), the address (if the network layer is on); a layer
+// that does not answer is asked once more.
 func (m *Monitor) check(now time.Time, vm engine.VMID, w *watch) {
 	v := w.v
 	v.running = true
@@ -349,21 +350,31 @@ func (m *Monitor) check(now time.Time, vm engine.VMID, w *watch) {
 			m.checked(now, vm, w)
 		}
 	})
-	if v.osAsked {
-		m.env.Ping(vm, pingTimeout(w.pol), func(now time.Time, ok bool) {
-			if current() {
-				v.osOK = ok
-				m.checked(now, vm, w)
+	// A layer fails a check only if it does not answer twice in a row: one lost answer is
+	// not a verdict.
+	twice := func(probe func(done func(time.Time, bool)), set func(bool)) {
+		probe(func(now time.Time, ok bool) {
+			if !current() {
+				return
 			}
+			if ok {
+				set(true)
+				m.checked(now, vm, w)
+				return
+			}
+			probe(func(now time.Time, ok bool) {
+				if current() {
+					set(ok)
+					m.checked(now, vm, w)
+				}
+			})
 		})
 	}
+	if v.osAsked {
+		twice(func(done func(time.Time, bool)) { m.env.Ping(vm, pingTimeout(w.pol), done) }, func(ok bool) { v.osOK = ok })
+	}
 	if w.pol.Probe != "" {
-		m.env.Reach(vm, w.pol, func(now time.Time, ok bool) {
-			if current() {
-				v.netOK = ok
-				m.checked(now, vm, w)
-			}
-		})
+		twice(func(done func(time.Time, bool)) { m.env.Reach(vm, w.pol, done) }, func(ok bool) { v.netOK = ok })
 	}
 }
 

@@ -204,8 +204,12 @@ func (s *Sim) guestFault(id engine.VMID, kind string) {
 	if h == nil || d == nil || d.state != lifecycle.StateRunning || d.hung || d.netDown {
 		return
 	}
-	if s.now.Before(d.bootedAt.Add(guestBoot)) {
-		return // still booting
+	if s.now.Before(d.bootedAt.Add(guestBoot + 15*time.Second)) {
+		// Still booting, or up for less than the monitor needs to see each layer answer
+		// once (two probe intervals): a layer that never answered since the guest started
+		// is not watched yet, by design (a guest without an agent, or whose network never
+		// came up, is not a failure).
+		return
 	}
 	switch kind {
 	case "silent-hang":
