@@ -1387,14 +1387,14 @@ func (f *fakeService) Clusters(ctx context.Context) ([]Cluster, error) {
 	if err := f.record(fakeCall{Method: "Clusters"}); err != nil {
 		return nil, err
 	}
-	return []Cluster{{Name: "default", Hosts: 1}}, nil
+	return []Cluster{{Name: "default", Hosts: 1, GuestLayers: "all"}}, nil
 }
 
 func (f *fakeService) PutCluster(ctx context.Context, name string, req ClusterRequest) (Cluster, error) {
 	if err := f.record(fakeCall{Method: "PutCluster", Name: name}); err != nil {
 		return Cluster{}, err
 	}
-	c := Cluster{Name: name}
+	c := Cluster{Name: name, GuestLayers: "all"}
 	if req.TolerateHostFailures != nil {
 		c.TolerateHostFailures = *req.TolerateHostFailures
 	}

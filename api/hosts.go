@@ -31,6 +31,9 @@ type Cluster struct {
 	// any this many host losses (admission control).
 	TolerateHostFailures int `json:"tolerate_host_failures"`
 	Hosts                int `json:"hosts"`
+	// GuestLayers: the guest layers active for its VMs: all (what each VM's policy turns
+	// on), os, network or none.
+	GuestLayers string `json:"guest_layers"`
 }
 
 type clusterList struct {
@@ -39,7 +42,8 @@ type clusterList struct {
 
 // ClusterRequest is the body of PUT /v1/clusters/{name}.
 type ClusterRequest struct {
-	TolerateHostFailures *int `json:"tolerate_host_failures,omitempty"` // 0..100; default 0
+	TolerateHostFailures *int   `json:"tolerate_host_failures,omitempty"` // 0..100; default 0
+	GuestLayers          string `json:"guest_layers,omitempty"`           // all (default), os, network, none
 }
 
 // HostRequest is the body of PUT /v1/hosts/{name}: a host added, or its configuration
@@ -77,6 +81,11 @@ var (
 func (r ClusterRequest) Validate() error {
 	if t := r.TolerateHostFailures; t != nil && (*t < 0 || *t > 100) {
 		return BadRequest("tolerate_host_failures", "%d: want 0-100", *t)
+	}
+	switch r.GuestLayers {
+	case "", "all", "os", "network", "none":
+	default:
+		return BadRequest("guest_layers", "%s: want all, os, network or none", quote(r.GuestLayers))
 	}
 	return nil
 }
@@ -203,7 +212,7 @@ func (s *server) putCluster(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) deleteCluster(w http.ResponseWriter, r *http.Request) {
 	hostCall(s, w, r, "cluster", nil, func(hs HostService, name string) (Cluster, error) {
-		return Cluster{Name: name}, hs.DeleteCluster(r.Context(), name)
+		return Cluster{Name: name, GuestLayers: "none"}, hs.DeleteCluster(r.Context(), name)
 	})
 }
 

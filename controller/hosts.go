@@ -115,7 +115,8 @@ func (c *Controller) Clusters(ctx context.Context) ([]api.Cluster, error) {
 	}
 	var out []api.Cluster
 	for _, cl := range c.eng.Clusters() {
-		out = append(out, api.Cluster{Name: cl.Name, TolerateHostFailures: cl.TolerateHostFailures, Hosts: count[cl.Name]})
+		out = append(out, api.Cluster{Name: cl.Name, TolerateHostFailures: cl.TolerateHostFailures, Hosts: count[cl.Name],
+			GuestLayers: guestLayers(c.clusterCfg[cl.Name])})
 	}
 	return out, nil
 }
@@ -154,11 +155,17 @@ func (c *Controller) PutCluster(ctx context.Context, name string, req api.Cluste
 	if req.TolerateHostFailures != nil {
 		cl.TolerateHostFailures = *req.TolerateHostFailures
 	}
+	if req.GuestLayers != "" {
+		cl.GuestLayers = req.GuestLayers
+		if cl.GuestLayers == "all" {
+			cl.GuestLayers = ""
+		}
+	}
 	verb := "updated"
 	if !ok {
 		verb = "created"
 	}
-	msg := fmt.Sprintf("cluster %s %s: tolerates %d host failures", name, verb, cl.TolerateHostFailures)
+	msg := fmt.Sprintf("cluster %s %s: tolerates %d host failures, guest layers %s", name, verb, cl.TolerateHostFailures, guestLayers(cl))
 	if err := c.recordConfig(ctx, engine.SetCluster{Name: name, TolerateHostFailures: cl.TolerateHostFailures},
 		store.ConfigChange{PutCluster: &cl}, msg, ""); err != nil {
 		return api.Cluster{}, err
@@ -170,7 +177,15 @@ func (c *Controller) PutCluster(ctx context.Context, name string, req api.Cluste
 			n++
 		}
 	}
-	return api.Cluster{Name: name, TolerateHostFailures: cl.TolerateHostFailures, Hosts: n}, nil
+	return api.Cluster{Name: name, TolerateHostFailures: cl.TolerateHostFailures, Hosts: n, GuestLayers: guestLayers(cl)}, nil
+}
+
+// guestLayers is a cluster's active guest layers as the API shows them.
+func guestLayers(cl store.Cluster) string {
+	if cl.GuestLayers == "" {
+		return "all"
+	}
+	return cl.GuestLayers
 }
 
 // DeleteCluster implements api.HostService.

@@ -103,9 +103,10 @@ func (n *Node) guestLoop(ctx context.Context) {
 		}
 		now := time.Now()
 		n.mu.Lock()
-		for _, vm := range n.mon.Watching() {
+		for vm := range n.guestPol {
 			if _, ok := probes[string(vm)]; !ok {
 				n.mon.Forget(vm)
+				delete(n.guestPol, vm)
 			}
 		}
 		n.mu.Unlock()
@@ -139,6 +140,39 @@ func (n *Node) guestLoop(ctx context.Context) {
 	}
 }
 
+// maskLayers keeps of p the layers a cluster's setting leaves active ("" or "all": every one).
+func maskLayers(p engine.GuestPolicy, layers string) engine.GuestPolicy {
+	switch layers {
+	case "none":
+		return engine.GuestPolicy{}
+	case "os":
+		p.Probe, p.Port, p.Address, p.ProbeInterval, p.ProbeTimeout, p.ProbeMisses = "", 0, "", 0, 0, 0
+	case "network":
+		p.Heartbeat, p.HeartbeatInterval, p.HeartbeatTimeout, p.HeartbeatMisses = false, 0, 0, 0
+	}
+	if !p.Enabled() {
+		return engine.GuestPolicy{}
+	}
+	return p
+}
+
+// setLayers applies the guest layers this host's cluster leaves active, when they changed.
+// Callers hold n.mu.
+func (n *Node) setLayers(now time.Time, layers string) {
+	if layers == n.layers {
+		return
+	}
+	n.log.Info("guest layers active on this host's cluster", "layers", layers)
+	n.layers = layers
+	for vm, p := range n.guestPol {
+		running := false
+		if d, ok := n.running[vm]; ok {
+			running = d
+		}
+		n.mon.Watch(now, vm, maskLayers(p, layers), running)
+	}
+}
+
 // setGuest watches vm's guest layers under p (none: stops watching), with its current state
 // asked from libvirt.
 func (n *Node) setGuest(ctx context.Context, now time.Time, vm engine.VMID, p engine.GuestPolicy) {
@@ -151,9 +185,19 @@ func (n *Node) setGuest(ctx context.Context, now time.Time, vm engine.VMID, p en
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.mon.Watch(now, vm, p, running)
-	if !p.Enabled() {
+	n.running[vm] = running
+	n.mon.Watch(now, vm, maskLayers(p, n.layers), running)
+	if p.Enabled() {
+		n.guestPol[vm] = p
+	} else {
+		delete(n.guestPol, vm)
 		delete(n.guestAddr, vm)
+	}
+}
+
+func (n *Node) setRunning(vm engine.VMID, running bool) {
+	if _, ok := n.guestPol[vm]; ok {
+		n.running[vm] = running
 	}
 }
 
@@ -166,9 +210,11 @@ func (n *Node) guestEvent(ev hypervisor.Event) {
 		switch ev.Lifecycle {
 		case hypervisor.EventStarted, hypervisor.EventResumed:
 			delete(n.guestAddr, vm)
+			n.setRunning(vm, true)
 			n.mon.Started(ev.At, vm)
 		case hypervisor.EventStopped, hypervisor.EventSuspended, hypervisor.EventCrashed,
 			hypervisor.EventPMSuspended, hypervisor.EventShutdown:
+			n.setRunning(vm, false)
 			n.mon.Stopped(ev.At, vm)
 		}
 	case hypervisor.Reboot:

@@ -110,7 +110,10 @@ type Node struct {
 	ga        hypervisor.GuestAgent
 	pinger    *guest.Pinger
 	guestAddr map[engine.VMID]string
-	ctx       context.Context // Run's: the probes' goroutines end with it
+	guestPol  map[engine.VMID]engine.GuestPolicy // each VM's guest policy, as stored (before the cluster's mask)
+	running   map[engine.VMID]bool               // what the last list or event said of each guest-watched VM
+	layers    string                             // the guest layers this host's cluster leaves active ("": all)
+	ctx       context.Context                    // Run's: the probes' goroutines end with it
 
 	out     chan outItem // reports to write, in order
 	udp     *net.UDPConn
@@ -185,6 +188,7 @@ func Run(ctx context.Context, cfg Config) error {
 	n.ag = agent.New(acfg, env{n}, time.Now())
 	n.ctx = ctx
 	n.guestAddr = map[engine.VMID]string{}
+	n.guestPol, n.running = map[engine.VMID]engine.GuestPolicy{}, map[engine.VMID]bool{}
 	n.pinger = guest.NewPinger()
 	n.mon = guest.New(guest.DefaultConfig(), guestEnv{n})
 	n.ga, _ = cfg.Driver.(hypervisor.GuestAgent)
@@ -411,6 +415,13 @@ func (n *Node) refreshCluster(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	if layers, err := n.st.GuestLayersOf(rctx, n.cfg.Host); err == nil {
+		n.mu.Lock()
+		n.setLayers(time.Now(), layers)
+		n.mu.Unlock()
+	} else {
+		n.log.Warn("cannot read which guest layers this host's cluster leaves active: keeping the last known", "err", err)
+	}
 	opt, err := n.st.OptOuts(rctx)
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -559,7 +570,8 @@ func (n *Node) resync(ctx context.Context) {
 	for _, d := range doms {
 		running[engine.VMID(d.Name)] = d.State == hypervisor.Running
 	}
-	for _, vm := range n.mon.Watching() {
+	for vm := range n.guestPol {
+		n.running[vm] = running[vm]
 		n.mon.Running(now, vm, running[vm])
 	}
 	n.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,12 +41,21 @@ type Cluster struct {
 	// a VM whose protection would break that is refused (admission control).
 	TolerateHostFailures int       `json:"tolerate_host_failures"`
 	Created              time.Time `json:"created"`
+	// GuestLayers says which guest layers are active for the VMs of the cluster's hosts:
+	// "" or "all" (what each VM's policy turns on), "os", "network", or "none".
+	GuestLayers string `json:"guest_layers,omitempty"`
 }
+
+// GuestLayerValues are the values Cluster.GuestLayers takes.
+var GuestLayerValues = []string{"all", "os", "network", "none"}
 
 // Validate names the first bad field.
 func (c Cluster) Validate() error {
 	if err := CheckClusterName(c.Name); err != nil {
 		return fieldErr("name", "%v", err)
+	}
+	if c.GuestLayers != "" && !slices.Contains(GuestLayerValues, c.GuestLayers) {
+		return fieldErr("guest_layers", "%q: want all, os, network or none", c.GuestLayers)
 	}
 	if c.TolerateHostFailures < 0 || c.TolerateHostFailures > 100 {
 		return fieldErr("tolerate_host_failures", "%d: want 0-100", c.TolerateHostFailures)
@@ -228,4 +238,40 @@ func mustJSON(v any) string {
 		panic(fmt.Sprintf("store: encode %T: %v", v, err)) // plain structs: cannot fail
 	}
 	return string(b)
+}
+
+// GuestLayersOf reads which guest layers are active on host: its cluster's GuestLayers ("" for
+// all), the cluster named by the host's configuration ("default" when it has none).
+func (s *Store) GuestLayersOf(ctx context.Context, host string) (string, error) {
+	ctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	r, err := s.cli.Get(ctx, hostCfgKey(host))
+	if err != nil {
+		return "", fmt.Errorf("store: read host configuration %s: %w", host, s.cause(err))
+	}
+	cluster := DefaultCluster
+	if len(r.Kvs) == 1 {
+		var h HostConfig
+		if err := strictJSON(r.Kvs[0].Value, &h); err != nil {
+			return "", fmt.Errorf("store: decode host configuration %s: %w", host, err)
+		}
+		if h.Cluster != "" {
+			cluster = h.Cluster
+		}
+	}
+	r, err = s.cli.Get(ctx, clusterCfgKey(cluster))
+	if err != nil {
+		return "", fmt.Errorf("store: read cluster %s: %w", cluster, s.cause(err))
+	}
+	if len(r.Kvs) == 0 {
+		return "", nil
+	}
+	var c Cluster
+	if err := strictJSON(r.Kvs[0].Value, &c); err != nil {
+		return "", fmt.Errorf("store: decode cluster %s: %w", cluster, err)
+	}
+	if err := c.Validate(); err != nil {
+		return "", fmt.Errorf("store: cluster %s: %w", cluster, err)
+	}
+	return c.GuestLayers, nil
 }

@@ -269,9 +269,9 @@ func clusterCmd() *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), cs)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "CLUSTER\tHOSTS\tTOLERATE HOST FAILURES")
+			fmt.Fprintln(tw, "CLUSTER\tHOSTS\tTOLERATE HOST FAILURES\tGUEST LAYERS")
 			for _, c := range cs {
-				fmt.Fprintf(tw, "%s\t%d\t%d\n", cell(c.Name), c.Hosts, c.TolerateHostFailures)
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", cell(c.Name), c.Hosts, c.TolerateHostFailures, c.GuestLayers)
 			}
 			return tw.Flush()
 		},
@@ -279,6 +279,7 @@ func clusterCmd() *cobra.Command {
 	cf.add(list)
 	ccf := &clientFlags{}
 	var tolerate int
+	var layers string
 	create := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a cluster, or change its admission control (--tolerate-host-failures)",
@@ -292,6 +293,10 @@ func clusterCmd() *cobra.Command {
 			if cmd.Flags().Changed("tolerate-host-failures") {
 				req.TolerateHostFailures = &tolerate
 			}
+			req.GuestLayers = layers
+			if err := req.Validate(); err != nil {
+				return usageError{err}
+			}
 			got, err := cl.PutCluster(cmd.Context(), args[0], req)
 			if err != nil {
 				return err
@@ -299,11 +304,12 @@ func clusterCmd() *cobra.Command {
 			if ccf.json() {
 				return printJSON(cmd.OutOrStdout(), got)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s: tolerates %d host failures\n", cell(got.Name), got.TolerateHostFailures)
+			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s: tolerates %d host failures, guest layers %s\n", cell(got.Name), got.TolerateHostFailures, got.GuestLayers)
 			return nil
 		},
 	}
 	create.Flags().IntVar(&tolerate, "tolerate-host-failures", 0, "refuse to protect a VM that could not be restarted after any N host losses (admission control)")
+	create.Flags().StringVar(&layers, "guest-layers", "", "the guest layers active for the VMs of its hosts: all (what each VM's policy turns on), os, network or none")
 	ccf.add(create)
 	dcf := &clientFlags{}
 	del := &cobra.Command{

@@ -332,3 +332,26 @@ func TestGuestOperationsAreNotFailures(t *testing.T) {
 		t.Errorf("state %s after a user's shutdown", vm.State)
 	}
 }
+
+// A cluster whose guest layers are turned off: the hang of a guest whose own policy watches
+// its OS layer is not acted on (its host no longer watches it).
+func TestGuestLayersOffInTheCluster(t *testing.T) {
+	d := startHass(t, "")
+	name, _ := realGuest(t, 0)
+	d.hass(append([]string{"vm", "protect", name}, strings.Fields(guestFlags)...)...)
+	d.watched(name, "guest agent answers")
+	out := d.hass("cluster", "create", "default", "--guest-layers", "none")
+	if !strings.Contains(out, "guest layers none") {
+		t.Fatalf("hass cluster create default --guest-layers none: %s", out)
+	}
+	waitFor(t, 30*time.Second, "the agent applying the cluster's guest layers", func() (bool, string) {
+		return strings.Contains(d.logBuf.String(), "guest layers active on this host's cluster") &&
+			strings.Contains(d.logBuf.String(), "layers=none"), ""
+	})
+	guestRun(t, name, "kill -STOP $(pidof qemu-ga)")
+	time.Sleep(20 * time.Second) // twice what detection takes with these settings
+	d.noFailure(name)
+	if list := d.hass("cluster", "list"); !strings.Contains(list, "none") {
+		t.Errorf("hass cluster list does not show the guest layers:\n%s", list)
+	}
+}
