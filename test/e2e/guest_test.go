@@ -277,9 +277,14 @@ func TestGuestNetworkCutIsRecovered(t *testing.T) {
 func TestGuestTransientNetworkLossIsNoFailure(t *testing.T) {
 	d := startHass(t, "")
 	name, addr := realGuest(t, 0)
-	d.hass("vm", "protect", name, "--guest-heartbeat", "--guest-probe", "icmp", "--guest-address", addr,
+	// The tcp probe of the guest's web server (port 80), at the address its guest agent
+	// reports (no --guest-address).
+	d.hass("vm", "protect", name, "--guest-heartbeat", "--guest-probe", "tcp:80",
 		"--guest-probe-interval", "1s", "--guest-probe-timeout", "1s", "--guest-probe-misses", "2", "--guest-recheck", "4s")
 	d.watched(name, "its address answers")
+	if !strings.Contains(d.logBuf.String(), "address="+addr) {
+		t.Errorf("the probed address is not the one the guest agent reports (%s)", addr)
+	}
 	guestRun(t, name, "ip link set eth0 down; sleep 3; ip link set eth0 up") // long enough to start a check
 	waitFor(t, 30*time.Second, "a check of the layers", func() (bool, string) {
 		return strings.Contains(d.logBuf.String(), name+": guest network layer:"), ""
