@@ -108,9 +108,7 @@ func (s *Store) Probes(ctx context.Context) (probes map[string]GuestPolicy, rev 
 
 func decodeProbe(data []byte) (GuestPolicy, error) {
 	var g GuestPolicy
-	dec := json.NewDecoder(strings.NewReader(string(data)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&g); err != nil {
+	if err := strictJSON(data, &g); err != nil {
 		return g, err
 	}
 	return g, g.Validate()
