@@ -68,6 +68,17 @@ func WithMetrics(h http.Handler) Option {
 	}
 }
 
+// WithUI serves the web status page h under /ui/ (GET); /ui redirects there. The page reads
+// this same API with the user's token, so what guards the API guards its data.
+func WithUI(h http.Handler) Option {
+	return func(s *server) {
+		s.mux.Handle("GET /ui/", h)
+		s.mux.HandleFunc("GET /ui", func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "/ui/", http.StatusMovedPermanently)
+		})
+	}
+}
+
 func newServer(svc Service, logger *slog.Logger, bodyTimeout time.Duration) *server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)

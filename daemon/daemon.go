@@ -22,6 +22,7 @@ import (
 	"github.com/hassproject/hass/metrics"
 	"github.com/hassproject/hass/node"
 	"github.com/hassproject/hass/store"
+	"github.com/hassproject/hass/ui"
 )
 
 // Config configures a daemon: `hass up` runs both roles; `hass controller` only the
@@ -148,7 +149,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("daemon: %w", err)
 		}
 		met.SetSource(ctl)
-		srv = &http.Server{Handler: followerProxy(ctl, name, api.NewServer(ctl, log, api.WithMetrics(met.Handler())), log), ReadHeaderTimeout: 10 * time.Second}
+		srv = &http.Server{Handler: followerProxy(ctl, name, api.NewServer(ctl, log, api.WithMetrics(met.Handler()), api.WithUI(ui.Handler("/ui/"))), log), ReadHeaderTimeout: 10 * time.Second}
 		wg.Add(2)
 		go func() {
 			defer wg.Done()

@@ -22,7 +22,8 @@ const forwardedHeader = "X-Hass-Forwarded-By"
 // answered by api (503, naming the leader). /healthz and /metrics are this process's own.
 func followerProxy(ctl *controller.Controller, name string, api http.Handler, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if ctl.IsLeading() || r.Header.Get(forwardedHeader) != "" || r.URL.Path == "/healthz" || r.URL.Path == "/metrics" {
+		if ctl.IsLeading() || r.Header.Get(forwardedHeader) != "" || r.URL.Path == "/healthz" || r.URL.Path == "/metrics" ||
+			r.URL.Path == "/ui" || strings.HasPrefix(r.URL.Path, "/ui/") {
 			api.ServeHTTP(w, r)
 			return
 		}

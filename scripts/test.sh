@@ -50,6 +50,16 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 export HASS_REQUIRE_PROMTOOL=1 # from here on, a missing promtool is a failure
 
+echo "== Chromium (Debian's package, installed if missing): the web status page's test drives it headless"
+if ! command -v chromium >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+export HASS_REQUIRE_CHROMIUM=1 # from here on, a missing chromium is a failure
+
+echo "== the tiny test guest (Debian's kernel, busybox, qemu-guest-agent; built once, then cached)"
+bash scripts/build-guest-image.sh >/dev/null
+
 # Every go test run is verbose into a log; the summary counts what passed, failed and was
 # skipped. Each run has an explicit timeout with a wide margin over what it takes here.
 passed=0 failed=0 skipped=0
