@@ -15,7 +15,7 @@ func TestHandlerServesTheEmbeddedPage(t *testing.T) {
 	defer srv.Close()
 	for _, c := range []struct {
 		path, ctype, contains string
-		status               int
+		status                int
 	}{
 		{"/ui/", "text/html", `<script src="app.js"`, 200},
 		{"/ui/app.js", "javascript", "Authorization", 200},
