@@ -57,6 +57,14 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 export HASS_REQUIRE_CHROMIUM=1 # from here on, a missing chromium is a failure
 
+echo "== RabbitMQ (Debian's rabbitmq-server, installed if missing; each test starts its own on loopback): Nova's notifications"
+if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null
+fi
+export HASS_REQUIRE_RABBITMQ=1 # from here on, a test that cannot run RabbitMQ is a failure
+
 echo "== the tiny test guest (Debian's kernel, busybox, qemu-guest-agent; built once, then cached)"
 bash scripts/build-guest-image.sh >/dev/null
 
