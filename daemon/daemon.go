@@ -32,7 +32,10 @@ type Config struct {
 	DataDir  string   // embedded etcd's data directory
 	Etcd     []string // an external etcd cluster instead of the embedded one
 	// Member makes the embedded etcd a member of a cluster of several (hass controller).
-	Member      *store.MemberConfig
+	Member *store.MemberConfig
+	// EtcdTLS, when set, is the mutual TLS of etcd across the network: the connection to
+	// Etcd, and what an embedded Member serves its clients and peers with.
+	EtcdTLS     *store.TLSFiles
 	Listen      string // the API's address, unix:///path or host:port; default DefaultListen
 	ResyncEvery time.Duration
 	TickEvery   time.Duration
@@ -108,7 +111,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var st *store.Store
 	var err error
 	if len(cfg.Etcd) > 0 {
-		st, err = store.Connect(ctx, cfg.Etcd, log)
+		st, err = store.ConnectTLS(ctx, cfg.Etcd, cfg.EtcdTLS, log)
 	} else {
 		if cfg.DataDir == "" {
 			return errors.New("daemon: no data directory for the embedded etcd")

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -70,6 +71,10 @@ type MemberConfig struct {
 	Token string
 	// Existing: join a cluster that already runs (a replaced member), not form a new one.
 	Existing bool
+	// TLS, when set, makes the member serve its clients and peers over mutual TLS (then the
+	// URLs are https://): a client or peer without a certificate signed by the CA is
+	// refused. Nil: plain http, for a network that nobody else can reach.
+	TLS *TLSFiles
 }
 
 // OpenEmbedded starts an embedded single-node etcd with its data in dir and returns a Store
@@ -287,13 +292,26 @@ func etcdConfig(dir string, zl *zap.Logger) *embed.Config {
 
 // memberConfig makes cfg one member of a cluster of several.
 func memberConfig(cfg *embed.Config, m MemberConfig) error {
+	scheme := "http"
+	if m.TLS != nil {
+		scheme = "https"
+		if err := m.TLS.Validate(); err != nil {
+			return err
+		}
+	}
 	peer, err := url.Parse(m.PeerURL)
-	if err != nil || peer.Scheme != "http" || peer.Host == "" {
-		return fmt.Errorf("etcd peer URL %q: want http://IP:PORT", m.PeerURL)
+	if err != nil || peer.Scheme != scheme || peer.Host == "" {
+		return fmt.Errorf("etcd peer URL %q: want %s://IP:PORT", m.PeerURL, scheme)
 	}
 	client, err := url.Parse(m.ClientURL)
-	if err != nil || client.Scheme != "http" || client.Host == "" {
-		return fmt.Errorf("etcd client URL %q: want http://IP:PORT", m.ClientURL)
+	if err != nil || client.Scheme != scheme || client.Host == "" {
+		return fmt.Errorf("etcd client URL %q: want %s://IP:PORT", m.ClientURL, scheme)
+	}
+	if m.TLS != nil {
+		// Clients on the network and peers: mutual TLS. The unix socket inside the data dir
+		// (0700) stays as it is: only this process reaches it.
+		cfg.ClientTLSInfo = m.TLS.serverInfo()
+		cfg.PeerTLSInfo = m.TLS.serverInfo()
 	}
 	if m.Name == "" || m.InitialCluster == "" || m.Token == "" {
 		return errors.New("etcd member: name, initial cluster and token are all needed")
@@ -444,8 +462,21 @@ func (s *Store) watch(dirInfo fs.FileInfo) {
 // Connect returns a Store using an external etcd cluster. It fails unless the cluster
 // answers a read within ctx (or 10 s if ctx has no deadline).
 func Connect(ctx context.Context, endpoints []string, logger *slog.Logger) (*Store, error) {
+	return ConnectTLS(ctx, endpoints, nil, logger)
+}
+
+// ConnectTLS is Connect over mutual TLS (https:// endpoints) when tlsf is set.
+func ConnectTLS(ctx context.Context, endpoints []string, tlsf *TLSFiles, logger *slog.Logger) (*Store, error) {
+	var tc *tls.Config
+	if tlsf != nil {
+		var err error
+		if tc, err = tlsf.clientConfig(); err != nil {
+			return nil, fmt.Errorf("store: connect to etcd %v: %w", endpoints, err)
+		}
+	}
 	life, fail := context.WithCancelCause(context.Background())
 	cli, err := clientv3.New(clientv3.Config{
+		TLS:         tc,
 		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
 		// A member that vanished without closing its connections (a host that lost power,

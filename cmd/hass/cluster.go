@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/hassproject/hass/daemon"
 	"github.com/hassproject/hass/engine"
@@ -49,6 +50,7 @@ func controllerCmd() *cobra.Command {
 		cfg                          daemon.Config
 		etcd, logLevel               string
 		member                       store.MemberConfig
+		etcdCert, etcdKey, etcdCA    string
 		minFreeMiB                   int64
 		shutdownTimeout, leaseTTL    time.Duration
 		selfFenceMargin, startTimout time.Duration
@@ -73,10 +75,14 @@ API; one that does not lead forwards each request to the leader's (a TCP --liste
 			if err != nil {
 				return err
 			}
+			if cfg.EtcdTLS, err = etcdTLS(etcdCert, etcdKey, etcdCA); err != nil {
+				return err
+			}
 			if etcd != "" {
 				cfg.Etcd = strings.Split(etcd, ",")
 			} else if member.Name != "" || member.InitialCluster != "" {
 				m := member
+				m.TLS = cfg.EtcdTLS
 				cfg.Member = &m
 			}
 			cfg.Logger, cfg.Engine, cfg.NoAgent = log, engine.DefaultConfig(), true
@@ -102,6 +108,7 @@ API; one that does not lead forwards each request to the leader's (a TCP --liste
 	f.StringVar(&member.InitialCluster, "etcd-initial-cluster", "", "every member: NAME=PEER_URL,...")
 	f.StringVar(&member.Token, "etcd-token", "hass", "the cluster's token (the same on every member)")
 	f.BoolVar(&member.Existing, "etcd-existing", false, "join a running cluster (a replaced member) instead of forming a new one")
+	etcdTLSFlags(f, &etcdCert, &etcdKey, &etcdCA)
 	f.StringVar(&cfg.Listen, "listen", daemon.DefaultListen, "the API's address: unix:///path, or host:port")
 	f.StringVar(&cfg.APIAdvertise, "api-advertise", "", "the API address published while this controller leads (default: --listen)")
 	f.StringVar(&cfg.SocketGroup, "socket-group", "", "the group let into the API's unix socket")
@@ -121,9 +128,10 @@ API; one that does not lead forwards each request to the leader's (a TCP --liste
 
 func agentCmd() *cobra.Command {
 	var (
-		cfg            daemon.Config
-		uri            string
-		etcd, logLevel string
+		cfg                       daemon.Config
+		uri                       string
+		etcd, logLevel            string
+		etcdCert, etcdKey, etcdCA string
 	)
 	c := &cobra.Command{
 		Use:   "agent",
@@ -148,6 +156,9 @@ if the agent itself stops.`,
 				return usageError{fmt.Errorf("--etcd: the cluster's etcd endpoints are needed")}
 			}
 			cfg.Etcd = strings.Split(etcd, ",")
+			if cfg.EtcdTLS, err = etcdTLS(etcdCert, etcdKey, etcdCA); err != nil {
+				return err
+			}
 			if cfg.ResyncEvery < time.Second {
 				return usageError{fmt.Errorf("--resync %s: want at least 1s", cfg.ResyncEvery)}
 			}
@@ -162,6 +173,7 @@ if the agent itself stops.`,
 	f := c.Flags()
 	f.StringVar(&cfg.HostName, "host-name", "", "this host's name in hass (default: the OS host name)")
 	f.StringVar(&etcd, "etcd", "", "comma-separated endpoints of the cluster's etcd (required)")
+	etcdTLSFlags(f, &etcdCert, &etcdKey, &etcdCA)
 	f.StringVar(&uri, "libvirt-uri", libvirt.DefaultURI, "libvirt connection URI (local unix socket)")
 	f.StringVar(&cfg.Agent.Heartbeat, "heartbeat", "", "UDP address to receive the other agents' heartbeats on, IP:PORT")
 	f.StringVar(&cfg.Agent.HeartbeatAdvertise, "heartbeat-advertise", "", "the address the other agents send to (default: --heartbeat)")
@@ -176,4 +188,23 @@ if the agent itself stops.`,
 	f.BoolVar(&cfg.ProtectAll, "protect-all", false, "protect every domain of this host with the default policy")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return c
+}
+
+// etcdTLSFlags are the flags of etcd's mutual TLS (hass certs init makes the files).
+func etcdTLSFlags(f *pflag.FlagSet, cert, key, ca *string) {
+	f.StringVar(cert, "etcd-cert", "", "this host's certificate for etcd's mutual TLS (then every etcd URL is https://)")
+	f.StringVar(key, "etcd-key", "", "its key")
+	f.StringVar(ca, "etcd-ca", "", "the CA that signs every etcd member's and client's certificate")
+}
+
+// etcdTLS is the etcd TLS the flags give: none, or all three files.
+func etcdTLS(cert, key, ca string) (*store.TLSFiles, error) {
+	if cert == "" && key == "" && ca == "" {
+		return nil, nil
+	}
+	t := &store.TLSFiles{Cert: cert, Key: key, CA: ca}
+	if err := t.Validate(); err != nil {
+		return nil, usageError{fmt.Errorf("--etcd-cert, --etcd-key, --etcd-ca: %w", err)}
+	}
+	return t, nil
 }
