@@ -88,9 +88,8 @@ func (s *Sim) checkTarget(id engine.VMID, target engine.HostID, recovery bool) {
 	if !t.policy.AntiAffinityHard || g == "" {
 		return
 	}
-	for _, o := range s.vmIDs {
-		ot := s.vms[o]
-		if o == id || ot.policy.AntiAffinity != g {
+	for _, o := range s.groups[g] { // the group's VMs, in name order
+		if o == id {
 			continue
 		}
 		s.flushVM(o) // the store's copy is taken when read

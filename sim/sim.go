@@ -327,6 +327,9 @@ type Sim struct {
 	domsSorted map[*host][]engine.VMID
 	// unseenOn counts, per host, the VMs whose vmTruth.unseen names it (see setUnseen).
 	unseenOn map[engine.HostID]int
+	// groups lists each anti-affinity group's VMs in name order (the hard anti-affinity
+	// check looks at the group, not at every VM).
+	groups map[string][]engine.VMID
 }
 
 // MigFault is a fault aimed at a live migration's switch-over, the moment the destination
@@ -412,6 +415,13 @@ func (s *Sim) addVM(id engine.VMID, h *host, mem int, p engine.Policy, running b
 	s.vms[id] = &vmTruth{id: id, policy: p, mem: mem, wants: want, cluster: h.cluster}
 	i, _ := slices.BinarySearch(s.vmIDs, id) // kept sorted
 	s.vmIDs = slices.Insert(s.vmIDs, i, id)
+	if g := p.AntiAffinity; g != "" {
+		if s.groups == nil {
+			s.groups = map[string][]engine.VMID{}
+		}
+		i, _ := slices.BinarySearch(s.groups[g], id)
+		s.groups[g] = slices.Insert(s.groups[g], i, id)
+	}
 	return true
 }
 
