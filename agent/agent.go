@@ -282,7 +282,10 @@ func (a *Agent) LeaseFailed(now time.Time) { a.failing = true }
 func (a *Agent) Tick(now time.Time) {
 	overdue := now.Sub(a.renewed) >= a.cfg.SelfFenceAfter
 	if overdue && !a.fenced {
-		if why, hold := a.holdBack(now); hold {
+		if a.holding && a.stillHolding(now) {
+			// Held back, and still a majority: nothing new to say (holdBack's explanation
+			// names every member, a thousand of them in a large cluster, every second).
+		} else if why, hold := a.holdBack(now); hold {
 			if !a.holding {
 				a.env.Log("no lease renewal for %s, but %s: not fencing", now.Sub(a.renewed).Round(time.Millisecond), why)
 				a.holding = true
@@ -298,6 +301,26 @@ func (a *Agent) Tick(now time.Time) {
 // Holding reports whether the agent is holding back a fence (its lease is overdue, and it and
 // the peers it hears without a lease are a majority).
 func (a *Agent) Holding() bool { return a.holding }
+
+// stillHolding is holdBack's verdict without its explanation.
+func (a *Agent) stillHolding(now time.Time) bool {
+	n, count, self := 0, 1, false
+	for _, m := range a.env.Members() {
+		n++
+		if m == a.cfg.Host {
+			self = true
+			continue
+		}
+		hb, at, ok := a.env.Heard(m)
+		if ok && now.Sub(at) <= a.cfg.PeerTimeout && !hb.Fenced && !hb.LeaseOK {
+			count++
+		}
+	}
+	if !self {
+		n++
+	}
+	return n == 1 || 2*count > n
+}
 
 // holdBack applies the majority rule: this host and the members heard from within
 // PeerTimeout whose heartbeat says they hold no lease (and have not fenced themselves) must

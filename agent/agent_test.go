@@ -186,6 +186,11 @@ func TestSelfFence(t *testing.T) {
 			if last := env.beats[len(env.beats)-1]; last.LeaseOK || last.Fenced != c.fence {
 				t.Fatalf("heartbeat %+v", last)
 			}
+			// The quick check of a held-back fence gives holdBack's verdict.
+			_, hold := a.holdBack(t0.Add(7 * time.Second))
+			if got := a.stillHolding(t0.Add(7 * time.Second)); got != hold || hold == c.fence {
+				t.Fatalf("stillHolding = %v, holdBack = %v, want %v", got, hold, !c.fence)
+			}
 		})
 	}
 }

@@ -150,35 +150,83 @@ func (e *Engine) admit(c *cluster, extra *demand, home *host) error {
 		}
 		rooms[i] = r
 	}
-	slices.SortFunc(items, func(a, b demand) int {
+	if it, ok := firstFitDecreasing(items, rooms); !ok {
+		return refuse(lost, "after losing %s, %s would find no room: %s", hostNames(lost), it.id, shortOf(it, rooms))
+	}
+	return nil
+}
+
+// firstFitDecreasing packs the demands, largest first (memory, then vCPUs, then name), each
+// into the first room it fits, taking what it uses from rooms. It returns the first demand
+// that fits nowhere, and false; rooms are then as that demand found them.
+func firstFitDecreasing(items []demand, rooms []room) (demand, bool) {
+	// First-fit decreasing, a class of equal demands (memory, vCPUs) at a time: equal
+	// demands are interchangeable, so placing k of them one by one fills the rooms in order,
+	// each room taking as many as fit, whatever their names. Only a refusal names one: the
+	// one that would have come first in name order at that place. (Sorting every demand by
+	// name as well, at each Protect, was most of a large simulation's setup: 25,000 demands
+	// when 500 hosts are to be lost.)
+	type class struct{ mem, cpu, n int }
+	var classes []class // few: VMs come in a few sizes
+	for _, it := range items {
+		i := slices.IndexFunc(classes, func(c class) bool { return c.mem == it.mem && c.cpu == it.cpu })
+		if i < 0 {
+			i = len(classes)
+			classes = append(classes, class{mem: it.mem, cpu: it.cpu})
+		}
+		classes[i].n++
+	}
+	slices.SortFunc(classes, func(a, b class) int {
 		if c := cmp.Compare(b.mem, a.mem); c != 0 {
 			return c
 		}
-		if c := cmp.Compare(b.cpu, a.cpu); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.id, b.id)
+		return cmp.Compare(b.cpu, a.cpu)
 	})
-	for _, it := range items {
-		placed := false
+	for _, k := range classes {
+		it := demand{mem: k.mem, cpu: k.cpu}
+		left := k.n
 		for i := range rooms {
-			r := &rooms[i]
-			if r.mem >= it.mem && r.cpu >= it.cpu {
-				if r.mem != math.MaxInt {
-					r.mem -= it.mem
-				}
-				if r.cpu != math.MaxInt {
-					r.cpu -= it.cpu
-				}
-				placed = true
+			if left == 0 {
 				break
 			}
+			r := &rooms[i]
+			n := min(left, fits(r.mem, it.mem), fits(r.cpu, it.cpu))
+			if n == 0 {
+				continue
+			}
+			if r.mem != math.MaxInt {
+				r.mem -= n * it.mem
+			}
+			if r.cpu != math.MaxInt {
+				r.cpu -= n * it.cpu
+			}
+			left -= n
 		}
-		if !placed {
-			return refuse(lost, "after losing %s, %s would find no room: %s", hostNames(lost), it.id, shortOf(it, rooms))
+		if left > 0 {
+			var ids []VMID
+			for _, d := range items {
+				if d.mem == it.mem && d.cpu == it.cpu {
+					ids = append(ids, d.id)
+				}
+			}
+			slices.Sort(ids)
+			it.id = ids[len(ids)-left]
+			return it, false
 		}
 	}
-	return nil
+	return demand{}, true
+}
+
+// fits is how many demands of need fit in free (math.MaxInt: unlimited), one after another
+// as first-fit places them: each needs free >= need.
+func fits(free, need int) int {
+	switch {
+	case free < need:
+		return 0
+	case need <= 0 || free == math.MaxInt:
+		return math.MaxInt
+	}
+	return free / need
 }
 
 func hostNames(hs []*host) string {

@@ -1,7 +1,11 @@
 package engine
 
 import (
+	"cmp"
 	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 )
@@ -63,5 +67,69 @@ func BenchmarkAdmission(b *testing.B) {
 		if err := e.admitVM("new", 2048, 2, h); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestFirstFitDecreasingByClass: packing equal demands a class at a time gives what
+// first-fit decreasing one demand at a time (sorted by size, then name) gives: the same
+// verdict, the same demand named when one fits nowhere, the same rooms left.
+func TestFirstFitDecreasingByClass(t *testing.T) {
+	plain := func(items []demand, rooms []room) (demand, bool) {
+		items = slices.Clone(items)
+		slices.SortFunc(items, func(a, b demand) int {
+			if c := cmp.Compare(b.mem, a.mem); c != 0 {
+				return c
+			}
+			if c := cmp.Compare(b.cpu, a.cpu); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.id, b.id)
+		})
+		for _, it := range items {
+			placed := false
+			for i := range rooms {
+				r := &rooms[i]
+				if r.mem >= it.mem && r.cpu >= it.cpu {
+					if r.mem != math.MaxInt {
+						r.mem -= it.mem
+					}
+					if r.cpu != math.MaxInt {
+						r.cpu -= it.cpu
+					}
+					placed = true
+					break
+				}
+			}
+			if !placed {
+				return it, false
+			}
+		}
+		return demand{}, true
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	refused := 0
+	for round := range 3000 {
+		var items []demand
+		for i := range rng.IntN(40) {
+			items = append(items, demand{id: VMID(fmt.Sprintf("vm%03d", rng.IntN(1000)*1000+i)),
+				mem: []int{0, 512, 1024, 2048}[rng.IntN(4)], cpu: []int{0, 1, 2}[rng.IntN(3)]})
+		}
+		rooms := make([]room, 1+rng.IntN(6))
+		for i := range rooms {
+			rooms[i] = room{mem: []int{math.MaxInt, -512, 0, 1024, 4096, 8192}[rng.IntN(6)], cpu: []int{math.MaxInt, -1, 0, 2, 8}[rng.IntN(5)]}
+		}
+		want := slices.Clone(rooms)
+		wit, wok := plain(items, want)
+		got := slices.Clone(rooms)
+		git, gok := firstFitDecreasing(items, got)
+		if gok != wok || git != wit || !slices.Equal(got, want) {
+			t.Fatalf("round %d: %v %+v, rooms %v; one at a time: %v %+v, rooms %v", round, gok, git, got, wok, wit, want)
+		}
+		if !wok {
+			refused++
+		}
+	}
+	if refused < 300 || refused > 2700 {
+		t.Fatalf("%d of 3000 refused: the cases do not test both verdicts", refused)
 	}
 }

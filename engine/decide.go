@@ -471,14 +471,26 @@ func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, a
 			shutdown := r == ReasonShutdownGuest || r == ReasonShutdownHost || r == ReasonShutdown
 			incoming := prev == DomPaused && o.prevReason == ReasonMigrated
 			ranHere := migrating && (prev == DomRunning && o.prevReason == ReasonMigrated || incoming && (handed || shutdown))
+			// An incoming copy that shut down ran here, whether or not hass knows of the
+			// migration (a user's virsh migrate whose events were all lost): the VM landed
+			// here, and was shut down here.
+			ranHere = ranHere || incoming && shutdown && fresh
 			if !(migrating && homeDown && crashed && fresh && prev != st) && !ranHere {
+				return
+			}
+			if incoming && !shutdown && e.arrivedElsewhere(v, h) {
+				// Only an incoming copy went down here (an aborted migration), and another
+				// host holds one a migration brought: the source may have handed over to it
+				// (two migrations at once, one a user's). Its report says where it landed.
 				return
 			}
 		}
 		switch {
 		case !st.up():
 			e.log(RecExpected, id, h, "migrated here from %s, then went down", v.home)
-			v.op.Target = h
+			if v.op != nil && v.op.Kind == OpMigrate {
+				v.op.Target = h
+			}
 		case st == DomPaused && (r == ReasonMigrated || migrating):
 			return // the incoming copy of a migration under way: it does not run yet
 		case live(o.prevState, o.prevReason) && v.dupOn(h) == nil && ho != nil && live(ho.state, ho.reason) && !o.at.After(ho.since.Add(time.Second)):
@@ -1133,6 +1145,20 @@ func (e *Engine) incoming(v *vm) HostID {
 		return o.host
 	}
 	return ""
+}
+
+// arrivedElsewhere says whether a live host other than h and the VM's home holds a copy
+// that a migration brought: incoming (paused until its switch-over) or running since.
+func (e *Engine) arrivedElsewhere(v *vm, h HostID) bool {
+	for _, o := range v.obs {
+		if o.host == h || o.host == v.home || !o.state.up() || o.reason != ReasonMigrated {
+			continue
+		}
+		if hh := e.hosts[o.host]; hh != nil && hh.state == hostUp {
+			return true
+		}
+	}
+	return false
 }
 
 // landed returns the host other than home where the VM was last seen running, if any.

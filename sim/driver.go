@@ -125,6 +125,7 @@ func (d *simDriver) Start(ctx context.Context, name string) error {
 		} else {
 			s.res.FalseRecoveries++
 			s.trace("CHECK: false recovery: hass starts %s, which the user wants %s", id, t.wants)
+			s.violation("false_recovery", id, d.h.id)
 		}
 	}
 	s.setDom(d.h, id, dm, lifecycle.StateRunning, 1, lc(lifecycle.EvStarted, lifecycle.StartedBooted))

@@ -239,6 +239,29 @@ type Result struct {
 	ClusterViolations      int `json:"cluster_violations"`
 	AntiAffinityViolations int `json:"anti_affinity_violations"`
 	ReservedViolations     int `json:"reserved_violations"`
+	// Violations names the VM (or host) and the moment of each false recovery, split brain,
+	// missed failure and placement violation, the first maxViolations of them, so a run
+	// that breaks an invariant says where to look (`--trace`, filtered to the VM).
+	Violations []Violation `json:"violations,omitempty"`
+}
+
+// Violation is one breach of a safety invariant.
+type Violation struct {
+	Kind  string          `json:"kind"` // false_recovery, split_brain
+	VM    engine.VMID     `json:"vm"`
+	AtMs  int64           `json:"at_ms"`           // simulated time since the start
+	Hosts []engine.HostID `json:"hosts,omitempty"` // where it was started, or runs
+}
+
+// maxViolations bounds Result.Violations (the counts go on).
+const maxViolations = 20
+
+// violation notes one breach of a safety invariant for Result.Violations.
+func (s *Sim) violation(kind string, id engine.VMID, hosts ...engine.HostID) {
+	if len(s.res.Violations) >= maxViolations {
+		return
+	}
+	s.res.Violations = append(s.res.Violations, Violation{Kind: kind, VM: id, AtMs: s.now.Sub(s.start).Milliseconds(), Hosts: hosts})
 }
 
 type vmTruth struct {
@@ -324,6 +347,9 @@ type Sim struct {
 	unseenOn map[engine.HostID]int
 	// guestVMs are the VMs protected with a guest layer, in the order they were protected.
 	guestVMs []engine.VMID
+	// groups lists each anti-affinity group's VMs in name order (the hard anti-affinity
+	// check looks at the group, not at every VM).
+	groups map[string][]engine.VMID
 }
 
 // MigFault is a fault aimed at a live migration's switch-over, the moment the destination
@@ -410,6 +436,13 @@ func (s *Sim) addVM(id engine.VMID, h *host, mem int, p engine.Policy, running b
 	s.watchGuest(id, p.Guest, h)
 	i, _ := slices.BinarySearch(s.vmIDs, id) // kept sorted
 	s.vmIDs = slices.Insert(s.vmIDs, i, id)
+	if g := p.AntiAffinity; g != "" {
+		if s.groups == nil {
+			s.groups = map[string][]engine.VMID{}
+		}
+		i, _ := slices.BinarySearch(s.groups[g], id)
+		s.groups[g] = slices.Insert(s.groups[g], i, id)
+	}
 	return true
 }
 
@@ -460,7 +493,7 @@ func (s *Sim) step(in engine.Input) engine.Output {
 	for i := range acts {
 		acts[i].Term = s.st.term // the runner stamps its orders with its term as it records them
 	}
-	prev := s.homesBefore(acts)
+	prev := homesBefore(acts, recs)
 	s.record(in, res) // recorded before anything is carried out
 	s.checkPlacements(acts, prev)
 	if s.checkStoreEach {
@@ -761,6 +794,13 @@ func (s *Sim) afterChange(id engine.VMID) {
 	if n > 1 {
 		s.res.SplitBrain++
 		s.trace("CHECK: split brain: %s runs on %d hosts", id, n)
+		var on []engine.HostID
+		for _, h := range s.hostsOf(id) {
+			if s.upOn(id, h.id) {
+				on = append(on, h.id)
+			}
+		}
+		s.violation("split_brain", id, on...)
 	}
 	if !t.faultAt.IsZero() && n > 0 && (running || t.wants == engine.WantPaused) {
 		d := s.now.Sub(t.faultAt)
@@ -826,6 +866,7 @@ func (s *Sim) faultIfWanted(id engine.VMID, why string) {
 			return
 		}
 		s.res.MissedFailures++
+		s.violation("missed_failure", id)
 		if without := outage - outage0; without > 0 {
 			s.trace("CHECK: missed failure: %s still down %s after the fault (%s of it without a control plane)", id, s.now.Sub(t.faultAt), without)
 		} else {
@@ -894,6 +935,7 @@ func (s *Sim) onRecord(r engine.Record) {
 		return
 	}
 	s.res.MissedFailures++
+	s.violation("missed_failure", r.VM)
 	s.trace("CHECK: missed failure: hass gave up on %s after only %d start attempts in %s", r.VM, n, t.policy.Window)
 }
 

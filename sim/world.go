@@ -66,6 +66,8 @@ type host struct {
 	// stored is what the agent last wrote to the store for each VM. Writes are reliable
 	// while the agent can reach the store; the bus may still lose the notification of one.
 	stored map[engine.VMID]engine.Observe
+	// storedLive counts the entries of stored whose state is not absent (see putStored).
+	storedLive int
 	// lose counts the host's next messages about a VM (observations, and the results of
 	// actions on it) that the bus will lose: a fault aimed at a migration's switch-over.
 	lose map[engine.VMID]int
@@ -174,21 +176,41 @@ func (s *Sim) store(h *host, in engine.Input) {
 	}
 	switch in := in.(type) {
 	case engine.Observe:
-		h.stored[in.VM] = in
+		h.putStored(in)
 		seen(in.VM)
 	case engine.Snapshot:
 		// A complete list: what it lacks is absent from the host now.
-		listed := listedIn(in.Domains)
-		for _, d := range in.Domains {
-			h.stored[d.VM] = engine.Observe{Host: h.id, VM: d.VM, Seq: in.Seq, State: d.State, Reason: d.Reason, At: in.At}
+		listedLive, distinct := 0, true
+		for i, d := range in.Domains {
+			h.putStored(engine.Observe{Host: h.id, VM: d.VM, Seq: in.Seq, State: d.State, Reason: d.Reason, At: in.At})
 			seen(d.VM)
+			if d.State != engine.DomAbsent {
+				listedLive++
+			}
+			distinct = distinct && (i == 0 || in.Domains[i-1].VM < d.VM)
 		}
+		if distinct && h.storedLive == listedLive {
+			return // every VM stored as present is listed: nothing to mark absent
+		}
+		listed := listedIn(in.Domains)
 		for id, o := range h.stored {
-			if !listed(id) && o.State != engine.DomAbsent {
-				h.stored[id] = engine.Observe{Host: h.id, VM: id, Seq: in.Seq, State: engine.DomAbsent, At: in.At}
+			if o.State != engine.DomAbsent && !listed(id) {
+				h.putStored(engine.Observe{Host: h.id, VM: id, Seq: in.Seq, State: engine.DomAbsent, At: in.At})
 			}
 		}
 	}
+}
+
+// putStored writes what the agent stored of one VM, keeping the count of VMs stored as
+// present on the host.
+func (h *host) putStored(o engine.Observe) {
+	if old, ok := h.stored[o.VM]; ok && old.State != engine.DomAbsent {
+		h.storedLive--
+	}
+	if o.State != engine.DomAbsent {
+		h.storedLive++
+	}
+	h.stored[o.VM] = o
 }
 
 // readStore gives the controller what a host's agent last wrote, before the controller

@@ -83,6 +83,8 @@ type Store struct {
 
 	// obs, if set, is told of every event-log write (see observe.go).
 	obs atomic.Pointer[Observer]
+	// opTimeout bounds a call whose context has no deadline (0: defaultOpTimeout).
+	opTimeout time.Duration
 }
 
 // ErrClosed is the cause Err reports once Close was called (and nothing failed before).
@@ -193,7 +195,11 @@ func (s *Store) writable() error {
 func (s *Store) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	cancelTimeout := context.CancelFunc(func() {})
 	if _, ok := ctx.Deadline(); !ok {
-		ctx, cancelTimeout = context.WithTimeout(ctx, defaultOpTimeout)
+		d := s.opTimeout
+		if d <= 0 {
+			d = defaultOpTimeout
+		}
+		ctx, cancelTimeout = context.WithTimeout(ctx, d)
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(s.life, func() { cancel(context.Cause(s.life)) })
@@ -999,11 +1005,11 @@ func (s *Store) record(ctx context.Context, b Batch) ([]Event, error) {
 	if b.Guard != nil {
 		guard = append(guard, clientv3.Compare(clientv3.CreateRevision(b.Guard.Key), "=", b.Guard.Rev))
 	}
+	if len(puts)+len(b.Events)+1 > s.txnOps() {
+		return s.recordInParts(ctx, b, guard, puts) // each transaction bounded on its own
+	}
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	if len(puts)+len(b.Events)+1 > s.txnOps() {
-		return s.recordInParts(ctx, b, guard, puts)
-	}
 	if len(b.Events) == 0 {
 		if len(puts) == 0 {
 			return nil, nil
@@ -1073,10 +1079,16 @@ func (s *Store) appendGuarded(ctx context.Context, evs []Event, g *Guard, guard 
 // recordInParts writes a batch too large for one transaction: events in chunks, then the
 // other writes in chunks (orders last), every chunk under the guard.
 func (s *Store) recordInParts(ctx context.Context, b Batch, guard []clientv3.Cmp, puts []clientv3.Op) ([]Event, error) {
+	// Each transaction has its own timeout (opCtx), not one for the whole batch: a new
+	// leader's takeover writes 50,000 events and more at once, which on a starved machine
+	// took longer than one call's timeout; the takeover then failed, started again and
+	// wrote them all again, and so on: the leader never decided anything.
 	var out []Event
 	for evs := b.Events; len(evs) > 0; {
 		n := min(len(evs), s.eventsPerTxn())
-		part, err := s.appendGuarded(ctx, evs[:n], b.Guard, guard, nil)
+		pctx, cancel := s.opCtx(ctx)
+		part, err := s.appendGuarded(pctx, evs[:n], b.Guard, guard, nil)
+		cancel()
 		out = append(out, part...)
 		if err != nil {
 			return out, err
@@ -1085,7 +1097,10 @@ func (s *Store) recordInParts(ctx context.Context, b Batch, guard []clientv3.Cmp
 	}
 	for len(puts) > 0 {
 		n := min(len(puts), s.txnOps()-len(guard))
-		if err := s.guardedTxn(ctx, b.Guard, guard, puts[:n]); err != nil {
+		pctx, cancel := s.opCtx(ctx)
+		err := s.guardedTxn(pctx, b.Guard, guard, puts[:n])
+		cancel()
+		if err != nil {
 			return out, err
 		}
 		puts = puts[n:]

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // TestLargeTransactions: the embedded etcd takes transactions of the store's size (a
@@ -55,5 +57,70 @@ func TestLargeTransactions(t *testing.T) {
 	}
 	if out, err := ext.Record(ctx, parts); err != nil || len(out) != 130 {
 		t.Fatalf("external, 130 events: %d written, %v", len(out), err)
+	}
+}
+
+// slowKV delays every transaction's commit, as a starved etcd does.
+type slowKV struct {
+	clientv3.KV
+	delay time.Duration
+}
+
+func (k slowKV) Txn(ctx context.Context) clientv3.Txn {
+	return slowTxn{Txn: k.KV.Txn(ctx), ctx: ctx, delay: k.delay}
+}
+
+type slowTxn struct {
+	clientv3.Txn
+	ctx   context.Context
+	delay time.Duration
+}
+
+func (t slowTxn) If(cs ...clientv3.Cmp) clientv3.Txn { t.Txn = t.Txn.If(cs...); return t }
+func (t slowTxn) Then(ops ...clientv3.Op) clientv3.Txn {
+	t.Txn = t.Txn.Then(ops...)
+	return t
+}
+func (t slowTxn) Else(ops ...clientv3.Op) clientv3.Txn {
+	t.Txn = t.Txn.Else(ops...)
+	return t
+}
+
+func (t slowTxn) Commit() (*clientv3.TxnResponse, error) {
+	select {
+	case <-time.After(t.delay):
+	case <-t.ctx.Done():
+		return nil, t.ctx.Err()
+	}
+	return t.Txn.Commit()
+}
+
+// TestRecordInPartsEachBounded: a batch written in several transactions (a takeover's
+// 50,000 events) is bounded per transaction, not as a whole: on a slow store the whole
+// takes longer than one call's timeout, and it must still be written (it used to fail, and
+// a new leader's takeover started again and again, never deciding anything).
+func TestRecordInPartsEachBounded(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background()) // no deadline: the store bounds each call
+	defer cancel()
+	s := open(t, t.TempDir())
+	s.opTimeout = 400 * time.Millisecond
+	s.cli.KV = slowKV{KV: s.cli.KV, delay: 100 * time.Millisecond}
+	var b Batch
+	for i := range 6*s.eventsPerTxn() + 1 { // seven transactions: 700 ms in all
+		b.Events = append(b.Events, Event{Type: "op", Msg: fmt.Sprint(i)})
+	}
+	start := time.Now()
+	out, err := s.Record(ctx, b)
+	if err != nil || len(out) != len(b.Events) {
+		t.Fatalf("%d events in 7 transactions of 100 ms, each bounded by %s: %d written after %s, %v",
+			len(b.Events), s.opTimeout, len(out), time.Since(start).Round(time.Millisecond), err)
+	}
+	if time.Since(start) < s.opTimeout {
+		t.Fatalf("written in %s: the store was not slow, the test proves nothing", time.Since(start))
+	}
+	// One transaction slower than the bound still fails: the bound is kept.
+	s.cli.KV = slowKV{KV: s.cli.KV, delay: time.Second}
+	if _, err := s.Record(ctx, Batch{Events: []Event{{Type: "op", Msg: "slow"}}}); err == nil {
+		t.Fatal("a transaction of 1 s passed a bound of 400 ms")
 	}
 }
