@@ -1281,6 +1281,17 @@ func (e *Engine) recover(v *vm) {
 		if e.now.Before(f.actDeadline) {
 			return
 		}
+		if f.kind.guestLayer() {
+			// A reset or reboot whose answer (and whose reboot event) never came may well
+			// have been done: another one would take a guest that runs fine down again. It is
+			// taken as done; a guest that still hangs or has no network is found again (its
+			// guest monitor reports it again, the agent's next list still shows the watchdog).
+			e.log(RecAlert, v.id, f.actHost, "recovery attempt %d (%s) had no answer in %s: taken as done, not repeated",
+				f.attempts, f.kind, e.cfg.StartTimeout)
+			f.actID = 0
+			e.recovered(v)
+			return
+		}
 		e.log(RecAlert, v.id, f.actHost, "recovery attempt %d had no answer in %s", f.attempts, e.cfg.StartTimeout)
 		f.actID = 0
 		f.next = e.now.Add(e.backoff(f.attempts))

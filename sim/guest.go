@@ -107,6 +107,14 @@ func (s *Sim) newMonitor(h *host) {
 	for _, id := range s.guestVMs {
 		if t := s.vms[id]; t != nil && !t.gone {
 			d := h.doms[id]
+			if d != nil && d.state == lifecycle.StateRunning && (d.hung || d.netDown) && !t.faultAt.IsZero() && !t.ambiguous {
+				// A known gap, not the checker's leniency: the new agent process's monitor
+				// never saw this guest's layer answer (its predecessor did, and died with
+				// what it knew), so by the rule that a layer counts only once it answered
+				// since the guest started, nothing can find this failure now.
+				t.ambiguous = true
+				s.trace("truth: %s's guest layer failed before the agent on %s restarted: its new monitor never saw it answer", id, h.id)
+			}
 			h.mon.Watch(s.now, id, t.policy.Guest, d != nil && d.state == lifecycle.StateRunning)
 		}
 	}

@@ -75,6 +75,9 @@ type host struct {
 	// next ticked.
 	mon     *guest.Monitor
 	guestAt time.Time
+	// freshLease: the agent process started while it could not reach the store; its first
+	// renewal grants it a lease of its own.
+	freshLease bool
 }
 
 // listening: the agent receives libvirt events.
@@ -320,6 +323,11 @@ func (s *Sim) agentStart(h *host) {
 		// store it cannot: the old lease expires there as it would.)
 		h.lease = s.newLease()
 		s.step(engine.HostLease{Host: h.id, Alive: true, Lease: h.lease})
+	} else if s.random {
+		// Cut off from the store, it grants its new lease as soon as it reaches it (hass
+		// agent retries its grant until the store answers): it never renews its dead
+		// predecessor's lease, which may be the one the host was fenced under.
+		h.freshLease = true
 	}
 	s.renew(h)
 	s.snapshot(h)
@@ -464,8 +472,8 @@ func (s *Sim) renew(h *host) {
 	}
 	h.renewed, h.agentOK = s.now, s.now
 	h.ag.LeaseRenewed(s.now)
-	if !h.leaseAlive {
-		h.leaseAlive = true
+	if !h.leaseAlive || h.freshLease {
+		h.leaseAlive, h.freshLease = true, false
 		if s.random {
 			h.lease = s.newLease() // an expired lease cannot be kept alive: a new one
 		}
