@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -67,6 +68,10 @@ type Config struct {
 	// BMCPoll, PowerRecheck, BMCTimeout, FenceTries, FenceConfirm, PowerOnAfter); the
 	// other fields are ignored.
 	Power controller.Config
+	// AdminTokenFile is where the first admin token is written (or read from, if it exists)
+	// when the store holds no token; default DataDir/admin.token ("" without a DataDir: no
+	// token is created).
+	AdminTokenFile string
 }
 
 // Run starts the daemon and blocks until ctx ends or it cannot go on.
@@ -148,7 +153,14 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("daemon: %w", err)
 		}
 		met.SetSource(ctl)
-		srv = &http.Server{Handler: followerProxy(ctl, name, api.NewServer(ctl, log, api.WithMetrics(met.Handler())), log), ReadHeaderTimeout: 10 * time.Second}
+		tokFile := cfg.AdminTokenFile
+		if tokFile == "" && cfg.DataDir != "" {
+			tokFile = filepath.Join(cfg.DataDir, AdminTokenFile)
+		}
+		if _, err := bootstrapAdmin(ctx, st, tokFile, log); err != nil {
+			return fmt.Errorf("daemon: %w", err)
+		}
+		srv = &http.Server{Handler: followerProxy(ctl, name, api.NewServer(ctl, log, api.WithMetrics(met.Handler()), api.WithAuth(ctl)), log), ReadHeaderTimeout: 10 * time.Second}
 		wg.Add(2)
 		go func() {
 			defer wg.Done()

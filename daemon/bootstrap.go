@@ -1,0 +1,73 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hassproject/hass/auth"
+	"github.com/hassproject/hass/store"
+)
+
+// AdminTokenFile is the name, in the data directory, of the file the first admin token is
+// written to.
+const AdminTokenFile = "admin.token"
+
+// BootstrapTokenName names the first admin token.
+const BootstrapTokenName = "admin"
+
+// bootstrapAdmin makes sure the API can be used: when the store holds no token at all, it
+// stores an admin token and leaves it in path (mode 0600). A token already in path (written
+// by an earlier start, or by an operator who chose it) is the one stored; else a new one is
+// made and the file created. Of several controllers starting at once only the one whose
+// transaction wins keeps its file; the others remove theirs and log that a token exists. The
+// token itself is never logged. It reports whether this call stored the token.
+func bootstrapAdmin(ctx context.Context, st *store.Store, path string, log *slog.Logger) (bool, error) {
+	if path == "" {
+		return false, nil
+	}
+	existing, err := st.APITokens(ctx)
+	if err != nil {
+		return false, fmt.Errorf("admin token: %w", err)
+	}
+	if len(existing) > 0 {
+		log.Info("API tokens exist: no admin token to create", "tokens", len(existing), "admin_token_file", path)
+		return false, nil
+	}
+	tok, err := auth.ReadFile(path)
+	wrote := false
+	switch {
+	case err == nil:
+		log.Info("no API token in the store: storing the admin token of the token file", "admin_token_file", path)
+	case errors.Is(err, fs.ErrNotExist):
+		if tok, err = auth.New(BootstrapTokenName); err != nil {
+			return false, fmt.Errorf("admin token: %w", err)
+		}
+		if err := auth.WriteNewFile(path, tok); err != nil {
+			return false, fmt.Errorf("admin token: %w", err)
+		}
+		wrote = true
+	default:
+		return false, fmt.Errorf("admin token: %w (remove it to get a new one)", err)
+	}
+	err = st.CreateFirstToken(ctx, store.APIToken{Name: tok.Name, Role: auth.Admin, SHA256: tok.Hash(),
+		Created: time.Now().UTC().Truncate(time.Second), CreatedBy: "bootstrap"})
+	if err != nil {
+		if wrote {
+			os.Remove(path)
+		}
+		if errors.Is(err, store.ErrTokenExists) {
+			log.Info("another controller created the first API token: its admin token file is on its host", "admin_token_file", path)
+			return false, nil
+		}
+		return false, fmt.Errorf("admin token: %w", err)
+	}
+	abs, _ := filepath.Abs(path)
+	log.Info("created the first API token (role admin); the CLI reads it from this file as root, or use --token-file", "admin_token_file", abs, "token", tok.Name)
+	return true, nil
+}
