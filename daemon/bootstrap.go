@@ -14,6 +14,10 @@ import (
 	"github.com/hassproject/hass/store"
 )
 
+// DefaultDataDir is where hass up and hass controller keep their state unless told otherwise
+// (and so where the CLI looks for the admin token file).
+const DefaultDataDir = "/var/lib/hass"
+
 // AdminTokenFile is the name, in the data directory, of the file the first admin token is
 // written to.
 const AdminTokenFile = "admin.token"
