@@ -38,7 +38,7 @@ func TestAuthEndToEnd(t *testing.T) {
 	admin := r.cli
 	var secrets []string
 	tok, _ := auth.Parse(r.token)
-	secrets = append(secrets, tok.Secret)
+	secrets = append(secrets, tok.Secret, tok.Hash())
 	clients := map[auth.Role]*api.Client{}
 	for _, role := range []auth.Role{auth.Viewer, auth.Operator} {
 		nt, err := admin.CreateToken(ctx, api.TokenRequest{Name: "t-" + string(role), Role: string(role)})
