@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hassproject/hass/api"
 	"github.com/hassproject/hass/auth"
@@ -239,4 +240,20 @@ func containsString(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestBootstrapBadFile: a token file that holds no token stops the daemon with an error
+// naming the file (and not its content), rather than a daemon nobody can use.
+func TestBootstrapBadFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "admin.token")
+	if err := os.WriteFile(path, []byte("hunter2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err := Run(ctx, Config{HostName: "c1", DataDir: t.TempDir(), Listen: "127.0.0.1:0", NoAgent: true,
+		AdminTokenFile: path, Logger: slog.New(slog.DiscardHandler)})
+	if err == nil || !strings.Contains(err.Error(), path) || strings.Contains(err.Error(), "hunter2") || ctx.Err() != nil {
+		t.Errorf("Run: %v, want an error naming %s", err, path)
+	}
 }

@@ -25,6 +25,34 @@ const AdminTokenFile = "admin.token"
 // BootstrapTokenName names the first admin token.
 const BootstrapTokenName = "admin"
 
+// bootstrapRetry is how long bootstrapLoop waits before trying again when the store did not
+// answer.
+const bootstrapRetry = 2 * time.Second
+
+// errTokenFile marks a token file that cannot be used: retrying does not help.
+var errTokenFile = errors.New("admin token file")
+
+// bootstrapLoop runs bootstrapAdmin until it is done (then closes done) or ctx ends; the
+// store not answering is retried, a token file that cannot be used is returned.
+func bootstrapLoop(ctx context.Context, st *store.Store, path string, log *slog.Logger, done chan<- struct{}) error {
+	for {
+		_, err := bootstrapAdmin(ctx, st, path, log)
+		if err == nil {
+			close(done)
+			return nil
+		}
+		if errors.Is(err, errTokenFile) {
+			return err
+		}
+		log.Warn("cannot check for API tokens yet: trying again", "admin_token_file", path, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(bootstrapRetry):
+		}
+	}
+}
+
 // bootstrapAdmin makes sure the API can be used: when the store holds no token at all, it
 // stores an admin token and leaves it in path (mode 0600). A token already in path (written
 // by an earlier start, or by an operator who chose it) is the one stored; else a new one is
@@ -53,11 +81,11 @@ func bootstrapAdmin(ctx context.Context, st *store.Store, path string, log *slog
 			return false, fmt.Errorf("admin token: %w", err)
 		}
 		if err := auth.WriteNewFile(path, tok); err != nil {
-			return false, fmt.Errorf("admin token: %w", err)
+			return false, fmt.Errorf("%w: %w", errTokenFile, err)
 		}
 		wrote = true
 	default:
-		return false, fmt.Errorf("admin token: %w (remove it to get a new one)", err)
+		return false, fmt.Errorf("%w: %w (remove it to get a new one)", errTokenFile, err)
 	}
 	err = st.CreateFirstToken(ctx, store.APIToken{Name: tok.Name, Role: auth.Admin, SHA256: tok.Hash(),
 		Created: time.Now().UTC().Truncate(time.Second), CreatedBy: "bootstrap"})

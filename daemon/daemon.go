@@ -129,7 +129,7 @@ func Run(ctx context.Context, cfg Config) error {
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
+	errs := make(chan error, 4)
 
 	var srv *http.Server
 	if !cfg.NoController {
@@ -157,9 +157,16 @@ func Run(ctx context.Context, cfg Config) error {
 		if tokFile == "" && cfg.DataDir != "" {
 			tokFile = filepath.Join(cfg.DataDir, AdminTokenFile)
 		}
-		if _, err := bootstrapAdmin(ctx, st, tokFile, log); err != nil {
-			return fmt.Errorf("daemon: %w", err)
-		}
+		// The first admin token is made in the background, as the store allows (it may be
+		// unreachable for now, as at any time); Ready waits for it.
+		booted := make(chan struct{})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := bootstrapLoop(runCtx, st, tokFile, log, booted); err != nil {
+				errs <- fmt.Errorf("daemon: %w", err)
+			}
+		}()
 		srv = &http.Server{Handler: followerProxy(ctl, name, api.NewServer(ctl, log, api.WithMetrics(met.Handler()), api.WithAuth(ctl)), log), ReadHeaderTimeout: 10 * time.Second}
 		wg.Add(2)
 		go func() {
@@ -177,6 +184,11 @@ func Run(ctx context.Context, cfg Config) error {
 		go func() {
 			select {
 			case <-ctl.Leading():
+			case <-runCtx.Done():
+				return
+			}
+			select {
+			case <-booted:
 			case <-runCtx.Done():
 				return
 			}
