@@ -145,7 +145,22 @@ func (c *Controller) Tokens(ctx context.Context) ([]api.TokenInfo, error) {
 // RevokeToken implements api.TokenService: refused here at once, elsewhere within
 // TokenCacheTTL.
 func (c *Controller) RevokeToken(ctx context.Context, name string) error {
-	err := c.st.DeleteToken(ctx, name)
+	// The last admin token is kept: without one, nobody could make tokens any more.
+	ts, err := c.st.APITokens(ctx)
+	if err != nil {
+		return tokenError(err)
+	}
+	admins, target := 0, false
+	for _, t := range ts {
+		if t.Role == auth.Admin {
+			admins++
+			target = target || t.Name == name
+		}
+	}
+	if target && admins == 1 {
+		return api.Conflict("token %s is the last admin token: create another admin token before revoking it", name)
+	}
+	err = c.st.DeleteToken(ctx, name)
 	c.tokens.drop(name)
 	if err != nil {
 		return tokenError(err)

@@ -85,6 +85,10 @@ func TestAuthEndToEnd(t *testing.T) {
 	if _, err := api.NewClient("http://"+r.addr, nil).VMs(ctx); !isCode(err, api.CodeUnauthenticated) {
 		t.Errorf("no token: %v, want unauthenticated", err)
 	}
+	// The last admin token stays: without it nobody could make tokens any more.
+	if err := admin.RevokeToken(ctx, "admin"); !isCode(err, api.CodeConflict) || !strings.Contains(err.Error(), "last admin token") {
+		t.Errorf("revoke the last admin token: %v, want conflict", err)
+	}
 	// A revoke takes at once on the controller that did it (the token was just cached).
 	if err := admin.RevokeToken(ctx, "t-viewer"); err != nil {
 		t.Fatal(err)
