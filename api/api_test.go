@@ -891,6 +891,8 @@ func TestOpenAPI(t *testing.T) {
 		"/v1/clusters/{name}":          {"put", "delete"},
 		"/openapi.json":                {"get"},
 		"/healthz":                     {"get"},
+		"/v1/tokens":                   {"get", "post"},
+		"/v1/tokens/{name}":            {"delete"},
 	}
 	for p, methods := range routes {
 		for _, m := range methods {

@@ -31,6 +31,7 @@ type Client struct {
 	display string // the address as given, for messages
 	hc      *http.Client
 	err     error // a bad address, returned by every call
+	token   string
 }
 
 var _ Service = (*Client)(nil)
@@ -230,6 +231,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {

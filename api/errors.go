@@ -15,6 +15,11 @@ const (
 	// CodeMethodNotAllowed is the code of a 405 answer (the route exists, not for that
 	// method). The server writes it itself; a Service never returns it.
 	CodeMethodNotAllowed = "method_not_allowed"
+	// CodeUnauthenticated (401): no token, or one that is not valid (unknown, revoked,
+	// malformed). The server writes it itself.
+	CodeUnauthenticated = "unauthenticated"
+	// CodeForbidden (403): a valid token whose role may not do this.
+	CodeForbidden = "forbidden"
 )
 
 // Error is an API error: what the Service returns, what the server writes as
@@ -48,6 +53,10 @@ func statusOf(code string) int {
 		return http.StatusServiceUnavailable
 	case CodeMethodNotAllowed:
 		return http.StatusMethodNotAllowed
+	case CodeUnauthenticated:
+		return http.StatusUnauthorized
+	case CodeForbidden:
+		return http.StatusForbidden
 	}
 	return http.StatusInternalServerError
 }
@@ -59,6 +68,10 @@ func codeOf(status int) string {
 		return CodeNotFound
 	case http.StatusMethodNotAllowed:
 		return CodeMethodNotAllowed
+	case http.StatusUnauthorized:
+		return CodeUnauthenticated
+	case http.StatusForbidden:
+		return CodeForbidden
 	case http.StatusConflict:
 		return CodeConflict
 	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:

@@ -20,7 +20,7 @@ import (
 const MaxEventWait = 60
 
 // EventTypes are the event types a filter takes (and the log holds).
-var EventTypes = []string{"op", "expected", "detect", "action", "recovered", "gave-up", "alert", "host", "stale", "forget", "protect", "cluster"}
+var EventTypes = []string{"op", "expected", "detect", "action", "recovered", "gave-up", "alert", "host", "stale", "forget", "protect", "cluster", "audit"}
 
 // FailureKinds are the failure kinds a filter takes.
 var FailureKinds = []string{"vm-crash", "guest-panic", "guest-hang", "guest-shutdown", "watchdog", "io-error", "host-down", "operation-failed", "vm-down"}

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/hassproject/hass/auth"
 	"github.com/hassproject/hass/vmname"
 )
 
@@ -122,12 +123,12 @@ func (r HostRequest) Validate() error {
 
 func (s *server) hostRoutes() []route {
 	return []route{
-		{"GET", "/v1/clusters", s.listClusters},
-		{"PUT", "/v1/clusters/{name}", s.putCluster},
-		{"DELETE", "/v1/clusters/{name}", s.deleteCluster},
-		{"PUT", "/v1/hosts/{name}", s.putHost},
-		{"DELETE", "/v1/hosts/{name}", s.removeHost},
-		{"POST", "/v1/hosts/{name}/maintenance", s.maintenance},
+		{"GET", "/v1/clusters", s.listClusters, auth.Viewer},
+		{"PUT", "/v1/clusters/{name}", s.putCluster, auth.Admin},
+		{"DELETE", "/v1/clusters/{name}", s.deleteCluster, auth.Admin},
+		{"PUT", "/v1/hosts/{name}", s.putHost, auth.Admin},
+		{"DELETE", "/v1/hosts/{name}", s.removeHost, auth.Admin},
+		{"POST", "/v1/hosts/{name}/maintenance", s.maintenance, auth.Admin},
 	}
 }
 

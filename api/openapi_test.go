@@ -27,6 +27,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/hassproject/hass/auth"
 )
 
 // ---- the document ----
@@ -76,6 +78,7 @@ type operation struct {
 	bodyLoc          string
 	bodyRequired     bool
 	responses        map[string]any
+	raw              map[string]any // the operation object as the document has it
 }
 
 type param struct {
@@ -99,7 +102,7 @@ func (d *oas) operations() []operation {
 				continue
 			}
 			o := item[m].(map[string]any)
-			op := operation{method: strings.ToUpper(m), path: p, id: o["operationId"].(string), responses: o["responses"].(map[string]any)}
+			op := operation{method: strings.ToUpper(m), path: p, id: o["operationId"].(string), responses: o["responses"].(map[string]any), raw: o}
 			ps := slices.Clone(common)
 			if more, ok := o["parameters"].([]any); ok {
 				ps = append(ps, more...)
@@ -910,11 +913,18 @@ type exchange struct {
 	called         bool
 }
 
+// adminToken is sent with every request send makes (the conformance walk runs as admin;
+// TestOpenAPIAuthEveryOperation tries the other roles and none).
+var adminToken string
+
 func send(t *testing.T, h http.Handler, f *fakeService, method, target string, body []byte) exchange {
 	t.Helper()
 	req := httptest.NewRequest(method, target, bytes.NewReader(body))
 	if body == nil {
 		req = httptest.NewRequest(method, target, nil)
+	}
+	if adminToken != "" {
+		req.Header.Set("Authorization", "Bearer "+adminToken)
 	}
 	n := len(f.Calls())
 	rec := httptest.NewRecorder()
@@ -935,7 +945,9 @@ func TestOpenAPIAgreesWithServer(t *testing.T) {
 	v := &validator{d: d}
 	ops := d.operations()
 	f := newFake()
-	h := NewServer(f, nil)
+	a, byRole := newFakeAuth(t)
+	h := NewServer(f, nil, WithAuth(a))
+	adminToken = byRole[auth.Admin]
 
 	type key struct{ loc, kw string }
 	broken, kept := map[key]int{}, map[key]int{}

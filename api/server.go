@@ -20,6 +20,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/hassproject/hass/auth"
 )
 
 //go:embed openapi.json
@@ -38,11 +40,14 @@ type server struct {
 	log         *slog.Logger
 	mux         *http.ServeMux
 	bodyTimeout time.Duration
+	authn       Authenticator // nil: no authentication (tests of the handlers alone)
+	audit       Auditor       // nil: no audit trail
 }
 
 type route struct {
 	method, pattern string
 	h               http.HandlerFunc
+	role            auth.Role // the weakest role allowed; "" for the open routes
 }
 
 // NewServer returns the HTTP handler for the API, serving svc. Every input is validated before
@@ -63,7 +68,7 @@ type Option func(*server)
 // that what guards the API guards it too.
 func WithMetrics(h http.Handler) Option {
 	return func(s *server) {
-		s.mux.Handle("GET /metrics", h)
+		s.mux.Handle("GET /metrics", s.guard(auth.Viewer, h.ServeHTTP))
 		s.mux.HandleFunc("/metrics", s.methodNotAllowed("GET, HEAD"))
 	}
 }
@@ -85,22 +90,27 @@ func newServer(svc Service, logger *slog.Logger, bodyTimeout time.Duration) *ser
 	}
 	s := &server{svc: svc, log: logger, mux: http.NewServeMux(), bodyTimeout: bodyTimeout}
 	routes := []route{
-		{"GET", "/v1/vms", s.listVMs},
-		{"GET", "/v1/vms/{name}", s.getVM},
-		{"PUT", "/v1/vms/{name}/protection", s.protect},
-		{"DELETE", "/v1/vms/{name}/protection", s.unprotect},
-		{"POST", "/v1/vms/{name}/operations", s.operate},
-		{"GET", "/v1/events", s.events},
-		{"GET", "/v1/status", s.status},
-		{"GET", "/v1/hosts", s.hosts},
-		{"GET", "/openapi.json", s.openapi},
-		{"GET", "/healthz", s.healthz},
+		{"GET", "/v1/vms", s.listVMs, auth.Viewer},
+		{"GET", "/v1/vms/{name}", s.getVM, auth.Viewer},
+		{"PUT", "/v1/vms/{name}/protection", s.protect, auth.Operator},
+		{"DELETE", "/v1/vms/{name}/protection", s.unprotect, auth.Operator},
+		{"POST", "/v1/vms/{name}/operations", s.operate, auth.Operator},
+		{"GET", "/v1/events", s.events, auth.Viewer},
+		{"GET", "/v1/status", s.status, auth.Viewer},
+		{"GET", "/v1/hosts", s.hosts, auth.Viewer},
+		{"GET", "/openapi.json", s.openapi, ""},
+		{"GET", "/healthz", s.healthz, ""},
 	}
 	routes = append(routes, s.hostRoutes()...)
+	routes = append(routes, s.tokenRoutes()...)
 	allow := map[string][]string{}
 	var patterns []string
 	for _, rt := range routes {
-		s.mux.HandleFunc(rt.method+" "+rt.pattern, rt.h)
+		h := rt.h
+		if rt.role != "" {
+			h = s.guard(rt.role, h)
+		}
+		s.mux.HandleFunc(rt.method+" "+rt.pattern, h)
 		if _, ok := allow[rt.pattern]; !ok {
 			patterns = append(patterns, rt.pattern)
 		}
@@ -166,6 +176,11 @@ func (s *server) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	if r.ContentLength != 0 {
 		// Not supported by every ResponseWriter (httptest.ResponseRecorder): nothing to bound.
 		_ = http.NewResponseController(rw).SetReadDeadline(time.Now().Add(s.bodyTimeout))
+	}
+	// No token, no answer but 401: not even whether a route exists.
+	r, ok := s.authenticate(w, r)
+	if !ok {
+		return
 	}
 	// ServeMux would redirect unclean paths with a non-JSON body; refuse them instead. The
 	// path is judged as sent, escaped, as ServeMux routes it: a VM named ".." is sent as

@@ -75,6 +75,7 @@ type Controller struct {
 	log     *slog.Logger
 	st      *store.Store
 	started time.Time
+	tokens  *tokenCache // API tokens read from the store (see tokens.go)
 
 	mu      sync.Mutex // guards everything below, and every engine step
 	eng     *engine.Engine
@@ -186,7 +187,7 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.FenceConfirm <= 0 {
 		cfg.FenceConfirm = 10 * time.Second
 	}
-	return &Controller{cfg: cfg, log: cfg.Logger.With("controller", cfg.Name), st: cfg.Store, started: time.Now(),
+	return &Controller{cfg: cfg, log: cfg.Logger.With("controller", cfg.Name), st: cfg.Store, started: time.Now(), tokens: newTokenCache(nil),
 		ready: make(chan struct{}), power: map[engine.HostID]string{}, cycling: map[engine.HostID]bool{}}, nil
 }
 

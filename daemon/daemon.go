@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -71,6 +72,10 @@ type Config struct {
 	// BMCPoll, PowerRecheck, BMCTimeout, FenceTries, FenceConfirm, PowerOnAfter); the
 	// other fields are ignored.
 	Power controller.Config
+	// AdminTokenFile is where the first admin token is written (or read from, if it exists)
+	// when the store holds no token; default DataDir/admin.token ("" without a DataDir: no
+	// token is created).
+	AdminTokenFile string
 }
 
 // Run starts the daemon and blocks until ctx ends or it cannot go on.
@@ -128,7 +133,7 @@ func Run(ctx context.Context, cfg Config) error {
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
+	errs := make(chan error, 4)
 
 	var srv *http.Server
 	if !cfg.NoController {
@@ -152,7 +157,21 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("daemon: %w", err)
 		}
 		met.SetSource(ctl)
-		srv = &http.Server{Handler: followerProxy(ctl, name, api.NewServer(ctl, log, api.WithMetrics(met.Handler()), api.WithUI(ui.Handler("/ui/"))), log), ReadHeaderTimeout: 10 * time.Second}
+		tokFile := cfg.AdminTokenFile
+		if tokFile == "" && cfg.DataDir != "" {
+			tokFile = filepath.Join(cfg.DataDir, AdminTokenFile)
+		}
+		// The first admin token is made in the background, as the store allows (it may be
+		// unreachable for now, as at any time); Ready waits for it.
+		booted := make(chan struct{})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := bootstrapLoop(runCtx, st, tokFile, log, booted); err != nil {
+				errs <- fmt.Errorf("daemon: %w", err)
+			}
+		}()
+		srv = &http.Server{Handler: followerProxy(ctl, name, api.NewServer(ctl, log, api.WithMetrics(met.Handler()), api.WithAuth(ctl), api.WithUI(ui.Handler("/ui/"))), log), ReadHeaderTimeout: 10 * time.Second}
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
@@ -169,6 +188,11 @@ func Run(ctx context.Context, cfg Config) error {
 		go func() {
 			select {
 			case <-ctl.Leading():
+			case <-runCtx.Done():
+				return
+			}
+			select {
+			case <-booted:
 			case <-runCtx.Done():
 				return
 			}

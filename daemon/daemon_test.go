@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hassproject/hass/api"
+	"github.com/hassproject/hass/auth"
 	"github.com/hassproject/hass/engine"
 	"github.com/hassproject/hass/hypervisor"
 	"github.com/hassproject/hass/store"
@@ -41,6 +43,7 @@ type running struct {
 	cancel context.CancelFunc
 	done   chan error
 	log    *lockedBuf
+	token  string // the admin token the daemon bootstrapped
 }
 
 // start runs a daemon on dir (its embedded etcd) with drv until stop or the test's end.
@@ -59,7 +62,16 @@ func start(t *testing.T, drv *fakeDriver, dir string, edit func(*Config)) *runni
 	go func() { r.done <- Run(ctx, cfg) }()
 	select {
 	case addr := <-ready:
-		r.cli, r.addr = api.NewClient("http://"+addr, nil), addr
+		path := cfg.AdminTokenFile
+		if path == "" {
+			path = filepath.Join(cfg.DataDir, AdminTokenFile)
+		}
+		tok, err := auth.ReadFile(path)
+		if err != nil {
+			t.Fatalf("the admin token hass bootstrapped: %v", err)
+		}
+		r.token = tok.String()
+		r.cli, r.addr = api.NewClient("http://"+addr, nil).WithToken(r.token), addr
 	case err := <-r.done:
 		t.Fatalf("daemon did not start: %v\n%s", err, r.log)
 	case <-time.After(60 * time.Second):

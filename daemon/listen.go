@@ -43,8 +43,8 @@ func (l *apiListener) Close() error {
 }
 
 // listenAPI listens where --listen says: "unix:///path" (the default, DefaultListen) or
-// "host:port". The API has no authentication yet, so the unix socket is what keeps users
-// without rights out: it is owned by hass's user, mode 0660 with group (DefaultSocketGroup
+// "host:port". Every request needs a token (package auth); the unix socket is a second fence
+// that keeps users without rights away even from the token check: it is owned by hass's user, mode 0660 with group (DefaultSocketGroup
 // when group is "" and that group exists), else 0600. On TCP, any local user (any host, off
 // loopback) can reach it: that is logged as a warning (an error off loopback).
 func listenAPI(listen, group string, log *slog.Logger) (*apiListener, error) {
@@ -64,13 +64,13 @@ func listenAPI(listen, group string, log *slog.Logger) (*apiListener, error) {
 	}
 	addr := ln.Addr().String()
 	if ip := ln.Addr().(*net.TCPAddr).IP; ip.IsLoopback() {
-		log.Warn("the API listens on TCP and has no authentication: any user of this host can stop, delete "+
-			"or unprotect every VM hass protects; use --listen "+DefaultListen+" (the default) to allow only root "+
-			"and group "+DefaultSocketGroup, "api", addr)
+		log.Warn("the API listens on TCP without TLS: every request needs a token, but any user of this host who "+
+			"holds one can reach it, and tokens cross the loopback in clear; use --listen "+DefaultListen+" (the default) "+
+			"to also allow only root and group "+DefaultSocketGroup, "api", addr)
 	} else {
-		log.Error("THE API LISTENS ON A NON-LOOPBACK ADDRESS AND HAS NO AUTHENTICATION: anyone who can reach this "+
-			"host over the network can stop, delete or unprotect every VM hass protects; use --listen "+DefaultListen+
-			" (the default)", "api", addr)
+		log.Error("THE API LISTENS ON A NON-LOOPBACK ADDRESS WITHOUT TLS: every request needs a token, but tokens "+
+			"cross the network in clear, where anyone on the path can take one; use --listen "+DefaultListen+
+			" (the default), or put a TLS proxy in front", "api", addr)
 	}
 	return &apiListener{Listener: ln, addr: addr, cleanup: func() {}}, nil
 }

@@ -18,7 +18,12 @@ import (
 // scrapeMetrics GETs /metrics of a running daemon.
 func scrapeMetrics(t *testing.T, r *running) string {
 	t.Helper()
-	resp, err := http.Get("http://" + r.addr + "/metrics")
+	req, err := http.NewRequest("GET", "http://"+r.addr+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+r.token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,13 +93,25 @@ func TestMetricsEndpoint(t *testing.T) {
 	} else if os.Getenv("HASS_REQUIRE_PROMTOOL") == "1" {
 		t.Errorf("promtool not installed and HASS_REQUIRE_PROMTOOL=1")
 	}
-	// /metrics is GET only, like the rest of the API.
-	resp, err := http.Post("http://"+r.addr+"/metrics", "text/plain", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusMethodNotAllowed {
-		t.Errorf("POST /metrics: %d", resp.StatusCode)
+	// /metrics needs a token, like the rest of the API, and is GET only.
+	for _, tc := range []struct {
+		method, token string
+		want          int
+	}{{"GET", "", http.StatusUnauthorized}, {"POST", r.token, http.StatusMethodNotAllowed}} {
+		req, err := http.NewRequest(tc.method, "http://"+r.addr+"/metrics", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s /metrics (token %t): %d, want %d", tc.method, tc.token != "", resp.StatusCode, tc.want)
+		}
 	}
 }

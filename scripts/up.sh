@@ -10,5 +10,11 @@ command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
 bash scripts/install-libvirt.sh
 mkdir -p bin
 go build -o bin/hass ./cmd/hass
-echo "hass: API on unix:///run/hass/hass.sock (root, and group hass if it exists); try: bin/hass vm list, bin/hass events, bin/hass status" >&2
-exec bin/hass up --data-dir "${HASS_DATA_DIR:-/var/lib/hass}" --protect-all "$@"
+data="${HASS_DATA_DIR:-/var/lib/hass}"
+echo "hass: API on unix:///run/hass/hass.sock (root, and group hass if it exists); its admin token is in $data/admin.token (root only)" >&2
+if [ "$data" = /var/lib/hass ]; then
+  echo "hass: try, as root: bin/hass vm list, bin/hass events, bin/hass status" >&2
+else
+  echo "hass: try, as root: HASS_TOKEN_FILE=$data/admin.token bin/hass vm list (the CLI looks in /var/lib/hass by default)" >&2
+fi
+exec bin/hass up --data-dir "$data" --protect-all "$@"

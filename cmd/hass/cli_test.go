@@ -86,7 +86,7 @@ func (f *cliFake) Hosts(context.Context) ([]api.Host, error) {
 
 func cliServer(t *testing.T, f *cliFake) string {
 	t.Helper()
-	ts := httptest.NewServer(api.NewServer(f, nil))
+	ts := httptest.NewServer(api.NewServer(f, nil, api.WithAuth(cliAuth{})))
 	t.Cleanup(ts.Close)
 	return ts.URL
 }

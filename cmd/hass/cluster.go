@@ -99,7 +99,8 @@ API; one that does not lead forwards each request to the leader's (a TCP --liste
 	}
 	f := c.Flags()
 	f.StringVar(&cfg.HostName, "name", "", "this controller's name (default: the OS host name)")
-	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/hass", "where the embedded etcd member keeps its data")
+	f.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "where the first admin token is written when the store holds no token (mode 0600; if the file exists, the token in it is the one stored); default DATA-DIR/"+daemon.AdminTokenFile)
+	f.StringVar(&cfg.DataDir, "data-dir", daemon.DefaultDataDir, "where the embedded etcd member keeps its data")
 	f.Int64Var(&minFreeMiB, "store-min-free", store.DefaultMinFree>>20, "MiB kept free on the data dir's filesystem (0: no check)")
 	f.StringVar(&etcd, "etcd", "", "comma-separated endpoints of an external etcd cluster, instead of an embedded member")
 	f.StringVar(&member.Name, "etcd-name", "", "this embedded etcd member's name")

@@ -123,7 +123,7 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 func TestEventsFollow(t *testing.T) {
 	for _, asJSON := range []bool{true, false} {
 		f := eventsFake()
-		cl := api.NewClient(cliServer(t, f), nil)
+		cl := api.NewClient(cliServer(t, f), nil).WithToken(testToken.String())
 		var out, errOut syncBuffer
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)

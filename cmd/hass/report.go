@@ -42,7 +42,11 @@ default): a window longer than the log reaches back no further than its oldest e
 			if err != nil {
 				return usageError{fmt.Errorf("--since %q: %w", since, err)}
 			}
-			cl := api.NewClient(cf.server, nil)
+			tok, err := cf.token()
+			if err != nil {
+				return err
+			}
+			cl := api.NewClient(cf.server, nil).WithToken(tok)
 			evs, err := allEvents(cmd.Context(), cl)
 			if err != nil {
 				return err

@@ -24,7 +24,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(certsCmd(), simCmd(), benchCmd(), withConfig(upCmd()), withConfig(controllerCmd()), withConfig(agentCmd()), hostCmd(), clusterCmd(), vmCmd(), eventsCmd(), statusCmd(),
-		versionCmd(), configCmd(), reportCmd())
+		versionCmd(), configCmd(), reportCmd(), tokenCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(stderr, "hass: %v\n", err)
 		var ue usageError

@@ -30,11 +30,13 @@ func upCmd() *cobra.Command {
 decision engine, the libvirt driver and its event stream, the state in an embedded etcd (or an
 external cluster with --etcd), and the HTTP API the other commands talk to.
 
-The API has no authentication yet: by default it is served on the unix socket
-` + daemon.DefaultListen + `, which only root and the members of group ` + daemon.DefaultSocketGroup + ` (if
-that group exists) can use. The embedded etcd listens only on unix sockets inside --data-dir
-(made 0700). --listen host:port serves the API on TCP instead, where any user of this host can
-reach it (and, off loopback, anyone on the network): hass warns about it.
+Every API request needs a token (roles admin, operator, viewer; see hass token). On first
+start, when the store holds no token, hass up creates an admin token and writes it to
+DATA-DIR/` + daemon.AdminTokenFile + ` (mode 0600): the CLI run as root reads it from there by itself.
+The API is served on the unix socket ` + daemon.DefaultListen + ` by default, which only root and the
+members of group ` + daemon.DefaultSocketGroup + ` (if that group exists) can use. The embedded etcd listens
+only on unix sockets inside --data-dir (made 0700). --listen host:port serves the API on TCP
+instead, without TLS: tokens cross it in clear, and hass warns about it.
 
 Then protect VMs with 'hass vm protect NAME'.`,
 		Args: cobra.NoArgs,
@@ -66,7 +68,8 @@ Then protect VMs with 'hass vm protect NAME'.`,
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/hass", "where the embedded etcd keeps hass's state (DIR.store-id, next to it, records which store it holds)")
+	f.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "where the first admin token is written when the store holds no token (mode 0600; if the file exists, the token in it is the one stored); default DATA-DIR/"+daemon.AdminTokenFile)
+	f.StringVar(&cfg.DataDir, "data-dir", daemon.DefaultDataDir, "where the embedded etcd keeps hass's state (DIR.store-id, next to it, records which store it holds)")
 	f.Int64Var(&minFreeMiB, "store-min-free", store.DefaultMinFree>>20, "MiB kept free on the data dir's filesystem: below it, nothing is recorded and so nothing is done (0: no check)")
 	f.StringVar(&cfg.Listen, "listen", daemon.DefaultListen, "the API's address: unix:///path, or host:port (TCP: any local user can reach it)")
 	f.StringVar(&cfg.SocketGroup, "socket-group", "", "the group let into the API's unix socket (mode 0660); default: "+daemon.DefaultSocketGroup+" if it exists, else none (mode 0600)")

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -15,14 +17,16 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/hassproject/hass/api"
+	"github.com/hassproject/hass/auth"
 	"github.com/hassproject/hass/daemon"
 	"github.com/hassproject/hass/vmname"
 )
 
 // clientFlags are shared by every command that talks to the daemon.
 type clientFlags struct {
-	server string
-	output string
+	server    string
+	output    string
+	tokenFile string
 }
 
 func (cf *clientFlags) add(c *cobra.Command) {
@@ -32,13 +36,57 @@ func (cf *clientFlags) add(c *cobra.Command) {
 	}
 	c.PersistentFlags().StringVar(&cf.server, "server", def, "the hass daemon's API: unix:///path or http://host:port (env HASS_SERVER)")
 	c.PersistentFlags().StringVarP(&cf.output, "output", "o", "table", "table or json")
+	c.PersistentFlags().StringVar(&cf.tokenFile, "token-file", "", "a file holding the API token (else env HASS_TOKEN, else env HASS_TOKEN_FILE, else "+defaultTokenFile()+" if readable)")
+}
+
+// defaultTokenFile is the admin token hass up writes on first start, in its default data dir.
+func defaultTokenFile() string { return filepath.Join(daemon.DefaultDataDir, daemon.AdminTokenFile) }
+
+// token finds the API token: --token-file, else HASS_TOKEN, else HASS_TOKEN_FILE, else the
+// admin token file of hass up's default data dir if this user can read it.
+func (cf *clientFlags) token() (string, error) {
+	if cf.tokenFile != "" {
+		t, err := auth.ReadFile(cf.tokenFile)
+		if err != nil {
+			return "", usageError{fmt.Errorf("--token-file: %w", err)}
+		}
+		return t.String(), nil
+	}
+	if v := os.Getenv("HASS_TOKEN"); v != "" {
+		t, err := auth.Parse(strings.TrimSpace(v))
+		if err != nil {
+			return "", usageError{fmt.Errorf("HASS_TOKEN: %w", err)}
+		}
+		return t.String(), nil
+	}
+	if p := os.Getenv("HASS_TOKEN_FILE"); p != "" {
+		t, err := auth.ReadFile(p)
+		if err != nil {
+			return "", usageError{fmt.Errorf("HASS_TOKEN_FILE: %w", err)}
+		}
+		return t.String(), nil
+	}
+	def := defaultTokenFile()
+	t, err := auth.ReadFile(def)
+	if err == nil {
+		return t.String(), nil
+	}
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+		return "", usageError{fmt.Errorf("no API token: give --token-file FILE, or set HASS_TOKEN or HASS_TOKEN_FILE "+
+			"(hass up writes an admin token to %s on first start, readable by root only; hass token create makes others)", def)}
+	}
+	return "", usageError{err}
 }
 
 func (cf *clientFlags) client() (*api.Client, error) {
 	if cf.output != "table" && cf.output != "json" {
 		return nil, usageError{fmt.Errorf("--output %q: want table or json", cf.output)}
 	}
-	return api.NewClient(cf.server, nil), nil
+	tok, err := cf.token()
+	if err != nil {
+		return nil, err
+	}
+	return api.NewClient(cf.server, nil).WithToken(tok), nil
 }
 
 func (cf *clientFlags) json() bool { return cf.output == "json" }

@@ -148,11 +148,14 @@ func (d *daemon) stop() {
 	d.cmd = nil
 }
 
-// hassErr runs the hass CLI against this daemon.
+// tokenFile is the admin token hass up wrote to its data dir on first start.
+func (d *daemon) tokenFile() string { return filepath.Join(d.data, "admin.token") }
+
+// hassErr runs the hass CLI against this daemon, with the admin token it bootstrapped.
 func (d *daemon) hassErr(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, hassBin, append(args, "--server", "http://"+d.addr)...)
+	cmd := exec.CommandContext(ctx, hassBin, append(args, "--server", "http://"+d.addr, "--token-file", d.tokenFile())...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

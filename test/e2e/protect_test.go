@@ -199,8 +199,9 @@ func TestBadInput(t *testing.T) {
 	if after := d.hass("vm", "list", "-o", "json"); after != before {
 		t.Errorf("failed requests changed the state:\nbefore %s\nafter  %s", before, after)
 	}
-	// No daemon at all.
-	out, err := exec.Command(hassBin, "vm", "list", "--server", "http://127.0.0.1:1").CombinedOutput()
+	// No daemon at all (with a token, so that what fails is reaching it).
+	noDaemon := exec.Command(hassBin, "vm", "list", "--server", "http://127.0.0.1:1", "--token-file", d.tokenFile())
+	out, err := noDaemon.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "cannot reach the hass daemon") {
 		t.Errorf("against no daemon: %v %s", err, out)
 	}

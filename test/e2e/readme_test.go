@@ -43,7 +43,9 @@ func TestReadmeDemo(t *testing.T) {
 		defer cancel()
 		cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", line)
 		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "HASS_SERVER=http://"+d.addr)
+		// The README's lines run as root after hass up, which reads /var/lib/hass/admin.token;
+		// this hass up keeps its data (and token) elsewhere.
+		cmd.Env = append(os.Environ(), "HASS_SERVER=http://"+d.addr, "HASS_TOKEN_FILE="+d.tokenFile())
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("README line %q: %v\n%s", line, err, out)

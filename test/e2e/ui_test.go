@@ -170,7 +170,17 @@ func TestWebStatusPage(t *testing.T) {
 		t.Errorf("the refusal says %q", msg)
 	}
 
-	// With a token: the host and the VM, healthy.
+	// A token the API does not know: the API refuses it (401), the page shows the refusal.
+	b.navigate(base + "#token=hass_nobody.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	waitFor(t, 30*time.Second, "the page showing the API's refusal", func() (bool, string) {
+		msg := b.eval("document.getElementById('error').textContent")
+		return b.eval("document.body.dataset.state") == "refused" && strings.Contains(msg, "401"), msg
+	})
+	if n := b.eval("document.querySelectorAll('#vms tbody tr, #hosts tbody tr, #events tbody tr').length"); n != "0" {
+		t.Errorf("%s rows shown with a refused token", n)
+	}
+
+	// With a viewer token: the host and the VM, healthy.
 	b.navigate(base + "#token=" + uiToken(t, d))
 	waitFor(t, 30*time.Second, "the page showing the VM healthy", func() (bool, string) {
 		st := b.eval(fmt.Sprintf("(document.querySelector('#vms tr[data-vm=%q]')||{dataset:{}}).dataset.state", name))
@@ -197,6 +207,14 @@ func TestWebStatusPage(t *testing.T) {
 	}
 }
 
-// uiToken is the token the page is given. The API takes no token yet: any string stands in
-// for one (the page sends it as a bearer token).
-func uiToken(t *testing.T, d *daemon) string { return "e2e-viewer" }
+// uiToken makes a viewer token for the page.
+func uiToken(t *testing.T, d *daemon) string {
+	t.Helper()
+	for _, l := range strings.Split(d.hass("token", "create", "ui-viewer", "--role", "viewer"), "\n") {
+		if strings.HasPrefix(l, "hass_") {
+			return strings.TrimSpace(l)
+		}
+	}
+	t.Fatal("hass token create printed no token")
+	return ""
+}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hassproject/hass/auth"
 	"github.com/hassproject/hass/test/rig"
 )
 
@@ -52,6 +53,10 @@ type cluster struct {
 	agents map[rig.Host]*rig.Proc
 	dir    string
 	opts   clusterOpts
+	// tokenFile holds the admin token every controller is started with
+	// (--admin-token-file): whichever controller creates the first token stores this one,
+	// so the test knows it whoever wins.
+	tokenFile string
 }
 
 // clusterOpts vary how a test's cluster runs.
@@ -93,6 +98,10 @@ func startClusterWith(t *testing.T, r *rig.Rig, o clusterOpts) *cluster {
 	var err error
 	c.dir, err = os.MkdirTemp(r.Dir, "hass-")
 	must(t, err)
+	tok, err := auth.New("rig")
+	must(t, err)
+	c.tokenFile = filepath.Join(c.dir, "admin.token")
+	must(t, auth.WriteNewFile(c.tokenFile, tok))
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, h := range r.Hosts() {
@@ -139,7 +148,8 @@ func (c *cluster) startController(h rig.Host, members string) {
 		"--etcd-peer-url", fmt.Sprintf("http://%s:%d", c.r.Addr(h), peerPort),
 		"--etcd-client-url", fmt.Sprintf("http://%s:%d", c.r.Addr(h), cliPort),
 		"--etcd-initial-cluster", members, "--etcd-token", "rig",
-		"--listen", fmt.Sprintf("%s:%d", c.r.Addr(h), apiPort), "--log-level", "info"}
+		"--listen", fmt.Sprintf("%s:%d", c.r.Addr(h), apiPort), "--log-level", "info",
+		"--admin-token-file", c.tokenFile}
 	p, err := c.r.Start(h, append(args, c.opts.ctlArgs...)...)
 	must(c.t, err)
 	c.ctl[h] = p
@@ -257,7 +267,7 @@ func (c *cluster) cli(args ...string) (string, error) {
 			continue
 		}
 		for _, via := range ctlHosts {
-			a := append(slices.Clone(args), "--server", fmt.Sprintf("http://%s:%d", c.r.Addr(via), apiPort))
+			a := append(slices.Clone(args), "--server", fmt.Sprintf("http://%s:%d", c.r.Addr(via), apiPort), "--token-file", c.tokenFile)
 			out, err := c.r.Exec(h, append([]string{c.bin}, a...)...)
 			if err == nil {
 				return out, nil
@@ -375,7 +385,7 @@ func TestHassHostPowerLoss(t *testing.T) {
 		if h == l || h == 2 {
 			continue
 		}
-		if out, err := c.r.Exec(1, c.bin, "status", "--server", fmt.Sprintf("http://%s:%d", c.r.Addr(h), apiPort)); err != nil ||
+		if out, err := c.r.Exec(1, c.bin, "status", "--server", fmt.Sprintf("http://%s:%d", c.r.Addr(h), apiPort), "--token-file", c.tokenFile); err != nil ||
 			!strings.Contains(out, fmt.Sprintf("answered by c%d", int(l))) {
 			t.Errorf("hass status through follower c%d: %v\n%s", int(h), err, out)
 		}

@@ -33,6 +33,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hassproject/hass/api"
+	"github.com/hassproject/hass/auth"
 )
 
 // noLibvirt is a libvirt URI whose socket does not exist.
@@ -230,6 +231,12 @@ func (p *proc) cli(user string, args ...string) (string, error) {
 		cmd = exec.CommandContext(ctx, hassBin, args...)
 	} else {
 		cmd = exec.CommandContext(ctx, "setpriv", append([]string{"--reuid=" + user, "--regid=nogroup", "--init-groups", hassBin}, args...)...)
+	}
+	// The admin token hass up bootstrapped (root-only file): handed over in the environment,
+	// so that another user's request is judged by the socket's permissions, not by the
+	// token file's. Before hass up wrote it, the CLI says it has no token (and callers retry).
+	if tok, err := auth.ReadFile(filepath.Join(p.data, "admin.token")); err == nil {
+		cmd.Env = append(os.Environ(), "HASS_TOKEN="+tok.String())
 	}
 	out, err := cmd.CombinedOutput()
 	return string(out), err
