@@ -36,7 +36,9 @@ type Config struct {
 	Member *store.MemberConfig
 	// EtcdTLS, when set, is the mutual TLS of etcd across the network: the connection to
 	// Etcd, and what an embedded Member serves its clients and peers with.
-	EtcdTLS     *store.TLSFiles
+	EtcdTLS *store.TLSFiles
+	// APITLS, when set, serves the API over TLS on a TCP listener (https://).
+	APITLS      *APITLS
 	Listen      string // the API's address, unix:///path or host:port; default DefaultListen
 	ResyncEvery time.Duration
 	TickEvery   time.Duration
@@ -107,7 +109,7 @@ func Run(ctx context.Context, cfg Config) error {
 	var ln *apiListener
 	if !cfg.NoController {
 		var err error
-		if ln, err = listenAPI(cfg.Listen, cfg.SocketGroup, log); err != nil {
+		if ln, err = listenAPITLS(cfg.Listen, cfg.SocketGroup, cfg.APITLS, log); err != nil {
 			return fmt.Errorf("daemon: listen on %s: %w", cfg.Listen, err)
 		}
 		defer ln.Close()
@@ -171,7 +173,7 @@ func Run(ctx context.Context, cfg Config) error {
 				errs <- fmt.Errorf("daemon: %w", err)
 			}
 		}()
-		srv = &http.Server{Handler: followerProxy(ctl, name, api.NewServer(ctl, log, api.WithMetrics(met.Handler()), api.WithAuth(ctl), api.WithUI(ui.Handler("/ui/"))), log), ReadHeaderTimeout: 10 * time.Second}
+		srv = &http.Server{Handler: followerProxy(ctl, name, cfg.APITLS, api.NewServer(ctl, log, api.WithMetrics(met.Handler()), api.WithAuth(ctl), api.WithUI(ui.Handler("/ui/"))), log), ReadHeaderTimeout: 10 * time.Second}
 		wg.Add(2)
 		go func() {
 			defer wg.Done()

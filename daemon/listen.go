@@ -48,10 +48,18 @@ func (l *apiListener) Close() error {
 // when group is "" and that group exists), else 0600. On TCP, any local user (any host, off
 // loopback) can reach it: that is logged as a warning (an error off loopback).
 func listenAPI(listen, group string, log *slog.Logger) (*apiListener, error) {
+	return listenAPITLS(listen, group, nil, log)
+}
+
+// listenAPITLS is listenAPI, serving TLS on a TCP address when t is set.
+func listenAPITLS(listen, group string, t *APITLS, log *slog.Logger) (*apiListener, error) {
 	if rest, ok := strings.CutPrefix(listen, "unix:"); ok {
 		path := strings.TrimPrefix(rest, "//")
 		if !filepath.IsAbs(path) {
 			return nil, fmt.Errorf("%q: want unix:// and an absolute path, e.g. %s", listen, DefaultListen)
+		}
+		if t != nil {
+			return nil, fmt.Errorf("%q: TLS is for a TCP address (a unix socket is guarded by its mode and group)", listen)
 		}
 		return listenUnix(filepath.Clean(path), group, log)
 	}
@@ -63,14 +71,23 @@ func listenAPI(listen, group string, log *slog.Logger) (*apiListener, error) {
 		return nil, err
 	}
 	addr := ln.Addr().String()
+	if t != nil {
+		tl, err := t.serverListener(ln)
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		log.Info("the API serves TLS", "api", addr, "cert", t.Cert)
+		return &apiListener{Listener: tl, addr: addr, cleanup: func() {}}, nil
+	}
 	if ip := ln.Addr().(*net.TCPAddr).IP; ip.IsLoopback() {
 		log.Warn("the API listens on TCP without TLS: every request needs a token, but any user of this host who "+
 			"holds one can reach it, and tokens cross the loopback in clear; use --listen "+DefaultListen+" (the default) "+
-			"to also allow only root and group "+DefaultSocketGroup, "api", addr)
+			"to also allow only root and group "+DefaultSocketGroup+", or --tls-cert/--tls-key/--tls-ca", "api", addr)
 	} else {
 		log.Error("THE API LISTENS ON A NON-LOOPBACK ADDRESS WITHOUT TLS: every request needs a token, but tokens "+
 			"cross the network in clear, where anyone on the path can take one; use --listen "+DefaultListen+
-			" (the default), or put a TLS proxy in front", "api", addr)
+			" (the default), or serve TLS (--tls-cert, --tls-key, --tls-ca; hass certs init makes them)", "api", addr)
 	}
 	return &apiListener{Listener: ln, addr: addr, cleanup: func() {}}, nil
 }

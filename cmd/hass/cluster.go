@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -51,6 +52,7 @@ func controllerCmd() *cobra.Command {
 		etcd, logLevel               string
 		member                       store.MemberConfig
 		etcdCert, etcdKey, etcdCA    string
+		tlsCert, tlsKey, tlsCA       string
 		minFreeMiB                   int64
 		shutdownTimeout, leaseTTL    time.Duration
 		selfFenceMargin, startTimout time.Duration
@@ -94,6 +96,9 @@ API; one that does not lead forwards each request to the leader's (a TCP --liste
 			if cfg.StoreMinFree, err = storeMinFree(minFreeMiB); err != nil {
 				return err
 			}
+			if cfg.APITLS, err = apiTLS(tlsCert, tlsKey, tlsCA); err != nil {
+				return err
+			}
 			return runDaemon(cmd, cfg)
 		},
 	}
@@ -111,6 +116,7 @@ API; one that does not lead forwards each request to the leader's (a TCP --liste
 	f.BoolVar(&member.Existing, "etcd-existing", false, "join a running cluster (a replaced member) instead of forming a new one")
 	etcdTLSFlags(f, &etcdCert, &etcdKey, &etcdCA)
 	f.StringVar(&cfg.Listen, "listen", daemon.DefaultListen, "the API's address: unix:///path, or host:port")
+	apiTLSFlags(f, &tlsCert, &tlsKey, &tlsCA)
 	f.StringVar(&cfg.APIAdvertise, "api-advertise", "", "the API address published while this controller leads (default: --listen)")
 	f.StringVar(&cfg.SocketGroup, "socket-group", "", "the group let into the API's unix socket")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -189,6 +195,29 @@ if the agent itself stops.`,
 	f.BoolVar(&cfg.ProtectAll, "protect-all", false, "protect every domain of this host with the default policy")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return c
+}
+
+// apiTLSFlags are the flags of the API's TLS.
+func apiTLSFlags(f *pflag.FlagSet, cert, key, ca *string) {
+	f.StringVar(cert, "tls-cert", "", "serve the API over TLS (https://) with this certificate (TCP --listen only)")
+	f.StringVar(key, "tls-key", "", "its key")
+	f.StringVar(ca, "tls-ca", "", "the CA of the controllers' certificates (a follower checks the leader's, and shows its own, when it forwards)")
+}
+
+// apiTLS is the API TLS the flags give: none, or all three files.
+func apiTLS(cert, key, ca string) (*daemon.APITLS, error) {
+	if cert == "" && key == "" && ca == "" {
+		return nil, nil
+	}
+	if cert == "" || key == "" || ca == "" {
+		return nil, usageError{errors.New("--tls-cert, --tls-key, --tls-ca: give all three")}
+	}
+	for _, p := range []string{cert, key, ca} {
+		if _, err := os.Stat(p); err != nil {
+			return nil, usageError{fmt.Errorf("--tls-*: %w", err)}
+		}
+	}
+	return &daemon.APITLS{Cert: cert, Key: key, CA: ca}, nil
 }
 
 // etcdTLSFlags are the flags of etcd's mutual TLS (hass certs init makes the files).

@@ -16,12 +16,13 @@ import (
 
 func upCmd() *cobra.Command {
 	var (
-		cfg             daemon.Config
-		uri             string
-		etcd            string
-		logLevel        string
-		shutdownTimeout time.Duration
-		minFreeMiB      int64
+		cfg                    daemon.Config
+		uri                    string
+		etcd                   string
+		logLevel               string
+		shutdownTimeout        time.Duration
+		minFreeMiB             int64
+		tlsCert, tlsKey, tlsCA string
 	)
 	c := &cobra.Command{
 		Use:   "up",
@@ -64,6 +65,9 @@ Then protect VMs with 'hass vm protect NAME'.`,
 			if cfg.StoreMinFree, err = storeMinFree(minFreeMiB); err != nil {
 				return err
 			}
+			if cfg.APITLS, err = apiTLS(tlsCert, tlsKey, tlsCA); err != nil {
+				return err
+			}
 			return runDaemon(cmd, cfg)
 		},
 	}
@@ -72,6 +76,7 @@ Then protect VMs with 'hass vm protect NAME'.`,
 	f.StringVar(&cfg.DataDir, "data-dir", daemon.DefaultDataDir, "where the embedded etcd keeps hass's state (DIR.store-id, next to it, records which store it holds)")
 	f.Int64Var(&minFreeMiB, "store-min-free", store.DefaultMinFree>>20, "MiB kept free on the data dir's filesystem: below it, nothing is recorded and so nothing is done (0: no check)")
 	f.StringVar(&cfg.Listen, "listen", daemon.DefaultListen, "the API's address: unix:///path, or host:port (TCP: any local user can reach it)")
+	apiTLSFlags(f, &tlsCert, &tlsKey, &tlsCA)
 	f.StringVar(&cfg.SocketGroup, "socket-group", "", "the group let into the API's unix socket (mode 0660); default: "+daemon.DefaultSocketGroup+" if it exists, else none (mode 0600)")
 	f.StringVar(&cfg.HostName, "host-name", "", "this host's name in hass (default: the OS host name)")
 	f.StringVar(&uri, "libvirt-uri", libvirt.DefaultURI, "libvirt connection URI (local unix socket)")

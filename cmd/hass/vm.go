@@ -1,11 +1,14 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -27,6 +30,7 @@ type clientFlags struct {
 	server    string
 	output    string
 	tokenFile string
+	ca        string
 }
 
 func (cf *clientFlags) add(c *cobra.Command) {
@@ -36,6 +40,7 @@ func (cf *clientFlags) add(c *cobra.Command) {
 	}
 	c.PersistentFlags().StringVar(&cf.server, "server", def, "the hass daemon's API: unix:///path or http://host:port (env HASS_SERVER)")
 	c.PersistentFlags().StringVarP(&cf.output, "output", "o", "table", "table or json")
+	c.PersistentFlags().StringVar(&cf.ca, "ca", os.Getenv("HASS_CA"), "the CA that signed an https:// daemon's certificate (env HASS_CA; default: the system's)")
 	c.PersistentFlags().StringVar(&cf.tokenFile, "token-file", "", "a file holding the API token (else env HASS_TOKEN, else env HASS_TOKEN_FILE, else "+defaultTokenFile()+" if readable)")
 }
 
@@ -86,7 +91,21 @@ func (cf *clientFlags) client() (*api.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return api.NewClient(cf.server, nil).WithToken(tok), nil
+	var hc *http.Client
+	if cf.ca != "" {
+		pem, err := os.ReadFile(cf.ca)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--ca: %w", err)}
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, usageError{fmt.Errorf("--ca %s: no certificate in it", cf.ca)}
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		hc = &http.Client{Timeout: api.DefaultTimeout, Transport: tr}
+	}
+	return api.NewClient(cf.server, hc).WithToken(tok), nil
 }
 
 func (cf *clientFlags) json() bool { return cf.output == "json" }

@@ -485,7 +485,7 @@ func TestEmbeddedEtcdUnreachable(t *testing.T) {
 	if err != nil {
 		t.Errorf("nobody reached the embedded etcd: %v", err)
 	}
-	if log := p.out.String(); !strings.Contains(log, "any user of this host can stop") {
+	if log := p.out.String(); !strings.Contains(log, "the API listens on TCP without TLS") {
 		t.Errorf("no warning about the API on TCP:\n%s", log)
 	}
 }
