@@ -57,6 +57,7 @@ type cluster struct {
 	// (--admin-token-file): whichever controller creates the first token stores this one,
 	// so the test knows it whoever wins.
 	tokenFile string
+	pki       string // the CA and the hosts' certificates, when the cluster runs TLS
 }
 
 // clusterOpts vary how a test's cluster runs.
@@ -65,6 +66,50 @@ type clusterOpts struct {
 	// serviceAgents runs each agent as a boot service of its host (started again when the
 	// host powers on), its output in the host's log file.
 	serviceAgents bool
+	// tls runs everything that crosses the rig's network over TLS: etcd's client and peer
+	// traffic (mutual), and the API (https), with certificates from hass certs init.
+	tls bool
+}
+
+// scheme is http, or https when the cluster runs TLS.
+func (c *cluster) scheme() string {
+	if c.opts.tls {
+		return "https"
+	}
+	return "http"
+}
+
+// certs makes the CA and every host's certificate (named and addressed as on the rig).
+func (c *cluster) certs() {
+	c.pki = filepath.Join(c.dir, "pki")
+	for _, h := range c.r.Hosts() {
+		out, err := exec.Command(c.bin, "certs", "init", "--dir", c.pki, "--hosts", h.String(), "--ip", c.r.Addr(h)).CombinedOutput()
+		if err != nil {
+			c.t.Fatalf("hass certs init: %v: %s", err, out)
+		}
+	}
+}
+
+// tlsArgs are a host's flags of etcd's TLS (and, for a controller, the API's).
+func (c *cluster) tlsArgs(h rig.Host, api bool) []string {
+	if !c.opts.tls {
+		return nil
+	}
+	crt, key, ca := filepath.Join(c.pki, h.String()+".crt"), filepath.Join(c.pki, h.String()+".key"), filepath.Join(c.pki, "ca.crt")
+	args := []string{"--etcd-cert", crt, "--etcd-key", key, "--etcd-ca", ca}
+	if api {
+		args = append(args, "--tls-cert", crt, "--tls-key", key, "--tls-ca", ca)
+	}
+	return args
+}
+
+// clientArgs are what the CLI needs to reach a controller's API at via.
+func (c *cluster) clientArgs(via rig.Host) []string {
+	a := []string{"--server", fmt.Sprintf("%s://%s:%d", c.scheme(), c.r.Addr(via), apiPort), "--token-file", c.tokenFile}
+	if c.opts.tls {
+		a = append(a, "--ca", filepath.Join(c.pki, "ca.crt"))
+	}
+	return a
 }
 
 // ctlHosts run the controllers, each with one of etcd's three members; every host runs an
@@ -75,7 +120,7 @@ var ctlHosts = []rig.Host{1, 2, 3}
 func (c *cluster) members() string {
 	var m []string
 	for _, h := range ctlHosts {
-		m = append(m, fmt.Sprintf("c%d=http://%s:%d", int(h), c.r.Addr(h), peerPort))
+		m = append(m, fmt.Sprintf("c%d=%s://%s:%d", int(h), c.scheme(), c.r.Addr(h), peerPort))
 	}
 	return strings.Join(m, ",")
 }
@@ -102,6 +147,9 @@ func startClusterWith(t *testing.T, r *rig.Rig, o clusterOpts) *cluster {
 	must(t, err)
 	c.tokenFile = filepath.Join(c.dir, "admin.token")
 	must(t, auth.WriteNewFile(c.tokenFile, tok))
+	if o.tls {
+		c.certs()
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, h := range r.Hosts() {
@@ -145,11 +193,12 @@ func (c *cluster) startController(h rig.Host, members string) {
 	args := []string{c.bin, "controller", "--name", fmt.Sprintf("c%d", int(h)),
 		"--data-dir", filepath.Join(c.dir, fmt.Sprintf("c%d", int(h))), "--store-min-free", "0",
 		"--etcd-name", fmt.Sprintf("c%d", int(h)),
-		"--etcd-peer-url", fmt.Sprintf("http://%s:%d", c.r.Addr(h), peerPort),
-		"--etcd-client-url", fmt.Sprintf("http://%s:%d", c.r.Addr(h), cliPort),
+		"--etcd-peer-url", fmt.Sprintf("%s://%s:%d", c.scheme(), c.r.Addr(h), peerPort),
+		"--etcd-client-url", fmt.Sprintf("%s://%s:%d", c.scheme(), c.r.Addr(h), cliPort),
 		"--etcd-initial-cluster", members, "--etcd-token", "rig",
 		"--listen", fmt.Sprintf("%s:%d", c.r.Addr(h), apiPort), "--log-level", "info",
 		"--admin-token-file", c.tokenFile}
+	args = append(args, c.tlsArgs(h, true)...)
 	p, err := c.r.Start(h, append(args, c.opts.ctlArgs...)...)
 	must(c.t, err)
 	c.ctl[h] = p
@@ -158,7 +207,7 @@ func (c *cluster) startController(h rig.Host, members string) {
 func (c *cluster) etcdEndpoints() string {
 	var eps []string
 	for _, h := range ctlHosts {
-		eps = append(eps, fmt.Sprintf("http://%s:%d", c.r.Addr(h), cliPort))
+		eps = append(eps, fmt.Sprintf("%s://%s:%d", c.scheme(), c.r.Addr(h), cliPort))
 	}
 	return strings.Join(eps, ",")
 }
@@ -171,6 +220,7 @@ func (c *cluster) startAgent(h rig.Host) {
 	args := []string{c.bin, "agent", "--host-name", h.String(), "--etcd", c.etcdEndpoints(),
 		"--heartbeat", fmt.Sprintf("%s:%d", c.r.Addr(h), hbPort), "--resync", "5s", "--mem-mib", "4096",
 		"--watchdog", wd, "--migrate-uri", c.r.TCPURI(h)}
+	args = append(args, c.tlsArgs(h, false)...)
 	if c.opts.serviceAgents {
 		_, err := c.r.Service(h, "agent", args...)
 		must(c.t, err)
@@ -267,7 +317,7 @@ func (c *cluster) cli(args ...string) (string, error) {
 			continue
 		}
 		for _, via := range ctlHosts {
-			a := append(slices.Clone(args), "--server", fmt.Sprintf("http://%s:%d", c.r.Addr(via), apiPort), "--token-file", c.tokenFile)
+			a := append(slices.Clone(args), c.clientArgs(via)...)
 			out, err := c.r.Exec(h, append([]string{c.bin}, a...)...)
 			if err == nil {
 				return out, nil
@@ -385,7 +435,7 @@ func TestHassHostPowerLoss(t *testing.T) {
 		if h == l || h == 2 {
 			continue
 		}
-		if out, err := c.r.Exec(1, c.bin, "status", "--server", fmt.Sprintf("http://%s:%d", c.r.Addr(h), apiPort), "--token-file", c.tokenFile); err != nil ||
+		if out, err := c.r.Exec(1, append([]string{c.bin, "status"}, c.clientArgs(h)...)...); err != nil ||
 			!strings.Contains(out, fmt.Sprintf("answered by c%d", int(l))) {
 			t.Errorf("hass status through follower c%d: %v\n%s", int(h), err, out)
 		}
