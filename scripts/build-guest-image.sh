@@ -19,7 +19,7 @@
 #   HASS_GUEST_REBUILD=1   rebuild even if the cache is current
 #
 # The guest (see /etc/inittab, /etc/init.d/rcS and /sbin/qga-run written below):
-#   - busybox init as PID 1; loads virtio (pci, console, net, rng), pvpanic, i6300esb, ACPI button
+#   - busybox init as PID 1; loads virtio (pci, console, net, blk, rng), pvpanic, i6300esb, ACPI button
 #     and evdev modules;
 #   - qemu-ga on the virtio-serial port named org.qemu.guest_agent.0 (respawned by init);
 #   - eth0 by DHCP (busybox udhcpc), or static with hass.ip=ADDR/PREFIX [hass.gw=GW] on the
@@ -47,7 +47,7 @@ die() { log "$*"; exit 1; }
 
 # Modules the guest loads, in this order after their dependencies (resolved from the kernel's
 # own .modinfo). pvpanic-mmio binds the ISA pvpanic device (ACPI QEMU0001), pvpanic-pci the PCI one.
-modules="virtio_pci virtio_console virtio_net virtio-rng pvpanic-mmio pvpanic-pci i6300esb button evdev"
+modules="virtio_pci virtio_console virtio_net virtio_blk virtio-rng pvpanic-mmio pvpanic-pci i6300esb button evdev"
 
 installed() { # package -> installed version ("" if not installed)
   dpkg-query -W -f='${db:Status-Abbrev} ${Version}\n' "$1" 2>/dev/null | sed -n 's/^ii  *//p' || true

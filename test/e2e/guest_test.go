@@ -73,6 +73,12 @@ var tapSeq atomic.Int32
 // guest agent answers. Removed when the test ends.
 func realGuest(t *testing.T, wdt int) (name, addr string) {
 	t.Helper()
+	return realGuestWith(t, wdt, "")
+}
+
+// realGuestWith is realGuest with more devices in its domain XML.
+func realGuestWith(t *testing.T, wdt int, devices string) (name, addr string) {
+	t.Helper()
 	kernel, initrd, cmdline := guestImage(t)
 	n := int(tapSeq.Add(1))
 	tap := fmt.Sprintf("hassg%d", n)
@@ -95,7 +101,7 @@ func realGuest(t *testing.T, wdt int) (name, addr string) {
 	xml = strings.NewReplacer("@NAME@", name, "@TYPE@", domType, "@KERNEL@", kernel, "@INITRD@", initrd,
 		"@CMDLINE@", fmt.Sprintf("%s hass.ip=%s/30 hass.wdt=%d", cmdline, guestIP, wdt)).Replace(xml)
 	xml = regexp.MustCompile(`(?s)<interface type='network'>.*?</interface>`).ReplaceAllString(xml,
-		fmt.Sprintf("<interface type='ethernet'><target dev='%s' managed='no'/><model type='virtio'/></interface>", tap))
+		fmt.Sprintf("<interface type='ethernet'><target dev='%s' managed='no'/><model type='virtio'/></interface>%s", tap, devices))
 	f := filepath.Join(t.TempDir(), name+".xml")
 	if err := os.WriteFile(f, []byte(xml), 0o644); err != nil {
 		t.Fatal(err)
@@ -359,4 +365,54 @@ func TestGuestLayersOffInTheCluster(t *testing.T) {
 	if list := d.hass("cluster", "list"); !strings.Contains(list, "none") {
 		t.Errorf("hass cluster list does not show the guest layers:\n%s", list)
 	}
+}
+
+// A disk I/O error: the guest's disk is a qcow2 image on a 4 MiB tmpfs that its writes fill
+// (ENOSPC); QEMU pauses the guest (error_policy='stop') and libvirt reports the I/O error.
+// hass says so and restarts nothing (a restart would not fix the storage); once the storage is
+// fixed and the user resumes the VM, it is recovered.
+func TestGuestIOErrorPausesAndWaitsForTheUser(t *testing.T) {
+	d := startHass(t, "")
+	dir, err := os.MkdirTemp("/var/tmp", "hass-e2e-io-") // QEMU runs as libvirt-qemu: no private parent dirs
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4M,mode=0755", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		_ = exec.Command("umount", "-l", dir).Run()
+		_ = os.Remove(dir)
+	})
+	img := filepath.Join(dir, "disk.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-f", "qcow2", img, "64M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img: %v: %s", err, out)
+	}
+	disk := fmt.Sprintf("<disk type='file' device='disk'><driver name='qemu' type='qcow2' error_policy='stop'/><source file='%s'/><target dev='vda' bus='virtio'/></disk>", img)
+	name, _ := realGuestWith(t, 0, disk)
+	d.hass("vm", "protect", name)
+	pid := qemuPID(t, name)
+	guestRun(t, name, "dd if=/dev/urandom of=/dev/vda bs=64k count=256 conv=fsync")
+	vm := waitVM(t, d, name, 60*time.Second, "paused on its I/O error", func(v VM) bool { return v.Observed == "paused" && v.Failure == "io-error" })
+	if vm.State == "healthy" {
+		t.Errorf("state %s while paused on an I/O error", vm.State)
+	}
+	stays(t, name, "paused", 5*time.Second) // nothing restarts it
+	if p := qemuPID(t, name); p != pid {
+		t.Errorf("qemu pid %d -> %d: restarted on an I/O error", pid, p)
+	}
+	var alerted bool
+	for _, e := range d.eventsOf(name) {
+		alerted = alerted || (e.Type == "detect" && strings.Contains(e.Msg, "I/O error"))
+	}
+	if !alerted {
+		t.Errorf("no detect event names the I/O error: %+v", d.eventsOf(name))
+	}
+	// The storage is fixed; the user resumes it.
+	if out, err := exec.Command("mount", "-o", "remount,size=128M", dir).CombinedOutput(); err != nil {
+		t.Fatalf("grow the tmpfs: %v: %s", err, out)
+	}
+	d.hass("vm", "resume", name)
+	d.waitRecovered(name, "io-error", 60*time.Second)
+	waitFor(t, 30*time.Second, name+" running", func() (bool, string) { s := domState(t, name); return s == "running", s })
 }
