@@ -357,6 +357,12 @@ func (e *Engine) opErrorCured(v *vm) {
 		if fresh && o.state == DomPaused {
 			v.errored = false
 			e.log(RecOp, v.id, v.home, "no longer in error: the vm is paused, as the user asked")
+		} else if fenced || (fresh && !o.state.up()) {
+			// It went down since (its host's power went, say, while the suspend could reach
+			// nobody): the suspend is moot, and the VM is protected as any paused VM that goes
+			// down (its memory is lost: it runs again).
+			v.errored = false
+			e.log(RecOp, v.id, v.home, "no longer in error: the vm is down, not paused: protected as a paused vm that went down")
 		}
 	}
 }
@@ -1505,6 +1511,11 @@ func (e *Engine) giveUp(v *vm, why string) {
 	k := v.fail.kind
 	v.fail = nil
 	v.errored = true
+	if v.desired == WantPaused {
+		// Its memory is lost: a user's start revives it (and a later sight of it down is no
+		// cure of a failed suspend, see opErrorCured).
+		v.desired = WantRunning
+	}
 	v.vanishedAt = time.Time{}
 	if v.op != nil {
 		e.endOp(v, PhaseFailed, "hass gave up on the vm")

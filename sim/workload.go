@@ -352,9 +352,11 @@ func pick[T any](s *Sim, xs []T) T { return xs[s.rng.IntN(len(xs))] }
 // api is a user operation through hass.
 func (s *Sim) api(op engine.OpKind, id engine.VMID, target engine.HostID) bool {
 	s.trace("user: hass vm %s %s %s", op, id, target)
-	// The intent counts from the moment the user asks; if hass refuses, nothing changed.
+	// The intent counts from the moment the user asks; if hass refuses, nothing changed: the
+	// refusal restores every field userWants sets (an open fault stays as it was, its verdict
+	// still owed, ambiguous or not).
 	t := s.vms[id]
-	prev, prevGone, prevFault := t.wants, t.gone, t.faultAt
+	prev := *t
 	switch op {
 	case engine.OpStart, engine.OpResume:
 		s.userWants(id, engine.WantRunning)
@@ -368,7 +370,8 @@ func (s *Sim) api(op engine.OpKind, id engine.VMID, target engine.HostID) bool {
 	out := s.step(engine.Request{Op: op, VM: id, Target: target, Source: engine.SrcAPI})
 	if out.Err != nil {
 		s.trace("user: refused: %v", out.Err)
-		t.wants, t.gone, t.faultAt = prev, prevGone, prevFault
+		t.wants, t.gone, t.pending, t.unseenStop = prev.wants, prev.gone, prev.pending, prev.unseenStop
+		t.faultAt, t.counted, t.ambiguous = prev.faultAt, prev.counted, prev.ambiguous
 		return false
 	}
 	return true
