@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -197,44 +196,46 @@ if the agent itself stops.`,
 	return c
 }
 
-// apiTLSFlags are the flags of the API's TLS.
-func apiTLSFlags(f *pflag.FlagSet, cert, key, ca *string) {
-	f.StringVar(cert, "tls-cert", "", "serve the API over TLS (https://) with this certificate (TCP --listen only)")
-	f.StringVar(key, "tls-key", "", "its key")
-	f.StringVar(ca, "tls-ca", "", "the CA of the controllers' certificates (a follower checks the leader's, and shows its own, when it forwards)")
+// tlsFlags are the three flags of a TLS setting, prefix-cert, prefix-key and prefix-ca
+// (hass certs init makes the files).
+func tlsFlags(f *pflag.FlagSet, prefix, certUse, caUse string, cert, key, ca *string) {
+	f.StringVar(cert, prefix+"-cert", "", certUse)
+	f.StringVar(key, prefix+"-key", "", "its key")
+	f.StringVar(ca, prefix+"-ca", "", caUse)
 }
 
-// apiTLS is the API TLS the flags give: none, or all three files.
-func apiTLS(cert, key, ca string) (*daemon.APITLS, error) {
-	if cert == "" && key == "" && ca == "" {
-		return nil, nil
-	}
-	if cert == "" || key == "" || ca == "" {
-		return nil, usageError{errors.New("--tls-cert, --tls-key, --tls-ca: give all three")}
-	}
-	for _, p := range []string{cert, key, ca} {
-		if _, err := os.Stat(p); err != nil {
-			return nil, usageError{fmt.Errorf("--tls-*: %w", err)}
-		}
-	}
-	return &daemon.APITLS{Cert: cert, Key: key, CA: ca}, nil
-}
-
-// etcdTLSFlags are the flags of etcd's mutual TLS (hass certs init makes the files).
-func etcdTLSFlags(f *pflag.FlagSet, cert, key, ca *string) {
-	f.StringVar(cert, "etcd-cert", "", "this host's certificate for etcd's mutual TLS (then every etcd URL is https://)")
-	f.StringVar(key, "etcd-key", "", "its key")
-	f.StringVar(ca, "etcd-ca", "", "the CA that signs every etcd member's and client's certificate")
-}
-
-// etcdTLS is the etcd TLS the flags give: none, or all three files.
-func etcdTLS(cert, key, ca string) (*store.TLSFiles, error) {
+// tlsFiles is what the three flags give: none, or all three files, each readable.
+func tlsFiles(prefix, cert, key, ca string) (*store.TLSFiles, error) {
 	if cert == "" && key == "" && ca == "" {
 		return nil, nil
 	}
 	t := &store.TLSFiles{Cert: cert, Key: key, CA: ca}
 	if err := t.Validate(); err != nil {
-		return nil, usageError{fmt.Errorf("--etcd-cert, --etcd-key, --etcd-ca: %w", err)}
+		return nil, usageError{fmt.Errorf("--%s-cert, --%s-key, --%s-ca: %w", prefix, prefix, prefix, err)}
 	}
 	return t, nil
 }
+
+// apiTLSFlags are the flags of the API's TLS.
+func apiTLSFlags(f *pflag.FlagSet, cert, key, ca *string) {
+	tlsFlags(f, "tls", "serve the API over TLS (https://) with this certificate (TCP --listen only)",
+		"the CA of the controllers' certificates (a follower checks the leader's, and shows its own, when it forwards)", cert, key, ca)
+}
+
+// apiTLS is the API TLS the flags give: none, or all three files.
+func apiTLS(cert, key, ca string) (*daemon.APITLS, error) {
+	t, err := tlsFiles("tls", cert, key, ca)
+	if t == nil || err != nil {
+		return nil, err
+	}
+	return &daemon.APITLS{Cert: t.Cert, Key: t.Key, CA: t.CA}, nil
+}
+
+// etcdTLSFlags are the flags of etcd's mutual TLS.
+func etcdTLSFlags(f *pflag.FlagSet, cert, key, ca *string) {
+	tlsFlags(f, "etcd", "this host's certificate for etcd's mutual TLS (then every etcd URL is https://)",
+		"the CA that signs every etcd member's and client's certificate", cert, key, ca)
+}
+
+// etcdTLS is the etcd TLS the flags give: none, or all three files.
+func etcdTLS(cert, key, ca string) (*store.TLSFiles, error) { return tlsFiles("etcd", cert, key, ca) }

@@ -241,6 +241,13 @@ func definedGuest(t *testing.T) string {
   <on_crash>destroy</on_crash>
   <devices><memballoon model='none'/></devices>
 </domain>`, domType, name)
+	defineXML(t, name, xml)
+	return name
+}
+
+// defineXML defines the domain name from xml, destroyed and undefined when the test ends.
+func defineXML(t *testing.T, name, xml string) {
+	t.Helper()
 	f := filepath.Join(t.TempDir(), name+".xml")
 	if err := os.WriteFile(f, []byte(xml), 0o644); err != nil {
 		t.Fatal(err)
@@ -250,7 +257,6 @@ func definedGuest(t *testing.T) string {
 		_, _ = virshErr("destroy", name)
 		_, _ = virshErr("undefine", name)
 	})
-	return name
 }
 
 // guests defines and starts n guests, starting up to four at a time.

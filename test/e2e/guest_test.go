@@ -102,15 +102,7 @@ func realGuestWith(t *testing.T, wdt int, devices string) (name, addr string) {
 		"@CMDLINE@", fmt.Sprintf("%s hass.ip=%s/30 hass.wdt=%d", cmdline, guestIP, wdt)).Replace(xml)
 	xml = regexp.MustCompile(`(?s)<interface type='network'>.*?</interface>`).ReplaceAllString(xml,
 		fmt.Sprintf("<interface type='ethernet'><target dev='%s' managed='no'/><model type='virtio'/></interface>%s", tap, devices))
-	f := filepath.Join(t.TempDir(), name+".xml")
-	if err := os.WriteFile(f, []byte(xml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	virsh(t, "define", f)
-	t.Cleanup(func() {
-		_, _ = virshErr("destroy", name)
-		_, _ = virshErr("undefine", name)
-	})
+	defineXML(t, name, xml)
 	virsh(t, "start", name)
 	waitAgent(t, name, 90*time.Second)
 	return name, guestIP
