@@ -37,6 +37,8 @@ type Config struct {
 	// EtcdTLS, when set, is the mutual TLS of etcd across the network: the connection to
 	// Etcd, and what an embedded Member serves its clients and peers with.
 	EtcdTLS *store.TLSFiles
+	// Nova, when set, follows Nova's notifications (hass under OpenStack).
+	Nova *Nova
 	// APITLS, when set, serves the API over TLS on a TCP listener (https://).
 	APITLS      *APITLS
 	Listen      string // the API's address, unix:///path or host:port; default DefaultListen
@@ -173,6 +175,13 @@ func Run(ctx context.Context, cfg Config) error {
 				errs <- fmt.Errorf("daemon: %w", err)
 			}
 		}()
+		if cfg.Nova != nil {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				consumeNova(runCtx, ctl, *cfg.Nova, log)
+			}()
+		}
 		srv = &http.Server{Handler: followerProxy(ctl, name, cfg.APITLS, api.NewServer(ctl, log, api.WithMetrics(met.Handler()), api.WithAuth(ctl), api.WithUI(ui.Handler("/ui/"))), log), ReadHeaderTimeout: 10 * time.Second}
 		wg.Add(2)
 		go func() {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -129,7 +130,7 @@ func (f *fakeDriver) List(ctx context.Context) ([]hypervisor.Domain, error) {
 	}
 	var out []hypervisor.Domain
 	for n, d := range f.doms {
-		out = append(out, hypervisor.Domain{Name: n, State: d.state, Reason: d.reason, MemoryKiB: 32 << 10})
+		out = append(out, hypervisor.Domain{Name: n, UUID: fakeUUID(n), State: d.state, Reason: d.reason, MemoryKiB: 32 << 10})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
@@ -246,4 +247,11 @@ func (f *fakeDriver) Close() error {
 
 func (f *fakeDriver) Migrate(ctx context.Context, name, destURI string) error {
 	return errors.New("the fake hypervisor does not migrate")
+}
+
+// fakeUUID is a domain's uuid, made from its name (as a Nova instance's domain has the
+// instance's uuid).
+func fakeUUID(name string) string {
+	h := sha256.Sum256([]byte(name))
+	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
 }

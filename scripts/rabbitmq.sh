@@ -4,10 +4,15 @@
 # guest/guest), its node named hass-test-PORT@localhost so that it never meets another broker
 # on this machine (an OpenStack all-in-one's, say).
 #
-#   scripts/rabbitmq.sh start DIR PORT    start it and wait until it answers (prints its pid)
-#   scripts/rabbitmq.sh stop DIR PORT     stop it
+#   scripts/rabbitmq.sh start DIR PORT [DIST_PORT]   start it and wait until it answers (prints its pid)
+#   scripts/rabbitmq.sh stop DIR PORT [DIST_PORT]    stop it
+#
+# DIST_PORT is Erlang's distribution port (rabbitmqctl talks to the node there); by default
+# PORT+20000, or PORT-20000 where that would pass 65535.
 set -euo pipefail
 cmd=${1:?start|stop} dir=${2:?DIR} port=${3:?PORT}
+dist=${4:-$((port + 20000))}
+[ "$dist" -le 65535 ] || dist=$((port - 20000))
 
 if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
   # policy-rc.d (exit 101) keeps the package's postinst from starting the system's broker.
@@ -31,7 +36,7 @@ export RABBITMQ_MNESIA_BASE="$dir/mnesia"
 export RABBITMQ_LOG_BASE="$dir/log"
 export RABBITMQ_PID_FILE="$dir/rabbit.pid"
 export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins"
-export RABBITMQ_DIST_PORT=$((port + 20000))
+export RABBITMQ_DIST_PORT=$dist
 export ERL_EPMD_ADDRESS=127.0.0.1
 export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"

@@ -52,6 +52,7 @@ func controllerCmd() *cobra.Command {
 		member                       store.MemberConfig
 		etcdCert, etcdKey, etcdCA    string
 		tlsCert, tlsKey, tlsCA       string
+		nova                         daemon.Nova
 		minFreeMiB                   int64
 		shutdownTimeout, leaseTTL    time.Duration
 		selfFenceMargin, startTimout time.Duration
@@ -98,6 +99,13 @@ API; one that does not lead forwards each request to the leader's (a TCP --liste
 			if cfg.APITLS, err = apiTLS(tlsCert, tlsKey, tlsCA); err != nil {
 				return err
 			}
+			if nova.URL != "" {
+				if !strings.HasPrefix(nova.URL, "amqp://") && !strings.HasPrefix(nova.URL, "amqps://") {
+					return usageError{fmt.Errorf("--nova-notifications %q: want amqp://user:password@host:5672/", nova.URL)}
+				}
+				n := nova
+				cfg.Nova = &n
+			}
 			return runDaemon(cmd, cfg)
 		},
 	}
@@ -116,6 +124,8 @@ API; one that does not lead forwards each request to the leader's (a TCP --liste
 	etcdTLSFlags(f, &etcdCert, &etcdKey, &etcdCA)
 	f.StringVar(&cfg.Listen, "listen", daemon.DefaultListen, "the API's address: unix:///path, or host:port")
 	apiTLSFlags(f, &tlsCert, &tlsKey, &tlsCA)
+	f.StringVar(&nova.URL, "nova-notifications", "", "follow Nova's versioned notifications on this RabbitMQ (amqp://user:password@host:5672/): OpenStack users' operations as intent")
+	f.StringVar(&nova.Self, "nova-user", "", "the OpenStack user hass acts as (what Nova does at its request is not a user's intent)")
 	f.StringVar(&cfg.APIAdvertise, "api-advertise", "", "the API address published while this controller leads (default: --listen)")
 	f.StringVar(&cfg.SocketGroup, "socket-group", "", "the group let into the API's unix socket")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

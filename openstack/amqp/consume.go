@@ -58,9 +58,11 @@ type Delivery struct {
 }
 
 // Run consumes until ctx ends, calling handle for each notification in order; a message is
-// acknowledged once handle returns. It returns nil when ctx ends; a bad URL is an error at
+// acknowledged once handle returns true. When it returns false (it cannot take it now: this
+// controller no longer leads), the message goes back to the queue and the connection is
+// dropped, to be made again while ctx lasts. It returns nil when ctx ends; a bad URL is an error at
 // once. A broker that cannot be reached, or goes away, is retried with a backoff, logged.
-func Run(ctx context.Context, cfg Config, handle func(Delivery)) error {
+func Run(ctx context.Context, cfg Config, handle func(Delivery) bool) error {
 	cfg.defaults()
 	if _, err := amqp091.ParseURI(cfg.URL); err != nil {
 		return fmt.Errorf("amqp: url: %w", err)
@@ -87,7 +89,7 @@ func Run(ctx context.Context, cfg Config, handle func(Delivery)) error {
 }
 
 // consume runs one connection until it fails or ctx ends.
-func consume(ctx context.Context, cfg Config, handle func(Delivery)) error {
+func consume(ctx context.Context, cfg Config, handle func(Delivery) bool) error {
 	conn, err := amqp091.DialConfig(cfg.URL, amqp091.Config{Heartbeat: 5 * time.Second, Dial: amqp091.DefaultDial(5 * time.Second)})
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
@@ -143,8 +145,9 @@ func consume(ctx context.Context, cfg Config, handle func(Delivery)) error {
 			if err != nil {
 				cfg.Logger.Warn("nova notifications: a message hass cannot read is dropped; it changes nothing",
 					"routing_key", m.RoutingKey, "err", err)
-			} else {
-				handle(Delivery{Notification: n, RoutingKey: m.RoutingKey, Received: time.Now()})
+			} else if !handle(Delivery{Notification: n, RoutingKey: m.RoutingKey, Received: time.Now()}) {
+				_ = m.Nack(false, true)
+				return errors.New("the handler could not take a notification: it went back to the queue")
 			}
 			if err := m.Ack(false); err != nil {
 				return fmt.Errorf("ack: %w", err)

@@ -21,9 +21,9 @@ import (
 // broker starts the tests' own RabbitMQ (scripts/rabbitmq.sh: Debian's rabbitmq-server on
 // loopback) for this test, stopped when it ends.
 type broker struct {
-	t    *testing.T
-	dir  string
-	port int
+	t          *testing.T
+	dir        string
+	port, dist int // AMQP's port, Erlang distribution's
 }
 
 func startBroker(t *testing.T) *broker {
@@ -34,13 +34,7 @@ func startBroker(t *testing.T) *broker {
 		}
 		t.Skip("needs root to run the tests' RabbitMQ (HASS_REQUIRE_RABBITMQ=1 makes this a failure)")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	b := &broker{t: t, dir: t.TempDir(), port: port}
+	b := &broker{t: t, dir: t.TempDir(), port: freePort(t), dist: freePort(t)}
 	b.start()
 	t.Cleanup(b.stop)
 	return b
@@ -48,7 +42,7 @@ func startBroker(t *testing.T) *broker {
 
 func (b *broker) script(cmd string) {
 	b.t.Helper()
-	out, err := exec.Command("bash", "../../scripts/rabbitmq.sh", cmd, b.dir, fmt.Sprint(b.port)).CombinedOutput()
+	out, err := exec.Command("bash", "../../scripts/rabbitmq.sh", cmd, b.dir, fmt.Sprint(b.port), fmt.Sprint(b.dist)).CombinedOutput()
 	if err != nil {
 		b.t.Fatalf("rabbitmq.sh %s: %v\n%s", cmd, err, out)
 	}
@@ -110,7 +104,7 @@ func TestConsumeFromRabbitMQ(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Config{URL: b.url(), Logger: slog.New(slog.NewTextHandler(log, nil)), MaxBackoff: time.Second},
-			func(d Delivery) { got <- d })
+			func(d Delivery) bool { got <- d; return true })
 	}()
 	defer func() { cancel(); <-done }()
 	waitLog := func(what string, times ...int) {
@@ -168,7 +162,17 @@ func TestConsumeFromRabbitMQ(t *testing.T) {
 }
 
 func TestBadURL(t *testing.T) {
-	if err := Run(context.Background(), Config{URL: "http://nope"}, func(Delivery) {}); err == nil || !strings.Contains(err.Error(), "url") {
+	if err := Run(context.Background(), Config{URL: "http://nope"}, func(Delivery) bool { return true }); err == nil || !strings.Contains(err.Error(), "url") {
 		t.Fatalf("bad url: %v", err)
 	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
