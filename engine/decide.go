@@ -477,10 +477,11 @@ func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, a
 			shutdown := r == ReasonShutdownGuest || r == ReasonShutdownHost || r == ReasonShutdown
 			incoming := prev == DomPaused && o.prevReason == ReasonMigrated
 			ranHere := migrating && (prev == DomRunning && o.prevReason == ReasonMigrated || incoming && (handed || shutdown))
-			// An incoming copy that shut down ran here, whether or not hass knows of the
-			// migration (a user's virsh migrate whose events were all lost): the VM landed
-			// here, and was shut down here.
-			ranHere = ranHere || incoming && shutdown && fresh
+			// An incoming copy that shut down or panicked ran here (a paused incoming copy
+			// runs no guest code), whether or not hass knows of the migration (a user's virsh
+			// migrate whose events were all lost): the VM landed here, and went down here.
+			panicked := st == DomCrashed || r == ReasonPanicked
+			ranHere = ranHere || incoming && (shutdown || panicked) && fresh
 			if !(migrating && homeDown && crashed && fresh && prev != st) && !ranHere {
 				return
 			}
