@@ -118,19 +118,24 @@ func (e *Engine) admit(c *cluster, extra *demand, home *host) error {
 		return cmp.Compare(a.id, b.id)
 	})
 	lost, surv := usable[:n], usable[n:]
-	var items []demand
-	for _, hs := range [2][]*host{down, lost} {
-		for _, h := range hs {
-			for _, v := range h.related {
-				if !v.dead && v.home == h.id && v.wantsUp() {
-					items = append(items, demand{id: v.id, mem: v.mem, cpu: v.vcpus})
+	// The displaced demands, counted by size (see packClasses); their names are gathered
+	// only for a refusal.
+	var classes []sizeClass
+	displaced := func(each func(id VMID, mem, cpu int)) {
+		for _, hs := range [2][]*host{down, lost} {
+			for _, h := range hs {
+				for _, v := range h.related {
+					if !v.dead && v.home == h.id && v.wantsUp() {
+						each(v.id, v.mem, v.vcpus)
+					}
 				}
-			}
-			if extra != nil && home == h {
-				items = append(items, *extra)
+				if extra != nil && home == h {
+					each(extra.id, extra.mem, extra.cpu)
+				}
 			}
 		}
 	}
+	displaced(func(_ VMID, mem, cpu int) { classes = countClass(classes, mem, cpu) })
 	rooms := make([]room, len(surv))
 	for i, h := range surv {
 		r := room{h: h, mem: math.MaxInt, cpu: math.MaxInt}
@@ -150,7 +155,16 @@ func (e *Engine) admit(c *cluster, extra *demand, home *host) error {
 		}
 		rooms[i] = r
 	}
-	if it, ok := firstFitDecreasing(items, rooms); !ok {
+	idsOf := func(mem, cpu int) []VMID {
+		var ids []VMID
+		displaced(func(id VMID, m, c int) {
+			if m == mem && c == cpu {
+				ids = append(ids, id)
+			}
+		})
+		return ids
+	}
+	if it, ok := packClasses(classes, rooms, idsOf); !ok {
 		return refuse(lost, "after losing %s, %s would find no room: %s", hostNames(lost), it.id, shortOf(it, rooms))
 	}
 	return nil
@@ -160,23 +174,44 @@ func (e *Engine) admit(c *cluster, extra *demand, home *host) error {
 // into the first room it fits, taking what it uses from rooms. It returns the first demand
 // that fits nowhere, and false; rooms are then as that demand found them.
 func firstFitDecreasing(items []demand, rooms []room) (demand, bool) {
-	// First-fit decreasing, a class of equal demands (memory, vCPUs) at a time: equal
-	// demands are interchangeable, so placing k of them one by one fills the rooms in order,
-	// each room taking as many as fit, whatever their names. Only a refusal names one: the
-	// one that would have come first in name order at that place. (Sorting every demand by
-	// name as well, at each Protect, was most of a large simulation's setup: 25,000 demands
-	// when 500 hosts are to be lost.)
-	type class struct{ mem, cpu, n int }
-	var classes []class // few: VMs come in a few sizes
+	var classes []sizeClass
 	for _, it := range items {
-		i := slices.IndexFunc(classes, func(c class) bool { return c.mem == it.mem && c.cpu == it.cpu })
-		if i < 0 {
-			i = len(classes)
-			classes = append(classes, class{mem: it.mem, cpu: it.cpu})
-		}
-		classes[i].n++
+		classes = countClass(classes, it.mem, it.cpu)
 	}
-	slices.SortFunc(classes, func(a, b class) int {
+	return packClasses(classes, rooms, func(mem, cpu int) []VMID {
+		var ids []VMID
+		for _, d := range items {
+			if d.mem == mem && d.cpu == cpu {
+				ids = append(ids, d.id)
+			}
+		}
+		return ids
+	})
+}
+
+// sizeClass counts the demands of one size.
+type sizeClass struct{ mem, cpu, n int }
+
+// countClass counts one demand of mem and cpu in classes (few: VMs come in a few sizes).
+func countClass(classes []sizeClass, mem, cpu int) []sizeClass {
+	for i := range classes {
+		if classes[i].mem == mem && classes[i].cpu == cpu {
+			classes[i].n++
+			return classes
+		}
+	}
+	return append(classes, sizeClass{mem: mem, cpu: cpu, n: 1})
+}
+
+// packClasses is first-fit decreasing a class of equal demands (memory, vCPUs) at a time:
+// equal demands are interchangeable, so placing k of them one by one fills the rooms in
+// order, each room taking as many as fit, whatever their names. Only a refusal names one:
+// the one that would have come first in name order at that place (idsOf lists a class's
+// names). Sorting every demand by name as well, and listing them all, at each Protect or
+// start was most of a large simulation with admission control: 25,000 demands when 500
+// hosts are to be lost.
+func packClasses(classes []sizeClass, rooms []room, idsOf func(mem, cpu int) []VMID) (demand, bool) {
+	slices.SortFunc(classes, func(a, b sizeClass) int {
 		if c := cmp.Compare(b.mem, a.mem); c != 0 {
 			return c
 		}
@@ -203,12 +238,7 @@ func firstFitDecreasing(items []demand, rooms []room) (demand, bool) {
 			left -= n
 		}
 		if left > 0 {
-			var ids []VMID
-			for _, d := range items {
-				if d.mem == it.mem && d.cpu == it.cpu {
-					ids = append(ids, d.id)
-				}
-			}
+			ids := idsOf(it.mem, it.cpu)
 			slices.Sort(ids)
 			it.id = ids[len(ids)-left]
 			return it, false

@@ -464,7 +464,10 @@ func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, a
 			// before hass heard that it had landed.
 			// The copy must have just appeared or just gone down here, by a crash: a resync
 			// repeating an old crashed copy, or a fenced one, is no news.
-			fresh := prev == DomAbsent || prev.up() || prevSeq == 0
+			// A list that shows a copy down, the first word of it from this host (a new
+			// leader has heard nothing yet), is no news either: it may be a copy left
+			// behind long ago (a migration that failed there).
+			fresh := prev == DomAbsent || prev.up() || prevSeq == 0 && !e.listing
 			crashed := o.state == DomCrashed || r == ReasonFailed || r == ReasonCrashed || r == ReasonPanicked
 			// It ran here as the migration's target: the switch-over had happened, whatever
 			// hass still believes of the source, so whatever took it down here (a crash, a
@@ -677,6 +680,8 @@ func (e *Engine) snapshot(in Snapshot) {
 			e.log(RecHost, "", h.id, "listed its domains since its lease came back")
 		}()
 	}
+	e.listing = true
+	defer func() { e.listing = false }()
 	// Each protected VM listed notes its row (the last, if listed twice).
 	c := e.candidates()
 	defer c.done()
@@ -1032,6 +1037,13 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 			e.endOp(v, PhaseFailed, fmt.Sprintf("vm went down (%s/%s) during the operation", o.state, o.reason))
 		case op.Kind == OpMigrate && o.reason != ReasonMigrated:
 			e.endOp(v, PhaseFailed, fmt.Sprintf("vm went down (%s/%s) during the migration", o.state, o.reason))
+		case op.Kind == OpMigrate && op.Target != "" && op.Target != v.home && e.stoppedOnArrival(v, op):
+			// The source handed over, so its one destination resumed the guest: the copy
+			// stopped there since (a user's destroy or shutdown) was the VM.
+			e.log(RecExpected, v.id, op.Target, "migrated here from %s, then stopped here", v.home)
+			v.home = op.Target
+			e.evaluate(v)
+			return
 		case op.Kind == OpMigrate && e.nowhere(v, op, o):
 			e.endOp(v, PhaseFailed, "every other host has reported since, and none runs it")
 			e.detect(v, FailOperation, op.Started, "migrated away but runs nowhere")
@@ -1166,6 +1178,22 @@ func (e *Engine) arrivedElsewhere(v *vm, h HostID) bool {
 		}
 	}
 	return false
+}
+
+// stoppedOnArrival says whether the migration's target reports the VM shut off by a stop
+// (a destroy or a shutdown, not a failure) since the migration began, on a live host.
+func (e *Engine) stoppedOnArrival(v *vm, op *Operation) bool {
+	t := v.obsOn(op.Target)
+	if t == nil || t.state != DomShutoff || t.since.Before(op.Started) {
+		return false
+	}
+	switch t.reason {
+	case ReasonDestroyed, ReasonShutdown, ReasonShutdownHost, ReasonShutdownGuest:
+	default:
+		return false
+	}
+	h := e.hosts[op.Target]
+	return h != nil && h.state == hostUp
 }
 
 // landed returns the host other than home where the VM was last seen running, if any.
