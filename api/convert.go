@@ -17,6 +17,7 @@ func ViewPolicy(p engine.Policy) PolicyView {
 		AntiAffinity:     p.AntiAffinity,
 		AntiAffinityHard: p.AntiAffinityHard,
 		Guest:            ViewGuest(p.Guest),
+		NovaInstance:     p.Instance,
 	}
 }
 

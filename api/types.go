@@ -68,6 +68,9 @@ type PolicyView struct {
 	AntiAffinityHard bool   `json:"anti_affinity_hard,omitempty"`
 	// Guest: the guest layers watched, with every default filled in (absent: none).
 	Guest *GuestPolicy `json:"guest,omitempty"`
+	// NovaInstance: under OpenStack, the Nova instance (uuid) the VM is; hass operates and
+	// recovers it through Nova's API.
+	NovaInstance string `json:"nova_instance,omitempty"`
 }
 
 // ProtectRequest is the body of PUT /v1/vms/{name}/protection. An empty body means the

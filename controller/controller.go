@@ -30,6 +30,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/openstack/nova"
 	"github.com/hassproject/hass/store"
 	"github.com/hassproject/hass/wire"
 )
@@ -60,6 +61,14 @@ type Config struct {
 	BMCPoll, PowerRecheck, BMCTimeout time.Duration
 	FenceTries                        int
 	FenceConfirm, PowerOnAfter        time.Duration
+	// Nova, when set, is OpenStack's compute API: the orders for VMs that are Nova instances
+	// are carried out through it (see novaexec.go). NovaPoll is how often an instance is read
+	// while an order runs (default 500 ms).
+	Nova     *nova.Client
+	NovaPoll time.Duration
+	// NovaAggregate, under OpenStack, protects every instance on a host of this host
+	// aggregate (as well as those whose metadata says HA_Enabled=True).
+	NovaAggregate string
 }
 
 // Leader is the value a leader publishes in the election.
@@ -123,6 +132,8 @@ type Controller struct {
 	powerMu sync.Mutex
 	power   map[engine.HostID]string
 	cycling map[engine.HostID]bool // hosts being fenced or power-cycled through their BMC
+	// novaq holds this term's orders for Nova (nil when not under OpenStack).
+	novaq *novaQueue
 }
 
 // IsLeading says whether this controller leads now.
@@ -263,6 +274,11 @@ func (c *Controller) lead(ctx context.Context, key string, term int64) error {
 	c.term, c.guard = term, &store.Guard{Key: key, Rev: term}
 	c.deposed, c.stale = make(chan struct{}), make(chan struct{})
 	c.leadCtx = ctx
+	c.novaq = nil
+	if c.cfg.Nova != nil {
+		c.novaq = newNovaQueue()
+		c.runNova(ctx, c.novaq)
+	}
 	rev, err := c.takeOver(ctx)
 	if err != nil {
 		c.mu.Unlock()
@@ -279,6 +295,9 @@ func (c *Controller) lead(ctx context.Context, key string, term int64) error {
 	c.readyOnce.Do(func() { close(c.ready) })
 	go c.pollPower(ctx)
 	c.resumePowerOns(ctx)
+	if c.cfg.Nova != nil {
+		go c.reconcileNova(ctx)
+	}
 	c.log.Info("leading", "term", term, "vms", len(c.persisted), "hosts", len(c.hosts), "takeover", time.Since(start).Round(time.Millisecond), "protected", n)
 
 	watch := c.st.WatchAgents(ctx, rev+1)
@@ -755,10 +774,15 @@ func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed .
 		b.IDFloor = last + idBlock
 	}
 	var fences []engine.Action
+	var novaJobs []novaJob
 	for i, a := range res.Actions {
 		res.Actions[i].Term = uint64(c.term)
 		if a.Kind == engine.ActFence {
 			fences = append(fences, res.Actions[i]) // carried out here (fence.go), not by an agent
+			continue
+		}
+		if inst := c.novaOf(a); inst != "" && c.novaq != nil {
+			novaJobs = append(novaJobs, novaJob{a: res.Actions[i], instance: inst}) // through Nova (novaexec.go)
 			continue
 		}
 		b.Actions = append(b.Actions, store.Action{ID: a.ID, Kind: a.Kind.String(), VM: string(a.VM), Host: string(a.Host),
@@ -780,6 +804,22 @@ func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed .
 	}
 	for _, a := range fences {
 		after = append(after, func() { go c.fence(c.leadCtx, a) })
+	}
+	if c.cfg.Nova != nil {
+		for _, s := range b.PutHostStates {
+			h, was := engine.HostID(s.Host), c.hostStates[engine.HostID(s.Host)].State
+			switch {
+			case s.State == "fenced" && was != "fenced":
+				after = append(after, func() { go c.novaForceDown(c.leadCtx, h, true) })
+			case s.State == "up" && was == "fenced":
+				after = append(after, func() { go c.novaForceDown(c.leadCtx, h, false) })
+			}
+		}
+	}
+	if q := c.novaq; q != nil {
+		for _, j := range novaJobs {
+			after = append(after, func() { q.push(j) })
+		}
 	}
 	if c.group != nil {
 		c.addToGroup(b, changed) // written by flushGroup

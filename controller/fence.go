@@ -205,6 +205,13 @@ func (c *Controller) powerOnLater(ctx context.Context, h engine.HostID) {
 		return
 	case <-time.After(c.cfg.PowerOnAfter):
 	}
+	// Under OpenStack, not before the evacuations through Nova are done: a host whose
+	// nova-compute starts while its instances are still being evacuated keeps them as
+	// Nova's records of evacuation it has to clean up, and Nova keeps it forced down until
+	// it is restarted once more.
+	if err := c.novaSettled(ctx); err != nil {
+		return
+	}
 	c.mu.Lock()
 	still := c.leading && c.eng != nil && c.eng.HostState(h) == "fenced"
 	c.mu.Unlock()

@@ -21,9 +21,7 @@ import (
 //   - a new instance whose metadata carries HA_Enabled=True (Masakari's convention) is
 //     protected;
 //   - a compute service forced down or disabled is noted in the event log.
-// This is the intent half of hass under OpenStack. Recovering through Nova (its start, hard
-// reboot and evacuate) is not built yet: until it is, a protected instance's failure is
-// recovered through libvirt, behind Nova's back.
+// This is the intent half of hass under OpenStack; recovery through Nova is novaexec.go.
 
 // NovaHAMetadata is the instance metadata key that asks for protection (Masakari's).
 const NovaHAMetadata = "HA_Enabled"
@@ -61,7 +59,11 @@ func (c *Controller) NovaNotification(ctx context.Context, n notify.Notification
 		if !strings.EqualFold(m.Metadata[NovaHAMetadata], "true") {
 			return true
 		}
-		if _, err := c.Protect(ctx, name, api.ProtectRequest{}); err != nil {
+		ref := name
+		if c.cfg.Nova != nil {
+			ref = m.VM
+		}
+		if _, err := c.Protect(ctx, ref, api.ProtectRequest{}); err != nil {
 			c.log.Warn("nova: cannot protect a new instance that asks for it", "instance", m.VM, "domain", name, "err", err)
 		} else {
 			c.log.Info("nova: protected a new instance ("+NovaHAMetadata+"=True)", "instance", m.VM, "domain", name)

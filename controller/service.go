@@ -112,6 +112,13 @@ func (c *Controller) findDomain(ctx context.Context, name string) (inv store.Inv
 // its agent last listed it); its current state becomes its desired state (a running VM is
 // protected as running, a shut-off one as stopped).
 func (c *Controller) Protect(ctx context.Context, name string, req api.ProtectRequest) (api.VM, error) {
+	instance := ""
+	if c.cfg.Nova != nil {
+		var err error
+		if name, instance, err = c.novaResolve(ctx, name); err != nil {
+			return api.VM{}, err
+		}
+	}
 	c.mu.Lock()
 	if !c.leading {
 		c.mu.Unlock()
@@ -126,6 +133,9 @@ func (c *Controller) Protect(ctx context.Context, name string, req api.ProtectRe
 	p, err := req.Policy.Apply(base)
 	if err != nil {
 		return api.VM{}, err
+	}
+	if instance != "" {
+		p.Instance = instance
 	}
 	if err := c.st.Writable(); err != nil {
 		return api.VM{}, api.Unavailable("%v: nothing was changed", err)
@@ -323,7 +333,7 @@ func ToRecord(s engine.VMState) store.VM {
 		Policy: store.Policy{MaxRestarts: s.Policy.MaxRestarts, Window: store.Duration(s.Policy.Window),
 			MaxRelocations: s.Policy.MaxRelocations, OnGuestShutdown: s.Policy.OnGuestShutdown.String(),
 			Priority: s.Policy.Priority, AntiAffinity: s.Policy.AntiAffinity, AntiAffinityHard: s.Policy.AntiAffinityHard,
-			Guest: wire.GuestToStore(s.Policy.Guest)},
+			Guest: wire.GuestToStore(s.Policy.Guest), Instance: s.Policy.Instance},
 		Gen: s.Gen, Restarts: s.Restarts, Relocations: s.Relocations, Errored: s.Errored,
 		IntentSeq: s.IntentSeq, Ambiguous: s.Ambiguous}
 	if op := s.Op; op != nil {
@@ -361,7 +371,7 @@ func FromRecord(r store.VM) (engine.VMState, error) {
 		Policy: engine.Policy{MaxRestarts: r.Policy.MaxRestarts, Window: time.Duration(r.Policy.Window),
 			MaxRelocations: r.Policy.MaxRelocations, OnGuestShutdown: gs, Priority: r.Policy.Priority,
 			AntiAffinity: r.Policy.AntiAffinity, AntiAffinityHard: r.Policy.AntiAffinityHard,
-			Guest: wire.GuestFromStore(r.Policy.Guest)},
+			Guest: wire.GuestFromStore(r.Policy.Guest), Instance: r.Policy.Instance},
 		Gen: max(r.Gen, 1), Restarts: r.Restarts, Relocations: r.Relocations, Errored: r.Errored,
 		IntentSeq: r.IntentSeq, Ambiguous: r.Ambiguous}
 	for _, f := range r.FailedOn {

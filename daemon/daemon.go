@@ -22,6 +22,7 @@ import (
 	"github.com/hassproject/hass/hypervisor"
 	"github.com/hassproject/hass/metrics"
 	"github.com/hassproject/hass/node"
+	"github.com/hassproject/hass/openstack/nova"
 	"github.com/hassproject/hass/store"
 	"github.com/hassproject/hass/ui"
 )
@@ -153,7 +154,17 @@ func Run(ctx context.Context, cfg Config) error {
 		if cfg.NoAgent {
 			local = ""
 		}
-		ctl, err := controller.New(controller.Config{Name: name, Store: st, Engine: cfg.Engine, Logger: log, API: adv,
+		var novaClient *nova.Client
+		if cfg.Nova != nil && cfg.Nova.Cloud != "" {
+			if novaClient, err = nova.Open(ctx, cfg.Nova.CloudsFile, cfg.Nova.Cloud); err != nil {
+				return fmt.Errorf("daemon: OpenStack: %w", err)
+			}
+			if cfg.Nova.Self == "" {
+				cfg.Nova.Self = novaClient.UserID
+			}
+			log.Info("under OpenStack: instances are operated and recovered through Nova", "cloud", cfg.Nova.Cloud, "user", cfg.Nova.Self)
+		}
+		ctl, err := controller.New(controller.Config{Name: name, Nova: novaClient, NovaAggregate: novaAggregate(cfg.Nova), Store: st, Engine: cfg.Engine, Logger: log, API: adv,
 			TickEvery: cfg.TickEvery, KeepEvents: cfg.KeepEvents, LeaseTTL: cfg.Agent.LeaseTTL, LocalHost: local,
 			BMCPoll: cfg.Power.BMCPoll, PowerRecheck: cfg.Power.PowerRecheck, BMCTimeout: cfg.Power.BMCTimeout,
 			FenceTries: cfg.Power.FenceTries, FenceConfirm: cfg.Power.FenceConfirm, PowerOnAfter: cfg.Power.PowerOnAfter})
@@ -175,7 +186,7 @@ func Run(ctx context.Context, cfg Config) error {
 				errs <- fmt.Errorf("daemon: %w", err)
 			}
 		}()
-		if cfg.Nova != nil {
+		if cfg.Nova != nil && cfg.Nova.URL != "" {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -250,4 +261,11 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Info("hass is down")
 	}
 	return err
+}
+
+func novaAggregate(n *Nova) string {
+	if n == nil {
+		return ""
+	}
+	return n.Aggregate
 }

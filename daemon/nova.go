@@ -11,8 +11,14 @@ import (
 
 // Nova says where Nova's versioned notifications are (RabbitMQ), for hass under OpenStack.
 type Nova struct {
-	URL   string // amqp://user:password@host:5672/
-	Queue string // hass's own queue (default hass-notifications)
+	// Cloud names the cloud in clouds.yaml (CloudsFile, or the usual places) whose Nova hass
+	// operates and recovers instances through; "" follows notifications only.
+	Cloud      string
+	CloudsFile string
+	// Aggregate protects every instance on a host of this host aggregate.
+	Aggregate string
+	URL       string // amqp://user:password@host:5672/ ("": no notifications)
+	Queue     string // hass's own queue (default hass-notifications)
 	// Self is the OpenStack user hass acts as: what Nova does at its request is not a user's
 	// intent.
 	Self string

@@ -996,7 +996,9 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 		e.recover(v)
 		return
 	}
-	if o.reason == ReasonUndefined && (v.op == nil || v.op.Kind != OpDelete) {
+	if o.reason == ReasonUndefined && (v.op == nil || v.op.Kind != OpDelete) && v.policy.Instance == "" {
+		// (A Nova instance's domain is undefined and defined again by Nova's own hard
+		// reboot, start, evacuation and migration: only Nova's delete forgets it.)
 		e.infer(v, OpDelete, SrcLibvirt, WantAbsent, "undefined")
 		e.forget(v, "deleted behind hass's back")
 		return
@@ -1024,7 +1026,7 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 	}
 	if op := v.op; op != nil {
 		switch {
-		case op.Kind == OpReboot && (o.reason == ReasonDestroyed || o.reason == ReasonShutdownHost):
+		case op.Kind == OpReboot && op.Source != SrcOpenStack && (o.reason == ReasonDestroyed || o.reason == ReasonShutdownHost):
 			// hass's own reboot never stops the domain that way (its hard reboot reports
 			// own-stop): somebody stopped it behind hass's back while it was rebooting.
 			e.endOp(v, PhaseFailed, "the vm was stopped by somebody during the reboot")

@@ -273,6 +273,10 @@ type Policy struct {
 	// Guest turns on the guest OS and guest network layers (off by default). The host's agent
 	// watches them (package guest) and reports a verified failure; the engine recovers.
 	Guest GuestPolicy
+	// Instance is, under OpenStack, the Nova instance (its uuid) the VM is: it is started,
+	// stopped, rebooted and evacuated through Nova's API, never behind Nova's back. The engine
+	// decides the same either way; the controller carries its orders out through Nova.
+	Instance string
 }
 
 // GuestPolicy says which guest layers the host's agent watches for one VM, and how. A layer

@@ -65,6 +65,9 @@ if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
 fi
 export HASS_REQUIRE_RABBITMQ=1 # from here on, a test that cannot run RabbitMQ is a failure
 
+echo "== OpenStack Nova (Debian 12's Zed packages, installed if missing; the rig's Nova test runs its own all-in-one)"
+NOVA_IP=10.77.0.1 bash test/rig/nova/aio.sh install
+
 echo "== the tiny test guest (Debian's kernel, busybox, qemu-guest-agent; built once, then cached)"
 bash scripts/build-guest-image.sh >/dev/null
 

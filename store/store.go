@@ -262,6 +262,8 @@ type Policy struct {
 	AntiAffinityHard bool `json:"anti_affinity_hard,omitempty"`
 	// Guest: the guest layers the host's agent watches (nil: none).
 	Guest *GuestPolicy `json:"guest,omitempty"`
+	// Instance: under OpenStack, the Nova instance (uuid) the VM is, operated through Nova.
+	Instance string `json:"nova_instance,omitempty"`
 }
 
 // VM is one protected VM: the user's intent and policy, and what the engine needs to go on

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -99,10 +100,13 @@ API; one that does not lead forwards each request to the leader's (a TCP --liste
 			if cfg.APITLS, err = apiTLS(tlsCert, tlsKey, tlsCA); err != nil {
 				return err
 			}
-			if nova.URL != "" {
-				if !strings.HasPrefix(nova.URL, "amqp://") && !strings.HasPrefix(nova.URL, "amqps://") {
-					return usageError{fmt.Errorf("--nova-notifications %q: want amqp://user:password@host:5672/", nova.URL)}
-				}
+			if nova.URL != "" && !strings.HasPrefix(nova.URL, "amqp://") && !strings.HasPrefix(nova.URL, "amqps://") {
+				return usageError{fmt.Errorf("--nova-notifications %q: want amqp://user:password@host:5672/", nova.URL)}
+			}
+			if nova.Aggregate != "" && nova.Cloud == "" {
+				return usageError{errors.New("--nova-aggregate: needs --openstack-cloud (hass asks Nova which hosts the aggregate holds)")}
+			}
+			if nova.URL != "" || nova.Cloud != "" {
 				n := nova
 				cfg.Nova = &n
 			}
@@ -125,7 +129,10 @@ API; one that does not lead forwards each request to the leader's (a TCP --liste
 	f.StringVar(&cfg.Listen, "listen", daemon.DefaultListen, "the API's address: unix:///path, or host:port")
 	apiTLSFlags(f, &tlsCert, &tlsKey, &tlsCA)
 	f.StringVar(&nova.URL, "nova-notifications", "", "follow Nova's versioned notifications on this RabbitMQ (amqp://user:password@host:5672/): OpenStack users' operations as intent")
-	f.StringVar(&nova.Self, "nova-user", "", "the OpenStack user hass acts as (what Nova does at its request is not a user's intent)")
+	f.StringVar(&nova.Self, "nova-user", "", "the OpenStack user (id) hass acts as (what Nova does at its request is not a user's intent); default: the one --openstack-cloud authenticates as")
+	f.StringVar(&nova.Cloud, "openstack-cloud", "", "under OpenStack: the cloud (in clouds.yaml) whose Nova hass operates and recovers instances through: never behind Nova's back")
+	f.StringVar(&nova.CloudsFile, "openstack-config", "", "the clouds.yaml to read (default: ./clouds.yaml, ~/.config/openstack/clouds.yaml, /etc/openstack/clouds.yaml)")
+	f.StringVar(&nova.Aggregate, "nova-aggregate", "", "protect every Nova instance on a host of this host aggregate (instances whose metadata has HA_Enabled=True are protected in any case)")
 	f.StringVar(&cfg.APIAdvertise, "api-advertise", "", "the API address published while this controller leads (default: --listen)")
 	f.StringVar(&cfg.SocketGroup, "socket-group", "", "the group let into the API's unix socket")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

@@ -19,8 +19,14 @@ const bmcPassword = "rigpass"
 // --bmc), agents that come back when their host powers on, and a short power-on delay.
 func startFencedCluster(t *testing.T, r *rig.Rig) *cluster {
 	t.Helper()
+	return startFencedClusterWith(t, r)
+}
+
+// startFencedClusterWith is startFencedCluster with more flags for every controller.
+func startFencedClusterWith(t *testing.T, r *rig.Rig, ctlArgs ...string) *cluster {
+	t.Helper()
 	c := startClusterWith(t, r, clusterOpts{serviceAgents: true,
-		ctlArgs: []string{"--power-on-after", "5s", "--bmc-poll", "1s"}})
+		ctlArgs: append([]string{"--power-on-after", "5s", "--bmc-poll", "1s"}, ctlArgs...)})
 	pw := filepath.Join(c.dir, "bmc-password")
 	must(t, os.WriteFile(pw, []byte(bmcPassword+"\n"), 0o600))
 	for _, h := range r.Hosts() {

@@ -12,10 +12,13 @@ import (
 
 // vmView is what hass vm show -o json says of a VM, as far as these tests look.
 type vmView struct {
-	Host      string `json:"host"`
-	State     string `json:"state"`
-	Observed  string `json:"observed"`
-	Desired   string `json:"desired"`
+	Host     string `json:"host"`
+	State    string `json:"state"`
+	Observed string `json:"observed"`
+	Desired  string `json:"desired"`
+	Policy   struct {
+		NovaInstance string `json:"nova_instance"`
+	} `json:"policy"`
 	Operation *struct {
 		ID    uint64 `json:"id"`
 		Phase string `json:"phase"`

@@ -366,6 +366,7 @@ type event struct {
 	Host        string     `json:"host"`
 	Msg         string     `json:"msg"`
 	RecoveredAt *time.Time `json:"recovered_at"`
+	ActionAt    *time.Time `json:"action_at"`
 }
 
 // recoveredAfter returns, for each vm, how long after since hass saw it running again (the

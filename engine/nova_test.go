@@ -1,0 +1,48 @@
+package engine
+
+import (
+	"testing"
+	"time"
+)
+
+// A Nova instance (its policy names the instance) is operated by Nova, whose hard reboot,
+// start, evacuation and migration destroy, undefine and define its domain again: none of
+// that is a user's delete or stop.
+func TestNovaInstanceLifecycle(t *testing.T) {
+	s := time.Second
+	nova := DefaultPolicy()
+	nova.Instance = "6a1b7c9e-0000-4000-8000-000000000001"
+	fromNova := func(op OpKind) Request { return Request{Op: op, VM: "v1", Source: SrcOpenStack} }
+	tests := []struct {
+		name  string
+		steps []ev
+	}{
+		{name: "a user's hard reboot through Nova: destroyed, undefined, defined, running: not a stop, not a delete", steps: cat(std(nova), []ev{
+			{at: 10 * s, in: fromNova(OpReboot), nrecs: recs(RecDetect)},
+			{at: 11 * s, in: obs(2, DomShutoff, ReasonDestroyed), nrecs: recs(RecDetect, RecForget)},
+			{at: 11 * s, in: obs(3, DomAbsent, ReasonUndefined), nrecs: recs(RecDetect, RecForget), check: wantDesired(WantRunning)},
+			{at: 12 * s, in: obs(4, DomShutoff, ReasonUnknown), nrecs: recs(RecDetect, RecForget)},
+			{at: 13 * s, in: obs(5, DomRunning, ReasonBooted), nrecs: recs(RecDetect, RecForget), check: all(wantDesired(WantRunning), wantState("healthy"))},
+		})},
+		{name: "a user's start through Nova of a stopped instance", steps: cat(std(nova), []ev{
+			{at: 5 * s, in: fromNova(OpStop)},
+			{at: 6 * s, in: obs(2, DomShutoff, ReasonDestroyed), check: wantDesired(WantStopped)},
+			{at: 10 * s, in: fromNova(OpStart)},
+			{at: 11 * s, in: obs(3, DomAbsent, ReasonUndefined), nrecs: recs(RecForget)},
+			{at: 12 * s, in: obs(4, DomRunning, ReasonBooted), nrecs: recs(RecDetect, RecForget), check: all(wantDesired(WantRunning), wantState("healthy"))},
+		})},
+		{name: "a plain libvirt domain undefined behind hass's back is forgotten, as before", steps: cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonDestroyed)},
+			{at: 11 * s, in: obs(3, DomAbsent, ReasonUndefined), recs: recs(RecForget)},
+		})},
+		{name: "hass's own reboot of a plain domain, destroyed by somebody meanwhile, still fails", steps: cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: req(OpReboot), acts: acts("reboot@h1")},
+			{at: 11 * s, in: obs(2, DomShutoff, ReasonDestroyed), check: wantLogMsg("stopped by somebody during the reboot")},
+		})},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			newHarness(t, DefaultConfig()).run(tc.steps)
+		})
+	}
+}
