@@ -198,6 +198,19 @@ func recoveredIn(n *novaRig, r *rig.Rig, s novaServer, host rig.Host, old int, s
 	return limit, false
 }
 
+// crashResult says how long after since the crashed instance s (QEMU pid) ran again on h4,
+// or that it did not; an instance left down is started by hand for the next case.
+func crashResult(n *novaRig, r *rig.Rig, s novaServer, pid int, since time.Time) string {
+	d, ok := recoveredIn(n, r, s, 4, pid, since, 150*time.Second)
+	if ok {
+		return secs(d)
+	}
+	cur, _ := n.server(s.ID)
+	n.action("admin", s.ID, map[string]any{"os-start": nil})
+	n.waitServer(s.ID, 120*time.Second, "ACTIVE", func(s novaServer) bool { return s.Status == "ACTIVE" && s.settled() })
+	return fmt.Sprintf("not recovered (%s after %s)", cur.Status, secs(d))
+}
+
 func secs(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }
 
 // runCases runs every case against sys and returns one result each, in order.
@@ -213,14 +226,7 @@ func runCases(t *testing.T, r *rig.Rig, n *novaRig, sys haSystem) []string {
 		pid := r.QemuPID(4, s.Domain)
 		since := time.Now()
 		must(t, syscall.Kill(pid, syscall.SIGKILL))
-		if d, ok := recoveredIn(n, r, s, 4, pid, since, 150*time.Second); ok {
-			log(secs(d))
-		} else {
-			cur, _ := n.server(s.ID)
-			log(fmt.Sprintf("not recovered (%s after %s)", cur.Status, secs(d)))
-			n.action("admin", s.ID, map[string]any{"os-start": nil})
-			n.waitServer(s.ID, 120*time.Second, "ACTIVE", func(s novaServer) bool { return s.Status == "ACTIVE" && s.settled() })
-		}
+		log(crashResult(n, r, s, pid, since))
 		if i == 0 {
 			time.Sleep(30 * time.Second)
 		}
@@ -259,14 +265,7 @@ func runCases(t *testing.T, r *rig.Rig, n *novaRig, sys haSystem) []string {
 	must(t, syscall.Kill(pid, syscall.SIGKILL))
 	time.Sleep(5 * time.Second)
 	up()
-	if d, ok := recoveredIn(n, r, s, 4, pid, since, 150*time.Second); ok {
-		log(secs(d))
-	} else {
-		cur, _ := n.server(s.ID)
-		log(fmt.Sprintf("not recovered (%s after %s)", cur.Status, secs(d)))
-		n.action("admin", s.ID, map[string]any{"os-start": nil})
-		n.waitServer(s.ID, 120*time.Second, "ACTIVE", func(s novaServer) bool { return s.Status == "ACTIVE" && s.settled() })
-	}
+	log(crashResult(n, r, s, pid, since))
 	sys.ready(s)
 	time.Sleep(5 * time.Second)
 
