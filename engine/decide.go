@@ -1032,6 +1032,13 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 			e.endOp(v, PhaseFailed, fmt.Sprintf("vm went down (%s/%s) during the operation", o.state, o.reason))
 		case op.Kind == OpMigrate && o.reason != ReasonMigrated:
 			e.endOp(v, PhaseFailed, fmt.Sprintf("vm went down (%s/%s) during the migration", o.state, o.reason))
+		case op.Kind == OpMigrate && op.Target != "" && op.Target != v.home && e.stoppedOnArrival(v, op):
+			// The source handed over, so its one destination resumed the guest: the copy
+			// stopped there since (a user's destroy or shutdown) was the VM.
+			e.log(RecExpected, v.id, op.Target, "migrated here from %s, then stopped here", v.home)
+			v.home = op.Target
+			e.evaluate(v)
+			return
 		case op.Kind == OpMigrate && e.nowhere(v, op, o):
 			e.endOp(v, PhaseFailed, "every other host has reported since, and none runs it")
 			e.detect(v, FailOperation, op.Started, "migrated away but runs nowhere")
@@ -1166,6 +1173,22 @@ func (e *Engine) arrivedElsewhere(v *vm, h HostID) bool {
 		}
 	}
 	return false
+}
+
+// stoppedOnArrival says whether the migration's target reports the VM shut off by a stop
+// (a destroy or a shutdown, not a failure) since the migration began, on a live host.
+func (e *Engine) stoppedOnArrival(v *vm, op *Operation) bool {
+	t := v.obsOn(op.Target)
+	if t == nil || t.state != DomShutoff || t.since.Before(op.Started) {
+		return false
+	}
+	switch t.reason {
+	case ReasonDestroyed, ReasonShutdown, ReasonShutdownHost, ReasonShutdownGuest:
+	default:
+		return false
+	}
+	h := e.hosts[op.Target]
+	return h != nil && h.state == hostUp
 }
 
 // landed returns the host other than home where the VM was last seen running, if any.
