@@ -464,7 +464,10 @@ func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, a
 			// before hass heard that it had landed.
 			// The copy must have just appeared or just gone down here, by a crash: a resync
 			// repeating an old crashed copy, or a fenced one, is no news.
-			fresh := prev == DomAbsent || prev.up() || prevSeq == 0
+			// A list that shows a copy down, the first word of it from this host (a new
+			// leader has heard nothing yet), is no news either: it may be a copy left
+			// behind long ago (a migration that failed there).
+			fresh := prev == DomAbsent || prev.up() || prevSeq == 0 && !e.listing
 			crashed := o.state == DomCrashed || r == ReasonFailed || r == ReasonCrashed || r == ReasonPanicked
 			// It ran here as the migration's target: the switch-over had happened, whatever
 			// hass still believes of the source, so whatever took it down here (a crash, a
@@ -677,6 +680,8 @@ func (e *Engine) snapshot(in Snapshot) {
 			e.log(RecHost, "", h.id, "listed its domains since its lease came back")
 		}()
 	}
+	e.listing = true
+	defer func() { e.listing = false }()
 	// Each protected VM listed notes its row (the last, if listed twice).
 	c := e.candidates()
 	defer c.done()

@@ -223,6 +223,10 @@ type Engine struct {
 	candMark    uint64
 	relBuf      []*host
 
+	// listing: the observations being handled come from a host's complete list (a resync),
+	// not from events.
+	listing bool
+
 	clusters map[string]*cluster
 	planner  placement.Planner
 	view     hostsView // the hosts as the planner sees them (reused: no allocation)
