@@ -235,6 +235,12 @@ func (e *Engine) checkOp(v *vm) {
 		}
 		return
 	}
+	if op.Kind == OpMigrate && e.stayedHome(v, op, o) {
+		// Nothing else ends it when the migration's result is lost (the leading controller
+		// died with the destination, and its order with it): it would wait for its deadline.
+		e.endOp(v, PhaseFailed, fmt.Sprintf("its destination %s was fenced, so it did not land there; the vm runs on here", op.Target))
+		return
+	}
 	if h := e.homeHost(v); h != nil && h.state == hostFenced {
 		// Its host is fenced: the VM is down, proved. A stop is done; a delete is done as far
 		// as the VM goes (its definition stays on the dead host, which hass no longer tends).
@@ -1194,6 +1200,22 @@ func (e *Engine) stoppedOnArrival(v *vm, op *Operation) bool {
 	}
 	h := e.hosts[op.Target]
 	return h != nil && h.state == hostUp
+}
+
+// stayedHome says whether a migration's destination was fenced while the VM's home copy runs
+// on: a fenced host's copies are dead, so the migration did not land there (or, if it did, the
+// source's copy would be stopped by migration). The home copy must have been reported live
+// since the fence (a second for clock skew): until then the destination may still have
+// resumed the guest, and the source's stop may not be known yet.
+func (e *Engine) stayedHome(v *vm, op *Operation, o *hostObs) bool {
+	if op.Target == "" || op.Target == v.home || o == nil || !live(o.state, o.reason) {
+		return false
+	}
+	t, h := e.hosts[op.Target], e.homeHost(v)
+	if t == nil || t.state != hostFenced || h == nil || h.state != hostUp {
+		return false
+	}
+	return o.at.After(t.fencedAt.Add(time.Second))
 }
 
 // landed returns the host other than home where the VM was last seen running, if any.
