@@ -235,6 +235,12 @@ func (e *Engine) checkOp(v *vm) {
 		}
 		return
 	}
+	if op.Kind == OpMigrate && e.stayedHome(v, op, o) {
+		// Nothing else ends it when the migration's result is lost (the leading controller
+		// died with the destination, and its order with it): it would wait for its deadline.
+		e.endOp(v, PhaseFailed, fmt.Sprintf("its destination %s was fenced, so it did not land there; the vm runs on here", op.Target))
+		return
+	}
 	if h := e.homeHost(v); h != nil && h.state == hostFenced {
 		// Its host is fenced: the VM is down, proved. A stop is done; a delete is done as far
 		// as the VM goes (its definition stays on the dead host, which hass no longer tends).
@@ -464,7 +470,10 @@ func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, a
 			// before hass heard that it had landed.
 			// The copy must have just appeared or just gone down here, by a crash: a resync
 			// repeating an old crashed copy, or a fenced one, is no news.
-			fresh := prev == DomAbsent || prev.up() || prevSeq == 0
+			// A list that shows a copy down, the first word of it from this host (a new
+			// leader has heard nothing yet), is no news either: it may be a copy left
+			// behind long ago (a migration that failed there).
+			fresh := prev == DomAbsent || prev.up() || prevSeq == 0 && !e.listing
 			crashed := o.state == DomCrashed || r == ReasonFailed || r == ReasonCrashed || r == ReasonPanicked
 			// It ran here as the migration's target: the switch-over had happened, whatever
 			// hass still believes of the source, so whatever took it down here (a crash, a
@@ -677,6 +686,8 @@ func (e *Engine) snapshot(in Snapshot) {
 			e.log(RecHost, "", h.id, "listed its domains since its lease came back")
 		}()
 	}
+	e.listing = true
+	defer func() { e.listing = false }()
 	// Each protected VM listed notes its row (the last, if listed twice).
 	c := e.candidates()
 	defer c.done()
@@ -1034,6 +1045,13 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 			e.endOp(v, PhaseFailed, fmt.Sprintf("vm went down (%s/%s) during the operation", o.state, o.reason))
 		case op.Kind == OpMigrate && o.reason != ReasonMigrated:
 			e.endOp(v, PhaseFailed, fmt.Sprintf("vm went down (%s/%s) during the migration", o.state, o.reason))
+		case op.Kind == OpMigrate && op.Target != "" && op.Target != v.home && e.stoppedOnArrival(v, op):
+			// The source handed over, so its one destination resumed the guest: the copy
+			// stopped there since (a user's destroy or shutdown) was the VM.
+			e.log(RecExpected, v.id, op.Target, "migrated here from %s, then stopped here", v.home)
+			v.home = op.Target
+			e.evaluate(v)
+			return
 		case op.Kind == OpMigrate && e.nowhere(v, op, o):
 			e.endOp(v, PhaseFailed, "every other host has reported since, and none runs it")
 			e.detect(v, FailOperation, op.Started, "migrated away but runs nowhere")
@@ -1168,6 +1186,38 @@ func (e *Engine) arrivedElsewhere(v *vm, h HostID) bool {
 		}
 	}
 	return false
+}
+
+// stoppedOnArrival says whether the migration's target reports the VM shut off by a stop
+// (a destroy or a shutdown, not a failure) since the migration began, on a live host.
+func (e *Engine) stoppedOnArrival(v *vm, op *Operation) bool {
+	t := v.obsOn(op.Target)
+	if t == nil || t.state != DomShutoff || t.since.Before(op.Started) {
+		return false
+	}
+	switch t.reason {
+	case ReasonDestroyed, ReasonShutdown, ReasonShutdownHost, ReasonShutdownGuest:
+	default:
+		return false
+	}
+	h := e.hosts[op.Target]
+	return h != nil && h.state == hostUp
+}
+
+// stayedHome says whether a migration's destination was fenced while the VM's home copy runs
+// on: a fenced host's copies are dead, so the migration did not land there (or, if it did, the
+// source's copy would be stopped by migration). The home copy must have been reported live
+// since the fence (a second for clock skew): until then the destination may still have
+// resumed the guest, and the source's stop may not be known yet.
+func (e *Engine) stayedHome(v *vm, op *Operation, o *hostObs) bool {
+	if op.Target == "" || op.Target == v.home || o == nil || !live(o.state, o.reason) {
+		return false
+	}
+	t, h := e.hosts[op.Target], e.homeHost(v)
+	if t == nil || t.state != hostFenced || h == nil || h.state != hostUp {
+		return false
+	}
+	return o.at.After(t.fencedAt.Add(time.Second))
 }
 
 // landed returns the host other than home where the VM was last seen running, if any.

@@ -32,6 +32,9 @@ type host struct {
 	lostAt     time.Time // when the lease expired
 	lastSeen   time.Time // when the host last renewed it
 	lastResync time.Time // when its last complete domain list (Snapshot) was taken
+	// fencedAt: when this engine declared it fenced (restored fenced: when restored). From
+	// then on nothing runs there: no migration can switch over to it.
+	fencedAt   time.Time
 	fenceActID uint64
 	// unreached: an action for this host came back unreached (its hypervisor could not be
 	// reached); the host's next report re-issues what waits for it.
@@ -222,6 +225,10 @@ type Engine struct {
 	cand        cands
 	candMark    uint64
 	relBuf      []*host
+
+	// listing: the observations being handled come from a host's complete list (a resync),
+	// not from events.
+	listing bool
 
 	clusters map[string]*cluster
 	planner  placement.Planner

@@ -155,6 +155,7 @@ func (e *Engine) setHostState(h *host, s hostState) {
 	}
 	if s == hostFenced {
 		e.nFenced++
+		h.fencedAt = e.now
 	}
 	for _, v := range h.related {
 		e.touch(v)

@@ -249,3 +249,63 @@ func TestRestoreHosts(t *testing.T) {
 		t.Errorf("Restore accepted VMs whose homes are unknown")
 	}
 }
+
+// The leading controller dies with the destination of the migration it ordered (it ran
+// there, TestHassMigrationDestinationLost on the rig): the new leader restores the migration
+// in flight, the old term's order is void, and its result, when it comes, answers nothing.
+// Once the destination is fenced and the source lists the VM still running, the migration
+// failed: it ends at once, not at its deadline, and the VM is not restarted.
+func TestRestoreMigrationDestinationFenced(t *testing.T) {
+	cfg := DefaultConfig()
+	e := New(cfg)
+	for _, h := range []HostID{"h1", "h2", "h3", "h4"} {
+		e.Step(t0, AddHost{Host: h, MemMiB: 4096})
+	}
+	e.Step(t0, Protect{VM: "v1", Host: "h4", MemMiB: 512, Policy: DefaultPolicy()})
+	e.Step(t0, Observe{Host: "h4", VM: "v1", Seq: 1, State: DomRunning, Reason: ReasonBooted, At: t0})
+	out := e.Step(t0.Add(time.Second), Request{Op: OpMigrate, VM: "v1", Target: "h3"})
+	if out.Err != nil || len(out.Actions) != 1 || out.Actions[0].Kind != ActMigrate {
+		t.Fatalf("migrate: %+v", out)
+	}
+	migID := out.Actions[0].ID
+	// The incoming copy shows on h3; then h3 loses power, and the leader with it.
+	e.Step(t0.Add(2*time.Second), Observe{Host: "h3", VM: "v1", Seq: 2, State: DomPaused, Reason: ReasonMigrated, At: t0.Add(2 * time.Second)})
+
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	n := restarted(t, e, at(5*time.Second))
+	// Every live agent lists its domains (the first word of each); h3 is dead.
+	for i, h := range []HostID{"h1", "h2", "h4"} {
+		s := Snapshot{Host: h, Seq: uint64(10 + i), At: at(5 * time.Second)}
+		if h == "h4" {
+			s.Domains = []DomainStatus{{VM: "v1", State: DomRunning, Reason: ReasonBooted}}
+		}
+		if out := n.Step(at(5*time.Second), s); len(out.Actions) != 0 {
+			t.Fatalf("list of %s after the takeover: want no action, got %+v", h, out.Actions)
+		}
+	}
+	n.Step(at(7*time.Second), HostLease{Host: "h3", Alive: false, Since: at(2 * time.Second)})
+	out = n.Step(at(7*time.Second+cfg.SelfFenceMargin), Tick{})
+	if !strings.Contains(logText(out.Log), "h3 fenced") {
+		t.Fatalf("h3 not fenced:\n%s", logText(out.Log))
+	}
+	fencedAt := at(7*time.Second + cfg.SelfFenceMargin)
+	if s, _ := n.Get("v1"); s.Op == nil {
+		t.Fatalf("the migration ended before the source was listed since the fence: %+v", s)
+	}
+	// The old term's order comes back failed: its ID answers nothing any more.
+	n.Step(fencedAt.Add(20*time.Second), ActionResult{ID: migID, Host: "h4", Err: "client socket is closed"})
+	// h4's next list, taken after the fence: the VM runs there still.
+	out = n.Step(fencedAt.Add(30*time.Second), Snapshot{Host: "h4", Seq: 20, At: fencedAt.Add(30 * time.Second),
+		Domains: []DomainStatus{{VM: "v1", State: DomRunning, Reason: ReasonBooted}}})
+	s, _ := n.Get("v1")
+	if s.Op != nil || s.Home != "h4" || s.Failure != "" || len(out.Actions) != 0 {
+		t.Fatalf("after the source's list: want the migration over, home h4, no failure, no action; got %+v, actions %+v\n%s", s, out.Actions, logText(out.Log))
+	}
+	if !strings.Contains(logText(out.Log), "migrate id=1 failed") || hasRec(out.Log, RecDetect) {
+		t.Fatalf("want the migration failed and nothing detected:\n%s", logText(out.Log))
+	}
+	out = n.Step(at(10*time.Minute), Tick{})
+	if len(out.Actions) != 0 {
+		t.Fatalf("later: want no action, got %+v", out.Actions)
+	}
+}
