@@ -39,7 +39,9 @@ func TestSideBySide(t *testing.T) {
 		"compute host lost -> ACTIVE on the other compute",
 	}
 	got := map[string]map[string]string{}
-	for _, sys := range []haSystem{hassSystem(t, r, n), masakariSystem(t, r, n)} {
+	// One system at a time: each is started only once the other is stopped.
+	for _, start := range []func(*testing.T, *rig.Rig, *novaRig) haSystem{hassSystem, masakariSystem} {
+		sys := start(t, r, n)
 		res := runCases(t, r, n, sys)
 		for i, c := range cases {
 			if got[c] == nil {
