@@ -1211,7 +1211,8 @@ func (e *Engine) landed(v *vm) HostID {
 // list taken after the switch-over (the moment the source was first seen stopped) without it
 // running there, else its home would have moved. A list taken earlier proves nothing, even
 // one taken during the migration: the incoming copy is still paused until the switch-over,
-// and runs right after it. A suspect host proves nothing either.
+// and runs right after it. A suspect host proves nothing either, unless its BMC reported it
+// powered off since the migration began (and not on since).
 func (e *Engine) nowhere(v *vm, op *Operation, o *hostObs) bool {
 	switchAt := o.since
 	if switchAt.IsZero() {
@@ -1227,6 +1228,11 @@ func (e *Engine) nowhere(v *vm, op *Operation, o *hostObs) bool {
 		h := e.hosts[id]
 		switch {
 		case id == v.home || h.state == hostFenced:
+		case h.powerOff && h.offAt.After(op.Started):
+			// Its BMC reported it powered off since the migration began, and not on since (a
+			// host in maintenance its admin shut down, never fenced): whatever landed there
+			// runs no more. Without this, the proof waited for it to power on again and list
+			// (3-6 minutes).
 		case h.state == hostSuspect || !h.lastResync.After(switchAt.Add(time.Second)): // a second for clock skew
 			return false
 		}

@@ -44,6 +44,9 @@ type host struct {
 	// powered off while in maintenance (it is fenced when maintenance ends, if still off).
 	maint, maintMigrate, powerOff bool
 	maintNext                     time.Time
+	// offAt: when the BMC reported it powered off (while in maintenance), this engine's
+	// news only (zero after a restore).
+	offAt time.Time
 	// lapsed: in maintenance, its lease lapsed, and it has not listed its domains since it
 	// came back. Its agent may have fenced itself: a VM reported destroyed there meanwhile is
 	// taken as fenced, not stopped by a user (a new agent process does not know its own
