@@ -1224,19 +1224,30 @@ func (e *Engine) nowhere(v *vm, op *Operation, o *hostObs) bool {
 	if switchAt.Before(op.Started) {
 		switchAt = op.Started
 	}
-	for _, id := range e.hostIx {
+	blocks := func(id HostID) bool {
 		h := e.hosts[id]
 		switch {
-		case id == v.home || h.state == hostFenced:
+		case h == nil || id == v.home || h.state == hostFenced:
 		case h.powerOff && h.offAt.After(op.Started):
 			// Its BMC reported it powered off since the migration began, and not on since (a
 			// host in maintenance its admin shut down, never fenced): whatever landed there
 			// runs no more. Without this, the proof waited for it to power on again and list
 			// (3-6 minutes).
 		case h.state == hostSuspect || !h.lastResync.After(switchAt.Add(time.Second)): // a second for clock skew
+			return true
+		}
+		return false
+	}
+	if v.nowhereWait != "" && blocks(v.nowhereWait) {
+		return false
+	}
+	for _, id := range e.hostIx {
+		if blocks(id) {
+			v.nowhereWait = id
 			return false
 		}
 	}
+	v.nowhereWait = ""
 	return true
 }
 
