@@ -226,8 +226,16 @@ func (c *Controller) Run(ctx context.Context) error {
 }
 
 func (c *Controller) campaign(ctx context.Context) error {
-	secs := int((c.cfg.SessionTTL + time.Second - 1) / time.Second)
-	sess, err := concurrency.NewSession(c.st.Client(), concurrency.WithTTL(secs), concurrency.WithContext(ctx))
+	// The session's lease is kept alive by the controller (see session.go), not by the
+	// session's own keepalive alone, which a takeover's writes could starve.
+	ll, err := grantLease(ctx, c.st.Client(), c.cfg.SessionTTL, c.log)
+	if err != nil {
+		return fmt.Errorf("election session: grant its lease: %w", err)
+	}
+	kctx, stopKeep := context.WithCancel(ctx)
+	defer stopKeep()
+	go ll.keep(kctx)
+	sess, err := concurrency.NewSession(c.st.Client(), concurrency.WithLease(ll.id), concurrency.WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("election session: %w", err)
 	}
@@ -235,28 +243,32 @@ func (c *Controller) campaign(ctx context.Context) error {
 	el := concurrency.NewElection(sess, store.ElectionPrefix)
 	val, _ := json.Marshal(Leader{Name: c.cfg.Name, API: c.cfg.API, Since: time.Now().UTC()})
 	c.log.Info("campaigning for leadership")
-	if err := el.Campaign(ctx, string(val)); err != nil {
+	wctx, stopWait := context.WithCancel(ctx)
+	go c.sayWhyCampaignWaits(wctx, el)
+	err = el.Campaign(ctx, string(val))
+	stopWait()
+	if err != nil {
 		return fmt.Errorf("campaign: %w", err)
 	}
 	lctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() {
 		select {
-		case <-sess.Done():
+		case <-ll.Done():
 			stop()
 		case <-lctx.Done():
 		}
 	}()
-	err = c.lead(lctx, el.Key(), el.Rev())
+	err = c.lead(lctx, el.Key(), el.Rev(), ll.renew)
 	c.mu.Lock()
 	c.leading, c.eng = false, nil
 	c.mu.Unlock()
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	_ = el.Resign(rctx)
 	cancel()
-	if err == nil && sess.Done() != nil {
+	if err == nil {
 		select {
-		case <-sess.Done():
+		case <-ll.Done():
 			err = errors.New("the election session expired (etcd unreachable for longer than its TTL)")
 		default:
 		}
@@ -264,14 +276,41 @@ func (c *Controller) campaign(ctx context.Context) error {
 	return err
 }
 
+// sayWhyCampaignWaits logs, every 5 s until ctx ends, who leads while this controller's
+// campaign waits.
+func (c *Controller) sayWhyCampaignWaits(ctx context.Context, el *concurrency.Election) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			resp, err := el.Leader(qctx)
+			cancel()
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
+				c.log.Info("campaign waiting: the leader cannot be read", "err", err)
+			default:
+				kv := resp.Kvs[0]
+				c.log.Info("campaign waiting: another key leads", "key", string(kv.Key), "leader", string(kv.Value),
+					"lease", fmt.Sprintf("%x", kv.Lease), "term", kv.CreateRevision)
+			}
+		}
+	}
+}
+
 // errDeposed: a guarded write found another leader.
 var errDeposed = errors.New("deposed: another controller leads")
 
 // lead takes over and decides until deposed or ctx ends.
-func (c *Controller) lead(ctx context.Context, key string, term int64) error {
+func (c *Controller) lead(ctx context.Context, key string, term int64, keep func(context.Context)) error {
 	start := time.Now()
 	c.mu.Lock()
-	c.term, c.guard = term, &store.Guard{Key: key, Rev: term}
+	c.term, c.guard = term, &store.Guard{Key: key, Rev: term, Keep: keep}
 	c.deposed, c.stale = make(chan struct{}), make(chan struct{})
 	c.leadCtx = ctx
 	c.novaq = nil

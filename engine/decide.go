@@ -722,12 +722,36 @@ func (e *Engine) snapshot(in Snapshot) {
 		if v.rowMark == c.mark {
 			d := in.Domains[v.row]
 			e.observeVM(v, h.id, in.Seq, d.State, d.Reason, in.At)
-		} else if v.home == h.id || v.obsOn(h.id) != nil {
+		} else if o := v.obsOn(h.id); v.home != h.id && o != nil && e.stillAbsent(v, o) {
+			// Long gone from this host, and absent again: only the news's sequence number and
+			// time are noted, as observeVM would, without making the VM a step's change (it
+			// was not: at 1,000 hosts, a VM keeps the observation of every host it ever ran
+			// on, and every list of each made it one, to be indexed and recorded again).
+			if in.Seq == 0 || in.Seq > o.seq {
+				o.seq = max(o.seq, in.Seq)
+				at := in.At
+				if at.IsZero() {
+					at = e.now
+				}
+				if o.since.IsZero() {
+					o.since = at
+				}
+				o.at = at
+			}
+		} else if v.home == h.id || o != nil {
 			e.observeVM(v, h.id, in.Seq, DomAbsent, ReasonUnknown, in.At)
 		} else if v.op != nil && v.op.Kind == OpMigrate {
 			e.evaluate(v) // this host's list may be the last proof that it landed nowhere
 		}
 	}
+}
+
+// stillAbsent says whether o, v's observation on a host other than its home, is absent and
+// was absent before it too, with no reason, and no extra copy of v is known there: another
+// list without v changes nothing there but o's sequence number and time (see observeVM).
+func (e *Engine) stillAbsent(v *vm, o *hostObs) bool {
+	return !e.cfg.Naive && o.state == DomAbsent && o.reason == ReasonUnknown &&
+		o.prevState == DomAbsent && o.prevReason == ReasonUnknown && v.dupOn(o.host) == nil
 }
 
 func (e *Engine) actionResult(in ActionResult) {
@@ -1235,7 +1259,8 @@ func (e *Engine) landed(v *vm) HostID {
 // list taken after the switch-over (the moment the source was first seen stopped) without it
 // running there, else its home would have moved. A list taken earlier proves nothing, even
 // one taken during the migration: the incoming copy is still paused until the switch-over,
-// and runs right after it. A suspect host proves nothing either.
+// and runs right after it. A suspect host proves nothing either, unless its BMC reported it
+// powered off since the migration began (and not on since).
 func (e *Engine) nowhere(v *vm, op *Operation, o *hostObs) bool {
 	switchAt := o.since
 	if switchAt.IsZero() {
@@ -1247,14 +1272,30 @@ func (e *Engine) nowhere(v *vm, op *Operation, o *hostObs) bool {
 	if switchAt.Before(op.Started) {
 		switchAt = op.Started
 	}
-	for _, id := range e.hostIx {
+	blocks := func(id HostID) bool {
 		h := e.hosts[id]
 		switch {
-		case id == v.home || h.state == hostFenced:
+		case h == nil || id == v.home || h.state == hostFenced:
+		case h.powerOff && h.offAt.After(op.Started):
+			// Its BMC reported it powered off since the migration began, and not on since (a
+			// host in maintenance its admin shut down, never fenced): whatever landed there
+			// runs no more. Without this, the proof waited for it to power on again and list
+			// (3-6 minutes).
 		case h.state == hostSuspect || !h.lastResync.After(switchAt.Add(time.Second)): // a second for clock skew
+			return true
+		}
+		return false
+	}
+	if v.nowhereWait != "" && blocks(v.nowhereWait) {
+		return false
+	}
+	for _, id := range e.hostIx {
+		if blocks(id) {
+			v.nowhereWait = id
 			return false
 		}
 	}
+	v.nowhereWait = ""
 	return true
 }
 

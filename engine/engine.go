@@ -47,6 +47,9 @@ type host struct {
 	// powered off while in maintenance (it is fenced when maintenance ends, if still off).
 	maint, maintMigrate, powerOff bool
 	maintNext                     time.Time
+	// offAt: when the BMC reported it powered off (while in maintenance), this engine's
+	// news only (zero after a restore).
+	offAt time.Time
 	// lapsed: in maintenance, its lease lapsed, and it has not listed its domains since it
 	// came back. Its agent may have fenced itself: a VM reported destroyed there meanwhile is
 	// taken as fenced, not stopped by a user (a new agent process does not know its own
@@ -153,6 +156,10 @@ type vm struct {
 	// waitWhy says why the VM waits for a host (placement found none, or a maintenance move
 	// could not be placed); "" when it does not. Shown as VMStatus.Waiting.
 	waitWhy string
+	// nowhereWait is the host that kept nowhere from proving the VM runs nowhere the last
+	// time it was asked: it is looked at first (at 1,000 hosts, the walk to it took most of
+	// each resync's look at each migrating VM).
+	nowhereWait HostID
 
 	vmIndex
 }

@@ -145,12 +145,19 @@ func (e *Engine) hostPower(in HostPower) {
 		e.out.Err = fmt.Errorf("power: unknown host %q", in.Host)
 		return
 	}
+	if !in.Off && h.maint && h.powerOff && h.state != hostFenced {
+		// Powered on again (its agent not back yet): it may run what lands there.
+		h.powerOff = false
+		e.log(RecHost, "", h.id, "powered on (BMC) while in maintenance")
+		e.checkMajority()
+		return
+	}
 	if !in.Off || h.state == hostFenced {
 		return
 	}
 	if h.maint {
 		if !h.powerOff {
-			h.powerOff = true
+			h.powerOff, h.offAt = true, e.now
 			e.log(RecHost, "", h.id, "powered off (BMC) while in maintenance: not fenced, its VMs wait for maintenance to end")
 			e.checkMajority()
 		}

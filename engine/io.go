@@ -70,8 +70,8 @@ type Maintenance struct {
 // to be sure) by the controller. Off declares the host fenced at once ("power off (BMC)"),
 // whether its lease still runs or not, exactly like a confirmed FenceResult: nothing runs on
 // a host without power, so its VMs are evacuated at once. A host in maintenance is not fenced
-// (it is noted, and fenced when maintenance ends if still off). On changes nothing by itself:
-// the host comes back up with a new lease.
+// (it is noted, and fenced when maintenance ends if still off; On undoes the note). On
+// changes nothing else: the host comes back up with a new lease.
 type HostPower struct {
 	Host HostID
 	Off  bool

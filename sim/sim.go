@@ -604,7 +604,38 @@ func (s *Sim) newAgent(h *host) *agent.Agent {
 	cfg := agent.DefaultConfig(h.id)
 	cfg.SelfFenceAfter = s.cfg.SelfFenceAfter
 	s.newMonitor(h) // the agent process's guest monitor, new with it
+	s.hangsForgotten(h)
 	return agent.New(cfg, agentEnv{s: s, h: h}, h.agentOK)
+}
+
+// hangsForgotten marks ambiguous the hangs on h that hass has not heard of as a new agent
+// process starts there. A hung guest's watchdog (action none) leaves no trace in libvirt:
+// the agent that saw it remembered it (its lists say so), and could not report it yet (the
+// control plane lost, or the host cut off from it); with that process gone, no observer can
+// tell the hang any more. The same gap as a guest layer's, whose new monitor never saw it
+// answer (newMonitor).
+func (s *Sim) hangsForgotten(h *host) {
+	if s.eng == nil {
+		return
+	}
+	var hung []engine.VMID
+	for id, d := range h.doms {
+		if d.hung && d.state == lifecycle.StateRunning {
+			hung = append(hung, id)
+		}
+	}
+	slices.Sort(hung)
+	for _, id := range hung {
+		t := s.vms[id]
+		if t == nil || t.gone || t.faultAt.IsZero() || t.ambiguous {
+			continue
+		}
+		if st, ok := s.eng.Get(id); !ok || st.Failure != "" {
+			continue
+		}
+		t.ambiguous = true
+		s.trace("truth: %s's hang was known only to the agent process on %s that just ended: nothing can tell it any more", id, h.id)
+	}
 }
 
 // dur is a duration around base: exact in scenarios, spread in random runs.

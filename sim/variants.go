@@ -218,13 +218,25 @@ func (s *Sim) pollPower() {
 		if s.eng == nil || s.cpDown || s.ctl.down {
 			return
 		}
-		if !h.fencing || h.power {
+		if !h.fencing {
+			continue
+		}
+		if h.power {
+			// On again: the engine hears it of a host it was told was off while in
+			// maintenance, and may still take for off.
+			if h.offTold {
+				h.offTold = false
+				if hs, ok := s.eng.Host(h.id); ok && hs.Maintenance && hs.PowerOff && hs.State != "fenced" {
+					s.step(engine.HostPower{Host: h.id})
+				}
+			}
 			continue
 		}
 		hs, ok := s.eng.Host(h.id)
 		if !ok || hs.State == "fenced" || (hs.Maintenance && hs.PowerOff) {
 			continue
 		}
+		h.offTold = true
 		s.step(engine.HostPower{Host: h.id, Off: true})
 		if s.eng != nil && s.eng.HostState(h.id) == "fenced" {
 			s.res.PowerOffSeen++

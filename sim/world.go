@@ -48,6 +48,7 @@ type host struct {
 	maint       bool  // in maintenance, as hass accepted it
 	maintEpoch  int   // bumps at each maintenance cycle: a step scheduled for an older one is void
 	power       bool
+	offTold     bool // the BMC poll reported it off since it last reported it on
 	agent       bool
 	libvirtd    bool
 	partitioned bool

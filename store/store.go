@@ -927,6 +927,14 @@ type Batch struct {
 type Guard struct {
 	Key string
 	Rev int64
+	// Keep, when set, renews the leader's election lease. A write in several transactions
+	// calls it between them: a takeover writes 50,000 events and more at once, and etcd
+	// answers a lease renewal only once it has applied what it committed (within a second),
+	// so the leader's own keepalive, queued behind those transactions, could fail until its
+	// session expired in the middle of its takeover. Right after a transaction returns, its
+	// writes are applied and a renewal is answered at once. An error is logged by Keep
+	// itself and does not stop the write: the guard still decides whether it lands.
+	Keep func(context.Context) `json:"-"`
 }
 
 // ErrNotLeader is returned (wrapped) by a guarded write whose writer no longer leads.
@@ -1096,6 +1104,7 @@ func (s *Store) recordInParts(ctx context.Context, b Batch, guard []clientv3.Cmp
 			return out, err
 		}
 		evs = evs[n:]
+		keepLease(ctx, b.Guard, len(evs) > 0 || len(puts) > 0)
 	}
 	for len(puts) > 0 {
 		n := min(len(puts), s.txnOps()-len(guard))
@@ -1106,8 +1115,17 @@ func (s *Store) recordInParts(ctx context.Context, b Batch, guard []clientv3.Cmp
 			return out, err
 		}
 		puts = puts[n:]
+		keepLease(ctx, b.Guard, len(puts) > 0)
 	}
 	return out, nil
+}
+
+// keepLease renews the guard's lease between two parts of a write (more is true when a
+// part follows).
+func keepLease(ctx context.Context, g *Guard, more bool) {
+	if more && g != nil && g.Keep != nil {
+		g.Keep(ctx)
+	}
 }
 
 // eventCounter returns the event counter and its mod revision, from memory when this store

@@ -124,3 +124,44 @@ func TestRecordInPartsEachBounded(t *testing.T) {
 		t.Fatal("a transaction of 1 s passed a bound of 400 ms")
 	}
 }
+
+// TestRecordInPartsKeepsTheLease: a leader's write in several transactions renews its
+// election lease between them (Guard.Keep). Here nothing else renews it, and the parts take
+// longer in all than its TTL: without the renewals the lease, and the election key with it,
+// would expire in the middle, and the rest of the write would find no leader.
+func TestRecordInPartsKeepsTheLease(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	lease, err := s.cli.Grant(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := ElectionPrefix + "c1"
+	r, err := s.cli.Put(ctx, key, "c1", clientv3.WithLease(lease.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := 0
+	g := &Guard{Key: key, Rev: r.Header.Revision, Keep: func(ctx context.Context) {
+		kept++
+		if _, err := s.cli.KeepAliveOnce(ctx, lease.ID); err != nil {
+			t.Errorf("renew: %v", err)
+		}
+	}}
+	s.cli.KV = slowKV{KV: s.cli.KV, delay: 400 * time.Millisecond}
+	b := Batch{Guard: g}
+	for i := range 7*s.eventsPerTxn() + 1 { // eight transactions: 3.2 s, the TTL is 2 s
+		b.Events = append(b.Events, Event{Type: "op", Msg: fmt.Sprint(i)})
+	}
+	start := time.Now()
+	out, err := s.Record(ctx, b)
+	if err != nil || len(out) != len(b.Events) {
+		t.Fatalf("%d of %d events written in %s: %v", len(out), len(b.Events), time.Since(start).Round(time.Millisecond), err)
+	}
+	if kept != 7 {
+		t.Fatalf("the lease renewed %d times between 8 transactions, want 7", kept)
+	}
+	if time.Since(start) < 3*time.Second {
+		t.Fatalf("written in %s: not longer than the lease's TTL, the test proves nothing", time.Since(start))
+	}
+}
