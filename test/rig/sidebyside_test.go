@@ -35,7 +35,8 @@ func TestSideBySide(t *testing.T) {
 		"the same instance crashes again within 3 min",
 		"a user's stop (openstack server stop)",
 		"a user's hard reboot",
-		"a crash while the host's HA monitor restarts",
+		"a crash while the host's HA monitor restarts (down 3 s)",
+		"a crash while the central HA service restarts (down 6 s)",
 		"compute host lost -> ACTIVE on the other compute",
 	}
 	got := map[string]map[string]string{}
@@ -68,6 +69,9 @@ type haSystem struct {
 	// monitorDown stops the host's monitor (hass's agent, masakari-instancemonitor) and
 	// returns a function that starts it again.
 	monitorDown func(h rig.Host) func()
+	// centralDown stops the central service (hass's leading controller, masakari-engine)
+	// and returns a function that starts it again.
+	centralDown func() func()
 	// hostLost is called the moment a host's power is cut.
 	hostLost func(h rig.Host)
 	// afterHostLoss brings the lost host back as the system leaves it.
@@ -81,11 +85,13 @@ func hassSystem(t *testing.T, r *rig.Rig, n *novaRig) haSystem {
 		name:  "hass",
 		ready: func(s novaServer) { c.healthyIn(s, rig.Host(hostNum(s.Host)), 90*time.Second) },
 		monitorDown: func(h rig.Host) func() {
-			pid := r.BgPid(h, "agent")
-			if pid != 0 {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
+			_, _ = r.Run("service-rm", strconv.Itoa(int(h)), "agent") // kills it
 			return func() { c.startAgentService(h) }
+		},
+		centralDown: func() func() {
+			l := c.leader()
+			c.ctl[l].Kill()
+			return func() { c.startController(l, c.members()) }
 		},
 		hostLost: func(rig.Host) {},
 		afterHostLoss: func(h rig.Host) {
@@ -151,6 +157,16 @@ func masakariSystem(t *testing.T, r *rig.Rig, n *novaRig) haSystem {
 		monitorDown: func(h rig.Host) func() {
 			_, _ = r.Run("service-rm", strconv.Itoa(int(h)), "masakari-monitor")
 			return func() { startMonitor(h) }
+		},
+		centralDown: func() func() {
+			if out, err := r.Exec(novaHost, append(env, "bash", script, "stop-engine")...); err != nil {
+				t.Errorf("masakari.sh stop-engine: %v: %s", err, out)
+			}
+			return func() {
+				if out, err := r.Exec(novaHost, append(env, "bash", script, "start-control")...); err != nil {
+					t.Errorf("masakari.sh start-control: %v: %s", err, out)
+				}
+			}
 		},
 		hostLost: func(h rig.Host) {
 			body := fmt.Sprintf(`{"notification":{"type":"COMPUTE_HOST","hostname":"%s","generated_time":"%s","payload":{"event":"STOPPED","host_status":"NORMAL","cluster_status":"OFFLINE"}}}`,
@@ -259,19 +275,27 @@ func runCases(t *testing.T, r *rig.Rig, n *novaRig, sys haSystem) []string {
 	}
 	sys.ready(s)
 
-	// 5: the host's monitor is down when the instance crashes; it is back 5 s later.
-	up := sys.monitorDown(4)
-	time.Sleep(time.Second)
-	pid = r.QemuPID(4, s.Domain)
-	since := time.Now()
-	must(t, syscall.Kill(pid, syscall.SIGKILL))
-	time.Sleep(5 * time.Second)
-	up()
-	log(crashResult(n, r, s, pid, since))
-	sys.ready(s)
-	time.Sleep(5 * time.Second)
+	// 5: the host's monitor is down when the instance crashes (for hass, its agent: back
+	// within its lease, or the host is taken for lost); 6: the central service is.
+	for _, down := range []func() func(){func() func() { return sys.monitorDown(4) }, sys.centralDown} {
+		up := down()
+		time.Sleep(time.Second)
+		pid = r.QemuPID(4, s.Domain)
+		since := time.Now()
+		must(t, syscall.Kill(pid, syscall.SIGKILL))
+		if len(res) == 4 {
+			time.Sleep(2 * time.Second)
+		} else {
+			time.Sleep(5 * time.Second)
+		}
+		up()
+		log(crashResult(n, r, s, pid, since))
+		sys.ready(s)
+		time.Sleep(5 * time.Second)
+	}
+	var since time.Time
 
-	// 6: the compute host is lost.
+	// 7: the compute host is lost.
 	since = time.Now()
 	must(t, r.PowerOff(4))
 	sys.hostLost(4)

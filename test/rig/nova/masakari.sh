@@ -17,6 +17,7 @@
 #   masakari.sh start-control        masakari-api and masakari-engine, detached (controller host)
 #   masakari.sh monitor HOST         masakari-instancemonitor for HOST, foreground (a boot service)
 #   masakari.sh segment HOST...      segment "rig" (recovery auto) with these compute hosts
+#   masakari.sh stop-engine          stop masakari-engine only
 #   masakari.sh stop                 stop api and engine
 #
 # Env: MK_DIR (default /var/tmp/hass-masakari), NOVA_IP (the controller host's address),
@@ -125,9 +126,11 @@ cmd_segment(){
   log "segment $seg with $*"
 }
 
-cmd_stop(){
+cmd_stop(){ stop_these masakari-engine masakari-api; }
+
+stop_these(){
   local n p
-  for n in masakari-engine masakari-api; do
+  for n in "$@"; do
     [ -f $MK/run/$n.pid ] || continue
     p=$(cat $MK/run/$n.pid)
     kill -TERM $p 2>/dev/null || true
@@ -141,5 +144,6 @@ cmd_stop(){
 case "${1:-}" in
   install) cmd_install;; configure) cmd_configure;; start-control) cmd_start_control;;
   monitor) shift; cmd_monitor "$@";; segment) shift; cmd_segment "$@";; stop) cmd_stop;;
+  stop-engine) stop_these masakari-engine;;
   *) echo "usage: $0 install|configure|start-control|monitor HOST|segment HOST...|stop" >&2; exit 2;;
 esac
