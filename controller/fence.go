@@ -205,11 +205,11 @@ func (c *Controller) powerOnLater(ctx context.Context, h engine.HostID) {
 		return
 	case <-time.After(c.cfg.PowerOnAfter):
 	}
-	// Under OpenStack, not before the evacuations through Nova are done: a host whose
-	// nova-compute starts while its instances are still being evacuated keeps them as
-	// Nova's records of evacuation it has to clean up, and Nova keeps it forced down until
-	// it is restarted once more.
-	if err := c.novaSettled(ctx); err != nil {
+	// Under OpenStack, not before the evacuations through Nova from it are done (a failed
+	// one tried again too): a host whose nova-compute starts while its instances are still
+	// being evacuated keeps them as Nova's records of evacuation it has to clean up, and
+	// Nova keeps it forced down until it is restarted once more.
+	if err := c.novaEvacuated(ctx, h, 10*time.Minute); err != nil {
 		return
 	}
 	c.mu.Lock()
@@ -301,7 +301,17 @@ func (c *Controller) readPower(ctx context.Context, h engine.HostID) {
 		return
 	}
 	if on {
+		was := c.powerOf(h)
 		c.setPower(h, powerOn)
+		if was == powerOff {
+			// A host in maintenance noted off is on again: the note is undone (the engine
+			// ignores this for any other host, which comes back with a new lease).
+			c.mu.Lock()
+			if c.leading && c.eng != nil && c.inMaintenance(h) {
+				c.stepLocked(ctx, engine.HostPower{Host: h})
+			}
+			c.mu.Unlock()
+		}
 		return
 	}
 	select {
@@ -320,7 +330,17 @@ func (c *Controller) readPower(ctx context.Context, h engine.HostID) {
 		return
 	}
 	st := c.eng.HostState(h)
-	if st == "fenced" || c.inMaintenance(h) {
+	if st == "fenced" {
+		return
+	}
+	if c.inMaintenance(h) {
+		// Not fenced: noted. Its admin shut it down, and the engine takes that as proof that
+		// nothing runs there (a VM that migrated away from it and was lost on the way is
+		// then known to run nowhere); it is fenced if still off when maintenance ends.
+		if was != powerOff {
+			c.log.Info("the BMC says a host in maintenance is powered off (read twice)", "host", h)
+			c.stepLocked(ctx, engine.HostPower{Host: h, Off: true})
+		}
 		return
 	}
 	if was != powerOff {

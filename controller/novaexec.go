@@ -370,6 +370,61 @@ func (c *Controller) novaSettled(ctx context.Context) error {
 	}
 }
 
+// novaEvacuated waits until the evacuations through Nova from fenced host h are over: no
+// order for Nova runs or is queued, and no protected instance that hass still recovers is on
+// h in Nova's records (an evacuation that failed leaves it there while the engine waits to
+// try again, and the queue is idle in between). It gives up waiting after limit, and at once
+// when not under OpenStack.
+func (c *Controller) novaEvacuated(ctx context.Context, h engine.HostID, limit time.Duration) error {
+	if c.cfg.Nova == nil {
+		return nil
+	}
+	end := time.Now().Add(limit)
+	for {
+		if err := c.novaSettled(ctx); err != nil {
+			return err
+		}
+		left := c.novaStillOn(ctx, h)
+		if left == "" {
+			return nil
+		}
+		if time.Now().After(end) {
+			c.log.Warn("nova: evacuations from a fenced host still not done: it is powered on all the same", "host", h, "instance", left, "waited", limit)
+			return nil
+		}
+		if err := sleepCtx(ctx, 2*time.Second); err != nil {
+			return err
+		}
+	}
+}
+
+// novaStillOn names a protected Nova instance that hass still recovers (or that waits for a
+// host) and that Nova still has on h, or "".
+func (c *Controller) novaStillOn(ctx context.Context, h engine.HostID) string {
+	var pending []string
+	c.mu.Lock()
+	if c.eng != nil {
+		for _, v := range c.eng.Status() {
+			if v.Policy.Instance != "" && (v.State == "recovering" || v.Waiting != "") {
+				pending = append(pending, v.Policy.Instance)
+			}
+		}
+	}
+	c.mu.Unlock()
+	for _, id := range pending {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		s, err := c.cfg.Nova.Get(cctx, id)
+		cancel()
+		if errors.Is(err, nova.ErrNotFound) {
+			continue
+		}
+		if err != nil || s.Host == string(h) {
+			return id // unknown counts as still there: the wait is bounded
+		}
+	}
+	return ""
+}
+
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	select {
 	case <-ctx.Done():
