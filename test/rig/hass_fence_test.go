@@ -236,6 +236,16 @@ func TestHassMaintenance(t *testing.T) {
 		t.Error("hass powered h4 on while it is in maintenance")
 	}
 	c.noRecovery(vms, down)
+	// Not fenced, but noted: the BMC's "off" of a host in maintenance reaches the engine (it
+	// is what proves that a VM lost on its way off the host runs nowhere).
+	c.eventually(30*time.Second, "hass notes h4 powered off in maintenance", func() (bool, string) {
+		for _, e := range c.events() {
+			if e.Host == "h4" && strings.Contains(e.Msg, "powered off (BMC) while in maintenance") {
+				return true, ""
+			}
+		}
+		return false, "no such event"
+	})
 	for _, e := range c.events() {
 		if e.Host == "h4" && (strings.Contains(e.Msg, "fence") && e.Type == "action") {
 			t.Errorf("a fence of h4 in maintenance: %s", e.Msg)

@@ -445,6 +445,36 @@ func TestHassNova(t *testing.T) {
 		}
 	})
 
+	t.Run("OperatorLiveMigration", func(t *testing.T) {
+		// An operator (an admin who is not hass) live-migrates the instance to the other
+		// compute through Nova: an operation, not a failure. hass follows it to its new
+		// host, and recovers a crash there in place, through Nova.
+		since := time.Now()
+		n.action("operator", s.ID, map[string]any{"os-migrateLive": map[string]any{"host": "h3", "block_migration": "auto"}})
+		n.waitServer(s.ID, 240*time.Second, "ACTIVE on h3 after the live migration", func(s novaServer) bool {
+			return s.Host == "h3" && s.Status == "ACTIVE" && s.settled() && s.PowerState == 1
+		})
+		t.Logf("measured: an operator's live migration through Nova h4 -> h3 took %s", time.Since(since).Round(time.Millisecond))
+		c.healthyIn(s, 3, 60*time.Second)
+		time.Sleep(10 * time.Second)
+		if d, rec := c.recoveries(s.Domain, since); d+rec > 0 {
+			t.Errorf("an operator's live migration through Nova was taken for a failure: %d detections, %d recoveries", d, rec)
+		}
+		if on := c.running(s.Domain); len(on) != 1 || on[0] != 3 {
+			t.Fatalf("after the live migration, %s runs on %v", s.Domain, on)
+		}
+		pid := r.QemuPID(3, s.Domain)
+		since = time.Now()
+		must(t, syscall.Kill(pid, syscall.SIGKILL))
+		got := n.waitServer(s.ID, 120*time.Second, "ACTIVE and running again on h3", func(s novaServer) bool {
+			return s.Status == "ACTIVE" && s.settled() && s.PowerState == 1 && r.QemuPID(3, s.Domain) != 0 && r.QemuPID(3, s.Domain) != pid
+		})
+		if got.Host != "h3" {
+			t.Errorf("after the live migration, a crash was recovered on %s, want in place on h3", got.Host)
+		}
+		t.Logf("measured: crash on the host an operator migrated it to -> ACTIVE and running through Nova after %s", time.Since(since).Round(time.Millisecond))
+	})
+
 	t.Run("UserDelete", func(t *testing.T) {
 		_, err := n.call("alice", "DELETE", "/servers/"+s.ID, nil, nil)
 		must(t, err)

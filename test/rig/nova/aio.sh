@@ -60,7 +60,8 @@ cmd_install(){
     (cd $S/debs && apt-get download -q nova-common glance-common >/dev/null && for f in *.deb; do dpkg-deb -x "$f" extract; done)
   fi
   cp $HERE/lib/*.py $S/bin/
-  cp $HERE/lib/aio_nova_noauth.py $S/venv/lib/python3.11/site-packages/
+  cp $HERE/lib/aio_nova_noauth.py $HERE/lib/aio_sqlite_immediate.py $S/venv/lib/python3.11/site-packages/
+  echo 'import aio_sqlite_immediate' > $S/venv/lib/python3.11/site-packages/aio_sqlite_immediate.pth
   log "install done in $((SECONDS-t0))s"
 }
 
@@ -75,7 +76,7 @@ cat > $f <<EOF
 host = $host
 my_ip = $my
 state_path = $S/state/$host
-instances_path = $S/state/$host/instances
+instances_path = $S/instances
 log_dir = $S/logs
 debug = false
 transport_url = rabbit://guest:guest@$IP:5672/
@@ -135,6 +136,14 @@ connection_uri = qemu:///system
 cpu_mode = none
 inject_partition = -2
 wait_soft_reboot_seconds = 5
+# Live migration between the computes, each with its own disks: over TCP to the other
+# host's libvirtd (the rig's libvirtds listen on it), the disks copied along (block migration,
+# "auto" in the API). Nova takes the instance directory to be at the same path on every
+# compute: cmd_compute mounts the host's own there, in its mount namespace.
+live_migration_scheme = tcp
+live_migration_inbound_addr = $my
+[oslo_policy]
+policy_file = $S/etc/nova-policy.yaml
 [vnc]
 enabled = false
 [spice]
@@ -145,7 +154,11 @@ EOF
 }
 
 cmd_configure(){
+  rm -rf $S/state/*/instances # an earlier run's instances
   mkdir -p $S/{etc,state,logs,run} $S/state/glance-images
+  # An operator: an admin who is not hass (whose own requests hass tells by its user). Under
+  # noauth2 only the user "admin" is an admin, so the policy lets "operator" live-migrate.
+  echo '"os_compute_api:os-migrate-server:migrate_live": "is_admin:True or user_id:operator"' > $S/etc/nova-policy.yaml
   nova_conf $S/etc/nova.conf control $IP
   sed "s#/etc/nova/healthcheck_disable#$S/etc/nova-healthcheck_disable#" \
       $S/debs/extract/usr/share/nova-common/api-paste.ini > $S/etc/nova-api-paste.ini
@@ -206,6 +219,7 @@ EOF
   # sync takes half a minute), as long as this script and Nova's version are the same.
   local key; key=$( (cat "$0"; dpkg-query -W python3-nova python3-placement python3-glance) | sha1sum)
   if [ -f $S/pristine/key ] && [ "$(cat $S/pristine/key)" = "$key" ] && [ ! -f $S/state/nova_api.sqlite ]; then
+    rm -f $S/state/*.sqlite-wal $S/state/*.sqlite-shm # a killed run's: never replayed into fresh ones
     cp $S/pristine/*.sqlite $S/state/
     log "configured from fresh databases kept in $S/pristine"
     return
@@ -257,6 +271,10 @@ cmd_start_control(){
 cmd_compute(){ # HOST MY_IP: nova-compute in the foreground (a boot service of that rig host)
   local host=${1:?HOST} my=${2:?IP}
   nova_conf $S/etc/nova-$host.conf $host $my
+  # This host's own instance directory at the path every compute uses (the rig host's mount
+  # namespace is private: the mount is seen by this host's nova-compute, libvirtd and QEMU).
+  mkdir -p $S/instances
+  mountpoint -q $S/instances || mount --bind $S/state/$host/instances $S/instances
   exec $PY $S/bin/compute-launch.py $host --config-file $S/etc/nova-$host.conf
 }
 
