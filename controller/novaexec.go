@@ -166,6 +166,11 @@ func (c *Controller) carryNova(ctx context.Context, j novaJob) {
 	err := nova.Carry(ctx, c.cfg.Nova, a, j.instance, nova.Timing{
 		Poll: c.cfg.NovaPoll,
 		Runs: func() bool { return c.runsOn(a.VM, a.Host) },
+		Fenced: func(h string) bool {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return c.eng != nil && c.eng.HostState(engine.HostID(h)) == "fenced"
+		},
 		OnStart: func() {
 			c.mu.Lock()
 			if _, ok := c.firstCall[a.VM]; !ok {

@@ -28,6 +28,12 @@ type Timing struct {
 	// a start in place of an instance Nova calls ACTIVE and running is left alone only when
 	// hass sees it run too: an order repeated after it was done restarts nothing.
 	Runs func() bool
+	// Fenced says whether hass has fenced host (may be nil: taken as yes). A start on
+	// another host evacuates the instance from the host Nova has it on, after forcing that
+	// host's nova-compute down: only from a host hass fenced. An instance Nova has somewhere
+	// else (an operator moved it meanwhile) is not evacuated, and no healthy compute is
+	// forced down.
+	Fenced func(host string) bool
 }
 
 func (t Timing) withDefaults() Timing {
@@ -85,6 +91,9 @@ func carry(ctx context.Context, c *Client, a engine.Action, instance string, t T
 	switch a.Kind {
 	case engine.ActStart:
 		if s.Host != host {
+			if t.Fenced != nil && !t.Fenced(s.Host) {
+				return fmt.Errorf("nova: instance %s is on %s, which hass has not fenced: not evacuated to %s", instance, s.Host, host)
+			}
 			if err := c.ForceDown(ctx, s.Host, true); err != nil {
 				return fmt.Errorf("evacuate %s from %s: %w", instance, s.Host, err)
 			}

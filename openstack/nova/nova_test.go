@@ -228,6 +228,21 @@ func TestCarryEvacuates(t *testing.T) {
 	}
 }
 
+func TestCarryEvacuatesOnlyFromAFencedHost(t *testing.T) {
+	// The engine orders a start on h2 because h1 was fenced, but Nova has the instance on
+	// h3 (an operator moved it meanwhile): h3 is not forced down, nothing is evacuated.
+	f, c := newFake(t, server{Status: "ACTIVE", Power: 1, Host: "h3"})
+	tm := fast
+	tm.Fenced = func(h string) bool { return h == "h1" }
+	err := Carry(context.Background(), c, start("h2"), "u1", tm)
+	if err == nil || !strings.Contains(err.Error(), "not fenced") {
+		t.Fatalf("err %v, want a refusal naming the unfenced host", err)
+	}
+	if len(f.calls) != 0 || f.forced["h3"] {
+		t.Errorf("calls %q, forced %v: want none", f.calls, f.forced)
+	}
+}
+
 func TestCarryEvacuationRolledBack(t *testing.T) {
 	// Nova took the evacuation, then it failed on the target and was rolled back: said at
 	// once, not after the wait's end.
