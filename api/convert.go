@@ -18,6 +18,7 @@ func ViewPolicy(p engine.Policy) PolicyView {
 		AntiAffinityHard: p.AntiAffinityHard,
 		Guest:            ViewGuest(p.Guest),
 		NovaInstance:     p.Instance,
+		NovaScheduler:    p.NovaScheduler,
 	}
 }
 

@@ -39,6 +39,9 @@ type Policy struct {
 	// Guest turns on the guest OS and guest network layers; given, it replaces the VM's
 	// guest layers whole (an empty object turns them off).
 	Guest *GuestPolicy `json:"guest,omitempty"`
+	// NovaScheduler: under OpenStack, leave an evacuation's target to Nova's scheduler
+	// (default false: hass's placement names the host).
+	NovaScheduler *bool `json:"nova_scheduler,omitempty"`
 }
 
 // GuestPolicy says which guest layers the VM's host watches, and how (engine.GuestPolicy).
@@ -71,6 +74,8 @@ type PolicyView struct {
 	// NovaInstance: under OpenStack, the Nova instance (uuid) the VM is; hass operates and
 	// recovers it through Nova's API.
 	NovaInstance string `json:"nova_instance,omitempty"`
+	// NovaScheduler: under OpenStack, an evacuation's target is left to Nova's scheduler.
+	NovaScheduler bool `json:"nova_scheduler,omitempty"`
 }
 
 // ProtectRequest is the body of PUT /v1/vms/{name}/protection. An empty body means the

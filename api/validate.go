@@ -228,6 +228,9 @@ func (p Policy) Apply(base engine.Policy) (engine.Policy, error) {
 	if p.Guest != nil {
 		out.Guest, _ = p.Guest.toEngine()
 	}
+	if p.NovaScheduler != nil {
+		out.NovaScheduler = *p.NovaScheduler
+	}
 	return out, nil
 }
 

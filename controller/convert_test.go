@@ -27,6 +27,7 @@ func TestEveryEngineOperationIsStorable(t *testing.T) {
 			if kind == engine.OpMigrate {
 				s.Op.Target = "h2"
 			}
+			s.Policy.Instance, s.Policy.NovaScheduler = "6a1b7c9e-0000-4000-8000-000000000001", true
 			r := ToRecord(s)
 			if err := r.Validate(); err != nil {
 				t.Errorf("%s by %s: the store refuses it: %v", kind, src, err)
@@ -37,7 +38,7 @@ func TestEveryEngineOperationIsStorable(t *testing.T) {
 				t.Errorf("%s by %s: read back: %v", kind, src, err)
 				continue
 			}
-			if back.Op.Source != src || back.Op.Kind != kind || back.VCPUs != 2 || back.Cluster != "c1" {
+			if back.Op.Source != src || back.Op.Kind != kind || back.VCPUs != 2 || back.Cluster != "c1" || back.Policy != s.Policy {
 				t.Errorf("%s by %s: read back as %+v", kind, src, back)
 			}
 			n++

@@ -156,6 +156,11 @@ func (c *Controller) carryNova(ctx context.Context, j novaJob) {
 	a := j.a
 	c.mu.Lock()
 	current := c.leading && c.eng != nil && int64(a.Term) == c.term && c.eng.Current(a)
+	scheduler := false
+	if current {
+		v, _ := c.eng.Get(a.VM)
+		scheduler = v.Policy.NovaScheduler
+	}
 	c.mu.Unlock()
 	if !current {
 		c.log.Info("an order for Nova was overtaken before it was carried out: dropped", "action", a.String(), "instance", j.instance)
@@ -163,9 +168,12 @@ func (c *Controller) carryNova(ctx context.Context, j novaJob) {
 	}
 	start := time.Now()
 	c.log.Info("carrying out through Nova", "action", a.String(), "instance", j.instance)
+	landed := ""
 	err := nova.Carry(ctx, c.cfg.Nova, a, j.instance, nova.Timing{
-		Poll: c.cfg.NovaPoll,
-		Runs: func() bool { return c.runsOn(a.VM, a.Host) },
+		Scheduler: scheduler,
+		Landed:    func(h string) { landed = h },
+		Poll:      c.cfg.NovaPoll,
+		Runs:      func() bool { return c.runsOn(a.VM, a.Host) },
 		Fenced: func(h string) bool {
 			c.mu.Lock()
 			defer c.mu.Unlock()
@@ -185,6 +193,10 @@ func (c *Controller) carryNova(ctx context.Context, j novaJob) {
 		return
 	}
 	res := engine.ActionResult{ID: a.ID, Host: a.Host}
+	if landed != "" && landed != string(a.Host) {
+		res.Host = engine.HostID(landed) // Nova's scheduler chose another host
+		c.log.Info("nova: the instance landed where Nova's scheduler chose", "instance", j.instance, "ordered", a.Host, "landed", landed)
+	}
 	if err != nil {
 		res.Err = err.Error()
 		c.log.Warn("an order carried out through Nova failed", "action", a.String(), "instance", j.instance, "err", err, "took", time.Since(start).Round(time.Millisecond))

@@ -333,7 +333,7 @@ func ToRecord(s engine.VMState) store.VM {
 		Policy: store.Policy{MaxRestarts: s.Policy.MaxRestarts, Window: store.Duration(s.Policy.Window),
 			MaxRelocations: s.Policy.MaxRelocations, OnGuestShutdown: s.Policy.OnGuestShutdown.String(),
 			Priority: s.Policy.Priority, AntiAffinity: s.Policy.AntiAffinity, AntiAffinityHard: s.Policy.AntiAffinityHard,
-			Guest: wire.GuestToStore(s.Policy.Guest), Instance: s.Policy.Instance},
+			Guest: wire.GuestToStore(s.Policy.Guest), Instance: s.Policy.Instance, NovaScheduler: s.Policy.NovaScheduler},
 		Gen: s.Gen, Restarts: s.Restarts, Relocations: s.Relocations, Errored: s.Errored,
 		IntentSeq: s.IntentSeq, Ambiguous: s.Ambiguous}
 	if op := s.Op; op != nil {
@@ -371,7 +371,7 @@ func FromRecord(r store.VM) (engine.VMState, error) {
 		Policy: engine.Policy{MaxRestarts: r.Policy.MaxRestarts, Window: time.Duration(r.Policy.Window),
 			MaxRelocations: r.Policy.MaxRelocations, OnGuestShutdown: gs, Priority: r.Policy.Priority,
 			AntiAffinity: r.Policy.AntiAffinity, AntiAffinityHard: r.Policy.AntiAffinityHard,
-			Guest: wire.GuestFromStore(r.Policy.Guest), Instance: r.Policy.Instance},
+			Guest: wire.GuestFromStore(r.Policy.Guest), Instance: r.Policy.Instance, NovaScheduler: r.Policy.NovaScheduler},
 		Gen: max(r.Gen, 1), Restarts: r.Restarts, Relocations: r.Relocations, Errored: r.Errored,
 		IntentSeq: r.IntentSeq, Ambiguous: r.Ambiguous}
 	for _, f := range r.FailedOn {

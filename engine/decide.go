@@ -779,6 +779,21 @@ func (e *Engine) actionResult(in ActionResult) {
 			e.evaluate(v)
 			return
 		}
+		if in.Host != "" && in.Host != f.actHost && f.actFrom != "" {
+			// A start elsewhere that the executor's own scheduler placed on another host
+			// (Nova's, when the policy leaves the choice to it): the VM lives there now.
+			if h := e.hosts[in.Host]; h == nil || h.state != hostUp {
+				v.failedOnHost(f.actHost, e.now)
+				f.next = e.now.Add(e.backoff(f.attempts))
+				e.log(RecAlert, v.id, in.Host, "recovery attempt %d started it on %s, which is not a host of hass's that is up: hass cannot watch it there; next try at +%s", f.attempts, in.Host, f.next.Sub(e.now))
+				e.evaluate(v)
+				return
+			}
+			e.log(RecOp, v.id, in.Host, "started on %s, not %s: its executor's scheduler chose the host", in.Host, f.actHost)
+			v.home = in.Host
+			v.dropDup(in.Host)
+			f.actHost = in.Host
+		}
 		switch {
 		case f.kind == FailGuestHang || f.kind == FailGuestNetwork:
 			if o := v.obsFor(f.actHost); in.State != DomUnknown && in.Seq > o.seq {

@@ -46,3 +46,27 @@ func TestNovaInstanceLifecycle(t *testing.T) {
 		})
 	}
 }
+
+// A start elsewhere that Nova's scheduler placed on another host than the one hass chose
+// (the policy leaves the choice to Nova): the VM's home is where it landed.
+func TestStartLandedElsewhere(t *testing.T) {
+	s := time.Second
+	nova := DefaultPolicy()
+	nova.Instance = "6a1b7c9e-0000-4000-8000-000000000001"
+	nova.NovaScheduler = true
+	three := cat(std(nova), []ev{{in: AddHost{Host: "h3", MemMiB: 4096}, recs: recs(RecHost)}})
+	t.Run("on a host of hass's", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(three, []ev{
+			{at: 10 * s, in: HostPower{Host: "h1", Off: true}, acts: acts("start@h2"), any: true},
+			{at: 15 * s, in: result{kind: ActStart, host: "h3"}, check: all(wantHome("h3"), wantLogMsg("its executor's scheduler chose the host"))},
+			{at: 16 * s, in: obsAt("h3", 1, DomRunning, ReasonBooted), check: all(wantHome("h3"), wantState("healthy"))},
+			{at: 17 * s, in: obsAt("h2", 1, DomAbsent, ReasonUnknown), check: all(wantHome("h3"), wantState("healthy"))},
+		}))
+	})
+	t.Run("on a host hass does not know", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(three, []ev{
+			{at: 10 * s, in: HostPower{Host: "h1", Off: true}, acts: acts("start@h2"), any: true},
+			{at: 15 * s, in: result{kind: ActStart, host: "h9"}, check: all(wantState("recovering"), wantLogMsg("not a host of hass's"))},
+		}))
+	})
+}

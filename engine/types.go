@@ -277,6 +277,9 @@ type Policy struct {
 	// stopped, rebooted and evacuated through Nova's API, never behind Nova's back. The engine
 	// decides the same either way; the controller carries its orders out through Nova.
 	Instance string
+	// NovaScheduler: under OpenStack, an evacuation's target is left to Nova's scheduler;
+	// the VM's home is the host it lands on (otherwise hass's placement names the host).
+	NovaScheduler bool
 }
 
 // GuestPolicy says which guest layers the host's agent watches for one VM, and how. A layer

@@ -264,6 +264,8 @@ type Policy struct {
 	Guest *GuestPolicy `json:"guest,omitempty"`
 	// Instance: under OpenStack, the Nova instance (uuid) the VM is, operated through Nova.
 	Instance string `json:"nova_instance,omitempty"`
+	// NovaScheduler: an evacuation's target is left to Nova's scheduler.
+	NovaScheduler bool `json:"nova_scheduler,omitempty"`
 }
 
 // VM is one protected VM: the user's intent and policy, and what the engine needs to go on

@@ -126,7 +126,7 @@ func vmCmd() *cobra.Command {
 
 	var pol api.Policy
 	var maxRestarts, maxRelocations, priority int
-	var hardAffinity, noGuest bool
+	var hardAffinity, noGuest, novaScheduler bool
 	var guest api.GuestPolicy
 	var probe string
 	protect := &cobra.Command{
@@ -151,6 +151,9 @@ func vmCmd() *cobra.Command {
 			if cmd.Flags().Changed("anti-affinity-hard") {
 				pol.AntiAffinityHard = &hardAffinity
 			}
+			if f.Changed("nova-scheduler") {
+				pol.NovaScheduler = &novaScheduler
+			}
 			if g, set, err := guestFlags(f, &guest, probe, noGuest); err != nil {
 				return usageError{err}
 			} else if set {
@@ -173,6 +176,7 @@ func vmCmd() *cobra.Command {
 	pf.StringVar(&pol.OnGuestShutdown, "on-guest-shutdown", "", "what a shutdown from inside the guest means: honour (default) or restart")
 	pf.IntVar(&priority, "priority", 0, "higher is relocated first")
 	pf.StringVar(&pol.AntiAffinity, "anti-affinity", "", "VMs in the same group avoid sharing a host")
+	pf.BoolVar(&novaScheduler, "nova-scheduler", false, "under OpenStack: leave an evacuation's target to Nova's scheduler (default: hass's placement names the host)")
 	pf.BoolVar(&hardAffinity, "anti-affinity-hard", false, "make the group a rule: never two of its VMs on one host (a VM waits rather than break it)")
 	pf.BoolVar(&guest.Heartbeat, "guest-heartbeat", false, "watch the guest OS layer: guest-ping through the QEMU guest agent; a hung guest is reset")
 	pf.StringVar(&guest.HeartbeatInterval, "guest-heartbeat-interval", "", "how often the guest agent is pinged (default 2s)")

@@ -34,6 +34,10 @@ type Timing struct {
 	// else (an operator moved it meanwhile) is not evacuated, and no healthy compute is
 	// forced down.
 	Fenced func(host string) bool
+	// Scheduler leaves an evacuation's target to Nova's scheduler: the instance is
+	// evacuated with no host named, and Landed (may be nil) is told where it landed.
+	Scheduler bool
+	Landed    func(host string)
 }
 
 func (t Timing) withDefaults() Timing {
@@ -98,12 +102,21 @@ func carry(ctx context.Context, c *Client, a engine.Action, instance string, t T
 				return fmt.Errorf("evacuate %s from %s: %w", instance, s.Host, err)
 			}
 			called(t)
-			if err := c.Evacuate(ctx, instance, host); err != nil {
+			to, want := host, "ACTIVE and running on "+host
+			if t.Scheduler {
+				to, want = "", "ACTIVE and running on the host Nova's scheduler chose"
+			}
+			if err := c.Evacuate(ctx, instance, to); err != nil {
 				return err
 			}
 			from := s.Host
-			return waitFor(ctx, c, instance, t, "ACTIVE and running on "+host, func(s Server) bool {
-				return s.Host == host && s.Status == "ACTIVE" && s.PowerState == PowerRunning && s.TaskState == ""
+			return waitFor(ctx, c, instance, t, want, func(s Server) bool {
+				ok := (s.Host == host || (t.Scheduler && s.Host != from && s.Host != "")) &&
+					s.Status == "ACTIVE" && s.PowerState == PowerRunning && s.TaskState == ""
+				if ok && t.Landed != nil {
+					t.Landed(s.Host)
+				}
+				return ok
 			}, func(s Server) error {
 				// Nova sets the task before it answers: no task and the old host means the
 				// evacuation failed and was rolled back.

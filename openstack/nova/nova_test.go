@@ -96,6 +96,9 @@ func (f *fakeNova) handler(t *testing.T) http.Handler {
 						_, _ = w.Write([]byte(`{}`))
 						return
 					}
+					if e["host"] == "" {
+						e["host"] = "h3" // Nova's scheduler chooses
+					}
 					f.srv = server{Status: "REBUILD", Task: "rebuild_spawning", Host: e["host"], Power: 0}
 					f.settleIn = 3
 					defer func() { f.srv.Status, f.srv.Power = "ACTIVE", 1 }()
@@ -225,6 +228,26 @@ func TestCarryEvacuates(t *testing.T) {
 	}
 	if f.forced["h1"] {
 		t.Error("h1 still forced down")
+	}
+}
+
+func TestCarryEvacuatesWhereNovasSchedulerChooses(t *testing.T) {
+	// The policy leaves the target to Nova's scheduler: no host named, and Carry says where
+	// the instance landed (h3, not the h2 hass's placement had named).
+	f, c := newFake(t, server{Status: "ACTIVE", Power: 1, Host: "h1"})
+	tm := fast
+	tm.Scheduler = true
+	landed := ""
+	tm.Landed = func(h string) { landed = h }
+	if err := Carry(context.Background(), c, start("h2"), "u1", tm); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{`forced_down h1 {"forced_down":true}`, `evacuate {}`}
+	if strings.Join(f.calls, "|") != strings.Join(want, "|") {
+		t.Errorf("calls %q, want %q", f.calls, want)
+	}
+	if landed != "h3" {
+		t.Errorf("landed on %q, want h3", landed)
 	}
 }
 

@@ -17,7 +17,8 @@ type vmView struct {
 	Observed string `json:"observed"`
 	Desired  string `json:"desired"`
 	Policy   struct {
-		NovaInstance string `json:"nova_instance"`
+		NovaInstance  string `json:"nova_instance"`
+		NovaScheduler bool   `json:"nova_scheduler"`
 	} `json:"policy"`
 	Operation *struct {
 		ID    uint64 `json:"id"`

@@ -494,6 +494,15 @@ func TestHassNova(t *testing.T) {
 		var took []time.Duration
 		from, to := rig.Host(4), rig.Host(3)
 		for i := range 5 {
+			if i == 4 {
+				// The last loss: the target is left to Nova's scheduler (evacuated with no
+				// host named; with two computes it can only choose the other one).
+				_, err := c.cli("vm", "protect", s.Domain, "--nova-scheduler")
+				must(t, err)
+				if v, err := c.show(s.Domain); err != nil || !v.Policy.NovaScheduler {
+					t.Fatalf("hass vm protect --nova-scheduler: %+v %v", v.Policy, err)
+				}
+			}
 			since := time.Now()
 			must(t, r.PowerOff(from))
 			got := n.waitServer(s.ID, 240*time.Second, "ACTIVE on "+to.String(), func(s novaServer) bool {
