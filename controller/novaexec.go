@@ -173,7 +173,7 @@ func (c *Controller) carryNova(ctx context.Context, j novaJob) {
 		Scheduler: scheduler,
 		Landed:    func(h string) { landed = h },
 		Poll:      c.cfg.NovaPoll,
-		Runs:      func() bool { return c.runsOn(a.VM, a.Host) },
+		Runs:      func(h string) bool { return c.runsOn(a.VM, engine.HostID(h)) },
 		Fenced: func(h string) bool {
 			c.mu.Lock()
 			defer c.mu.Unlock()

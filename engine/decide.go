@@ -539,8 +539,17 @@ func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, a
 			// here now. Anything hass had on its way to the old home is void.
 			e.log(RecOp, id, h, "runs here while its copy on %s is down: this is its home now", v.home)
 			v.gen++
-			if f := v.fail; f != nil && f.actID != 0 {
+			if f := v.fail; f != nil {
 				f.actID = 0
+				if st == DomPaused && r == ReasonUnknown {
+					// Paused as a start passes through (Nova's start and hard reboot create
+					// the domain paused, then resume it): it is given a start's time to run
+					// before the failure is decided on again (a policy spent would give up on
+					// a VM that is coming up).
+					if next := e.now.Add(e.cfg.StartTimeout); f.next.Before(next) {
+						f.next = next
+					}
+				}
 			}
 			// hass paused this copy as an extra one only because it could not tell whether
 			// the home copy ran (its host was suspect): it did not, so this is the VM's one
@@ -780,8 +789,10 @@ func (e *Engine) actionResult(in ActionResult) {
 			return
 		}
 		if in.Host != "" && in.Host != f.actHost && f.actFrom != "" {
-			// A start elsewhere that the executor's own scheduler placed on another host
-			// (Nova's, when the policy leaves the choice to it): the VM lives there now.
+			// A start elsewhere that its executor carried out on another host: Nova's
+			// scheduler chose it (the policy leaves the choice to it), or the VM was started
+			// again where it was (Nova cannot move it off a compute hass has not fenced
+			// without a cold migration). The VM lives there now.
 			if h := e.hosts[in.Host]; h == nil || h.state != hostUp {
 				v.failedOnHost(f.actHost, e.now)
 				f.next = e.now.Add(e.backoff(f.attempts))
@@ -789,7 +800,7 @@ func (e *Engine) actionResult(in ActionResult) {
 				e.evaluate(v)
 				return
 			}
-			e.log(RecOp, v.id, in.Host, "started on %s, not %s: its executor's scheduler chose the host", in.Host, f.actHost)
+			e.log(RecOp, v.id, in.Host, "started on %s, not %s: its executor chose the host (Nova's scheduler, or where the instance was)", in.Host, f.actHost)
 			v.home = in.Host
 			v.dropDup(in.Host)
 			f.actHost = in.Host

@@ -58,9 +58,22 @@ func TestStartLandedElsewhere(t *testing.T) {
 	t.Run("on a host of hass's", func(t *testing.T) {
 		newHarness(t, DefaultConfig()).run(cat(three, []ev{
 			{at: 10 * s, in: HostPower{Host: "h1", Off: true}, acts: acts("start@h2"), any: true},
-			{at: 15 * s, in: result{kind: ActStart, host: "h3"}, check: all(wantHome("h3"), wantLogMsg("its executor's scheduler chose the host"))},
+			{at: 15 * s, in: result{kind: ActStart, host: "h3"}, check: all(wantHome("h3"), wantLogMsg("its executor chose the host"))},
 			{at: 16 * s, in: obsAt("h3", 1, DomRunning, ReasonBooted), check: all(wantHome("h3"), wantState("healthy"))},
 			{at: 17 * s, in: obsAt("h2", 1, DomAbsent, ReasonUnknown), check: all(wantHome("h3"), wantState("healthy"))},
+		}))
+	})
+	t.Run("restarts spent: relocated, but started again where it was, passing through a pause", func(t *testing.T) {
+		spent := nova
+		spent.NovaScheduler, spent.MaxRestarts, spent.MaxRelocations = false, 0, 1
+		newHarness(t, DefaultConfig()).run(cat(std(spent), []ev{{in: AddHost{Host: "h3", MemMiB: 4096}, recs: recs(RecHost)},
+			{at: 10 * s, in: obs(2, DomShutoff, ReasonFailed), acts: acts("start@h2"), any: true},
+			// Nova restarts it on h1 (hass does not force a healthy compute down): first paused
+			// as its start passes through, then running; the result comes last.
+			{at: 11 * s, in: obsAt("h2", 1, DomAbsent, ReasonUnknown), check: wantHome("h2")},
+			{at: 12 * s, in: obs(3, DomPaused, ReasonUnknown), check: all(wantHome("h1"), wantState("recovering"))},
+			{at: 13 * s, in: obs(4, DomRunning, ReasonBooted), check: all(wantHome("h1"), wantState("healthy"))},
+			{at: 14 * s, in: result{kind: ActStart, host: "h1"}, check: all(wantHome("h1"), wantState("healthy"))},
 		}))
 	})
 	t.Run("on a host hass does not know", func(t *testing.T) {

@@ -23,21 +23,25 @@ type Timing struct {
 	Settle  time.Duration // how long a task Nova runs on the instance is waited out first (default 2 min)
 	Done    time.Duration // how long an action may take to show (default 5 min)
 	OnStart func()        // called when the first call that starts the instance is made (may be nil)
-	// Runs says whether hass sees the instance's domain running on the order's host now (may
-	// be nil). Nova's own word lags a crash by seconds (its lifecycle events are delayed), so
-	// a start in place of an instance Nova calls ACTIVE and running is left alone only when
-	// hass sees it run too: an order repeated after it was done restarts nothing.
-	Runs func() bool
+	// Runs says whether hass sees the instance's domain running on host now (may be nil).
+	// Nova's own word lags a crash by seconds (its lifecycle events are delayed), so a start
+	// in place of an instance Nova calls ACTIVE and running is left alone only when hass sees
+	// it run too: an order repeated after it was done restarts nothing.
+	Runs func(host string) bool
 	// Fenced says whether hass has fenced host (may be nil: taken as yes). A start on
 	// another host evacuates the instance from the host Nova has it on, after forcing that
-	// host's nova-compute down: only from a host hass fenced. An instance Nova has somewhere
-	// else (an operator moved it meanwhile) is not evacuated, and no healthy compute is
-	// forced down.
+	// host's nova-compute down: only from a host hass fenced. No healthy compute is ever
+	// forced down: an instance on a host hass has not fenced (a crash loop's relocation, or
+	// an operator moved it meanwhile) is started again where Nova has it, and Landed says so.
+	// (Moving it off a healthy compute would take a cold migration, which copies its disks
+	// host to host over SSH: not done.)
 	Fenced func(host string) bool
 	// Scheduler leaves an evacuation's target to Nova's scheduler: the instance is
-	// evacuated with no host named, and Landed (may be nil) is told where it landed.
+	// evacuated with no host named.
 	Scheduler bool
-	Landed    func(host string)
+	// Landed (may be nil) is told the host a start left the instance running on, when it
+	// is not the order's: Nova's scheduler chose it, or the instance stayed where it was.
+	Landed func(host string)
 }
 
 func (t Timing) withDefaults() Timing {
@@ -86,7 +90,7 @@ func Carry(ctx context.Context, c *Client, a engine.Action, instance string, t T
 // transientTries is how many times an order is tried while Nova fails inside.
 const transientTries = 3
 
-func carry(ctx context.Context, c *Client, a engine.Action, instance string, t Timing) error {
+func carry(ctx context.Context, c *Client, a engine.Action, instance string, t Timing) (err error) {
 	s, err := settled(ctx, c, instance, t)
 	if err != nil {
 		return err
@@ -94,10 +98,17 @@ func carry(ctx context.Context, c *Client, a engine.Action, instance string, t T
 	host := string(a.Host)
 	switch a.Kind {
 	case engine.ActStart:
+		if s.Host != host && t.Fenced != nil && !t.Fenced(s.Host) && s.Host != "" {
+			host = s.Host // started again where it is (see Fenced)
+		}
+		if host != string(a.Host) && t.Landed != nil {
+			defer func() {
+				if err == nil {
+					t.Landed(host)
+				}
+			}()
+		}
 		if s.Host != host {
-			if t.Fenced != nil && !t.Fenced(s.Host) {
-				return fmt.Errorf("nova: instance %s is on %s, which hass has not fenced: not evacuated to %s", instance, s.Host, host)
-			}
 			if err := c.ForceDown(ctx, s.Host, true); err != nil {
 				return fmt.Errorf("evacuate %s from %s: %w", instance, s.Host, err)
 			}
@@ -126,7 +137,7 @@ func carry(ctx context.Context, c *Client, a engine.Action, instance string, t T
 				return nil
 			})
 		}
-		if s.Status == "ACTIVE" && s.PowerState == PowerRunning && t.Runs != nil && t.Runs() {
+		if s.Status == "ACTIVE" && s.PowerState == PowerRunning && t.Runs != nil && t.Runs(host) {
 			return nil // done already
 		}
 		called(t)

@@ -445,6 +445,53 @@ func TestHassNova(t *testing.T) {
 		}
 	})
 
+	t.Run("CrashWhileLeaderRestarts", func(t *testing.T) {
+		// The leading controller is killed, the instance crashes a second later, and the
+		// controller is started again 5 s after that: the new leader recovers the instance
+		// through Nova (Nova's own power-state sync stops it meanwhile).
+		l := c.leader()
+		c.ctl[l].Kill()
+		time.Sleep(time.Second)
+		pid := r.QemuPID(4, s.Domain)
+		if pid == 0 {
+			t.Fatalf("no QEMU for %s on h4", s.Domain)
+		}
+		since := time.Now()
+		must(t, syscall.Kill(pid, syscall.SIGKILL))
+		time.Sleep(5 * time.Second)
+		c.startController(l, c.members())
+		n.waitServer(s.ID, 120*time.Second, "ACTIVE and running again", func(s novaServer) bool {
+			return s.Status == "ACTIVE" && s.settled() && s.PowerState == 1 && r.QemuPID(4, s.Domain) != 0 && r.QemuPID(4, s.Domain) != pid
+		})
+		t.Logf("measured: crash while the leading controller restarts -> ACTIVE and running through Nova after %s", time.Since(since).Round(time.Millisecond))
+		c.healthyIn(s, 4, 60*time.Second)
+	})
+
+	t.Run("CrashLoopRelocationStaysOnItsHost", func(t *testing.T) {
+		// Restarts in place spent, the policy relocates the instance. hass never forces a
+		// healthy compute down to move an instance (an evacuation needs that, and a cold
+		// migration copies disks host to host over SSH): it starts it again where it is,
+		// through Nova, and follows it there.
+		_, err := c.cli("vm", "protect", s.Domain, "--max-restarts", "0", "--max-relocations", "1")
+		must(t, err)
+		pid := r.QemuPID(4, s.Domain)
+		since := time.Now()
+		must(t, syscall.Kill(pid, syscall.SIGKILL))
+		got := n.waitServer(s.ID, 120*time.Second, "ACTIVE and running again", func(s novaServer) bool {
+			return s.Status == "ACTIVE" && s.settled() && s.PowerState == 1 && r.QemuPID(4, s.Domain) != 0 && r.QemuPID(4, s.Domain) != pid
+		})
+		if got.Host != "h4" {
+			t.Errorf("recovered on %s, want on h4", got.Host)
+		}
+		t.Logf("measured: crash with restarts spent (a relocation) -> ACTIVE and running on its own host through Nova after %s", time.Since(since).Round(time.Millisecond))
+		c.healthyIn(s, 4, 60*time.Second)
+		if svc, err := n.service(4); err != nil || svc.ForcedDown {
+			t.Errorf("h4's nova-compute: %+v %v: a healthy compute was forced down", svc, err)
+		}
+		_, err = c.cli("vm", "protect", s.Domain, "--max-restarts", "20", "--window", "15s")
+		must(t, err)
+	})
+
 	t.Run("OperatorLiveMigration", func(t *testing.T) {
 		// An operator (an admin who is not hass) live-migrates the instance to the other
 		// compute through Nova: an operation, not a failure. hass follows it to its new

@@ -224,7 +224,7 @@ func crashResult(n *novaRig, r *rig.Rig, s novaServer, pid int, since time.Time)
 		return secs(d)
 	}
 	cur, _ := n.server(s.ID)
-	n.action("admin", s.ID, map[string]any{"os-start": nil})
+	n.action("alice", s.ID, map[string]any{"os-start": nil}) // a user's start: hass protects it again
 	n.waitServer(s.ID, 120*time.Second, "ACTIVE", func(s novaServer) bool { return s.Status == "ACTIVE" && s.settled() })
 	return fmt.Sprintf("not recovered (%s after %s)", cur.Status, secs(d))
 }
