@@ -226,6 +226,16 @@ func (n *novaRig) waitServer(id string, limit time.Duration, what string, ok fun
 	return s
 }
 
+// runningAgain waits until Nova shows s ACTIVE and running, and h runs its domain with a QEMU
+// other than pid (the one killed).
+func (n *novaRig) runningAgain(r *rig.Rig, s novaServer, h rig.Host, pid int, limit time.Duration) novaServer {
+	n.t.Helper()
+	return n.waitServer(s.ID, limit, "ACTIVE and running again on "+h.String(), func(cur novaServer) bool {
+		p := r.QemuPID(h, s.Domain)
+		return cur.Status == "ACTIVE" && cur.settled() && cur.PowerState == 1 && p != 0 && p != pid
+	})
+}
+
 func (n *novaRig) action(user, id string, body any) {
 	n.t.Helper()
 	if _, err := n.call(user, "POST", "/servers/"+id+"/action", body, nil); err != nil {
@@ -406,9 +416,7 @@ func TestHassNova(t *testing.T) {
 			}
 			since := time.Now()
 			must(t, syscall.Kill(pid, syscall.SIGKILL))
-			got := n.waitServer(s.ID, 120*time.Second, "ACTIVE and running again", func(s novaServer) bool {
-				return s.Status == "ACTIVE" && s.settled() && s.PowerState == 1 && r.QemuPID(4, s.Domain) != 0 && r.QemuPID(4, s.Domain) != pid
-			})
+			got := n.runningAgain(r, s, 4, pid, 120*time.Second)
 			d := time.Since(since)
 			took = append(took, d)
 			t.Logf("measured: crash %d (kill -9 of QEMU) -> ACTIVE and running through Nova after %s (hass's call to Nova %s after the kill)", i+1, d.Round(time.Millisecond), c.actedAfter(s.Domain, since))
@@ -460,9 +468,7 @@ func TestHassNova(t *testing.T) {
 		must(t, syscall.Kill(pid, syscall.SIGKILL))
 		time.Sleep(5 * time.Second)
 		c.startController(l, c.members())
-		n.waitServer(s.ID, 120*time.Second, "ACTIVE and running again", func(s novaServer) bool {
-			return s.Status == "ACTIVE" && s.settled() && s.PowerState == 1 && r.QemuPID(4, s.Domain) != 0 && r.QemuPID(4, s.Domain) != pid
-		})
+		n.runningAgain(r, s, 4, pid, 120*time.Second)
 		t.Logf("measured: crash while the leading controller restarts -> ACTIVE and running through Nova after %s", time.Since(since).Round(time.Millisecond))
 		c.healthyIn(s, 4, 60*time.Second)
 	})
@@ -477,9 +483,7 @@ func TestHassNova(t *testing.T) {
 		pid := r.QemuPID(4, s.Domain)
 		since := time.Now()
 		must(t, syscall.Kill(pid, syscall.SIGKILL))
-		got := n.waitServer(s.ID, 120*time.Second, "ACTIVE and running again", func(s novaServer) bool {
-			return s.Status == "ACTIVE" && s.settled() && s.PowerState == 1 && r.QemuPID(4, s.Domain) != 0 && r.QemuPID(4, s.Domain) != pid
-		})
+		got := n.runningAgain(r, s, 4, pid, 120*time.Second)
 		if got.Host != "h4" {
 			t.Errorf("recovered on %s, want on h4", got.Host)
 		}
@@ -513,9 +517,7 @@ func TestHassNova(t *testing.T) {
 		pid := r.QemuPID(3, s.Domain)
 		since = time.Now()
 		must(t, syscall.Kill(pid, syscall.SIGKILL))
-		got := n.waitServer(s.ID, 120*time.Second, "ACTIVE and running again on h3", func(s novaServer) bool {
-			return s.Status == "ACTIVE" && s.settled() && s.PowerState == 1 && r.QemuPID(3, s.Domain) != 0 && r.QemuPID(3, s.Domain) != pid
-		})
+		got := n.runningAgain(r, s, 3, pid, 120*time.Second)
 		if got.Host != "h3" {
 			t.Errorf("after the live migration, a crash was recovered on %s, want in place on h3", got.Host)
 		}
