@@ -1076,6 +1076,16 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 			v.home = op.Target
 			e.evaluate(v)
 			return
+		case op.Kind == OpMigrate && o.reason == ReasonMigrated && e.crashedOnArrival(v, op) != "":
+			// The source handed over, and the copy that had arrived at the destination went
+			// down since by a failure: the VM landed there and failed there. Heard before the
+			// source's handover, that crash had no known migration to belong to (observeVM).
+			h := e.crashedOnArrival(v, op)
+			e.log(RecExpected, v.id, h, "migrated here from %s, then went down", v.home)
+			op.Target = h
+			v.home = h
+			e.evaluate(v)
+			return
 		case op.Kind == OpMigrate && e.nowhere(v, op, o):
 			e.endOp(v, PhaseFailed, "every other host has reported since, and none runs it")
 			e.detect(v, FailOperation, op.Started, "migrated away but runs nowhere")
@@ -1226,6 +1236,45 @@ func (e *Engine) stoppedOnArrival(v *vm, op *Operation) bool {
 	}
 	h := e.hosts[op.Target]
 	return h != nil && h.state == hostUp
+}
+
+// crashedOnArrival returns the live host, other than home, where a migration whose source
+// has handed over landed and then went down by a failure, or "": a copy there that had
+// arrived by migration (incoming, or running since its switch-over) and went down by a crash
+// since the migration began. The migration's destination when hass knows it; for one
+// inferred from the source's stop (a user's, or one whose order was lost), the one host
+// with such a copy that went down within MigrateTimeout before hass inferred it. A copy
+// shown down in the first word from a host is not one (its arrival was not seen): it may be
+// left over from a migration that failed long ago. Nor is a copy that went down while
+// another live host holds one a migration brought (an aborted incoming copy, while the
+// source handed over to the other).
+func (e *Engine) crashedOnArrival(v *vm, op *Operation) HostID {
+	since := op.Started
+	if op.Target == "" {
+		since = op.Started.Add(-e.cfg.MigrateTimeout)
+	}
+	found := HostID("")
+	for i := range v.obs {
+		t := &v.obs[i]
+		if t.host == v.home || op.Target != "" && t.host != op.Target {
+			continue
+		}
+		if t.state.up() || !t.arrived || t.since.Before(since) ||
+			!(t.state == DomCrashed || t.reason == ReasonFailed || t.reason == ReasonCrashed || t.reason == ReasonPanicked) {
+			continue
+		}
+		if h := e.hosts[t.host]; h == nil || h.state != hostUp {
+			continue
+		}
+		if found != "" {
+			return "" // two such copies: which one landed is not known
+		}
+		found = t.host
+	}
+	if found == "" || e.arrivedElsewhere(v, found) {
+		return ""
+	}
+	return found
 }
 
 // stayedHome says whether a migration's destination was fenced while the VM's home copy runs

@@ -77,6 +77,10 @@ type hostObs struct {
 	// what it was before the newest observation
 	prevState  DomState
 	prevReason Reason
+	// arrived: the copy's condition before its present one (before since) was a
+	// migration's copy arriving here, incoming or running since the switch-over. Unlike
+	// prevState, a list repeating the present condition keeps it.
+	arrived bool
 }
 
 // live: the guest exists in memory and runs or could (an incoming migration copy does not
@@ -92,6 +96,7 @@ func incomingCopy(st DomState, r Reason) bool { return st == DomPaused && r == R
 func (o *hostObs) seen(st DomState, r Reason, at time.Time) {
 	if o.since.IsZero() || o.state == DomUnknown || st == DomUnknown || live(o.state, o.reason) != live(st, r) ||
 		incomingCopy(o.state, o.reason) != incomingCopy(st, r) {
+		o.arrived = !o.since.IsZero() && (incomingCopy(o.state, o.reason) || o.state == DomRunning && o.reason == ReasonMigrated)
 		o.since = at
 	}
 }
