@@ -1293,10 +1293,21 @@ func (e *Engine) stayedHome(v *vm, op *Operation, o *hostObs) bool {
 	return o.at.After(t.fencedAt.Add(time.Second))
 }
 
-// landed returns the host other than home where the VM was last seen running, if any.
+// landed returns the host other than home where the VM was last seen running, if any. A
+// report from before a fenced home's copy last ran there after arriving by migration is not
+// one (a second for clock skew): it is the migration's source, reported before its
+// switch-over, whose stop was not heard (a later report of a copy there, running beside the
+// home's, would have made it an extra copy).
 func (e *Engine) landed(v *vm) HostID {
+	var leftAt time.Time
+	if ho := v.obsOn(v.home); ho != nil && ho.state == DomUnknown && ho.reason == ReasonFenced && ho.arrived {
+		leftAt = ho.at.Add(time.Second)
+	}
 	for _, o := range v.obs {
 		if o.host != v.home && o.state == DomRunning && e.hosts[o.host] != nil && e.hosts[o.host].state == hostUp {
+			if !leftAt.IsZero() && !o.at.After(leftAt) && v.dupOn(o.host) == nil {
+				continue
+			}
 			return o.host
 		}
 	}
