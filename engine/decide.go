@@ -449,7 +449,11 @@ func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, a
 		at = e.now
 	}
 	prevSince := o.since
+	first := prevSince.IsZero() && prevSeq == 0
 	o.seen(st, r, at)
+	if first && st != DomAbsent && e.listedBeforeNow(h) {
+		o.appeared = true // absent from this host's last complete list: it appeared since
+	}
 	o.prevState, o.prevReason = o.state, o.reason
 	o.state, o.reason, o.at = st, r, at
 	if h == v.home && (st != DomPaused || r != ReasonUser) {
@@ -676,6 +680,9 @@ func (e *Engine) snapshot(in Snapshot) {
 	if h == nil {
 		return
 	}
+	// A host that listed before (since this engine started) did not have a VM it had no
+	// observation of: a copy first seen now appeared since.
+	e.listedBefore = !h.lastResync.IsZero()
 	if in.At.After(h.lastResync) {
 		h.lastResync = in.At
 	}
@@ -744,6 +751,16 @@ func (e *Engine) snapshot(in Snapshot) {
 			e.evaluate(v) // this host's list may be the last proof that it landed nowhere
 		}
 	}
+}
+
+// listedBeforeNow says whether h has sent a complete list since this engine started, before
+// the one being handled if any: every protected VM it listed then has an observation there.
+func (e *Engine) listedBeforeNow(h HostID) bool {
+	if e.listing {
+		return e.listedBefore
+	}
+	hh := e.hosts[h]
+	return hh != nil && !hh.lastResync.IsZero()
 }
 
 // stillAbsent says whether o, v's observation on a host other than its home, is absent and
@@ -1069,6 +1086,17 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 			e.endOp(v, PhaseFailed, fmt.Sprintf("vm went down (%s/%s) during the operation", o.state, o.reason))
 		case op.Kind == OpMigrate && o.reason != ReasonMigrated:
 			e.endOp(v, PhaseFailed, fmt.Sprintf("vm went down (%s/%s) during the migration", o.state, o.reason))
+		case op.Kind == OpMigrate && op.Target == "" && o.reason == ReasonMigrated && e.stoppedOnUnknownArrival(v, op) != "":
+			// The source handed over, so a host resumed the guest; hass did not know which
+			// (a user's virsh migrate unheard, during a loss of the control plane): the one
+			// host where a copy appeared since and was stopped there (only a running guest
+			// shuts down) is where it landed.
+			h := e.stoppedOnUnknownArrival(v, op)
+			e.log(RecExpected, v.id, h, "migrated here from %s, then stopped here", v.home)
+			op.Target = h
+			v.home = h
+			e.evaluate(v)
+			return
 		case op.Kind == OpMigrate && op.Target != "" && op.Target != v.home && e.stoppedOnArrival(v, op):
 			// The source handed over, so its one destination resumed the guest: the copy
 			// stopped there since (a user's destroy or shutdown) was the VM.
@@ -1273,6 +1301,35 @@ func (e *Engine) crashedOnArrival(v *vm, op *Operation) HostID {
 	}
 	if found == "" || e.arrivedElsewhere(v, found) {
 		return ""
+	}
+	return found
+}
+
+// stoppedOnUnknownArrival returns, for a migration inferred from its source's handover
+// (hass knows no destination), the one live host other than home where a copy of the VM
+// that arrived or appeared there (not the first word of it from that host: a copy left over
+// long ago) was stopped (a destroy or a shutdown) within MigrateTimeout before hass inferred
+// it, or "": none, or more than one.
+func (e *Engine) stoppedOnUnknownArrival(v *vm, op *Operation) HostID {
+	since := op.Started.Add(-e.cfg.MigrateTimeout)
+	found := HostID("")
+	for i := range v.obs {
+		t := &v.obs[i]
+		if t.host == v.home || t.state != DomShutoff || !(t.arrived || t.appeared) || t.since.Before(since) {
+			continue
+		}
+		switch t.reason {
+		case ReasonDestroyed, ReasonShutdown, ReasonShutdownHost, ReasonShutdownGuest:
+		default:
+			continue
+		}
+		if h := e.hosts[t.host]; h == nil || h.state != hostUp {
+			continue
+		}
+		if found != "" {
+			return ""
+		}
+		found = t.host
 	}
 	return found
 }
