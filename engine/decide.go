@@ -1266,10 +1266,10 @@ func (e *Engine) stoppedOnArrival(v *vm, op *Operation) bool {
 	return h != nil && h.state == hostUp
 }
 
-// crashedOnArrival returns the live host, other than home, where a migration whose source
-// has handed over landed and then went down by a failure, or "": a copy there that had
-// arrived by migration (incoming, or running since its switch-over) and went down by a crash
-// since the migration began. The migration's destination when hass knows it; for one
+// crashedOnArrival returns the host, other than home, where a migration whose source has
+// handed over landed and then went down, or "": a copy there that had arrived by migration
+// (incoming, or running since its switch-over) and went down since the migration began, by a
+// crash on a live host, or with its host's fence. The migration's destination when hass knows it; for one
 // inferred from the source's stop (a user's, or one whose order was lost), the one host
 // with such a copy that went down within MigrateTimeout before hass inferred it. A copy
 // shown down in the first word from a host is not one (its arrival was not seen): it may be
@@ -1287,11 +1287,17 @@ func (e *Engine) crashedOnArrival(v *vm, op *Operation) HostID {
 		if t.host == v.home || op.Target != "" && t.host != op.Target {
 			continue
 		}
-		if t.state.up() || !t.arrived || t.since.Before(since) ||
-			!(t.state == DomCrashed || t.reason == ReasonFailed || t.reason == ReasonCrashed || t.reason == ReasonPanicked) {
+		h := e.hosts[t.host]
+		if h == nil || t.state.up() || !t.arrived || t.since.Before(since) {
 			continue
 		}
-		if h := e.hosts[t.host]; h == nil || h.state != hostUp {
+		switch {
+		case h.state == hostFenced && t.state == DomUnknown && t.reason == ReasonFenced:
+			// It had arrived there when that host was fenced: it went down with it, as the
+			// VMs homed there did.
+		case h.state != hostUp:
+			continue
+		case !(t.state == DomCrashed || t.reason == ReasonFailed || t.reason == ReasonCrashed || t.reason == ReasonPanicked):
 			continue
 		}
 		if found != "" {
