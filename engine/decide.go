@@ -449,7 +449,11 @@ func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, a
 		at = e.now
 	}
 	prevSince := o.since
+	first := prevSince.IsZero() && prevSeq == 0
 	o.seen(st, r, at)
+	if first && st != DomAbsent && e.listedBeforeNow(h) {
+		o.appeared = true // absent from this host's last complete list: it appeared since
+	}
 	o.prevState, o.prevReason = o.state, o.reason
 	o.state, o.reason, o.at = st, r, at
 	if h == v.home && (st != DomPaused || r != ReasonUser) {
@@ -685,6 +689,9 @@ func (e *Engine) snapshot(in Snapshot) {
 	if h == nil {
 		return
 	}
+	// A host that listed before (since this engine started) did not have a VM it had no
+	// observation of: a copy first seen now appeared since.
+	e.listedBefore = !h.lastResync.IsZero()
 	if in.At.After(h.lastResync) {
 		h.lastResync = in.At
 	}
@@ -753,6 +760,16 @@ func (e *Engine) snapshot(in Snapshot) {
 			e.evaluate(v) // this host's list may be the last proof that it landed nowhere
 		}
 	}
+}
+
+// listedBeforeNow says whether h has sent a complete list since this engine started, before
+// the one being handled if any: every protected VM it listed then has an observation there.
+func (e *Engine) listedBeforeNow(h HostID) bool {
+	if e.listing {
+		return e.listedBefore
+	}
+	hh := e.hosts[h]
+	return hh != nil && !hh.lastResync.IsZero()
 }
 
 // stillAbsent says whether o, v's observation on a host other than its home, is absent and
@@ -1095,11 +1112,32 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 			e.endOp(v, PhaseFailed, fmt.Sprintf("vm went down (%s/%s) during the operation", o.state, o.reason))
 		case op.Kind == OpMigrate && o.reason != ReasonMigrated:
 			e.endOp(v, PhaseFailed, fmt.Sprintf("vm went down (%s/%s) during the migration", o.state, o.reason))
+		case op.Kind == OpMigrate && op.Target == "" && o.reason == ReasonMigrated && e.stoppedOnUnknownArrival(v, op) != "":
+			// The source handed over, so a host resumed the guest; hass did not know which
+			// (a user's virsh migrate unheard, during a loss of the control plane): the one
+			// host where a copy appeared since and was stopped there (only a running guest
+			// shuts down) is where it landed.
+			h := e.stoppedOnUnknownArrival(v, op)
+			e.log(RecExpected, v.id, h, "migrated here from %s, then stopped here", v.home)
+			op.Target = h
+			v.home = h
+			e.evaluate(v)
+			return
 		case op.Kind == OpMigrate && op.Target != "" && op.Target != v.home && e.stoppedOnArrival(v, op):
 			// The source handed over, so its one destination resumed the guest: the copy
 			// stopped there since (a user's destroy or shutdown) was the VM.
 			e.log(RecExpected, v.id, op.Target, "migrated here from %s, then stopped here", v.home)
 			v.home = op.Target
+			e.evaluate(v)
+			return
+		case op.Kind == OpMigrate && o.reason == ReasonMigrated && e.crashedOnArrival(v, op) != "":
+			// The source handed over, and the copy that had arrived at the destination went
+			// down since by a failure: the VM landed there and failed there. Heard before the
+			// source's handover, that crash had no known migration to belong to (observeVM).
+			h := e.crashedOnArrival(v, op)
+			e.log(RecExpected, v.id, h, "migrated here from %s, then went down", v.home)
+			op.Target = h
+			v.home = h
 			e.evaluate(v)
 			return
 		case op.Kind == OpMigrate && e.nowhere(v, op, o):
@@ -1254,6 +1292,80 @@ func (e *Engine) stoppedOnArrival(v *vm, op *Operation) bool {
 	return h != nil && h.state == hostUp
 }
 
+// crashedOnArrival returns the host, other than home, where a migration whose source has
+// handed over landed and then went down, or "": a copy there that had arrived by migration
+// (incoming, or running since its switch-over) and went down since the migration began, by a
+// crash on a live host, or with its host's fence. The migration's destination when hass knows it; for one
+// inferred from the source's stop (a user's, or one whose order was lost), the one host
+// with such a copy that went down within MigrateTimeout before hass inferred it. A copy
+// shown down in the first word from a host is not one (its arrival was not seen): it may be
+// left over from a migration that failed long ago. Nor is a copy that went down while
+// another live host holds one a migration brought (an aborted incoming copy, while the
+// source handed over to the other).
+func (e *Engine) crashedOnArrival(v *vm, op *Operation) HostID {
+	since := op.Started
+	if op.Target == "" {
+		since = op.Started.Add(-e.cfg.MigrateTimeout)
+	}
+	found := HostID("")
+	for i := range v.obs {
+		t := &v.obs[i]
+		if t.host == v.home || op.Target != "" && t.host != op.Target {
+			continue
+		}
+		h := e.hosts[t.host]
+		if h == nil || t.state.up() || !t.arrived || t.since.Before(since) {
+			continue
+		}
+		switch {
+		case h.state == hostFenced && t.state == DomUnknown && t.reason == ReasonFenced:
+			// It had arrived there when that host was fenced: it went down with it, as the
+			// VMs homed there did.
+		case h.state != hostUp:
+			continue
+		case !(t.state == DomCrashed || t.reason == ReasonFailed || t.reason == ReasonCrashed || t.reason == ReasonPanicked):
+			continue
+		}
+		if found != "" {
+			return "" // two such copies: which one landed is not known
+		}
+		found = t.host
+	}
+	if found == "" || e.arrivedElsewhere(v, found) {
+		return ""
+	}
+	return found
+}
+
+// stoppedOnUnknownArrival returns, for a migration inferred from its source's handover
+// (hass knows no destination), the one live host other than home where a copy of the VM
+// that arrived or appeared there (not the first word of it from that host: a copy left over
+// long ago) was stopped (a destroy or a shutdown) within MigrateTimeout before hass inferred
+// it, or "": none, or more than one.
+func (e *Engine) stoppedOnUnknownArrival(v *vm, op *Operation) HostID {
+	since := op.Started.Add(-e.cfg.MigrateTimeout)
+	found := HostID("")
+	for i := range v.obs {
+		t := &v.obs[i]
+		if t.host == v.home || t.state != DomShutoff || !(t.arrived || t.appeared) || t.since.Before(since) {
+			continue
+		}
+		switch t.reason {
+		case ReasonDestroyed, ReasonShutdown, ReasonShutdownHost, ReasonShutdownGuest:
+		default:
+			continue
+		}
+		if h := e.hosts[t.host]; h == nil || h.state != hostUp {
+			continue
+		}
+		if found != "" {
+			return ""
+		}
+		found = t.host
+	}
+	return found
+}
+
 // stayedHome says whether a migration's destination was fenced while the VM's home copy runs
 // on: a fenced host's copies are dead, so the migration did not land there (or, if it did, the
 // source's copy would be stopped by migration). The home copy must have been reported live
@@ -1270,10 +1382,21 @@ func (e *Engine) stayedHome(v *vm, op *Operation, o *hostObs) bool {
 	return o.at.After(t.fencedAt.Add(time.Second))
 }
 
-// landed returns the host other than home where the VM was last seen running, if any.
+// landed returns the host other than home where the VM was last seen running, if any. A
+// report from before a fenced home's copy last ran there after arriving by migration is not
+// one (a second for clock skew): it is the migration's source, reported before its
+// switch-over, whose stop was not heard (a later report of a copy there, running beside the
+// home's, would have made it an extra copy).
 func (e *Engine) landed(v *vm) HostID {
+	var leftAt time.Time
+	if ho := v.obsOn(v.home); ho != nil && ho.state == DomUnknown && ho.reason == ReasonFenced && ho.arrived {
+		leftAt = ho.at.Add(time.Second)
+	}
 	for _, o := range v.obs {
 		if o.host != v.home && o.state == DomRunning && e.hosts[o.host] != nil && e.hosts[o.host].state == hostUp {
+			if !leftAt.IsZero() && !o.at.After(leftAt) && v.dupOn(o.host) == nil {
+				continue
+			}
 			return o.host
 		}
 	}

@@ -70,13 +70,20 @@ type hostObs struct {
 	reason Reason
 	at     time.Time
 	// since is when the copy was first seen in its present condition: live (running, or
-	// paused other than as a migration's incoming copy), a migration's incoming copy, or
-	// down. For a migration's source that stopped, and for its destination that took over,
+	// paused other than as a migration's incoming copy), a migration's incoming copy, down
+	// (defined, not running), or absent. For a migration's source that stopped, and for its destination that took over,
 	// it is the switch-over; for an incoming copy, when it began to arrive.
 	since time.Time
 	// what it was before the newest observation
 	prevState  DomState
 	prevReason Reason
+	// arrived: the copy's condition before its present one (before since) was a
+	// migration's copy arriving here, incoming or running since the switch-over. Unlike
+	// prevState, a list repeating the present condition keeps it.
+	arrived bool
+	// appeared: the copy's condition before its present one was absent (the domain was
+	// not on this host).
+	appeared bool
 }
 
 // live: the guest exists in memory and runs or could (an incoming migration copy does not
@@ -91,7 +98,9 @@ func incomingCopy(st DomState, r Reason) bool { return st == DomPaused && r == R
 // seen notes the new state (st, r), seen at, in since (before it is stored).
 func (o *hostObs) seen(st DomState, r Reason, at time.Time) {
 	if o.since.IsZero() || o.state == DomUnknown || st == DomUnknown || live(o.state, o.reason) != live(st, r) ||
-		incomingCopy(o.state, o.reason) != incomingCopy(st, r) {
+		incomingCopy(o.state, o.reason) != incomingCopy(st, r) || (o.state == DomAbsent) != (st == DomAbsent) {
+		o.arrived = !o.since.IsZero() && (incomingCopy(o.state, o.reason) || o.state == DomRunning && o.reason == ReasonMigrated)
+		o.appeared = !o.since.IsZero() && o.state == DomAbsent
 		o.since = at
 	}
 }
@@ -236,6 +245,9 @@ type Engine struct {
 	// listing: the observations being handled come from a host's complete list (a resync),
 	// not from events.
 	listing bool
+	// listedBefore: during a complete list, the listing host had listed before since this
+	// engine started (its lastResync was set).
+	listedBefore bool
 
 	clusters map[string]*cluster
 	planner  placement.Planner

@@ -62,7 +62,7 @@ func (s *Sim) setUnseen(t *vmTruth, h engine.HostID) {
 	if t.unseen != "" {
 		s.unseenOn[t.unseen]--
 	}
-	t.unseen = h
+	t.unseen, t.unseenLost = h, false
 	if h != "" {
 		s.unseenOn[h]++
 	}

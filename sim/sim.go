@@ -275,6 +275,10 @@ type vmTruth struct {
 	counted   bool          // the open interval was already scored (missed / gave up)
 	ambiguous bool          // the fault could not be told from a user's act
 	unseen    engine.HostID // the host where the user's last act happened while no agent could see or store it
+	// unseenLost: the agent process on unseen that saw the user's act ended before it could
+	// store it, and the VM no longer shows it (actsForgotten): no later list from that host
+	// tells it, so unseen stays until the user acts again.
+	unseenLost bool
 	// pending: the user's last act is a virsh shutdown the guest has not acted on yet; until
 	// it does, nothing any observer could see says the user wants the VM stopped.
 	pending  bool
@@ -605,7 +609,30 @@ func (s *Sim) newAgent(h *host) *agent.Agent {
 	cfg.SelfFenceAfter = s.cfg.SelfFenceAfter
 	s.newMonitor(h) // the agent process's guest monitor, new with it
 	s.hangsForgotten(h)
+	s.actsForgotten(h)
 	return agent.New(cfg, agentEnv{s: s, h: h}, h.agentOK)
+}
+
+// actsForgotten keeps unseen, as a new agent process starts on h, the user's acts there that
+// no agent stored and that the VM no longer shows: a virsh start during a loss of the control
+// plane, then the host's power lost before the agent could store it. The process that saw
+// the start is gone, and the new one lists the domain shut off, as hass last knew it: nothing
+// can tell that the user wanted it running (seed 3 at 1,000 hosts, vm16545).
+func (s *Sim) actsForgotten(h *host) {
+	if s.unseenOn[h.id] == 0 {
+		return
+	}
+	for _, id := range s.domIDs(h) {
+		t, d := s.vms[id], h.doms[id]
+		if t == nil || t.gone || t.unseen != h.id || t.unseenLost || d == nil || up(d.state) {
+			continue
+		}
+		if t.wants != engine.WantRunning && t.wants != engine.WantPaused {
+			continue
+		}
+		t.unseenLost = true
+		s.trace("truth: the user's start of %s was known only to the agent process on %s that ended before it could store it: nothing can tell it any more", id, h.id)
+	}
 }
 
 // hangsForgotten marks ambiguous the hangs on h that hass has not heard of as a new agent
@@ -936,7 +963,7 @@ func (s *Sim) userWants(id engine.VMID, d engine.Desired) {
 	if t == nil {
 		return
 	}
-	t.wants, t.pending, t.unseenStop = d, false, false
+	t.wants, t.pending, t.unseenStop, t.unseenLost = d, false, false, false
 	if d == engine.WantAbsent {
 		t.gone = true
 	}

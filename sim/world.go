@@ -174,7 +174,7 @@ func (s *Sim) store(h *host, in engine.Input) {
 		if s.unseenOn[h.id] == 0 {
 			return // no VM's last act is unseen on this host: nothing to look up
 		}
-		if t := s.vms[id]; t != nil && t.unseen == h.id {
+		if t := s.vms[id]; t != nil && t.unseen == h.id && !t.unseenLost {
 			s.setUnseen(t, "") // the agent where it happened has written it down now
 		}
 	}
