@@ -1117,11 +1117,7 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 			// (a user's virsh migrate unheard, during a loss of the control plane): the one
 			// host where a copy appeared since and was stopped there (only a running guest
 			// shuts down) is where it landed.
-			h := e.stoppedOnUnknownArrival(v, op)
-			e.log(RecExpected, v.id, h, "migrated here from %s, then stopped here", v.home)
-			op.Target = h
-			v.home = h
-			e.evaluate(v)
+			e.landedThenDown(v, op, e.stoppedOnUnknownArrival(v, op), "stopped here")
 			return
 		case op.Kind == OpMigrate && op.Target != "" && op.Target != v.home && e.stoppedOnArrival(v, op):
 			// The source handed over, so its one destination resumed the guest: the copy
@@ -1134,11 +1130,7 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 			// The source handed over, and the copy that had arrived at the destination went
 			// down since by a failure: the VM landed there and failed there. Heard before the
 			// source's handover, that crash had no known migration to belong to (observeVM).
-			h := e.crashedOnArrival(v, op)
-			e.log(RecExpected, v.id, h, "migrated here from %s, then went down", v.home)
-			op.Target = h
-			v.home = h
-			e.evaluate(v)
+			e.landedThenDown(v, op, e.crashedOnArrival(v, op), "went down")
 			return
 		case op.Kind == OpMigrate && e.nowhere(v, op, o):
 			e.endOp(v, PhaseFailed, "every other host has reported since, and none runs it")
@@ -1302,6 +1294,14 @@ func (e *Engine) stoppedOnArrival(v *vm, op *Operation) bool {
 // left over from a migration that failed long ago. Nor is a copy that went down while
 // another live host holds one a migration brought (an aborted incoming copy, while the
 // source handed over to the other).
+// landedThenDown: the migration op of v landed on h, where the VM went down since (how).
+func (e *Engine) landedThenDown(v *vm, op *Operation, h HostID, how string) {
+	e.log(RecExpected, v.id, h, "migrated here from %s, then %s", v.home, how)
+	op.Target = h
+	v.home = h
+	e.evaluate(v)
+}
+
 func (e *Engine) crashedOnArrival(v *vm, op *Operation) HostID {
 	since := op.Started
 	if op.Target == "" {
