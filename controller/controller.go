@@ -820,8 +820,8 @@ func (c *Controller) stepLocked(ctx context.Context, in engine.Input, consumed .
 			fences = append(fences, res.Actions[i]) // carried out here (fence.go), not by an agent
 			continue
 		}
-		if inst := c.novaOf(a); inst != "" && c.novaq != nil {
-			novaJobs = append(novaJobs, novaJob{a: res.Actions[i], instance: inst}) // through Nova (novaexec.go)
+		if j, ok := c.novaOf(res.Actions[i]); ok && c.novaq != nil {
+			novaJobs = append(novaJobs, j) // through Nova (novaexec.go)
 			continue
 		}
 		b.Actions = append(b.Actions, store.Action{ID: a.ID, Kind: a.Kind.String(), VM: string(a.VM), Host: string(a.Host),

@@ -33,6 +33,8 @@ const novaWorkers = 4
 type novaJob struct {
 	a        engine.Action
 	instance string
+	// scheduler: the VM's policy leaves an evacuation's target to Nova's scheduler.
+	scheduler bool
 }
 
 // novaQueue holds a term's orders for Nova, first in first out (the engine gives a host's
@@ -120,17 +122,17 @@ func (q *novaQueue) pop(ctx context.Context) (novaJob, bool) {
 	}
 }
 
-// novaOf is the Nova instance an action is carried out on, or "" when it goes to the host's
-// agent. Callers hold c.mu.
-func (c *Controller) novaOf(a engine.Action) string {
+// novaOf is the order for Nova an action is, or ok false when it goes to the host's agent.
+// Callers hold c.mu.
+func (c *Controller) novaOf(a engine.Action) (j novaJob, ok bool) {
 	if c.cfg.Nova == nil || a.Kind == engine.ActFence || a.Kind == engine.ActDestroy {
-		return ""
+		return j, false
 	}
-	s, ok := c.eng.Get(a.VM)
-	if !ok {
-		return ""
+	s, found := c.eng.Get(a.VM)
+	if !found || s.Policy.Instance == "" {
+		return j, false
 	}
-	return s.Policy.Instance
+	return novaJob{a: a, instance: s.Policy.Instance, scheduler: s.Policy.NovaScheduler}, true
 }
 
 // runNova carries out this term's orders for Nova until ctx ends.
@@ -156,11 +158,6 @@ func (c *Controller) carryNova(ctx context.Context, j novaJob) {
 	a := j.a
 	c.mu.Lock()
 	current := c.leading && c.eng != nil && int64(a.Term) == c.term && c.eng.Current(a)
-	scheduler := false
-	if current {
-		v, _ := c.eng.Get(a.VM)
-		scheduler = v.Policy.NovaScheduler
-	}
 	c.mu.Unlock()
 	if !current {
 		c.log.Info("an order for Nova was overtaken before it was carried out: dropped", "action", a.String(), "instance", j.instance)
@@ -168,10 +165,8 @@ func (c *Controller) carryNova(ctx context.Context, j novaJob) {
 	}
 	start := time.Now()
 	c.log.Info("carrying out through Nova", "action", a.String(), "instance", j.instance)
-	landed := ""
-	err := nova.Carry(ctx, c.cfg.Nova, a, j.instance, nova.Timing{
-		Scheduler: scheduler,
-		Landed:    func(h string) { landed = h },
+	landed, err := nova.Carry(ctx, c.cfg.Nova, a, j.instance, nova.Timing{
+		Scheduler: j.scheduler,
 		Poll:      c.cfg.NovaPoll,
 		Runs:      func(h string) bool { return c.runsOn(a.VM, engine.HostID(h)) },
 		Fenced: func(h string) bool {
@@ -193,9 +188,11 @@ func (c *Controller) carryNova(ctx context.Context, j novaJob) {
 		return
 	}
 	res := engine.ActionResult{ID: a.ID, Host: a.Host}
-	if landed != "" && landed != string(a.Host) {
-		res.Host = engine.HostID(landed) // Nova's scheduler chose another host
-		c.log.Info("nova: the instance landed where Nova's scheduler chose", "instance", j.instance, "ordered", a.Host, "landed", landed)
+	if err == nil && landed != "" && landed != string(a.Host) {
+		// Nova's scheduler chose another host, or the instance was started again where it
+		// was (its host not fenced): the engine follows it there.
+		res.Host = engine.HostID(landed)
+		c.log.Info("nova: the instance runs on another host than the order's", "instance", j.instance, "ordered", a.Host, "runs_on", landed)
 	}
 	if err != nil {
 		res.Err = err.Error()

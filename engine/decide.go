@@ -1122,9 +1122,7 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 		case op.Kind == OpMigrate && op.Target != "" && op.Target != v.home && e.stoppedOnArrival(v, op):
 			// The source handed over, so its one destination resumed the guest: the copy
 			// stopped there since (a user's destroy or shutdown) was the VM.
-			e.log(RecExpected, v.id, op.Target, "migrated here from %s, then stopped here", v.home)
-			v.home = op.Target
-			e.evaluate(v)
+			e.landedThenDown(v, op, op.Target, "stopped here")
 			return
 		case op.Kind == OpMigrate && o.reason == ReasonMigrated && e.crashedOnArrival(v, op) != "":
 			// The source handed over, and the copy that had arrived at the destination went
@@ -1284,6 +1282,14 @@ func (e *Engine) stoppedOnArrival(v *vm, op *Operation) bool {
 	return h != nil && h.state == hostUp
 }
 
+// landedThenDown: the migration op of v landed on h, where the VM went down since (how).
+func (e *Engine) landedThenDown(v *vm, op *Operation, h HostID, how string) {
+	e.log(RecExpected, v.id, h, "migrated here from %s, then %s", v.home, how)
+	op.Target = h
+	v.home = h
+	e.evaluate(v)
+}
+
 // crashedOnArrival returns the host, other than home, where a migration whose source has
 // handed over landed and then went down, or "": a copy there that had arrived by migration
 // (incoming, or running since its switch-over) and went down since the migration began, by a
@@ -1294,14 +1300,6 @@ func (e *Engine) stoppedOnArrival(v *vm, op *Operation) bool {
 // left over from a migration that failed long ago. Nor is a copy that went down while
 // another live host holds one a migration brought (an aborted incoming copy, while the
 // source handed over to the other).
-// landedThenDown: the migration op of v landed on h, where the VM went down since (how).
-func (e *Engine) landedThenDown(v *vm, op *Operation, h HostID, how string) {
-	e.log(RecExpected, v.id, h, "migrated here from %s, then %s", v.home, how)
-	op.Target = h
-	v.home = h
-	e.evaluate(v)
-}
-
 func (e *Engine) crashedOnArrival(v *vm, op *Operation) HostID {
 	since := op.Started
 	if op.Target == "" {

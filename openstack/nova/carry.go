@@ -32,16 +32,13 @@ type Timing struct {
 	// another host evacuates the instance from the host Nova has it on, after forcing that
 	// host's nova-compute down: only from a host hass fenced. No healthy compute is ever
 	// forced down: an instance on a host hass has not fenced (a crash loop's relocation, or
-	// an operator moved it meanwhile) is started again where Nova has it, and Landed says so.
+	// an operator moved it meanwhile) is started again where Nova has it, and Carry says so.
 	// (Moving it off a healthy compute would take a cold migration, which copies its disks
 	// host to host over SSH: not done.)
 	Fenced func(host string) bool
 	// Scheduler leaves an evacuation's target to Nova's scheduler: the instance is
 	// evacuated with no host named.
 	Scheduler bool
-	// Landed (may be nil) is told the host a start left the instance running on, when it
-	// is not the order's: Nova's scheduler chose it, or the instance stayed where it was.
-	Landed func(host string)
 }
 
 func (t Timing) withDefaults() Timing {
@@ -58,31 +55,32 @@ func (t Timing) withDefaults() Timing {
 }
 
 // Carry carries out an order of hass's engine on a Nova instance through Nova's API, and
-// returns once Nova shows it done (the instance ACTIVE and running on the order's host, for
-// a start), or why not. It is the executor of instances under OpenStack, as agent.Carry is
-// libvirt's: hass never starts, stops or moves a Nova instance behind Nova's back.
+// returns once Nova shows it done, or why not; for a start, it returns the host the instance
+// runs on (the order's, unless Nova's scheduler chose another or it was started again where
+// it was). It is the executor of instances under OpenStack, as agent.Carry is libvirt's: hass
+// never starts, stops or moves a Nova instance behind Nova's back.
 //   - start on the instance's own host: a SHUTOFF instance is started (os-start); any other
 //     (ACTIVE with its domain crashed, Nova not told yet; ERROR) is hard rebooted.
-//   - start on another host: the instance's host was fenced (the engine orders a start
-//     elsewhere only then): its compute service is forced down, and the instance evacuated
-//     to the order's host. It is then checked ACTIVE there.
+//   - start on another host, the instance's host fenced: its compute service is forced down,
+//     and the instance evacuated to the order's host (or where Nova's scheduler chooses). It
+//     is then checked ACTIVE there. With the instance's host not fenced (a crash loop's
+//     relocation, or an operator moved it), a start in place there (see Timing.Fenced).
 //   - reset: a hard reboot; reboot: a soft one; shutdown: os-stop; suspend, resume; migrate:
 //     a live migration to the order's target; delete: the instance deleted.
 //
 // A task Nova already runs on the instance (its own power-state sync stopping it, say) is
 // waited out first.
-func Carry(ctx context.Context, c *Client, a engine.Action, instance string, t Timing) error {
+func Carry(ctx context.Context, c *Client, a engine.Action, instance string, t Timing) (string, error) {
 	t = t.withDefaults()
-	var err error
 	for try := 1; ; try++ {
 		// Each try reads the instance afresh and decides again: a call Nova failed inside
 		// (HTTP 5xx) may or may not have taken effect.
-		err = carry(ctx, c, a, instance, t)
+		on, err := carry(ctx, c, a, instance, t)
 		if !errors.Is(err, ErrTransient) || try == transientTries {
-			return err
+			return on, err
 		}
 		if err := sleep(ctx, time.Second); err != nil {
-			return err
+			return "", err
 		}
 	}
 }
@@ -90,66 +88,73 @@ func Carry(ctx context.Context, c *Client, a engine.Action, instance string, t T
 // transientTries is how many times an order is tried while Nova fails inside.
 const transientTries = 3
 
-func carry(ctx context.Context, c *Client, a engine.Action, instance string, t Timing) (err error) {
+func carry(ctx context.Context, c *Client, a engine.Action, instance string, t Timing) (string, error) {
 	s, err := settled(ctx, c, instance, t)
 	if err != nil {
-		return err
+		return "", err
 	}
+	if a.Kind == engine.ActStart {
+		return startInstance(ctx, c, a, instance, s, t)
+	}
+	return "", act(ctx, c, a, instance, s, t)
+}
+
+// startInstance carries out a start (s is the instance as Nova has it now) and returns the host the
+// instance runs on.
+func startInstance(ctx context.Context, c *Client, a engine.Action, instance string, s Server, t Timing) (string, error) {
 	host := string(a.Host)
-	switch a.Kind {
-	case engine.ActStart:
-		if s.Host != host && t.Fenced != nil && !t.Fenced(s.Host) && s.Host != "" {
-			host = s.Host // started again where it is (see Fenced)
-		}
-		if host != string(a.Host) && t.Landed != nil {
-			defer func() {
-				if err == nil {
-					t.Landed(host)
-				}
-			}()
-		}
-		if s.Host != host {
-			if err := c.ForceDown(ctx, s.Host, true); err != nil {
-				return fmt.Errorf("evacuate %s from %s: %w", instance, s.Host, err)
-			}
-			called(t)
-			to, want := host, "ACTIVE and running on "+host
-			if t.Scheduler {
-				to, want = "", "ACTIVE and running on the host Nova's scheduler chose"
-			}
-			if err := c.Evacuate(ctx, instance, to); err != nil {
-				return err
-			}
-			from := s.Host
-			return waitFor(ctx, c, instance, t, want, func(s Server) bool {
-				ok := (s.Host == host || (t.Scheduler && s.Host != from && s.Host != "")) &&
-					s.Status == "ACTIVE" && s.PowerState == PowerRunning && s.TaskState == ""
-				if ok && t.Landed != nil {
-					t.Landed(s.Host)
-				}
-				return ok
-			}, func(s Server) error {
-				// Nova sets the task before it answers: no task and the old host means the
-				// evacuation failed and was rolled back.
-				if s.TaskState == "" && s.Host == from {
-					return fmt.Errorf("nova: the evacuation of %s from %s to %s failed (it is %s on %s again)", instance, from, host, s.Status, s.Host)
-				}
-				return nil
-			})
-		}
-		if s.Status == "ACTIVE" && s.PowerState == PowerRunning && t.Runs != nil && t.Runs(host) {
-			return nil // done already
+	if s.Host != host && t.Fenced != nil && !t.Fenced(s.Host) && s.Host != "" {
+		host = s.Host // started again where it is (see Fenced)
+	}
+	if s.Host != host {
+		if err := c.ForceDown(ctx, s.Host, true); err != nil {
+			return "", fmt.Errorf("evacuate %s from %s: %w", instance, s.Host, err)
 		}
 		called(t)
-		if s.Status == "SHUTOFF" {
-			err = c.Start(ctx, instance)
-		} else {
-			err = c.Reboot(ctx, instance, true)
+		to, want := host, "ACTIVE and running on "+host
+		if t.Scheduler {
+			to, want = "", "ACTIVE and running on the host Nova's scheduler chose"
 		}
-		if err != nil {
-			return err
+		if err := c.Evacuate(ctx, instance, to); err != nil {
+			return "", err
 		}
-		return waitRunning(ctx, c, instance, host, t)
+		from, on := s.Host, ""
+		err := waitFor(ctx, c, instance, t, want, func(s Server) bool {
+			if (s.Host == host || (t.Scheduler && s.Host != from && s.Host != "")) &&
+				s.Status == "ACTIVE" && s.PowerState == PowerRunning && s.TaskState == "" {
+				on = s.Host
+			}
+			return on != ""
+		}, func(s Server) error {
+			// Nova sets the task before it answers: no task and the old host means the
+			// evacuation failed and was rolled back.
+			if s.TaskState == "" && s.Host == from {
+				return fmt.Errorf("nova: the evacuation of %s from %s to %s failed (it is %s on %s again)", instance, from, host, s.Status, s.Host)
+			}
+			return nil
+		})
+		return on, err
+	}
+	if s.Status == "ACTIVE" && s.PowerState == PowerRunning && t.Runs != nil && t.Runs(host) {
+		return host, nil // done already
+	}
+	called(t)
+	var err error
+	if s.Status == "SHUTOFF" {
+		err = c.Start(ctx, instance)
+	} else {
+		err = c.Reboot(ctx, instance, true)
+	}
+	if err != nil {
+		return "", err
+	}
+	return host, waitRunning(ctx, c, instance, host, t)
+}
+
+// act carries out any order but a start (s is the instance as Nova has it now).
+func act(ctx context.Context, c *Client, a engine.Action, instance string, s Server, t Timing) error {
+	host := string(a.Host)
+	switch a.Kind {
 	case engine.ActReset:
 		called(t)
 		if err := c.Reboot(ctx, instance, true); err != nil {

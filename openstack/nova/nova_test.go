@@ -173,7 +173,7 @@ func TestCarryStartInPlace(t *testing.T) {
 			tm.Runs = func(string) bool { return tc.runs }
 			called := false
 			tm.OnStart = func() { called = true }
-			if err := Carry(context.Background(), c, start("h1"), "u1", tm); err != nil {
+			if _, err := Carry(context.Background(), c, start("h1"), "u1", tm); err != nil {
 				t.Fatal(err)
 			}
 			if strings.Join(f.calls, "|") != strings.Join(tc.want, "|") {
@@ -194,7 +194,7 @@ func TestCarryWaitsOutNovasTask(t *testing.T) {
 	f.mu.Lock()
 	f.srv.Status = "SHUTOFF"
 	f.mu.Unlock()
-	if err := Carry(context.Background(), c, start("h1"), "u1", fast); err != nil {
+	if _, err := Carry(context.Background(), c, start("h1"), "u1", fast); err != nil {
 		t.Fatal(err)
 	}
 	if len(f.calls) != 1 || f.calls[0] != "os-start null" {
@@ -207,7 +207,7 @@ func TestCarryEvacuates(t *testing.T) {
 	// down first (Nova refuses an evacuation otherwise), then the instance is evacuated to
 	// h2 and checked ACTIVE there.
 	f, c := newFake(t, server{Status: "ACTIVE", Power: 1, Host: "h1"})
-	if err := Carry(context.Background(), c, start("h2"), "u1", fast); err != nil {
+	if _, err := Carry(context.Background(), c, start("h2"), "u1", fast); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{`forced_down h1 {"forced_down":true}`, `evacuate {"host":"h2"}`}
@@ -237,9 +237,8 @@ func TestCarryEvacuatesWhereNovasSchedulerChooses(t *testing.T) {
 	f, c := newFake(t, server{Status: "ACTIVE", Power: 1, Host: "h1"})
 	tm := fast
 	tm.Scheduler = true
-	landed := ""
-	tm.Landed = func(h string) { landed = h }
-	if err := Carry(context.Background(), c, start("h2"), "u1", tm); err != nil {
+	landed, err := Carry(context.Background(), c, start("h2"), "u1", tm)
+	if err != nil {
 		t.Fatal(err)
 	}
 	want := []string{`forced_down h1 {"forced_down":true}`, `evacuate {}`}
@@ -259,9 +258,8 @@ func TestCarryEvacuatesOnlyFromAFencedHost(t *testing.T) {
 	f, c := newFake(t, server{Status: "SHUTOFF", Power: 4, Host: "h3"})
 	tm := fast
 	tm.Fenced = func(h string) bool { return h == "h1" }
-	landed := ""
-	tm.Landed = func(h string) { landed = h }
-	if err := Carry(context.Background(), c, start("h2"), "u1", tm); err != nil {
+	landed, err := Carry(context.Background(), c, start("h2"), "u1", tm)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if want := []string{"os-start null"}; strings.Join(f.calls, "|") != strings.Join(want, "|") || f.forced["h3"] {
@@ -279,7 +277,7 @@ func TestCarryEvacuationRolledBack(t *testing.T) {
 	f.evacFail = true
 	tm := fast
 	tm.Done = time.Hour
-	err := Carry(context.Background(), c, start("h2"), "u1", tm)
+	_, err := Carry(context.Background(), c, start("h2"), "u1", tm)
 	if err == nil || !strings.Contains(err.Error(), "evacuation") || !strings.Contains(err.Error(), "failed") {
 		t.Fatalf("err %v", err)
 	}
@@ -288,7 +286,7 @@ func TestCarryEvacuationRolledBack(t *testing.T) {
 func TestCarryRefused(t *testing.T) {
 	f, c := newFake(t, server{Status: "ACTIVE", Power: 4, Host: "h1"})
 	f.refuse["reboot"] = http.StatusConflict
-	err := Carry(context.Background(), c, start("h1"), "u1", fast)
+	_, err := Carry(context.Background(), c, start("h1"), "u1", fast)
 	if !errors.Is(err, ErrConflict) {
 		t.Fatalf("err %v, want a conflict", err)
 	}
@@ -297,7 +295,7 @@ func TestCarryRefused(t *testing.T) {
 	f.calls = nil
 	a := start("h1")
 	a.Kind = engine.ActReboot
-	if err := Carry(context.Background(), c, a, "u1", fast); err != nil {
+	if _, err := Carry(context.Background(), c, a, "u1", fast); err != nil {
 		t.Fatal(err)
 	}
 	if len(f.calls) != 1 || f.calls[0] != `reboot {"type":"SOFT"}` {
@@ -308,7 +306,7 @@ func TestCarryRefused(t *testing.T) {
 func TestCarryRetriesWhatFailedInsideNova(t *testing.T) {
 	f, c := newFake(t, server{Status: "ACTIVE", Power: 4, Host: "h1"})
 	f.fail500 = 2
-	if err := Carry(context.Background(), c, start("h1"), "u1", fast); err != nil {
+	if _, err := Carry(context.Background(), c, start("h1"), "u1", fast); err != nil {
 		t.Fatal(err)
 	}
 	if len(f.calls) != 3 || f.srv.Power != 1 {
@@ -316,7 +314,7 @@ func TestCarryRetriesWhatFailedInsideNova(t *testing.T) {
 	}
 	f.fail500, f.calls = transientTries, nil
 	f.srv = server{Status: "ACTIVE", Power: 4, Host: "h1"}
-	if err := Carry(context.Background(), c, start("h1"), "u1", fast); !errors.Is(err, ErrTransient) || len(f.calls) != transientTries {
+	if _, err := Carry(context.Background(), c, start("h1"), "u1", fast); !errors.Is(err, ErrTransient) || len(f.calls) != transientTries {
 		t.Errorf("err %v after calls %q", err, f.calls)
 	}
 }
@@ -330,7 +328,7 @@ func TestCarryTimesOut(t *testing.T) {
 	f.settleIn = 1 << 30
 	f.mu.Unlock()
 	tm.Settle = 20 * time.Millisecond
-	err := Carry(context.Background(), c, start("h1"), "u1", tm)
+	_, err := Carry(context.Background(), c, start("h1"), "u1", tm)
 	if err == nil || !strings.Contains(err.Error(), "still runs") {
 		t.Fatalf("err %v", err)
 	}
