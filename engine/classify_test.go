@@ -919,6 +919,29 @@ func TestTwoCopies(t *testing.T) {
 			{at: 90 * s, in: Observe{Host: "h2", VM: "v1", Seq: 3, State: DomShutoff, Reason: ReasonFailed, At: at(90 * s)}, acts: acts("start@h2")},
 		}))
 	})
+	t.Run("a user's virsh migrate seen by a list while its incoming copy starts up: not two copies", func(t *testing.T) {
+		// What real libvirt shows at the destination (the rig's TestIncomingCopyReason):
+		// "paused (starting up)" for about a second, then the STARTED/MIGRATED event and
+		// "paused (migrating)", then RESUMED/MIGRATED; the source stops after it.
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: Snapshot{Host: "h2", Seq: 1, At: at(10 * s), Domains: []DomainStatus{{VM: "v1", State: DomPaused, Reason: ReasonUnknown}}},
+				acts: acts(), nrecs: recs(RecAlert), check: wantHome("h1")},
+			{at: 11 * s, in: Observe{Host: "h2", VM: "v1", Seq: 2, State: DomPaused, Reason: ReasonMigrated, At: at(11 * s)}, acts: acts(), nrecs: recs(RecAlert)},
+			{at: 13 * s, in: Observe{Host: "h2", VM: "v1", Seq: 3, State: DomRunning, Reason: ReasonMigrated, At: at(13 * s)},
+				acts: acts(), nrecs: recs(RecAlert), check: wantHome("h2")},
+			{at: 14 * s, in: Observe{Host: "h1", VM: "v1", Seq: 2, State: DomShutoff, Reason: ReasonMigrated, At: at(14 * s)},
+				acts: acts(), nrecs: recs(RecAlert), check: all(wantHome("h2"), countAlerts(0), wantDesired(WantRunning))},
+		}))
+	})
+	t.Run("a copy started on another host passes through a pause, then runs: home kept, the other paused once", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(std(DefaultPolicy()), []ev{
+			{at: 10 * s, in: obsAt("h2", 1, DomPaused, ReasonUnknown), acts: acts(), nrecs: recs(RecAlert)},
+			{at: 11 * s, in: obsAt("h2", 2, DomRunning, ReasonBooted), acts: acts("suspend@h2"), recs: recs(RecAlert),
+				check: all(wantHome("h1"), countAlerts(1))},
+		}))
+	})
 	t.Run("a copy appears on another host while home runs: home kept, the other paused once", func(t *testing.T) {
 		h := newHarness(t, DefaultConfig())
 		h.run(cat(std(DefaultPolicy()), []ev{

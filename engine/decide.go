@@ -511,8 +511,11 @@ func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, a
 			if v.op != nil && v.op.Kind == OpMigrate {
 				v.op.Target = h
 			}
-		case st == DomPaused && (r == ReasonMigrated || migrating):
-			return // the incoming copy of a migration under way: it does not run yet
+		case st == DomPaused && (r == ReasonMigrated || migrating && r != ReasonUser):
+			// The incoming copy of a migration under way: it does not run yet. libvirt
+			// reports an incoming copy paused for migration (the rig's TestIncomingCopyReason
+			// checks it): one paused by a user at the target has landed, and is live.
+			return
 		case live(o.prevState, o.prevReason) && v.dupOn(h) == nil && ho != nil && live(ho.state, ho.reason) && !o.at.After(ho.since.Add(time.Second)):
 			// Up here already, and reported as of before the home copy came up (a second
 			// for clock skew): the source of the migration that took the VM home, in a list
@@ -559,6 +562,12 @@ func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, a
 			// the home copy ran (its host was suspect): it did not, so this is the VM's one
 			// copy, which somebody started: it is resumed, and meant to run.
 			unpause = v.dupOn(h) != nil && st == DomPaused
+		case st == DomPaused && r == ReasonUnknown && (!prev.up() || prev == DomPaused && o.prevReason == ReasonUnknown):
+			// Paused as a start passes through ("paused (starting up)"): a start, or a live
+			// migration's incoming copy before libvirt's STARTED/MIGRATED event (the rig's
+			// TestIncomingCopyReason sees about a second of it). No guest code runs yet; the
+			// report that it runs, or that it is an incoming copy, says which.
+			return
 		default:
 			// Up here and at home: two copies, unless this report predates the home copy
 			// coming up (a migration's source reported just before its switch-over).
@@ -1380,7 +1389,7 @@ func (e *Engine) stayedHome(v *vm, op *Operation, o *hostObs) bool {
 	return o.at.After(t.fencedAt.Add(time.Second))
 }
 
-// landed returns the host other than home where the VM was last seen running, if any. A
+// landed returns the host other than home where the VM was last seen live, if any. A
 // report from before a fenced home's copy last ran there after arriving by migration is not
 // one (a second for clock skew): it is the migration's source, reported before its
 // switch-over, whose stop was not heard (a later report of a copy there, running beside the
@@ -1391,7 +1400,9 @@ func (e *Engine) landed(v *vm) HostID {
 		leftAt = ho.at.Add(time.Second)
 	}
 	for _, o := range v.obs {
-		if o.host != v.home && o.state == DomRunning && e.hosts[o.host] != nil && e.hosts[o.host].state == hostUp {
+		// A copy paused by a user is live too (the naive rule knows only running).
+		up := o.state == DomRunning || !e.cfg.Naive && live(o.state, o.reason)
+		if o.host != v.home && up && e.hosts[o.host] != nil && e.hosts[o.host].state == hostUp {
 			if !leftAt.IsZero() && !o.at.After(leftAt) && v.dupOn(o.host) == nil {
 				continue
 			}
