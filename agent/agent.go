@@ -199,7 +199,7 @@ func (a *Agent) Event(now time.Time, ev lifecycle.Event) {
 
 // Listed reports a complete domain list taken after stamp seq (a resync).
 func (a *Agent) Listed(now time.Time, seq uint64, rows []Row) {
-	snap := engine.Snapshot{Host: a.cfg.Host, Seq: seq, At: now}
+	snap := engine.Snapshot{Host: a.cfg.Host, Seq: seq, At: now, Domains: make([]engine.DomainStatus, 0, len(rows))}
 	for _, r := range rows {
 		st, why := a.tr.Listed(r.Name, r.State, r.Reason, seq)
 		snap.Domains = append(snap.Domains, engine.DomainStatus{VM: engine.VMID(r.Name), State: st, Reason: why})

@@ -60,6 +60,8 @@ type host struct {
 	used    int            // memory of the VMs homed here that are wanted up (and migrating here)
 	usedCPU int            // their vCPUs
 	groups  map[string]int // their anti-affinity groups, and how many of each
+	homed   []sizeClass    // the VMs homed here that are wanted up, counted by size (admission)
+	mark    uint64         // admission's stamp on the hosts it counts as lost
 }
 
 // hostObs is the newest thing known about a VM on one host.
@@ -240,6 +242,7 @@ type Engine struct {
 	actVM       map[uint64]*vm
 	cand        cands
 	candMark    uint64
+	admitMark   uint64 // stamps the hosts an admission check counts as lost
 	relBuf      []*host
 
 	// listing: the observations being handled come from a host's complete list (a resync),

@@ -375,6 +375,12 @@ func (e *Engine) syncUse(v *vm) {
 		return
 	}
 	o := v.use
+	if o.h != nil {
+		o.h.homed = countClassN(o.h.homed, o.mem, o.cpu, -1)
+	}
+	if u.h != nil {
+		u.h.homed = countClassN(u.h.homed, u.mem, u.cpu, 1)
+	}
 	for _, h := range [2]*host{o.h, o.t} {
 		if h == nil {
 			continue
