@@ -243,6 +243,7 @@ type Engine struct {
 	cand        cands
 	candMark    uint64
 	admitMark   uint64 // stamps the hosts an admission check counts as lost
+	hostGen     uint64 // counts hosts added and removed (see relKey)
 	relBuf      []*host
 
 	// listing: the observations being handled come from a host's complete list (a resync),

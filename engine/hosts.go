@@ -71,6 +71,7 @@ func hostText(h *host) string {
 func (e *Engine) insertHost(h *host) {
 	e.hosts[h.id] = h
 	i, _ := slices.BinarySearch(e.hostIx, h.id)
+	e.hostGen++ // the VMs' related hosts are worked out again (relKey)
 	e.hostIx = slices.Insert(e.hostIx, i, h.id)
 	e.hostList = slices.Insert(e.hostList, i, h)
 }
@@ -132,6 +133,7 @@ func (e *Engine) removeHost(in RemoveHost) {
 	e.stopDraining(h)
 	delete(e.hosts, h.id)
 	i, _ := slices.BinarySearch(e.hostIx, h.id)
+	e.hostGen++
 	e.hostIx = slices.Delete(e.hostIx, i, i+1)
 	e.hostList = slices.Delete(e.hostList, i, i+1)
 	e.log(RecHost, "", h.id, "removed")

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"time"
 )
@@ -33,6 +34,18 @@ var checkIndexes = false
 type relRef struct {
 	h   *host
 	pos int
+}
+
+// relKey is what a VM's related hosts follow from, as far as it changes: its home host,
+// how many hosts it was observed on (observations are only added, except with a host
+// removed, which changes hostGen), its recovery attempt's host, and the hosts known. A VM
+// with extra copies has no key: its related hosts are worked out every time.
+type relKey struct {
+	home    *host
+	nobs    int
+	act     HostID
+	hostGen uint64
+	ok      bool
 }
 
 // usage is what a VM counts against a host's memory, vCPUs and anti-affinity groups:
@@ -67,6 +80,7 @@ type vmIndex struct {
 	row       int // its row in the Snapshot being applied, if rowMark is that snapshot's mark
 	rowMark   uint64
 	rel       []relRef
+	relKey    relKey // what rel was computed from (see syncRelated)
 	use       usage
 	timers    [2]timer
 	waiting   bool
@@ -291,6 +305,21 @@ func (e *Engine) relatedHosts(v *vm, buf []*host) []*host {
 }
 
 func (e *Engine) syncRelated(v *vm) {
+	// Most VMs a step touches (every VM of a host's list) are related to the same hosts as
+	// before: the key says so without working them out again.
+	var key relKey
+	if !v.dead && len(v.dups) == 0 {
+		key = relKey{home: e.homeHost(v), nobs: len(v.obs), hostGen: e.hostGen}
+		if f := v.fail; f != nil {
+			key.act = f.actHost
+		}
+		key.ok = true
+	}
+	skip := key.ok && key == v.relKey
+	if skip && !checkIndexes {
+		return
+	}
+	v.relKey = key
 	var want []*host
 	if !v.dead {
 		want = e.relatedHosts(v, e.relBuf[:0])
@@ -307,6 +336,9 @@ func (e *Engine) syncRelated(v *vm) {
 		if same {
 			return
 		}
+	}
+	if skip {
+		panic(fmt.Sprintf("engine: vm %s: its related hosts changed, its key %+v did not", v.id, key))
 	}
 	// Drop the hosts no longer related, then add the new ones.
 	kept := v.rel[:0]
