@@ -134,6 +134,24 @@ type Env interface {
 	SendHeartbeat(hb Heartbeat)
 	// Log writes a line of the agent's log (scenario logs show them next to the controller's).
 	Log(format string, args ...any)
+	// Remember keeps what the next agent process on this host must know (see Past), at
+	// every renewal that succeeded and every fence and unfence. Real: a small file on the
+	// host's disk, written in the background; simulated: the host's.
+	Remember(p Past)
+}
+
+// Past is what the agent process that ran on this host before knew, kept on the host (see
+// Env.Remember) for the next one: a process that crashed and restarts must not believe it
+// renewed its lease just now, nor forget that it had fenced the host. The controller counts
+// from the lease the last process renewed: once it has expired it may be starting this
+// host's VMs elsewhere, while a migration that landed here as the agent was down, or a
+// user's start, runs here unseen by any agent (seed 1 at 1,000 hosts, vm32155).
+type Past struct {
+	// Renewed is the last lease renewal that succeeded; zero: unknown (its record was
+	// lost), taken as long ago.
+	Renewed time.Time
+	// Fenced: it had fenced the host, and no renewal undid that since.
+	Fenced bool
 }
 
 // Agent is one host's agent.
@@ -146,11 +164,27 @@ type Agent struct {
 	failing bool      // the most recent renewal attempt failed
 	fenced  bool
 	holding bool // holding back a fence: see the majority rule
+	// undecided: the fence owed to the past (New's) is not decided yet; refence: the
+	// predecessor had fenced, and what started running since must go.
+	undecided, refence bool
 }
 
 // New returns an agent that has just started: it owes a resync (Listed) and a renewal.
-func New(cfg Config, env Env, now time.Time) *Agent {
-	return &Agent{cfg: cfg, env: env, tr: lifecycle.NewTranslator(), renewed: now}
+// past is what the host kept of the agent process that ran there before (nil: none ever
+// did, a first start). With its last renewal older than SelfFenceAfter the agent fences at
+// its first Tick (unless the majority rule holds it back, as for any agent); resumed
+// fenced, it destroys at its first Tick every protected domain that started running since,
+// a migration that landed while no agent watched (it had fenced already: no hold-back, as
+// for a domain that starts running on a fenced host). That decision is taken before a
+// renewal can undo it: the first renewal of a new process is a new lease, granted after
+// the old one may have expired and this host's VMs been started elsewhere.
+func New(cfg Config, env Env, now time.Time, past *Past) *Agent {
+	a := &Agent{cfg: cfg, env: env, tr: lifecycle.NewTranslator(), renewed: now}
+	if past != nil {
+		a.renewed, a.fenced = past.Renewed, past.Fenced
+		a.undecided, a.refence = true, past.Fenced
+	}
+	return a
 }
 
 // Fenced reports whether the agent has fenced its host and not regained its lease since. A
@@ -261,6 +295,9 @@ func (a *Agent) OwnStop(vm engine.VMID) { a.tr.OwnStop(string(vm)) }
 // LeaseRenewed records a successful renewal. An agent that had fenced itself is back and owes
 // a resync.
 func (a *Agent) LeaseRenewed(now time.Time) {
+	if a.undecided {
+		a.decide(now) // a fence the past made due first: see New
+	}
 	a.renewed, a.failing = now, false
 	if a.fenced {
 		// What it fenced stays reported as fenced (a crash to recover), never as a user's stop.
@@ -271,6 +308,7 @@ func (a *Agent) LeaseRenewed(now time.Time) {
 		a.env.Log("lease renewed: the control plane is back")
 		a.holding = false
 	}
+	a.env.Remember(Past{Renewed: now})
 }
 
 // LeaseFailed records a renewal attempt that failed: the store could not be reached.
@@ -280,22 +318,36 @@ func (a *Agent) LeaseFailed(now time.Time) { a.failing = true }
 // the cluster could be acting (see the majority rule), pets the watchdog, and sends this
 // host's heartbeat.
 func (a *Agent) Tick(now time.Time) {
-	overdue := now.Sub(a.renewed) >= a.cfg.SelfFenceAfter
+	overdue := a.decide(now)
+	a.env.PetWatchdog()
+	a.env.SendHeartbeat(Heartbeat{From: a.cfg.Host, At: now, LeaseOK: !a.failing && !overdue, Fenced: a.fenced})
+}
+
+// decide fences the host when the lease is overdue and the majority rule does not hold the
+// fence back, and says whether the lease is overdue.
+func (a *Agent) decide(now time.Time) (overdue bool) {
+	overdue = now.Sub(a.renewed) >= a.cfg.SelfFenceAfter
+	a.undecided = false
+	if a.refence {
+		a.refence = false
+		vms := a.protected()
+		a.env.Log("this host's last agent process had fenced it, and no lease renewal since: destroying its %d protected domains again (any that started running here since)", len(vms))
+		a.destroy(vms)
+	}
 	if overdue && !a.fenced {
 		if a.holding && a.stillHolding(now) {
 			// Held back, and still a majority: nothing new to say (holdBack's explanation
 			// names every member, a thousand of them in a large cluster, every second).
 		} else if why, hold := a.holdBack(now); hold {
 			if !a.holding {
-				a.env.Log("no lease renewal for %s, but %s: not fencing", now.Sub(a.renewed).Round(time.Millisecond), why)
+				a.env.Log("no lease renewal for %s, but %s: not fencing", a.since(now), why)
 				a.holding = true
 			}
 		} else {
 			a.fence(now, why)
 		}
 	}
-	a.env.PetWatchdog()
-	a.env.SendHeartbeat(Heartbeat{From: a.cfg.Host, At: now, LeaseOK: !a.failing && !overdue, Fenced: a.fenced})
+	return overdue
 }
 
 // Holding reports whether the agent is holding back a fence (its lease is overdue, and it and
@@ -386,10 +438,29 @@ func (a *Agent) holdBack(now time.Time) (why string, hold bool) {
 // fence destroys every protected domain of this host, before the lease can expire.
 func (a *Agent) fence(now time.Time, why string) {
 	a.fenced, a.holding = true, false
+	a.env.Remember(Past{Renewed: a.renewed, Fenced: true})
+	vms := a.protected()
+	a.env.Log("fencing this host: no lease renewal for %s and %s; destroying %d protected domains", a.since(now), why, len(vms))
+	a.destroy(vms)
+}
+
+// since says how long ago the last renewal was, for the log.
+func (a *Agent) since(now time.Time) string {
+	if a.renewed.IsZero() {
+		return "an unknown time (what this host kept of its last agent process was lost)"
+	}
+	return now.Sub(a.renewed).Round(time.Millisecond).String()
+}
+
+// protected lists the protected VMs, in name order.
+func (a *Agent) protected() []engine.VMID {
 	vms := slices.Clone(a.env.Protected())
 	slices.Sort(vms)
-	a.env.Log("fencing this host: no lease renewal for %s and %s; destroying %d protected domains",
-		now.Sub(a.renewed).Round(time.Millisecond), why, len(vms))
+	return vms
+}
+
+// destroy destroys the domains of vms for a fence.
+func (a *Agent) destroy(vms []engine.VMID) {
 	for _, vm := range vms {
 		a.tr.Fencing(string(vm))
 		a.env.Destroy(vm)

@@ -31,6 +31,7 @@ type fakeEnv struct {
 	pets      int
 	beats     []Heartbeat
 	log       []string
+	past      []Past // what the agent asked to remember, in order
 }
 
 func (f *fakeEnv) Report(in engine.Input)       { f.reports = append(f.reports, in) }
@@ -44,6 +45,7 @@ func (f *fakeEnv) Heard(p engine.HostID) (Heartbeat, time.Time, bool) {
 	return h.hb, h.at, ok
 }
 func (f *fakeEnv) SendHeartbeat(hb Heartbeat) { f.beats = append(f.beats, hb) }
+func (f *fakeEnv) Remember(p Past)            { f.past = append(f.past, p) }
 func (f *fakeEnv) Log(format string, args ...any) {
 	f.log = append(f.log, fmt.Sprintf(format, args...))
 }
@@ -53,8 +55,13 @@ func (f *fakeEnv) Execute(a engine.Action, done func(time.Time, Outcome)) {
 }
 
 func newAgent(members ...engine.HostID) (*Agent, *fakeEnv) {
+	return resumed(nil, members...)
+}
+
+// resumed is newAgent for a process that resumes from past (nil: a first start).
+func resumed(past *Past, members ...engine.HostID) (*Agent, *fakeEnv) {
 	env := &fakeEnv{current: true, members: members, protected: []engine.VMID{"v2", "v1"}, heard: map[engine.HostID]heard{}}
-	return New(DefaultConfig("h1"), env, t0), env
+	return New(DefaultConfig("h1"), env, t0, past), env
 }
 
 func TestEventsAreStampedInOrder(t *testing.T) {
@@ -283,5 +290,101 @@ func TestHeartbeatSaysTheLastAttempt(t *testing.T) {
 	a.LeaseRenewed(t0.Add(20 * time.Second))
 	if st, why := a.Row(Row{Name: "v1", State: lifecycle.StateShutoff, Reason: lifecycle.ShutoffDestroyed}); st != engine.DomShutoff || why != engine.ReasonFenced {
 		t.Fatalf("after the lease is back, v1 reads %s/%s, want shutoff/fenced", st, why)
+	}
+}
+
+// An agent process that restarts resumes from what the last one knew: a last renewal older
+// than SelfFenceAfter fences at the first Tick, before a new lease (the grant) can make the
+// host look healthy; the majority rule applies as for any agent.
+func TestResumedOverdueFencesAtOnce(t *testing.T) {
+	a, env := resumed(&Past{Renewed: t0.Add(-8 * time.Second)}, "h1", "h2")
+	if a.Fenced() || len(env.destroyed) != 0 {
+		t.Fatal("New did something: the decision is the first Tick's")
+	}
+	a.Tick(t0)
+	if !a.Fenced() || !slices.Equal(env.destroyed, []engine.VMID{"v1", "v2"}) {
+		t.Fatalf("resumed 8 s after the last renewal: want a fence at the first Tick, got fenced=%v destroyed=%v", a.Fenced(), env.destroyed)
+	}
+	if len(env.past) != 1 || !env.past[0].Fenced || !env.past[0].Renewed.Equal(t0.Add(-8*time.Second)) {
+		t.Fatalf("remembered %+v, want the fence with the old renewal", env.past)
+	}
+
+	// The grant comes first: the fence is still decided before it.
+	a, env = resumed(&Past{Renewed: t0.Add(-8 * time.Second)}, "h1", "h2")
+	a.LeaseRenewed(t0)
+	if len(env.destroyed) != 2 || a.Fenced() {
+		t.Fatalf("a grant before the first Tick: want the fence first, then unfenced; got fenced=%v destroyed=%v", a.Fenced(), env.destroyed)
+	}
+
+	// Unknown (the record was lost): as old.
+	a, env = resumed(&Past{}, "h1", "h2")
+	a.Tick(t0)
+	if !a.Fenced() || len(env.destroyed) != 2 || !strings.Contains(env.log[0], "an unknown time") {
+		t.Fatalf("resumed with an unknown last renewal: fenced=%v destroyed=%v log %q", a.Fenced(), env.destroyed, env.log)
+	}
+
+	// The majority rule still holds a resumed agent back.
+	a, env = resumed(&Past{Renewed: t0.Add(-8 * time.Second)}, "h1", "h2")
+	env.heard["h2"] = heard{Heartbeat{From: "h2"}, t0}
+	a.Tick(t0)
+	if a.Fenced() || !a.Holding() || len(env.destroyed) != 0 {
+		t.Fatalf("control plane lost everywhere: want a hold-back, got fenced=%v destroyed=%v", a.Fenced(), env.destroyed)
+	}
+}
+
+// An agent resumed as fenced destroys at its first Tick what started running since (a
+// migration that landed while no agent watched), holding back for no majority, and every
+// protected domain that starts running after.
+func TestResumedFencedStaysFenced(t *testing.T) {
+	a, env := resumed(&Past{Renewed: t0.Add(-20 * time.Second), Fenced: true}, "h1", "h2", "h3")
+	if !a.Fenced() {
+		t.Fatal("resumed fenced, not fenced")
+	}
+	env.heard["h2"] = heard{Heartbeat{From: "h2"}, t0} // a majority without a lease
+	a.Tick(t0)
+	if !slices.Equal(env.destroyed, []engine.VMID{"v1", "v2"}) || a.Holding() {
+		t.Fatalf("resumed fenced: want the protected domains destroyed again, got %v (holding %v)", env.destroyed, a.Holding())
+	}
+	if hb := env.beats[len(env.beats)-1]; !hb.Fenced || hb.LeaseOK {
+		t.Fatalf("heartbeat %+v: want fenced, no lease", hb)
+	}
+	a.Event(t0.Add(time.Second), lifecycle.Event{Kind: lifecycle.KindLifecycle, Domain: "v1",
+		Type: lifecycle.EvStarted, Detail: lifecycle.StartedBooted})
+	if len(env.destroyed) != 3 || env.destroyed[2] != "v1" {
+		t.Fatalf("a protected domain that starts on a host resumed fenced: destroyed %v", env.destroyed)
+	}
+	a.Order(t0.Add(time.Second), engine.Action{ID: 9, Kind: engine.ActStart, VM: "v1", Host: "h1"})
+	if len(env.executed) != 0 {
+		t.Fatal("a host resumed fenced carried out an order")
+	}
+	a.Tick(t0.Add(2 * time.Second))
+	if len(env.destroyed) != 3 {
+		t.Fatalf("destroyed again at the second Tick: %v", env.destroyed)
+	}
+	a.LeaseRenewed(t0.Add(3 * time.Second))
+	if a.Fenced() || !slices.Equal(env.past[len(env.past)-1:], []Past{{Renewed: t0.Add(3 * time.Second)}}) {
+		t.Fatalf("after a renewal: fenced=%v remembered %+v", a.Fenced(), env.past)
+	}
+}
+
+// An agent resumed with a recent renewal has only what is left of SelfFenceAfter, no more
+// and no less; renewals are remembered.
+func TestResumedRecentDoesNotFenceEarly(t *testing.T) {
+	a, env := resumed(&Past{Renewed: t0.Add(-2 * time.Second)}, "h1", "h2")
+	a.Tick(t0)
+	a.Tick(t0.Add(4*time.Second + 999*time.Millisecond))
+	if a.Fenced() || len(env.destroyed) != 0 {
+		t.Fatalf("fenced before SelfFenceAfter since the last renewal: %v", env.destroyed)
+	}
+	a.Tick(t0.Add(5 * time.Second))
+	if !a.Fenced() {
+		t.Fatal("not fenced SelfFenceAfter after the predecessor's last renewal")
+	}
+
+	a, env = resumed(&Past{Renewed: t0.Add(-2 * time.Second)}, "h1", "h2")
+	a.LeaseRenewed(t0)
+	a.Tick(t0.Add(6 * time.Second))
+	if a.Fenced() || len(env.destroyed) != 0 || !slices.Equal(env.past, []Past{{Renewed: t0}}) {
+		t.Fatalf("renewed at once: fenced=%v destroyed=%v remembered %+v", a.Fenced(), env.destroyed, env.past)
 	}
 }

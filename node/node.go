@@ -73,6 +73,10 @@ type Config struct {
 	Watchdog string
 	// ProtectAll offers every domain of this host that nobody unprotected for protection.
 	ProtectAll bool
+	// StateDir is where the agent keeps its state file (agent-HOST.state: see state.go), for
+	// the agent process that runs here next ("": none, and a restarted agent knows nothing
+	// of the last one's lease renewals or fence).
+	StateDir string
 }
 
 // Defaults for a cluster's agents.
@@ -115,6 +119,13 @@ type Node struct {
 	layers    string                             // the guest layers this host's cluster leaves active ("": all)
 	ctx       context.Context                    // Run's: the probes' goroutines end with it
 
+	// The state file (state.go): its path ("": none), what the agent last asked to keep, and
+	// the keeper's wake-up.
+	statePath string
+	past      agent.Past
+	keep      chan struct{}
+
+	rec     store.Host   // this host's record, as registered
 	out     chan outItem // reports to write, in order
 	udp     *net.UDPConn
 	wd      *os.File
@@ -185,14 +196,21 @@ func Run(ctx context.Context, cfg Config) error {
 	// Heartbeats go every tick: a peer missing six of them is not heard from. The
 	// controllers' majority settle time must exceed this plus a tick plus a fence.
 	acfg.PeerTimeout = 6 * cfg.TickEvery
-	n.ag = agent.New(acfg, env{n}, time.Now())
+	n.members = []engine.HostID{engine.HostID(cfg.Host)}
+	n.keep = make(chan struct{}, 1)
+	now := time.Now()
+	n.past = agent.Past{Renewed: now}
+	past := n.resume()
+	if past != nil {
+		n.past = *past
+	}
+	n.ag = agent.New(acfg, env{n}, now, past)
 	n.ctx = ctx
 	n.guestAddr = map[engine.VMID]string{}
 	n.guestPol, n.running = map[engine.VMID]engine.GuestPolicy{}, map[engine.VMID]bool{}
 	n.pinger = guest.NewPinger()
 	n.mon = guest.New(guest.DefaultConfig(), guestEnv{n})
 	n.ga, _ = cfg.Driver.(hypervisor.GuestAgent)
-	n.members = []engine.HostID{engine.HostID(cfg.Host)}
 
 	if cfg.Heartbeat != "" {
 		addr, err := net.ResolveUDPAddr("udp", cfg.Heartbeat)
@@ -213,22 +231,121 @@ func Run(ctx context.Context, cfg Config) error {
 		defer f.Close()
 	}
 
-	// Join: the host record, then the lease. Both retried until the store answers.
+	// The agent decides at once whether what the last agent process left (the state file)
+	// makes a fence due, before a new lease could make the host look healthy; and it goes on
+	// ticking while it joins (fence, watchdog, heartbeats): a host whose lease expired must
+	// have destroyed its protected domains before it reports itself up again, however long
+	// the store takes to answer.
+	n.mu.Lock()
+	n.ag.Tick(time.Now())
+	n.mu.Unlock()
+	n.wg.Add(2)
+	go n.keeper(ctx)
+	go n.tickLoop(ctx)
+	if n.udp != nil {
+		n.wg.Add(1)
+		go n.receive(ctx)
+	}
+	if !n.join(ctx) {
+		n.stopLoops()
+		return nil
+	}
+
+	n.wg.Add(4)
+	go n.protectedLoop(ctx)
+	go n.sender(ctx)
+	go n.watchHypervisor(ctx)
+	go n.renewLoop(ctx)
+	go n.orderLoop(ctx)
+	if n.ga != nil {
+		n.wg.Add(1)
+		go n.guestLoop(ctx)
+	} else {
+		n.log.Warn("this hypervisor driver cannot reach guest agents: the guest OS and guest network layers are not watched on this host")
+	}
+	<-ctx.Done()
+	n.stopLoops()
+	// A clean stop gives the lease back: the host left, it is not lost. Its VMs keep
+	// running; they are not protected until an agent runs here again.
+	rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	n.mu.Lock()
+	l := n.lease
+	n.mu.Unlock()
+	n.rec.Left = true
+	if err := n.st.PutHost(rctx, n.rec); err != nil {
+		n.log.Warn("cannot record that this host leaves: its lease expires instead, and the controller will treat the host as lost", "err", err)
+	} else {
+		_ = n.st.Revoke(rctx, l)
+		// The host left: the next agent starts afresh, as on a first start (a fence due
+		// from this one's renewals would only kill VMs nobody restarts elsewhere).
+		if n.statePath != "" {
+			if err := os.Remove(n.statePath); err != nil && !errors.Is(err, os.ErrNotExist) {
+				n.log.Warn("cannot remove the agent's state file", "file", n.statePath, "err", err)
+			}
+		}
+	}
+	n.log.Info("agent is down")
+	return nil
+}
+
+// stopLoops waits for the goroutines to end once ctx has.
+func (n *Node) stopLoops() {
+	if n.udp != nil {
+		n.udp.Close()
+	}
+	n.wg.Wait()
+}
+
+// resume reads what the last agent process on this host left in the state file (nil: a
+// first start), and takes its members and protected VMs as known until the store says more.
+func (n *Node) resume() *agent.Past {
+	if n.cfg.StateDir == "" {
+		n.log.Warn("no state directory: an agent process that restarts will not know when this one last renewed its lease or whether it fenced this host")
+		return nil
+	}
+	if err := os.MkdirAll(n.cfg.StateDir, 0o700); err != nil {
+		n.log.Error("cannot make the state directory", "dir", n.cfg.StateDir, "err", err)
+	}
+	n.statePath = stateFile(n.cfg.StateDir, n.cfg.Host)
+	past, st, err := readState(n.statePath)
+	if err != nil {
+		n.log.Error(err.Error()+": taking the last lease renewal as long ago (the agent fences at once unless the majority rule holds it back)", "file", n.statePath)
+	}
+	if past == nil {
+		return nil
+	}
+	for _, m := range st.Members {
+		if vmname.CheckHost(string(m)) == nil && !slices.Contains(n.members, m) {
+			n.members = append(n.members, m)
+		}
+	}
+	for _, v := range st.Protected {
+		n.prot[v] = true
+	}
+	n.log.Info("resuming from the last agent process", "file", n.statePath, "last_renewal", past.Renewed, "fenced", past.Fenced)
+	return past
+}
+
+// join registers the host, then takes a lease; both are retried until the store answers.
+// It returns false if ctx ended first.
+func (n *Node) join(ctx context.Context) bool {
+	cfg := n.cfg
 	adv := cfg.HeartbeatAdvertise
 	if adv == "" && n.udp != nil {
 		adv = n.udp.LocalAddr().String()
 	}
-	rec := store.Host{Name: cfg.Host, MemMiB: cfg.MemMiB, Fencing: cfg.Fencing, Watchdog: cfg.Watchdog != "",
+	n.rec = store.Host{Name: cfg.Host, MemMiB: cfg.MemMiB, Fencing: cfg.Fencing, Watchdog: cfg.Watchdog != "",
 		Heartbeat: adv, VCPUs: cfg.VCPUs, MigrateURI: cfg.MigrateURI, Started: n.started.UTC(), Version: "0.2.0"}
 	for {
-		err := n.st.PutHost(ctx, rec)
+		err := n.st.PutHost(ctx, n.rec)
 		if err == nil {
 			break
 		}
 		n.log.Warn("cannot register this host yet", "err", err)
 		select {
 		case <-ctx.Done():
-			return nil
+			return false
 		case <-time.After(time.Second):
 		}
 	}
@@ -247,49 +364,12 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return false
 		case <-time.After(time.Second):
 		}
 	}
 	n.log.Info("agent is up", "lease_ttl", cfg.LeaseTTL, "self_fence_after", cfg.SelfFenceAfter, "heartbeat", adv, "watchdog", cfg.Watchdog)
-
-	n.wg.Add(6)
-	go n.protectedLoop(ctx)
-	go n.sender(ctx)
-	go n.watchHypervisor(ctx)
-	go n.renewLoop(ctx)
-	go n.tickLoop(ctx)
-	go n.orderLoop(ctx)
-	if n.udp != nil {
-		n.wg.Add(1)
-		go n.receive(ctx)
-	}
-	if n.ga != nil {
-		n.wg.Add(1)
-		go n.guestLoop(ctx)
-	} else {
-		n.log.Warn("this hypervisor driver cannot reach guest agents: the guest OS and guest network layers are not watched on this host")
-	}
-	<-ctx.Done()
-	if n.udp != nil {
-		n.udp.Close()
-	}
-	n.wg.Wait()
-	// A clean stop gives the lease back: the host left, it is not lost. Its VMs keep
-	// running; they are not protected until an agent runs here again.
-	rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	n.mu.Lock()
-	l := n.lease
-	n.mu.Unlock()
-	rec.Left = true
-	if err := n.st.PutHost(rctx, rec); err != nil {
-		n.log.Warn("cannot record that this host leaves: its lease expires instead, and the controller will treat the host as lost", "err", err)
-	} else {
-		_ = n.st.Revoke(rctx, l)
-	}
-	n.log.Info("agent is down")
-	return nil
+	return true
 }
 
 // grant takes a new lease with this host's liveness key. Orders written before it are void.
@@ -431,6 +511,7 @@ func (n *Node) refreshCluster(ctx context.Context) {
 	for _, h := range hosts {
 		if !slices.Contains(n.members, engine.HostID(h.Name)) {
 			n.members = append(n.members, engine.HostID(h.Name))
+			n.kick() // kept for the next agent process (state.go)
 		}
 		if h.Name != n.cfg.Host && h.Heartbeat != "" {
 			n.peers[engine.HostID(h.Name)] = h.Heartbeat
@@ -458,6 +539,7 @@ func (n *Node) protectedLoop(ctx context.Context) {
 		for _, v := range names {
 			n.prot[engine.VMID(v)] = true
 		}
+		n.kick() // kept for the next agent process (state.go)
 		n.mu.Unlock()
 		for _, v := range names {
 			n.storeDefinition(ctx, v)
@@ -469,6 +551,9 @@ func (n *Node) protectedLoop(ctx context.Context) {
 				delete(n.prot, engine.VMID(ch.Name))
 			} else {
 				n.prot[engine.VMID(ch.Name)] = true
+			}
+			if had == ch.Deleted {
+				n.kick()
 			}
 			n.mu.Unlock()
 			if !ch.Deleted && !had {

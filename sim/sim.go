@@ -406,7 +406,7 @@ func (s *Sim) addHostIn(sp hostSpec) *host {
 		cl = engine.DefaultCluster
 	}
 	h := &host{id: sp.id, mem: sp.mem, fencing: sp.fencing, cluster: cl, reserved: sp.reserved, power: true, agent: true, libvirtd: true, lose: map[engine.VMID]int{},
-		doms: map[engine.VMID]*dom{}, stored: map[engine.VMID]engine.Observe{}, renewed: s.now, agentOK: s.now,
+		doms: map[engine.VMID]*dom{}, stored: map[engine.VMID]engine.Observe{}, renewed: s.now, past: agent.Past{Renewed: s.now},
 		lastPet: s.now, leaseAlive: true, armed: true}
 	h.ag = s.newAgent(h)
 	s.hosts = append(s.hosts, h)
@@ -610,7 +610,7 @@ func (s *Sim) newAgent(h *host) *agent.Agent {
 	s.newMonitor(h) // the agent process's guest monitor, new with it
 	s.hangsForgotten(h)
 	s.actsForgotten(h)
-	return agent.New(cfg, agentEnv{s: s, h: h}, h.agentOK)
+	return agent.New(cfg, agentEnv{s: s, h: h}, s.now, &h.past) // it resumes from what the last process remembered
 }
 
 // actsForgotten keeps unseen, as a new agent process starts on h, the user's acts there that

@@ -60,10 +60,14 @@ type host struct {
 	agentDiedAt time.Time    // when its agent last crashed (a watchdog reset follows)
 	renewed     time.Time    // the store's view: last lease renewal it received
 	leaseAlive  bool         // what the controller was last told
-	agentOK     time.Time    // the agent's view: last renewal that succeeded
-	lastPet     time.Time    // hardware watchdog
-	armed       bool         // the agent armed the hardware watchdog
-	epoch       int          // bumps when the host loses power or the agent restarts
+	// past is what the agent process remembered on the host's disk (agent.Past: its last
+	// renewal that succeeded, whether it had fenced), for the next one. It survives an agent
+	// crash, and a power loss too: what the host runs after one was started since (nothing
+	// protected, or what hass restarted there after a renewal), so keeping it is harmless.
+	past    agent.Past
+	lastPet time.Time // hardware watchdog
+	armed   bool      // the agent armed the hardware watchdog
+	epoch   int       // bumps when the host loses power or the agent restarts
 	// stored is what the agent last wrote to the store for each VM. Writes are reliable
 	// while the agent can reach the store; the bus may still lose the notification of one.
 	stored map[engine.VMID]engine.Observe
@@ -471,8 +475,8 @@ func (s *Sim) renew(h *host) {
 	if !h.reachable() {
 		return
 	}
-	h.renewed, h.agentOK = s.now, s.now
-	h.ag.LeaseRenewed(s.now)
+	h.renewed = s.now
+	h.ag.LeaseRenewed(s.now) // remembers it: agentEnv.Remember
 	if !h.leaseAlive || h.freshLease {
 		h.leaseAlive, h.freshLease = true, false
 		if s.random {
