@@ -53,6 +53,30 @@
 // available), as does every host once a majority of the members is dead or cut off (a
 // quorum cannot be told from a partition); asking the silent host's BMC whether it is
 // powered off would tell the two apart (the fencing work).
+//
+// # A restarted agent
+//
+// An agent process that crashed and restarts must not believe it renewed just now: the
+// controller counts from the lease its predecessor held, and a migration may have landed
+// here while no agent watched (vm32155). So it resumes from what the predecessor kept on
+// the host (Past: the last renewal, the fence) and, before it takes a lease of its own, its
+// runner asks the store about the predecessor's lease and tells it (Resumed):
+//
+//  1. The store answers and the old lease is alive: the host was never lost, nothing was
+//     started elsewhere. No fence; the runner keeps the host's liveness key alive without a
+//     gap (it renews the old lease, then takes a new one or keeps the old), a renewal.
+//  2. The store answers and the old lease has expired, or is unknown (none on record): the
+//     controller may have declared the host fenced and be starting its VMs elsewhere. The
+//     agent fences at once, with no hold-back, before the new lease is granted, so before the
+//     host can report itself up.
+//  3. The store does not answer: the rule of any agent that cannot renew applies, counted
+//     from the predecessor's last renewal: it fences SelfFenceAfter after it, unless the
+//     majority rule holds it back. Once the store answers, 1 or 2 applies.
+//
+// A predecessor's fence stands until a lease is held again (1, or a new lease after 2): the
+// agent stays fenced, and at its first Tick, unless Resumed came first, it destroys the
+// protected domains that started running since (no hold-back: the host was fenced). A first
+// start (no Past) has nothing to fence.
 package agent
 
 import (
@@ -164,27 +188,47 @@ type Agent struct {
 	failing bool      // the most recent renewal attempt failed
 	fenced  bool
 	holding bool // holding back a fence: see the majority rule
-	// undecided: the fence owed to the past (New's) is not decided yet; refence: the
-	// predecessor had fenced, and what started running since must go.
-	undecided, refence bool
+	// resuming: resumed from a Past (New), and not yet told what the store says of the
+	// lease the last process held (Resumed); refence: the predecessor had fenced, and what
+	// started running since must go at the first Tick unless Resumed came first.
+	resuming, refence bool
 }
 
 // New returns an agent that has just started: it owes a resync (Listed) and a renewal.
 // past is what the host kept of the agent process that ran there before (nil: none ever
-// did, a first start). With its last renewal older than SelfFenceAfter the agent fences at
-// its first Tick (unless the majority rule holds it back, as for any agent); resumed
-// fenced, it destroys at its first Tick every protected domain that started running since,
-// a migration that landed while no agent watched (it had fenced already: no hold-back, as
-// for a domain that starts running on a fenced host). That decision is taken before a
-// renewal can undo it: the first renewal of a new process is a new lease, granted after
-// the old one may have expired and this host's VMs been started elsewhere.
+// did, a first start): the agent takes its last renewal and its fence as its own, and owes
+// Resumed before its first renewal (see "A restarted agent" above).
 func New(cfg Config, env Env, now time.Time, past *Past) *Agent {
 	a := &Agent{cfg: cfg, env: env, tr: lifecycle.NewTranslator(), renewed: now}
 	if past != nil {
 		a.renewed, a.fenced = past.Renewed, past.Fenced
-		a.undecided, a.refence = true, past.Fenced
+		a.resuming, a.refence = true, past.Fenced
 	}
 	return a
+}
+
+// Resumed tells an agent resumed from a Past (New) what the store says, as of now, of the
+// lease the last agent process on this host held, before this one takes a lease of its own.
+// alive: the store still had it and has just renewed it, so the controller never found the
+// host lost: it is a renewal (LeaseRenewed), nothing is fenced. Not alive (expired, or no
+// lease on record): the controller may have declared the host fenced and started its VMs
+// elsewhere, so the agent fences at once, holding back for no majority (no agent ran here
+// to hold back as the lease expired), and the new lease is granted only after. Only the
+// first call counts; a renewal before any (LeaseRenewed) counts as Resumed(now, false).
+func (a *Agent) Resumed(now time.Time, alive bool) {
+	if !a.resuming {
+		return
+	}
+	a.resuming, a.refence = false, false
+	if alive {
+		a.LeaseRenewed(now)
+		return
+	}
+	a.fenced, a.holding = true, false
+	a.env.Remember(Past{Renewed: a.renewed, Fenced: true})
+	vms := a.protected()
+	a.env.Log("fencing this host: the lease its last agent process held is not alive (no lease renewal for %s), the controller may be starting its VMs elsewhere; destroying %d protected domains", a.since(now), len(vms))
+	a.destroy(vms)
 }
 
 // Fenced reports whether the agent has fenced its host and not regained its lease since. A
@@ -295,8 +339,8 @@ func (a *Agent) OwnStop(vm engine.VMID) { a.tr.OwnStop(string(vm)) }
 // LeaseRenewed records a successful renewal. An agent that had fenced itself is back and owes
 // a resync.
 func (a *Agent) LeaseRenewed(now time.Time) {
-	if a.undecided {
-		a.decide(now) // a fence the past made due first: see New
+	if a.resuming {
+		a.Resumed(now, false) // a new lease, the old one's fate unknown: see Resumed
 	}
 	a.renewed, a.failing = now, false
 	if a.fenced {
@@ -327,7 +371,6 @@ func (a *Agent) Tick(now time.Time) {
 // fence back, and says whether the lease is overdue.
 func (a *Agent) decide(now time.Time) (overdue bool) {
 	overdue = now.Sub(a.renewed) >= a.cfg.SelfFenceAfter
-	a.undecided = false
 	if a.refence {
 		a.refence = false
 		vms := a.protected()

@@ -293,57 +293,103 @@ func TestHeartbeatSaysTheLastAttempt(t *testing.T) {
 	}
 }
 
-// An agent process that restarts resumes from what the last one knew: a last renewal older
-// than SelfFenceAfter fences at the first Tick, before a new lease (the grant) can make the
-// host look healthy; the majority rule applies as for any agent.
-func TestResumedOverdueFencesAtOnce(t *testing.T) {
+// Case 1 of a restarted agent: the store still has the last process's lease. The host was
+// never lost: no fence, however old the last renewal, and a predecessor's fence is undone.
+func TestResumedLeaseAliveAdopts(t *testing.T) {
 	a, env := resumed(&Past{Renewed: t0.Add(-8 * time.Second)}, "h1", "h2")
+	a.Resumed(t0, true)
+	a.Tick(t0)
 	if a.Fenced() || len(env.destroyed) != 0 {
-		t.Fatal("New did something: the decision is the first Tick's")
+		t.Fatalf("resumed 8 s after the last renewal with the old lease alive: fenced=%v destroyed=%v", a.Fenced(), env.destroyed)
 	}
+	if hb := env.beats[len(env.beats)-1]; !hb.LeaseOK || hb.Fenced {
+		t.Fatalf("heartbeat %+v: want the lease held", hb)
+	}
+	if !slices.Equal(env.past, []Past{{Renewed: t0}}) {
+		t.Fatalf("remembered %+v, want the adoption as a renewal", env.past)
+	}
+	a.Tick(t0.Add(6 * time.Second))
+	if a.Fenced() {
+		t.Fatal("fenced SelfFenceAfter after the predecessor's renewal, not after the adoption")
+	}
+
+	// The predecessor had fenced (its lease was still alive): the fence is undone, nothing
+	// destroyed again.
+	a, env = resumed(&Past{Renewed: t0.Add(-8 * time.Second), Fenced: true}, "h1", "h2")
+	a.Resumed(t0, true)
 	a.Tick(t0)
-	if !a.Fenced() || !slices.Equal(env.destroyed, []engine.VMID{"v1", "v2"}) {
-		t.Fatalf("resumed 8 s after the last renewal: want a fence at the first Tick, got fenced=%v destroyed=%v", a.Fenced(), env.destroyed)
+	if a.Fenced() || len(env.destroyed) != 0 {
+		t.Fatalf("resumed fenced, old lease alive: fenced=%v destroyed=%v", a.Fenced(), env.destroyed)
 	}
-	if len(env.past) != 1 || !env.past[0].Fenced || !env.past[0].Renewed.Equal(t0.Add(-8*time.Second)) {
-		t.Fatalf("remembered %+v, want the fence with the old renewal", env.past)
+}
+
+// Case 2: the store answers and the last process's lease has expired (or none is on
+// record): fence at once, holding back for no majority, before the new lease is granted.
+func TestResumedLeaseExpiredFencesBeforeTheGrant(t *testing.T) {
+	a, env := resumed(&Past{Renewed: t0.Add(-2 * time.Second)}, "h1", "h2", "h3")
+	env.heard["h2"] = heard{Heartbeat{From: "h2"}, t0} // a majority without a lease
+	a.Resumed(t0, false)
+	if !a.Fenced() || !slices.Equal(env.destroyed, []engine.VMID{"v1", "v2"}) || a.Holding() {
+		t.Fatalf("old lease expired: want a fence at once, got fenced=%v destroyed=%v holding=%v", a.Fenced(), env.destroyed, a.Holding())
+	}
+	if len(env.past) != 1 || !env.past[0].Fenced {
+		t.Fatalf("remembered %+v, want the fence", env.past)
+	}
+	a.Resumed(t0, true) // only the first answer counts
+	if !a.Fenced() {
+		t.Fatal("a second Resumed undid the fence")
+	}
+	a.LeaseRenewed(t0.Add(time.Second)) // the new lease
+	if a.Fenced() || len(env.destroyed) != 2 {
+		t.Fatalf("after the new lease: fenced=%v destroyed=%v", a.Fenced(), env.destroyed)
 	}
 
-	// The grant comes first: the fence is still decided before it.
-	a, env = resumed(&Past{Renewed: t0.Add(-8 * time.Second)}, "h1", "h2")
-	a.LeaseRenewed(t0)
-	if len(env.destroyed) != 2 || a.Fenced() {
-		t.Fatalf("a grant before the first Tick: want the fence first, then unfenced; got fenced=%v destroyed=%v", a.Fenced(), env.destroyed)
-	}
-
-	// Unknown (the record was lost): as old.
+	// A grant with no answer first (no lease on record to ask about): the fence comes first.
 	a, env = resumed(&Past{}, "h1", "h2")
+	a.LeaseRenewed(t0)
+	if len(env.destroyed) != 2 || a.Fenced() || !strings.Contains(env.log[0], "an unknown time") {
+		t.Fatalf("a grant before Resumed: want the fence first, then unfenced; got fenced=%v destroyed=%v log %q", a.Fenced(), env.destroyed, env.log)
+	}
+}
+
+// Case 3: the store does not answer: the timing rule of any agent that cannot renew,
+// counted from the predecessor's last renewal, majority rule included; a predecessor's
+// fence stands, and what started running since goes at the first Tick.
+func TestResumedStoreUnreachableTimingRule(t *testing.T) {
+	a, env := resumed(&Past{Renewed: t0.Add(-2 * time.Second)}, "h1", "h2")
+	a.LeaseFailed(t0)
 	a.Tick(t0)
-	if !a.Fenced() || len(env.destroyed) != 2 || !strings.Contains(env.log[0], "an unknown time") {
-		t.Fatalf("resumed with an unknown last renewal: fenced=%v destroyed=%v log %q", a.Fenced(), env.destroyed, env.log)
+	a.Tick(t0.Add(4*time.Second + 999*time.Millisecond))
+	if a.Fenced() || len(env.destroyed) != 0 {
+		t.Fatalf("fenced before SelfFenceAfter since the last renewal: %v", env.destroyed)
+	}
+	a.Tick(t0.Add(5 * time.Second))
+	if !a.Fenced() || len(env.destroyed) != 2 {
+		t.Fatal("not fenced SelfFenceAfter after the predecessor's last renewal")
 	}
 
-	// The majority rule still holds a resumed agent back.
+	// The majority rule holds a resumed agent back as any other.
 	a, env = resumed(&Past{Renewed: t0.Add(-8 * time.Second)}, "h1", "h2")
 	env.heard["h2"] = heard{Heartbeat{From: "h2"}, t0}
+	a.LeaseFailed(t0)
 	a.Tick(t0)
 	if a.Fenced() || !a.Holding() || len(env.destroyed) != 0 {
 		t.Fatalf("control plane lost everywhere: want a hold-back, got fenced=%v destroyed=%v", a.Fenced(), env.destroyed)
 	}
-}
-
-// An agent resumed as fenced destroys at its first Tick what started running since (a
-// migration that landed while no agent watched), holding back for no majority, and every
-// protected domain that starts running after.
-func TestResumedFencedStaysFenced(t *testing.T) {
-	a, env := resumed(&Past{Renewed: t0.Add(-20 * time.Second), Fenced: true}, "h1", "h2", "h3")
+	env.heard["h2"] = heard{Heartbeat{From: "h2", LeaseOK: true}, t0.Add(time.Second)}
+	a.Tick(t0.Add(time.Second))
 	if !a.Fenced() {
-		t.Fatal("resumed fenced, not fenced")
+		t.Fatal("the peer has its lease again: want the fence")
 	}
-	env.heard["h2"] = heard{Heartbeat{From: "h2"}, t0} // a majority without a lease
+
+	// Resumed fenced: it stays fenced, destroys at the first Tick what started running since
+	// (no hold-back) and every protected domain that starts after; a lease undoes it.
+	a, env = resumed(&Past{Renewed: t0.Add(-20 * time.Second), Fenced: true}, "h1", "h2", "h3")
+	env.heard["h2"] = heard{Heartbeat{From: "h2"}, t0}
+	a.LeaseFailed(t0)
 	a.Tick(t0)
-	if !slices.Equal(env.destroyed, []engine.VMID{"v1", "v2"}) || a.Holding() {
-		t.Fatalf("resumed fenced: want the protected domains destroyed again, got %v (holding %v)", env.destroyed, a.Holding())
+	if !a.Fenced() || !slices.Equal(env.destroyed, []engine.VMID{"v1", "v2"}) || a.Holding() {
+		t.Fatalf("resumed fenced: want the protected domains destroyed again, got %v (fenced %v, holding %v)", env.destroyed, a.Fenced(), a.Holding())
 	}
 	if hb := env.beats[len(env.beats)-1]; !hb.Fenced || hb.LeaseOK {
 		t.Fatalf("heartbeat %+v: want fenced, no lease", hb)
@@ -361,30 +407,8 @@ func TestResumedFencedStaysFenced(t *testing.T) {
 	if len(env.destroyed) != 3 {
 		t.Fatalf("destroyed again at the second Tick: %v", env.destroyed)
 	}
-	a.LeaseRenewed(t0.Add(3 * time.Second))
+	a.Resumed(t0.Add(3*time.Second), true) // the store is back, the old lease alive
 	if a.Fenced() || !slices.Equal(env.past[len(env.past)-1:], []Past{{Renewed: t0.Add(3 * time.Second)}}) {
-		t.Fatalf("after a renewal: fenced=%v remembered %+v", a.Fenced(), env.past)
-	}
-}
-
-// An agent resumed with a recent renewal has only what is left of SelfFenceAfter, no more
-// and no less; renewals are remembered.
-func TestResumedRecentDoesNotFenceEarly(t *testing.T) {
-	a, env := resumed(&Past{Renewed: t0.Add(-2 * time.Second)}, "h1", "h2")
-	a.Tick(t0)
-	a.Tick(t0.Add(4*time.Second + 999*time.Millisecond))
-	if a.Fenced() || len(env.destroyed) != 0 {
-		t.Fatalf("fenced before SelfFenceAfter since the last renewal: %v", env.destroyed)
-	}
-	a.Tick(t0.Add(5 * time.Second))
-	if !a.Fenced() {
-		t.Fatal("not fenced SelfFenceAfter after the predecessor's last renewal")
-	}
-
-	a, env = resumed(&Past{Renewed: t0.Add(-2 * time.Second)}, "h1", "h2")
-	a.LeaseRenewed(t0)
-	a.Tick(t0.Add(6 * time.Second))
-	if a.Fenced() || len(env.destroyed) != 0 || !slices.Equal(env.past, []Past{{Renewed: t0}}) {
-		t.Fatalf("renewed at once: fenced=%v destroyed=%v remembered %+v", a.Fenced(), env.destroyed, env.past)
+		t.Fatalf("after the adoption: fenced=%v remembered %+v", a.Fenced(), env.past)
 	}
 }

@@ -81,8 +81,9 @@ type host struct {
 	mon     *guest.Monitor
 	guestAt time.Time
 	// freshLease: the agent process started while it could not reach the store; its first
-	// renewal grants it a lease of its own.
-	freshLease bool
+	// renewal grants it a lease of its own. resuming: that process has not yet asked the
+	// store about its predecessor's lease (agent.Resumed): it does before that renewal.
+	freshLease, resuming bool
 }
 
 // listening: the agent receives libvirt events.
@@ -322,7 +323,12 @@ func (s *Sim) agentStart(h *host) {
 	s.trace("truth: agent on %s starts", h.id)
 	h.agent, h.armed = true, true
 	h.lastPet = s.now
-	h.ag = s.newAgent(h) // a new process: what the last one remembered is gone
+	past := h.past
+	h.ag = s.newAgent(h, &past) // a new process: it resumes from what the last one kept
+	h.resuming = true
+	if h.reachable() {
+		s.resume(h)
+	}
 	if s.random && h.leaseAlive && h.reachable() {
 		// A new process grants itself a new lease; the old one lapses. (Cut off from the
 		// store it cannot: the old lease expires there as it would.)
@@ -336,6 +342,18 @@ func (s *Sim) agentStart(h *host) {
 	}
 	s.renew(h)
 	s.snapshot(h)
+}
+
+// resume has h's new agent process, reaching the store, learn whether its predecessor's
+// lease is still alive there (agent.Resumed), before it takes a lease of its own: it fences
+// at once if not.
+func (s *Sim) resume(h *host) {
+	h.resuming = false
+	fenced := h.ag.Fenced()
+	h.ag.Resumed(s.now, h.leaseAlive)
+	if h.ag.Fenced() && !fenced {
+		s.res.SelfFences++
+	}
 }
 
 func (s *Sim) agentCrash(h *host) {
@@ -474,6 +492,9 @@ func (s *Sim) controlPlaneBack(why string) {
 func (s *Sim) renew(h *host) {
 	if !h.reachable() {
 		return
+	}
+	if h.resuming {
+		s.resume(h)
 	}
 	h.renewed = s.now
 	h.ag.LeaseRenewed(s.now) // remembers it: agentEnv.Remember
