@@ -42,6 +42,7 @@ import (
 	"github.com/hassproject/hass/store"
 	"github.com/hassproject/hass/vmname"
 	"github.com/hassproject/hass/wire"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Config configures one host's agent.
@@ -93,17 +94,20 @@ type Node struct {
 	st  *store.Store
 	drv hypervisor.Driver
 
-	mu       sync.Mutex // guards the agent and everything below
-	ag       *agent.Agent
-	libvirt  string
-	members  []engine.HostID
-	peers    map[engine.HostID]string // heartbeat addresses
-	heard    map[engine.HostID]heard
-	prot     map[engine.VMID]bool // protected VMs, as last read from the store
-	offered  map[string]bool      // domains offered for protection already (ProtectAll)
-	optOut   map[string]bool
-	defs     map[string][32]byte // hash of the XML last stored per VM
-	lease    store.Lease
+	mu      sync.Mutex // guards the agent and everything below
+	ag      *agent.Agent
+	libvirt string
+	members []engine.HostID
+	peers   map[engine.HostID]string // heartbeat addresses
+	heard   map[engine.HostID]heard
+	prot    map[engine.VMID]bool // protected VMs, as last read from the store
+	offered map[string]bool      // domains offered for protection already (ProtectAll)
+	optOut  map[string]bool
+	defs    map[string][32]byte // hash of the XML last stored per VM
+	lease   store.Lease
+	// oldLease: the lease the last agent process held, until the store has said whether it
+	// is alive (askLease); kept in the state file meanwhile.
+	oldLease clientv3.LeaseID
 	leaseRev int64 // the store revision when the current lease's key was written
 	token    *store.Token
 	exec     *pendingExec
@@ -231,11 +235,14 @@ func Run(ctx context.Context, cfg Config) error {
 		defer f.Close()
 	}
 
-	// The agent decides at once whether what the last agent process left (the state file)
-	// makes a fence due, before a new lease could make the host look healthy; and it goes on
-	// ticking while it joins (fence, watchdog, heartbeats): a host whose lease expired must
-	// have destroyed its protected domains before it reports itself up again, however long
-	// the store takes to answer.
+	// A restarted agent asks the store about the lease its predecessor held (the state file)
+	// before its first Tick: alive, it adopts it; expired or unknown, it fences at once; no
+	// answer, its first Tick applies the timing rule to the predecessor's last renewal, and
+	// join asks again before anything else (see "A restarted agent" in package agent). It
+	// goes on ticking while it joins (fence, watchdog, heartbeats): a host whose lease
+	// expired must have destroyed its protected domains before it reports itself up again,
+	// however long the store takes to answer.
+	resuming := past != nil && !n.askLease(ctx, cfg.RenewEvery)
 	n.mu.Lock()
 	n.ag.Tick(time.Now())
 	n.mu.Unlock()
@@ -246,7 +253,7 @@ func Run(ctx context.Context, cfg Config) error {
 		n.wg.Add(1)
 		go n.receive(ctx)
 	}
-	if !n.join(ctx) {
+	if !n.join(ctx, resuming) {
 		n.stopLoops()
 		return nil
 	}
@@ -298,7 +305,8 @@ func (n *Node) stopLoops() {
 }
 
 // resume reads what the last agent process on this host left in the state file (nil: a
-// first start), and takes its members and protected VMs as known until the store says more.
+// first start), with the lease it held (n.oldLease), and takes its members and protected
+// VMs as known until the store says more.
 func (n *Node) resume() *agent.Past {
 	if n.cfg.StateDir == "" {
 		n.log.Warn("no state directory: an agent process that restarts will not know when this one last renewed its lease or whether it fenced this host")
@@ -323,14 +331,79 @@ func (n *Node) resume() *agent.Past {
 	for _, v := range st.Protected {
 		n.prot[v] = true
 	}
-	n.log.Info("resuming from the last agent process", "file", n.statePath, "last_renewal", past.Renewed, "fenced", past.Fenced)
+	n.log.Info("resuming from the last agent process", "file", n.statePath, "last_renewal", past.Renewed, "fenced", past.Fenced, "lease", fmt.Sprintf("%x", st.Lease))
+	n.oldLease = clientv3.LeaseID(st.Lease)
 	return past
 }
 
-// join registers the host, then takes a lease; both are retried until the store answers.
-// It returns false if ctx ended first.
-func (n *Node) join(ctx context.Context) bool {
+// askLease asks the store, within timeout, whether the lease the last agent process held
+// (n.oldLease, 0: unknown) is alive, renewing it if so, and tells the agent (agent.Resumed): alive,
+// this process holds it from now on and no fence is due; expired or unknown, the agent
+// fences. It returns false when the store did not answer: the agent has been told the
+// renewal failed, its timing rule applies, and the question must be asked again before
+// this process takes a lease.
+func (n *Node) askLease(ctx context.Context, timeout time.Duration) (answered bool) {
+	n.mu.Lock()
+	id := n.oldLease
+	n.mu.Unlock()
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	sent := time.Now()
+	var err error
+	if id == 0 {
+		_, err = n.st.AliveHosts(rctx) // nothing to renew: does the store answer?
+		if err == nil {
+			err = store.ErrLeaseLost
+		}
+	} else {
+		err = n.st.KeepAlive(rctx, store.Lease{ID: id})
+	}
+	switch {
+	case err == nil:
+		secs := (n.cfg.LeaseTTL + time.Second - 1) / time.Second
+		n.mu.Lock()
+		n.lease, n.oldLease = store.Lease{ID: id, TTL: secs * time.Second}, 0
+		n.ag.Resumed(sent, true)
+		n.mu.Unlock()
+		// Orders given before this process are void, as after a grant (nobody carries
+		// out what its predecessor may have been doing).
+		_, rev, err := n.st.Orders(ctx, n.cfg.Host)
+		if err != nil {
+			rev = 0
+		}
+		n.mu.Lock()
+		n.leaseRev = rev
+		n.mu.Unlock()
+		n.log.Info("the lease of the last agent process is alive: this one keeps it (no fence)", "lease", fmt.Sprintf("%x", id))
+		return true
+	case errors.Is(err, store.ErrLeaseLost):
+		n.mu.Lock()
+		n.oldLease = 0
+		n.ag.Resumed(time.Now(), false)
+		n.mu.Unlock()
+		return true
+	default:
+		n.log.Warn("cannot ask the store about the last agent process's lease", "err", err)
+		n.mu.Lock()
+		n.ag.LeaseFailed(time.Now())
+		n.mu.Unlock()
+		return false
+	}
+}
+
+// join registers the host, then takes a lease, unless it kept its predecessor's; all
+// retried until the store answers. resuming: the store has not said yet whether the lease
+// the last agent process held is alive; join asks first (askLease). It returns false if
+// ctx ended first.
+func (n *Node) join(ctx context.Context, resuming bool) bool {
 	cfg := n.cfg
+	for resuming && !n.askLease(ctx, cfg.RenewEvery) {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(time.Second):
+		}
+	}
 	adv := cfg.HeartbeatAdvertise
 	if adv == "" && n.udp != nil {
 		adv = n.udp.LocalAddr().String()
@@ -356,7 +429,10 @@ func (n *Node) join(ctx context.Context) bool {
 		n.log.Warn("this host has no power fence: if it is lost, its VMs are started elsewhere only once its lease expired and this agent had time to fence itself (it destroys its protected VMs when it cannot renew the lease; the watchdog resets the host if the agent dies)")
 	}
 	n.refreshCluster(ctx)
-	for {
+	n.mu.Lock()
+	kept := n.lease.ID != 0
+	n.mu.Unlock()
+	for !kept {
 		if err := n.grant(ctx); err == nil {
 			break
 		} else {

@@ -15,7 +15,8 @@ import (
 )
 
 // The agent's state file keeps, on the host, what the next agent process must know (see
-// agent.Past): when the lease was last renewed, whether the agent had fenced the host, the
+// agent.Past): when the lease was last renewed and which lease it was (the next process
+// keeps it if the store still has it), whether the agent had fenced the host, the
 // cluster's members (a process that restarts cut off from the store counts its majority over
 // them, not over itself alone, which would hold any fence back for good) and the protected
 // VMs (what its first fence destroys, decided before the store is read).
@@ -33,8 +34,11 @@ func stateFile(dir, host string) string {
 
 // agentState is the file's content.
 type agentState struct {
-	Renewed   time.Time       `json:"renewed"`
-	Fenced    bool            `json:"fenced"`
+	Renewed time.Time `json:"renewed"`
+	Fenced  bool      `json:"fenced"`
+	// Lease is the ID of the lease the agent held (0: none, or unknown): a process that
+	// restarts keeps it if the store still has it (see Node.askLease).
+	Lease     int64           `json:"lease,omitempty"`
 	Members   []engine.HostID `json:"members,omitempty"`
 	Protected []engine.VMID   `json:"protected,omitempty"`
 }
@@ -102,7 +106,10 @@ func (n *Node) keeper(ctx context.Context) {
 		case <-n.keep:
 		}
 		n.mu.Lock()
-		st := agentState{Renewed: n.past.Renewed, Fenced: n.past.Fenced, Members: slices.Clone(n.members)}
+		st := agentState{Renewed: n.past.Renewed, Fenced: n.past.Fenced, Lease: int64(n.lease.ID), Members: slices.Clone(n.members)}
+		if st.Lease == 0 {
+			st.Lease = int64(n.oldLease) // not yet asked about: kept for the next process
+		}
 		for v := range n.prot {
 			st.Protected = append(st.Protected, v)
 		}
