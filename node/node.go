@@ -318,7 +318,7 @@ func (n *Node) resume() *agent.Past {
 	n.statePath = stateFile(n.cfg.StateDir, n.cfg.Host)
 	past, st, err := readState(n.statePath)
 	if err != nil {
-		n.log.Error(err.Error()+": taking the last lease renewal as long ago (the agent fences at once unless the majority rule holds it back)", "file", n.statePath)
+		n.log.Error(err.Error()+": the last lease renewal and the lease are unknown (the agent fences once the store answers, or at once while it does not unless the majority rule holds it back)", "file", n.statePath)
 	}
 	if past == nil {
 		return nil

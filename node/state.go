@@ -44,10 +44,11 @@ type agentState struct {
 }
 
 // readState reads the state file. A missing file is a first start: past is nil, err too. A
-// damaged one (or one that cannot be read) gives a Past whose last renewal is unknown, taken
-// as long ago, with the error to log: the safe choice, since the lease the last process held
-// may have expired and the controller be starting this host's VMs elsewhere; the agent's
-// first Tick fences then, unless the majority rule holds it back (see package agent).
+// damaged one (or one that cannot be read) gives a Past whose last renewal and lease are
+// unknown, with the error to log: the safe choice, since the lease the last process held
+// may have expired and the controller be starting this host's VMs elsewhere; the agent
+// fences once the store answers, or, while it does not, at once unless the majority rule
+// holds it back (see "A restarted agent" in package agent).
 func readState(path string) (past *agent.Past, st agentState, err error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
