@@ -258,7 +258,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	}
 
-	n.wg.Add(4)
+	n.wg.Add(5)
 	go n.protectedLoop(ctx)
 	go n.sender(ctx)
 	go n.watchHypervisor(ctx)
