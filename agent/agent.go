@@ -53,6 +53,30 @@
 // available), as does every host once a majority of the members is dead or cut off (a
 // quorum cannot be told from a partition); asking the silent host's BMC whether it is
 // powered off would tell the two apart (the fencing work).
+//
+// # A restarted agent
+//
+// An agent process that crashed and restarts must not believe it renewed just now: the
+// controller counts from the lease its predecessor held, and a migration may have landed
+// here while no agent watched (vm32155). So it resumes from what the predecessor kept on
+// the host (Past: the last renewal, the fence) and, before it takes a lease of its own, its
+// runner asks the store about the predecessor's lease and tells it (Resumed):
+//
+//  1. The store answers and the old lease is alive: the host was never lost, nothing was
+//     started elsewhere. No fence; the runner keeps the host's liveness key alive without a
+//     gap (it renews the old lease, then takes a new one or keeps the old), a renewal.
+//  2. The store answers and the old lease has expired, or is unknown (none on record): the
+//     controller may have declared the host fenced and be starting its VMs elsewhere. The
+//     agent fences at once, with no hold-back, before the new lease is granted, so before the
+//     host can report itself up.
+//  3. The store does not answer: the rule of any agent that cannot renew applies, counted
+//     from the predecessor's last renewal: it fences SelfFenceAfter after it, unless the
+//     majority rule holds it back. Once the store answers, 1 or 2 applies.
+//
+// A predecessor's fence stands until a lease is held again (1, or a new lease after 2): the
+// agent stays fenced, and at its first Tick, unless Resumed came first, it destroys the
+// protected domains that started running since (no hold-back: the host was fenced). A first
+// start (no Past) has nothing to fence.
 package agent
 
 import (
@@ -134,6 +158,24 @@ type Env interface {
 	SendHeartbeat(hb Heartbeat)
 	// Log writes a line of the agent's log (scenario logs show them next to the controller's).
 	Log(format string, args ...any)
+	// Remember keeps what the next agent process on this host must know (see Past), at
+	// every renewal that succeeded and every fence and unfence. Real: a small file on the
+	// host's disk, written in the background; simulated: the host's.
+	Remember(p Past)
+}
+
+// Past is what the agent process that ran on this host before knew, kept on the host (see
+// Env.Remember) for the next one: a process that crashed and restarts must not believe it
+// renewed its lease just now, nor forget that it had fenced the host. The controller counts
+// from the lease the last process renewed: once it has expired it may be starting this
+// host's VMs elsewhere, while a migration that landed here as the agent was down, or a
+// user's start, runs here unseen by any agent (seed 1 at 1,000 hosts, vm32155).
+type Past struct {
+	// Renewed is the last lease renewal that succeeded; zero: unknown (its record was
+	// lost), taken as long ago.
+	Renewed time.Time
+	// Fenced: it had fenced the host, and no renewal undid that since.
+	Fenced bool
 }
 
 // Agent is one host's agent.
@@ -146,11 +188,47 @@ type Agent struct {
 	failing bool      // the most recent renewal attempt failed
 	fenced  bool
 	holding bool // holding back a fence: see the majority rule
+	// resuming: resumed from a Past (New), and not yet told what the store says of the
+	// lease the last process held (Resumed); refence: the predecessor had fenced, and what
+	// started running since must go at the first Tick unless Resumed came first.
+	resuming, refence bool
 }
 
 // New returns an agent that has just started: it owes a resync (Listed) and a renewal.
-func New(cfg Config, env Env, now time.Time) *Agent {
-	return &Agent{cfg: cfg, env: env, tr: lifecycle.NewTranslator(), renewed: now}
+// past is what the host kept of the agent process that ran there before (nil: none ever
+// did, a first start): the agent takes its last renewal and its fence as its own, and owes
+// Resumed before its first renewal (see "A restarted agent" above).
+func New(cfg Config, env Env, now time.Time, past *Past) *Agent {
+	a := &Agent{cfg: cfg, env: env, tr: lifecycle.NewTranslator(), renewed: now}
+	if past != nil {
+		a.renewed, a.fenced = past.Renewed, past.Fenced
+		a.resuming, a.refence = true, past.Fenced
+	}
+	return a
+}
+
+// Resumed tells an agent resumed from a Past (New) what the store says, as of now, of the
+// lease the last agent process on this host held, before this one takes a lease of its own.
+// alive: the store still had it and has just renewed it, so the controller never found the
+// host lost: it is a renewal (LeaseRenewed), nothing is fenced. Not alive (expired, or no
+// lease on record): the controller may have declared the host fenced and started its VMs
+// elsewhere, so the agent fences at once, holding back for no majority (no agent ran here
+// to hold back as the lease expired), and the new lease is granted only after. Only the
+// first call counts; a renewal before any (LeaseRenewed) counts as Resumed(now, false).
+func (a *Agent) Resumed(now time.Time, alive bool) {
+	if !a.resuming {
+		return
+	}
+	a.resuming, a.refence = false, false
+	if alive {
+		a.LeaseRenewed(now)
+		return
+	}
+	a.fenced, a.holding = true, false
+	a.env.Remember(Past{Renewed: a.renewed, Fenced: true})
+	vms := a.protected()
+	a.env.Log("fencing this host: the lease its last agent process held is not alive (no lease renewal for %s), the controller may be starting its VMs elsewhere; destroying %d protected domains", a.since(now), len(vms))
+	a.destroy(vms)
 }
 
 // Fenced reports whether the agent has fenced its host and not regained its lease since. A
@@ -261,6 +339,9 @@ func (a *Agent) OwnStop(vm engine.VMID) { a.tr.OwnStop(string(vm)) }
 // LeaseRenewed records a successful renewal. An agent that had fenced itself is back and owes
 // a resync.
 func (a *Agent) LeaseRenewed(now time.Time) {
+	if a.resuming {
+		a.Resumed(now, false) // a new lease, the old one's fate unknown: see Resumed
+	}
 	a.renewed, a.failing = now, false
 	if a.fenced {
 		// What it fenced stays reported as fenced (a crash to recover), never as a user's stop.
@@ -271,6 +352,7 @@ func (a *Agent) LeaseRenewed(now time.Time) {
 		a.env.Log("lease renewed: the control plane is back")
 		a.holding = false
 	}
+	a.env.Remember(Past{Renewed: now})
 }
 
 // LeaseFailed records a renewal attempt that failed: the store could not be reached.
@@ -280,22 +362,35 @@ func (a *Agent) LeaseFailed(now time.Time) { a.failing = true }
 // the cluster could be acting (see the majority rule), pets the watchdog, and sends this
 // host's heartbeat.
 func (a *Agent) Tick(now time.Time) {
-	overdue := now.Sub(a.renewed) >= a.cfg.SelfFenceAfter
+	overdue := a.decide(now)
+	a.env.PetWatchdog()
+	a.env.SendHeartbeat(Heartbeat{From: a.cfg.Host, At: now, LeaseOK: !a.failing && !overdue, Fenced: a.fenced})
+}
+
+// decide fences the host when the lease is overdue and the majority rule does not hold the
+// fence back, and says whether the lease is overdue.
+func (a *Agent) decide(now time.Time) (overdue bool) {
+	overdue = now.Sub(a.renewed) >= a.cfg.SelfFenceAfter
+	if a.refence {
+		a.refence = false
+		vms := a.protected()
+		a.env.Log("this host's last agent process had fenced it, and no lease renewal since: destroying its %d protected domains again (any that started running here since)", len(vms))
+		a.destroy(vms)
+	}
 	if overdue && !a.fenced {
 		if a.holding && a.stillHolding(now) {
 			// Held back, and still a majority: nothing new to say (holdBack's explanation
 			// names every member, a thousand of them in a large cluster, every second).
 		} else if why, hold := a.holdBack(now); hold {
 			if !a.holding {
-				a.env.Log("no lease renewal for %s, but %s: not fencing", now.Sub(a.renewed).Round(time.Millisecond), why)
+				a.env.Log("no lease renewal for %s, but %s: not fencing", a.since(now), why)
 				a.holding = true
 			}
 		} else {
 			a.fence(now, why)
 		}
 	}
-	a.env.PetWatchdog()
-	a.env.SendHeartbeat(Heartbeat{From: a.cfg.Host, At: now, LeaseOK: !a.failing && !overdue, Fenced: a.fenced})
+	return overdue
 }
 
 // Holding reports whether the agent is holding back a fence (its lease is overdue, and it and
@@ -386,10 +481,29 @@ func (a *Agent) holdBack(now time.Time) (why string, hold bool) {
 // fence destroys every protected domain of this host, before the lease can expire.
 func (a *Agent) fence(now time.Time, why string) {
 	a.fenced, a.holding = true, false
+	a.env.Remember(Past{Renewed: a.renewed, Fenced: true})
+	vms := a.protected()
+	a.env.Log("fencing this host: no lease renewal for %s and %s; destroying %d protected domains", a.since(now), why, len(vms))
+	a.destroy(vms)
+}
+
+// since says how long ago the last renewal was, for the log.
+func (a *Agent) since(now time.Time) string {
+	if a.renewed.IsZero() {
+		return "an unknown time (what this host kept of its last agent process was lost)"
+	}
+	return now.Sub(a.renewed).Round(time.Millisecond).String()
+}
+
+// protected lists the protected VMs, in name order.
+func (a *Agent) protected() []engine.VMID {
 	vms := slices.Clone(a.env.Protected())
 	slices.Sort(vms)
-	a.env.Log("fencing this host: no lease renewal for %s and %s; destroying %d protected domains",
-		now.Sub(a.renewed).Round(time.Millisecond), why, len(vms))
+	return vms
+}
+
+// destroy destroys the domains of vms for a fence.
+func (a *Agent) destroy(vms []engine.VMID) {
 	for _, vm := range vms {
 		a.tr.Fencing(string(vm))
 		a.env.Destroy(vm)

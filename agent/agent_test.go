@@ -31,6 +31,7 @@ type fakeEnv struct {
 	pets      int
 	beats     []Heartbeat
 	log       []string
+	past      []Past // what the agent asked to remember, in order
 }
 
 func (f *fakeEnv) Report(in engine.Input)       { f.reports = append(f.reports, in) }
@@ -44,6 +45,7 @@ func (f *fakeEnv) Heard(p engine.HostID) (Heartbeat, time.Time, bool) {
 	return h.hb, h.at, ok
 }
 func (f *fakeEnv) SendHeartbeat(hb Heartbeat) { f.beats = append(f.beats, hb) }
+func (f *fakeEnv) Remember(p Past)            { f.past = append(f.past, p) }
 func (f *fakeEnv) Log(format string, args ...any) {
 	f.log = append(f.log, fmt.Sprintf(format, args...))
 }
@@ -53,8 +55,13 @@ func (f *fakeEnv) Execute(a engine.Action, done func(time.Time, Outcome)) {
 }
 
 func newAgent(members ...engine.HostID) (*Agent, *fakeEnv) {
+	return resumed(nil, members...)
+}
+
+// resumed is newAgent for a process that resumes from past (nil: a first start).
+func resumed(past *Past, members ...engine.HostID) (*Agent, *fakeEnv) {
 	env := &fakeEnv{current: true, members: members, protected: []engine.VMID{"v2", "v1"}, heard: map[engine.HostID]heard{}}
-	return New(DefaultConfig("h1"), env, t0), env
+	return New(DefaultConfig("h1"), env, t0, past), env
 }
 
 func TestEventsAreStampedInOrder(t *testing.T) {
@@ -283,5 +290,125 @@ func TestHeartbeatSaysTheLastAttempt(t *testing.T) {
 	a.LeaseRenewed(t0.Add(20 * time.Second))
 	if st, why := a.Row(Row{Name: "v1", State: lifecycle.StateShutoff, Reason: lifecycle.ShutoffDestroyed}); st != engine.DomShutoff || why != engine.ReasonFenced {
 		t.Fatalf("after the lease is back, v1 reads %s/%s, want shutoff/fenced", st, why)
+	}
+}
+
+// Case 1 of a restarted agent: the store still has the last process's lease. The host was
+// never lost: no fence, however old the last renewal, and a predecessor's fence is undone.
+func TestResumedLeaseAliveAdopts(t *testing.T) {
+	a, env := resumed(&Past{Renewed: t0.Add(-8 * time.Second)}, "h1", "h2")
+	a.Resumed(t0, true)
+	a.Tick(t0)
+	if a.Fenced() || len(env.destroyed) != 0 {
+		t.Fatalf("resumed 8 s after the last renewal with the old lease alive: fenced=%v destroyed=%v", a.Fenced(), env.destroyed)
+	}
+	if hb := env.beats[len(env.beats)-1]; !hb.LeaseOK || hb.Fenced {
+		t.Fatalf("heartbeat %+v: want the lease held", hb)
+	}
+	if !slices.Equal(env.past, []Past{{Renewed: t0}}) {
+		t.Fatalf("remembered %+v, want the adoption as a renewal", env.past)
+	}
+	a.Tick(t0.Add(6 * time.Second))
+	if a.Fenced() {
+		t.Fatal("fenced SelfFenceAfter after the predecessor's renewal, not after the adoption")
+	}
+
+	// The predecessor had fenced (its lease was still alive): the fence is undone, nothing
+	// destroyed again.
+	a, env = resumed(&Past{Renewed: t0.Add(-8 * time.Second), Fenced: true}, "h1", "h2")
+	a.Resumed(t0, true)
+	a.Tick(t0)
+	if a.Fenced() || len(env.destroyed) != 0 {
+		t.Fatalf("resumed fenced, old lease alive: fenced=%v destroyed=%v", a.Fenced(), env.destroyed)
+	}
+}
+
+// Case 2: the store answers and the last process's lease has expired (or none is on
+// record): fence at once, holding back for no majority, before the new lease is granted.
+func TestResumedLeaseExpiredFencesBeforeTheGrant(t *testing.T) {
+	a, env := resumed(&Past{Renewed: t0.Add(-2 * time.Second)}, "h1", "h2", "h3")
+	env.heard["h2"] = heard{Heartbeat{From: "h2"}, t0} // a majority without a lease
+	a.Resumed(t0, false)
+	if !a.Fenced() || !slices.Equal(env.destroyed, []engine.VMID{"v1", "v2"}) || a.Holding() {
+		t.Fatalf("old lease expired: want a fence at once, got fenced=%v destroyed=%v holding=%v", a.Fenced(), env.destroyed, a.Holding())
+	}
+	if len(env.past) != 1 || !env.past[0].Fenced {
+		t.Fatalf("remembered %+v, want the fence", env.past)
+	}
+	a.Resumed(t0, true) // only the first answer counts
+	if !a.Fenced() {
+		t.Fatal("a second Resumed undid the fence")
+	}
+	a.LeaseRenewed(t0.Add(time.Second)) // the new lease
+	if a.Fenced() || len(env.destroyed) != 2 {
+		t.Fatalf("after the new lease: fenced=%v destroyed=%v", a.Fenced(), env.destroyed)
+	}
+
+	// A grant with no answer first (no lease on record to ask about): the fence comes first.
+	a, env = resumed(&Past{}, "h1", "h2")
+	a.LeaseRenewed(t0)
+	if len(env.destroyed) != 2 || a.Fenced() || !strings.Contains(env.log[0], "an unknown time") {
+		t.Fatalf("a grant before Resumed: want the fence first, then unfenced; got fenced=%v destroyed=%v log %q", a.Fenced(), env.destroyed, env.log)
+	}
+}
+
+// Case 3: the store does not answer: the timing rule of any agent that cannot renew,
+// counted from the predecessor's last renewal, majority rule included; a predecessor's
+// fence stands, and what started running since goes at the first Tick.
+func TestResumedStoreUnreachableTimingRule(t *testing.T) {
+	a, env := resumed(&Past{Renewed: t0.Add(-2 * time.Second)}, "h1", "h2")
+	a.LeaseFailed(t0)
+	a.Tick(t0)
+	a.Tick(t0.Add(4*time.Second + 999*time.Millisecond))
+	if a.Fenced() || len(env.destroyed) != 0 {
+		t.Fatalf("fenced before SelfFenceAfter since the last renewal: %v", env.destroyed)
+	}
+	a.Tick(t0.Add(5 * time.Second))
+	if !a.Fenced() || len(env.destroyed) != 2 {
+		t.Fatal("not fenced SelfFenceAfter after the predecessor's last renewal")
+	}
+
+	// The majority rule holds a resumed agent back as any other.
+	a, env = resumed(&Past{Renewed: t0.Add(-8 * time.Second)}, "h1", "h2")
+	env.heard["h2"] = heard{Heartbeat{From: "h2"}, t0}
+	a.LeaseFailed(t0)
+	a.Tick(t0)
+	if a.Fenced() || !a.Holding() || len(env.destroyed) != 0 {
+		t.Fatalf("control plane lost everywhere: want a hold-back, got fenced=%v destroyed=%v", a.Fenced(), env.destroyed)
+	}
+	env.heard["h2"] = heard{Heartbeat{From: "h2", LeaseOK: true}, t0.Add(time.Second)}
+	a.Tick(t0.Add(time.Second))
+	if !a.Fenced() {
+		t.Fatal("the peer has its lease again: want the fence")
+	}
+
+	// Resumed fenced: it stays fenced, destroys at the first Tick what started running since
+	// (no hold-back) and every protected domain that starts after; a lease undoes it.
+	a, env = resumed(&Past{Renewed: t0.Add(-20 * time.Second), Fenced: true}, "h1", "h2", "h3")
+	env.heard["h2"] = heard{Heartbeat{From: "h2"}, t0}
+	a.LeaseFailed(t0)
+	a.Tick(t0)
+	if !a.Fenced() || !slices.Equal(env.destroyed, []engine.VMID{"v1", "v2"}) || a.Holding() {
+		t.Fatalf("resumed fenced: want the protected domains destroyed again, got %v (fenced %v, holding %v)", env.destroyed, a.Fenced(), a.Holding())
+	}
+	if hb := env.beats[len(env.beats)-1]; !hb.Fenced || hb.LeaseOK {
+		t.Fatalf("heartbeat %+v: want fenced, no lease", hb)
+	}
+	a.Event(t0.Add(time.Second), lifecycle.Event{Kind: lifecycle.KindLifecycle, Domain: "v1",
+		Type: lifecycle.EvStarted, Detail: lifecycle.StartedBooted})
+	if len(env.destroyed) != 3 || env.destroyed[2] != "v1" {
+		t.Fatalf("a protected domain that starts on a host resumed fenced: destroyed %v", env.destroyed)
+	}
+	a.Order(t0.Add(time.Second), engine.Action{ID: 9, Kind: engine.ActStart, VM: "v1", Host: "h1"})
+	if len(env.executed) != 0 {
+		t.Fatal("a host resumed fenced carried out an order")
+	}
+	a.Tick(t0.Add(2 * time.Second))
+	if len(env.destroyed) != 3 {
+		t.Fatalf("destroyed again at the second Tick: %v", env.destroyed)
+	}
+	a.Resumed(t0.Add(3*time.Second), true) // the store is back, the old lease alive
+	if a.Fenced() || !slices.Equal(env.past[len(env.past)-1:], []Past{{Renewed: t0.Add(3 * time.Second)}}) {
+		t.Fatalf("after the adoption: fenced=%v remembered %+v", a.Fenced(), env.past)
 	}
 }

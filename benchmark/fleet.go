@@ -117,7 +117,7 @@ func (f *fleet) add(name string, vms []string, memKiB uint64) *fhost {
 	}
 	acfg := agent.DefaultConfig(engine.HostID(name))
 	acfg.SelfFenceAfter = 3 * time.Second
-	h.ag = agent.New(acfg, fenv{h}, time.Now())
+	h.ag = agent.New(acfg, fenv{h}, time.Now(), nil) // a first start: nothing to resume
 	f.hosts = append(f.hosts, h)
 	f.byName[name] = h
 	return h
@@ -485,6 +485,7 @@ func (e fenv) Heard(engine.HostID) (agent.Heartbeat, time.Time, bool) {
 }
 func (e fenv) PetWatchdog()                  {}
 func (e fenv) SendHeartbeat(agent.Heartbeat) {}
+func (e fenv) Remember(agent.Past)           {}
 func (e fenv) Log(format string, args ...any) {
 	e.h.f.log.Debug(fmt.Sprintf(format, args...), "host", e.h.name)
 }

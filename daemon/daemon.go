@@ -66,8 +66,9 @@ type Config struct {
 	// NoAgent runs no agent (hass controller); NoController runs no controller and no API
 	// (hass agent).
 	NoAgent, NoController bool
-	// Agent tunes the agent (lease, heartbeats, watchdog, fencing, capacity); Host, Store,
-	// Driver, Logger, ResyncEvery and ProtectAll are filled in from the fields above.
+	// Agent tunes the agent (lease, heartbeats, watchdog, fencing, capacity, its state
+	// directory); Host, Store, Driver, Logger, ResyncEvery and ProtectAll are filled in from
+	// the fields above, and StateDir, if empty, from DataDir.
 	Agent node.Config
 	// ControllerName names the controller in the election (default: HostName).
 	ControllerName string
@@ -229,6 +230,9 @@ func Run(ctx context.Context, cfg Config) error {
 		ac.Host, ac.Store, ac.Driver, ac.Logger, ac.ProtectAll = cfg.HostName, st, cfg.Driver, log, cfg.ProtectAll
 		if ac.ResyncEvery == 0 {
 			ac.ResyncEvery = cfg.ResyncEvery
+		}
+		if ac.StateDir == "" {
+			ac.StateDir = cfg.DataDir // hass up: beside the embedded etcd's data
 		}
 		wg.Add(1)
 		go func() {

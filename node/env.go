@@ -92,3 +92,6 @@ func (e env) SendHeartbeat(hb agent.Heartbeat) {
 func (e env) Log(format string, args ...any) {
 	e.n.log.Info(fmt.Sprintf(format, args...))
 }
+
+// Remember has the keeper write the agent's state file (state.go) in the background.
+func (e env) Remember(p agent.Past) { e.n.remember(p) }

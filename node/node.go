@@ -42,6 +42,7 @@ import (
 	"github.com/hassproject/hass/store"
 	"github.com/hassproject/hass/vmname"
 	"github.com/hassproject/hass/wire"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Config configures one host's agent.
@@ -73,6 +74,10 @@ type Config struct {
 	Watchdog string
 	// ProtectAll offers every domain of this host that nobody unprotected for protection.
 	ProtectAll bool
+	// StateDir is where the agent keeps its state file (agent-HOST.state: see state.go), for
+	// the agent process that runs here next ("": none, and a restarted agent knows nothing
+	// of the last one's lease renewals or fence).
+	StateDir string
 }
 
 // Defaults for a cluster's agents.
@@ -89,17 +94,20 @@ type Node struct {
 	st  *store.Store
 	drv hypervisor.Driver
 
-	mu       sync.Mutex // guards the agent and everything below
-	ag       *agent.Agent
-	libvirt  string
-	members  []engine.HostID
-	peers    map[engine.HostID]string // heartbeat addresses
-	heard    map[engine.HostID]heard
-	prot     map[engine.VMID]bool // protected VMs, as last read from the store
-	offered  map[string]bool      // domains offered for protection already (ProtectAll)
-	optOut   map[string]bool
-	defs     map[string][32]byte // hash of the XML last stored per VM
-	lease    store.Lease
+	mu      sync.Mutex // guards the agent and everything below
+	ag      *agent.Agent
+	libvirt string
+	members []engine.HostID
+	peers   map[engine.HostID]string // heartbeat addresses
+	heard   map[engine.HostID]heard
+	prot    map[engine.VMID]bool // protected VMs, as last read from the store
+	offered map[string]bool      // domains offered for protection already (ProtectAll)
+	optOut  map[string]bool
+	defs    map[string][32]byte // hash of the XML last stored per VM
+	lease   store.Lease
+	// oldLease: the lease the last agent process held, until the store has said whether it
+	// is alive (askLease); kept in the state file meanwhile.
+	oldLease clientv3.LeaseID
 	leaseRev int64 // the store revision when the current lease's key was written
 	token    *store.Token
 	exec     *pendingExec
@@ -115,6 +123,13 @@ type Node struct {
 	layers    string                             // the guest layers this host's cluster leaves active ("": all)
 	ctx       context.Context                    // Run's: the probes' goroutines end with it
 
+	// The state file (state.go): its path ("": none), what the agent last asked to keep, and
+	// the keeper's wake-up.
+	statePath string
+	past      agent.Past
+	keep      chan struct{}
+
+	rec     store.Host   // this host's record, as registered
 	out     chan outItem // reports to write, in order
 	udp     *net.UDPConn
 	wd      *os.File
@@ -185,14 +200,21 @@ func Run(ctx context.Context, cfg Config) error {
 	// Heartbeats go every tick: a peer missing six of them is not heard from. The
 	// controllers' majority settle time must exceed this plus a tick plus a fence.
 	acfg.PeerTimeout = 6 * cfg.TickEvery
-	n.ag = agent.New(acfg, env{n}, time.Now())
+	n.members = []engine.HostID{engine.HostID(cfg.Host)}
+	n.keep = make(chan struct{}, 1)
+	now := time.Now()
+	n.past = agent.Past{Renewed: now}
+	past := n.resume()
+	if past != nil {
+		n.past = *past
+	}
+	n.ag = agent.New(acfg, env{n}, now, past)
 	n.ctx = ctx
 	n.guestAddr = map[engine.VMID]string{}
 	n.guestPol, n.running = map[engine.VMID]engine.GuestPolicy{}, map[engine.VMID]bool{}
 	n.pinger = guest.NewPinger()
 	n.mon = guest.New(guest.DefaultConfig(), guestEnv{n})
 	n.ga, _ = cfg.Driver.(hypervisor.GuestAgent)
-	n.members = []engine.HostID{engine.HostID(cfg.Host)}
 
 	if cfg.Heartbeat != "" {
 		addr, err := net.ResolveUDPAddr("udp", cfg.Heartbeat)
@@ -213,22 +235,190 @@ func Run(ctx context.Context, cfg Config) error {
 		defer f.Close()
 	}
 
-	// Join: the host record, then the lease. Both retried until the store answers.
+	// A restarted agent asks the store about the lease its predecessor held (the state file)
+	// before its first Tick: alive, it adopts it; expired or unknown, it fences at once; no
+	// answer, its first Tick applies the timing rule to the predecessor's last renewal, and
+	// join asks again before anything else (see "A restarted agent" in package agent). It
+	// goes on ticking while it joins (fence, watchdog, heartbeats): a host whose lease
+	// expired must have destroyed its protected domains before it reports itself up again,
+	// however long the store takes to answer.
+	resuming := past != nil && !n.askLease(ctx, cfg.RenewEvery)
+	n.mu.Lock()
+	n.ag.Tick(time.Now())
+	n.mu.Unlock()
+	n.wg.Add(2)
+	go n.keeper(ctx)
+	go n.tickLoop(ctx)
+	if n.udp != nil {
+		n.wg.Add(1)
+		go n.receive(ctx)
+	}
+	if !n.join(ctx, resuming) {
+		n.stopLoops()
+		return nil
+	}
+
+	n.wg.Add(5)
+	go n.protectedLoop(ctx)
+	go n.sender(ctx)
+	go n.watchHypervisor(ctx)
+	go n.renewLoop(ctx)
+	go n.orderLoop(ctx)
+	if n.ga != nil {
+		n.wg.Add(1)
+		go n.guestLoop(ctx)
+	} else {
+		n.log.Warn("this hypervisor driver cannot reach guest agents: the guest OS and guest network layers are not watched on this host")
+	}
+	<-ctx.Done()
+	n.stopLoops()
+	// A clean stop gives the lease back: the host left, it is not lost. Its VMs keep
+	// running; they are not protected until an agent runs here again.
+	rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	n.mu.Lock()
+	l := n.lease
+	n.mu.Unlock()
+	n.rec.Left = true
+	if err := n.st.PutHost(rctx, n.rec); err != nil {
+		n.log.Warn("cannot record that this host leaves: its lease expires instead, and the controller will treat the host as lost", "err", err)
+	} else {
+		_ = n.st.Revoke(rctx, l)
+		// The host left: the next agent starts afresh, as on a first start (a fence due
+		// from this one's renewals would only kill VMs nobody restarts elsewhere).
+		if n.statePath != "" {
+			if err := os.Remove(n.statePath); err != nil && !errors.Is(err, os.ErrNotExist) {
+				n.log.Warn("cannot remove the agent's state file", "file", n.statePath, "err", err)
+			}
+		}
+	}
+	n.log.Info("agent is down")
+	return nil
+}
+
+// stopLoops waits for the goroutines to end once ctx has.
+func (n *Node) stopLoops() {
+	if n.udp != nil {
+		n.udp.Close()
+	}
+	n.wg.Wait()
+}
+
+// resume reads what the last agent process on this host left in the state file (nil: a
+// first start), with the lease it held (n.oldLease), and takes its members and protected
+// VMs as known until the store says more.
+func (n *Node) resume() *agent.Past {
+	if n.cfg.StateDir == "" {
+		n.log.Warn("no state directory: an agent process that restarts will not know when this one last renewed its lease or whether it fenced this host")
+		return nil
+	}
+	if err := os.MkdirAll(n.cfg.StateDir, 0o700); err != nil {
+		n.log.Error("cannot make the state directory", "dir", n.cfg.StateDir, "err", err)
+	}
+	n.statePath = stateFile(n.cfg.StateDir, n.cfg.Host)
+	past, st, err := readState(n.statePath)
+	if err != nil {
+		n.log.Error(err.Error()+": the last lease renewal and the lease are unknown (the agent fences once the store answers, or at once while it does not unless the majority rule holds it back)", "file", n.statePath)
+	}
+	if past == nil {
+		return nil
+	}
+	for _, m := range st.Members {
+		if vmname.CheckHost(string(m)) == nil && !slices.Contains(n.members, m) {
+			n.members = append(n.members, m)
+		}
+	}
+	for _, v := range st.Protected {
+		n.prot[v] = true
+	}
+	n.log.Info("resuming from the last agent process", "file", n.statePath, "last_renewal", past.Renewed, "fenced", past.Fenced, "lease", fmt.Sprintf("%x", st.Lease))
+	n.oldLease = clientv3.LeaseID(st.Lease)
+	return past
+}
+
+// askLease asks the store, within timeout, whether the lease the last agent process held
+// (n.oldLease, 0: unknown) is alive, renewing it if so, and tells the agent (agent.Resumed): alive,
+// this process holds it from now on and no fence is due; expired or unknown, the agent
+// fences. It returns false when the store did not answer: the agent has been told the
+// renewal failed, its timing rule applies, and the question must be asked again before
+// this process takes a lease.
+func (n *Node) askLease(ctx context.Context, timeout time.Duration) (answered bool) {
+	n.mu.Lock()
+	id := n.oldLease
+	n.mu.Unlock()
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	sent := time.Now()
+	var err error
+	if id == 0 {
+		_, err = n.st.AliveHosts(rctx) // nothing to renew: does the store answer?
+		if err == nil {
+			err = store.ErrLeaseLost
+		}
+	} else {
+		err = n.st.KeepAlive(rctx, store.Lease{ID: id})
+	}
+	switch {
+	case err == nil:
+		secs := (n.cfg.LeaseTTL + time.Second - 1) / time.Second
+		n.mu.Lock()
+		n.lease, n.oldLease = store.Lease{ID: id, TTL: secs * time.Second}, 0
+		n.ag.Resumed(sent, true)
+		n.mu.Unlock()
+		// Orders given before this process are void, as after a grant (nobody carries
+		// out what its predecessor may have been doing).
+		_, rev, err := n.st.Orders(ctx, n.cfg.Host)
+		if err != nil {
+			rev = 0
+		}
+		n.mu.Lock()
+		n.leaseRev = rev
+		n.mu.Unlock()
+		n.log.Info("the lease of the last agent process is alive: this one keeps it (no fence)", "lease", fmt.Sprintf("%x", id))
+		return true
+	case errors.Is(err, store.ErrLeaseLost):
+		n.mu.Lock()
+		n.oldLease = 0
+		n.ag.Resumed(time.Now(), false)
+		n.mu.Unlock()
+		return true
+	default:
+		n.log.Warn("cannot ask the store about the last agent process's lease", "err", err)
+		n.mu.Lock()
+		n.ag.LeaseFailed(time.Now())
+		n.mu.Unlock()
+		return false
+	}
+}
+
+// join registers the host, then takes a lease, unless it kept its predecessor's; all
+// retried until the store answers. resuming: the store has not said yet whether the lease
+// the last agent process held is alive; join asks first (askLease). It returns false if
+// ctx ended first.
+func (n *Node) join(ctx context.Context, resuming bool) bool {
+	cfg := n.cfg
+	for resuming && !n.askLease(ctx, cfg.RenewEvery) {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(time.Second):
+		}
+	}
 	adv := cfg.HeartbeatAdvertise
 	if adv == "" && n.udp != nil {
 		adv = n.udp.LocalAddr().String()
 	}
-	rec := store.Host{Name: cfg.Host, MemMiB: cfg.MemMiB, Fencing: cfg.Fencing, Watchdog: cfg.Watchdog != "",
+	n.rec = store.Host{Name: cfg.Host, MemMiB: cfg.MemMiB, Fencing: cfg.Fencing, Watchdog: cfg.Watchdog != "",
 		Heartbeat: adv, VCPUs: cfg.VCPUs, MigrateURI: cfg.MigrateURI, Started: n.started.UTC(), Version: "0.2.0"}
 	for {
-		err := n.st.PutHost(ctx, rec)
+		err := n.st.PutHost(ctx, n.rec)
 		if err == nil {
 			break
 		}
 		n.log.Warn("cannot register this host yet", "err", err)
 		select {
 		case <-ctx.Done():
-			return nil
+			return false
 		case <-time.After(time.Second):
 		}
 	}
@@ -239,7 +429,10 @@ func Run(ctx context.Context, cfg Config) error {
 		n.log.Warn("this host has no power fence: if it is lost, its VMs are started elsewhere only once its lease expired and this agent had time to fence itself (it destroys its protected VMs when it cannot renew the lease; the watchdog resets the host if the agent dies)")
 	}
 	n.refreshCluster(ctx)
-	for {
+	n.mu.Lock()
+	kept := n.lease.ID != 0
+	n.mu.Unlock()
+	for !kept {
 		if err := n.grant(ctx); err == nil {
 			break
 		} else {
@@ -247,49 +440,12 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return false
 		case <-time.After(time.Second):
 		}
 	}
 	n.log.Info("agent is up", "lease_ttl", cfg.LeaseTTL, "self_fence_after", cfg.SelfFenceAfter, "heartbeat", adv, "watchdog", cfg.Watchdog)
-
-	n.wg.Add(6)
-	go n.protectedLoop(ctx)
-	go n.sender(ctx)
-	go n.watchHypervisor(ctx)
-	go n.renewLoop(ctx)
-	go n.tickLoop(ctx)
-	go n.orderLoop(ctx)
-	if n.udp != nil {
-		n.wg.Add(1)
-		go n.receive(ctx)
-	}
-	if n.ga != nil {
-		n.wg.Add(1)
-		go n.guestLoop(ctx)
-	} else {
-		n.log.Warn("this hypervisor driver cannot reach guest agents: the guest OS and guest network layers are not watched on this host")
-	}
-	<-ctx.Done()
-	if n.udp != nil {
-		n.udp.Close()
-	}
-	n.wg.Wait()
-	// A clean stop gives the lease back: the host left, it is not lost. Its VMs keep
-	// running; they are not protected until an agent runs here again.
-	rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	n.mu.Lock()
-	l := n.lease
-	n.mu.Unlock()
-	rec.Left = true
-	if err := n.st.PutHost(rctx, rec); err != nil {
-		n.log.Warn("cannot record that this host leaves: its lease expires instead, and the controller will treat the host as lost", "err", err)
-	} else {
-		_ = n.st.Revoke(rctx, l)
-	}
-	n.log.Info("agent is down")
-	return nil
+	return true
 }
 
 // grant takes a new lease with this host's liveness key. Orders written before it are void.
@@ -431,6 +587,7 @@ func (n *Node) refreshCluster(ctx context.Context) {
 	for _, h := range hosts {
 		if !slices.Contains(n.members, engine.HostID(h.Name)) {
 			n.members = append(n.members, engine.HostID(h.Name))
+			n.kick() // kept for the next agent process (state.go)
 		}
 		if h.Name != n.cfg.Host && h.Heartbeat != "" {
 			n.peers[engine.HostID(h.Name)] = h.Heartbeat
@@ -458,6 +615,7 @@ func (n *Node) protectedLoop(ctx context.Context) {
 		for _, v := range names {
 			n.prot[engine.VMID(v)] = true
 		}
+		n.kick() // kept for the next agent process (state.go)
 		n.mu.Unlock()
 		for _, v := range names {
 			n.storeDefinition(ctx, v)
@@ -469,6 +627,9 @@ func (n *Node) protectedLoop(ctx context.Context) {
 				delete(n.prot, engine.VMID(ch.Name))
 			} else {
 				n.prot[engine.VMID(ch.Name)] = true
+			}
+			if had == ch.Deleted {
+				n.kick()
 			}
 			n.mu.Unlock()
 			if !ch.Deleted && !had {

@@ -116,3 +116,6 @@ func (s *Sim) outcome(h *host, id engine.VMID, err error) agent.Outcome {
 	}
 	return o
 }
+
+// Remember keeps what the agent process must leave to the next one on the host's disk.
+func (e agentEnv) Remember(p agent.Past) { e.h.past = p }

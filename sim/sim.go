@@ -406,9 +406,9 @@ func (s *Sim) addHostIn(sp hostSpec) *host {
 		cl = engine.DefaultCluster
 	}
 	h := &host{id: sp.id, mem: sp.mem, fencing: sp.fencing, cluster: cl, reserved: sp.reserved, power: true, agent: true, libvirtd: true, lose: map[engine.VMID]int{},
-		doms: map[engine.VMID]*dom{}, stored: map[engine.VMID]engine.Observe{}, renewed: s.now, agentOK: s.now,
+		doms: map[engine.VMID]*dom{}, stored: map[engine.VMID]engine.Observe{}, renewed: s.now, past: agent.Past{Renewed: s.now},
 		lastPet: s.now, leaseAlive: true, armed: true}
-	h.ag = s.newAgent(h)
+	h.ag = s.newAgent(h, nil) // a first start
 	s.hosts = append(s.hosts, h)
 	s.hostIDs = append(s.hostIDs, sp.id)
 	s.hostByID[sp.id] = h
@@ -603,14 +603,15 @@ func (s *Sim) execute(a engine.Action) {
 	})
 }
 
-// newAgent starts the agent process of h: the agent package, over the simulated world.
-func (s *Sim) newAgent(h *host) *agent.Agent {
+// newAgent starts the agent process of h: the agent package, over the simulated world. It
+// resumes from past, what the last process on h kept (nil: a first start).
+func (s *Sim) newAgent(h *host, past *agent.Past) *agent.Agent {
 	cfg := agent.DefaultConfig(h.id)
 	cfg.SelfFenceAfter = s.cfg.SelfFenceAfter
 	s.newMonitor(h) // the agent process's guest monitor, new with it
 	s.hangsForgotten(h)
 	s.actsForgotten(h)
-	return agent.New(cfg, agentEnv{s: s, h: h}, h.agentOK)
+	return agent.New(cfg, agentEnv{s: s, h: h}, s.now, past)
 }
 
 // actsForgotten keeps unseen, as a new agent process starts on h, the user's acts there that

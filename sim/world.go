@@ -60,10 +60,14 @@ type host struct {
 	agentDiedAt time.Time    // when its agent last crashed (a watchdog reset follows)
 	renewed     time.Time    // the store's view: last lease renewal it received
 	leaseAlive  bool         // what the controller was last told
-	agentOK     time.Time    // the agent's view: last renewal that succeeded
-	lastPet     time.Time    // hardware watchdog
-	armed       bool         // the agent armed the hardware watchdog
-	epoch       int          // bumps when the host loses power or the agent restarts
+	// past is what the agent process remembered on the host's disk (agent.Past: its last
+	// renewal that succeeded, whether it had fenced), for the next one. It survives an agent
+	// crash, and a power loss too: what the host runs after one was started since (nothing
+	// protected, or what hass restarted there after a renewal), so keeping it is harmless.
+	past    agent.Past
+	lastPet time.Time // hardware watchdog
+	armed   bool      // the agent armed the hardware watchdog
+	epoch   int       // bumps when the host loses power or the agent restarts
 	// stored is what the agent last wrote to the store for each VM. Writes are reliable
 	// while the agent can reach the store; the bus may still lose the notification of one.
 	stored map[engine.VMID]engine.Observe
@@ -77,8 +81,9 @@ type host struct {
 	mon     *guest.Monitor
 	guestAt time.Time
 	// freshLease: the agent process started while it could not reach the store; its first
-	// renewal grants it a lease of its own.
-	freshLease bool
+	// renewal grants it a lease of its own. resuming: that process has not yet asked the
+	// store about its predecessor's lease (agent.Resumed): it does before that renewal.
+	freshLease, resuming bool
 }
 
 // listening: the agent receives libvirt events.
@@ -318,7 +323,12 @@ func (s *Sim) agentStart(h *host) {
 	s.trace("truth: agent on %s starts", h.id)
 	h.agent, h.armed = true, true
 	h.lastPet = s.now
-	h.ag = s.newAgent(h) // a new process: what the last one remembered is gone
+	past := h.past
+	h.ag = s.newAgent(h, &past) // a new process: it resumes from what the last one kept
+	h.resuming = true
+	if h.reachable() {
+		s.resume(h)
+	}
 	if s.random && h.leaseAlive && h.reachable() {
 		// A new process grants itself a new lease; the old one lapses. (Cut off from the
 		// store it cannot: the old lease expires there as it would.)
@@ -332,6 +342,18 @@ func (s *Sim) agentStart(h *host) {
 	}
 	s.renew(h)
 	s.snapshot(h)
+}
+
+// resume has h's new agent process, reaching the store, learn whether its predecessor's
+// lease is still alive there (agent.Resumed), before it takes a lease of its own: it fences
+// at once if not.
+func (s *Sim) resume(h *host) {
+	h.resuming = false
+	fenced := h.ag.Fenced()
+	h.ag.Resumed(s.now, h.leaseAlive)
+	if h.ag.Fenced() && !fenced {
+		s.res.SelfFences++
+	}
 }
 
 func (s *Sim) agentCrash(h *host) {
@@ -471,8 +493,11 @@ func (s *Sim) renew(h *host) {
 	if !h.reachable() {
 		return
 	}
-	h.renewed, h.agentOK = s.now, s.now
-	h.ag.LeaseRenewed(s.now)
+	if h.resuming {
+		s.resume(h)
+	}
+	h.renewed = s.now
+	h.ag.LeaseRenewed(s.now) // remembers it: agentEnv.Remember
 	if !h.leaseAlive || h.freshLease {
 		h.leaseAlive, h.freshLease = true, false
 		if s.random {

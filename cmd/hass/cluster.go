@@ -201,6 +201,7 @@ if the agent itself stops.`,
 	f.StringVar(&cfg.Agent.Heartbeat, "heartbeat", "", "UDP address to receive the other agents' heartbeats on, IP:PORT")
 	f.StringVar(&cfg.Agent.HeartbeatAdvertise, "heartbeat-advertise", "", "the address the other agents send to (default: --heartbeat)")
 	f.StringVar(&cfg.Agent.Watchdog, "watchdog", "", "a watchdog device petted every tick (/dev/watchdog, or a stand-in's file)")
+	f.StringVar(&cfg.Agent.StateDir, "state-dir", daemon.DefaultDataDir, "where the agent keeps its state file (its last lease renewal, whether it fenced this host), for the agent that runs here after it")
 	f.DurationVar(&cfg.Agent.LeaseTTL, "lease-ttl", node.DefaultLeaseTTL, "the lease's time to live")
 	f.DurationVar(&cfg.Agent.RenewEvery, "renew", node.DefaultRenewEvery, "how often the lease is renewed")
 	f.DurationVar(&cfg.Agent.SelfFenceAfter, "self-fence-after", node.DefaultSelfFenceAfter, "no renewal for this long and the agent fences this host (shorter than --lease-ttl)")
