@@ -219,7 +219,11 @@ func (c *cluster) startAgent(h rig.Host) {
 	must(c.t, os.WriteFile(wd, nil, 0o600))
 	args := []string{c.bin, "agent", "--host-name", h.String(), "--etcd", c.etcdEndpoints(),
 		"--heartbeat", fmt.Sprintf("%s:%d", c.r.Addr(h), hbPort), "--resync", "5s", "--mem-mib", "4096",
-		"--watchdog", wd, "--migrate-uri", c.r.TCPURI(h)}
+		"--watchdog", wd, "--migrate-uri", c.r.TCPURI(h),
+		// The host's own state directory, for this cluster: a state file an earlier test's
+		// cluster left names a lease this store never had, and an agent that finds the
+		// lease it resumes from gone fences its host (vacuously here, but it says so).
+		"--state-dir", filepath.Join(c.dir, h.String()+"-state")}
 	args = append(args, c.tlsArgs(h, false)...)
 	if c.opts.serviceAgents {
 		_, err := c.r.Service(h, "agent", args...)
