@@ -176,6 +176,9 @@ type Past struct {
 	Renewed time.Time
 	// Fenced: it had fenced the host, and no renewal undid that since.
 	Fenced bool
+	// Holding: it was holding back its fence (the majority rule), and no renewal or fence
+	// ended that since.
+	Holding bool
 }
 
 // Agent is one host's agent.
@@ -192,6 +195,8 @@ type Agent struct {
 	// lease the last process held (Resumed); refence: the predecessor had fenced, and what
 	// started running since must go at the first Tick unless Resumed came first.
 	resuming, refence bool
+	// pastHolding: the process before this one was holding back its fence when it ended.
+	pastHolding bool
 }
 
 // New returns an agent that has just started: it owes a resync (Listed) and a renewal.
@@ -202,7 +207,7 @@ func New(cfg Config, env Env, now time.Time, past *Past) *Agent {
 	a := &Agent{cfg: cfg, env: env, tr: lifecycle.NewTranslator(), renewed: now}
 	if past != nil {
 		a.renewed, a.fenced = past.Renewed, past.Fenced
-		a.resuming, a.refence = true, past.Fenced
+		a.resuming, a.refence, a.pastHolding = true, past.Fenced, past.Holding
 	}
 	return a
 }
@@ -222,6 +227,17 @@ func (a *Agent) Resumed(now time.Time, alive bool) {
 	a.resuming, a.refence = false, false
 	if alive {
 		a.LeaseRenewed(now)
+		return
+	}
+	if a.pastHolding && a.holding && !a.fenced && a.stillHolding(now) {
+		// The process before this one held back its fence as the lease expired, and this one
+		// has held it back since (a loss of the control plane: this host and the peers it
+		// hears without a lease are a majority). By the same rule the controller declared
+		// nobody fenced by lease expiry meanwhile: as for an agent that held back and never
+		// crashed, the new lease ends the hold-back, and nothing is fenced. (The moments
+		// between the two processes are the watchdog's: a host whose agent stays dead is
+		// reset.)
+		a.env.Log("the lease its last agent process held expired while it held back its fence, and this one has held it back since: not fencing")
 		return
 	}
 	a.fenced, a.holding = true, false
@@ -385,6 +401,7 @@ func (a *Agent) decide(now time.Time) (overdue bool) {
 			if !a.holding {
 				a.env.Log("no lease renewal for %s, but %s: not fencing", a.since(now), why)
 				a.holding = true
+				a.env.Remember(Past{Renewed: a.renewed, Holding: true})
 			}
 		} else {
 			a.fence(now, why)

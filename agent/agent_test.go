@@ -412,3 +412,48 @@ func TestResumedStoreUnreachableTimingRule(t *testing.T) {
 		t.Fatalf("after the adoption: fenced=%v remembered %+v", a.Fenced(), env.past)
 	}
 }
+
+// An agent that crashed while it held back its fence in a loss of the control plane, and
+// restarts holding back too: when the store answers, its old lease has expired, but the
+// controller could declare nobody fenced meanwhile (the same majority rule): as for an agent
+// that held back and never crashed, no fence. Without what it kept of the hold-back, or
+// without a hold-back of its own, it fences (seed 195 at the default size: ten VMs killed
+// for nothing when the control plane came back).
+func TestResumedAfterHoldingBack(t *testing.T) {
+	// The predecessor remembers its hold-back.
+	a, env := resumed(nil, "h1", "h2")
+	env.heard["h2"] = heard{Heartbeat{From: "h2"}, t0}
+	a.LeaseRenewed(t0.Add(-10 * time.Second))
+	a.LeaseFailed(t0)
+	a.Tick(t0)
+	if !a.Holding() || !env.past[len(env.past)-1].Holding {
+		t.Fatalf("holding %v, remembered %+v: want the hold-back remembered", a.Holding(), env.past)
+	}
+
+	for _, c := range []struct {
+		name        string
+		pastHolding bool
+		peerLease   bool // the peer is heard with its lease: no majority without one
+		wantFence   bool
+	}{
+		{"held back before and since: no fence", true, false, false},
+		{"no hold-back kept: fence", false, false, true},
+		{"held back before, not since: fence", true, true, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a, env := resumed(&Past{Renewed: t0.Add(-30 * time.Second), Holding: c.pastHolding}, "h1", "h2")
+			env.heard["h2"] = heard{Heartbeat{From: "h2", LeaseOK: c.peerLease}, t0}
+			a.LeaseFailed(t0)
+			if !c.peerLease {
+				a.Tick(t0)
+				if a.Fenced() || !a.Holding() {
+					t.Fatalf("control plane lost everywhere: want a hold-back, fenced=%v", a.Fenced())
+				}
+			}
+			a.Resumed(t0.Add(time.Second), false)
+			if got := len(env.destroyed) > 0; got != c.wantFence || a.Fenced() != c.wantFence {
+				t.Fatalf("destroyed %v fenced %v, want a fence: %v", env.destroyed, a.Fenced(), c.wantFence)
+			}
+		})
+	}
+}

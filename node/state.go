@@ -36,6 +36,7 @@ func stateFile(dir, host string) string {
 type agentState struct {
 	Renewed time.Time `json:"renewed"`
 	Fenced  bool      `json:"fenced"`
+	Holding bool      `json:"holding,omitempty"` // holding back its fence (agent.Past)
 	// Lease is the ID of the lease the agent held (0: none, or unknown): a process that
 	// restarts keeps it if the store still has it (see Node.askLease).
 	Lease     int64           `json:"lease,omitempty"`
@@ -60,7 +61,7 @@ func readState(path string) (past *agent.Past, st agentState, err error) {
 	if err != nil {
 		return &agent.Past{}, agentState{}, fmt.Errorf("the agent's state file %s is damaged: %w", path, err)
 	}
-	return &agent.Past{Renewed: st.Renewed, Fenced: st.Fenced}, st, nil
+	return &agent.Past{Renewed: st.Renewed, Fenced: st.Fenced, Holding: st.Holding}, st, nil
 }
 
 // writeState writes the state file: a temporary file in the same directory, renamed over
@@ -107,7 +108,7 @@ func (n *Node) keeper(ctx context.Context) {
 		case <-n.keep:
 		}
 		n.mu.Lock()
-		st := agentState{Renewed: n.past.Renewed, Fenced: n.past.Fenced, Lease: int64(n.lease.ID), Members: slices.Clone(n.members)}
+		st := agentState{Renewed: n.past.Renewed, Fenced: n.past.Fenced, Holding: n.past.Holding, Lease: int64(n.lease.ID), Members: slices.Clone(n.members)}
 		if st.Lease == 0 {
 			st.Lease = int64(n.oldLease) // not yet asked about: kept for the next process
 		}
