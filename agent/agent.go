@@ -229,6 +229,11 @@ func (a *Agent) Resumed(now time.Time, alive bool) {
 		a.LeaseRenewed(now)
 		return
 	}
+	if a.alone() {
+		// No other host could have started its VMs (hass up): nothing to fence, as an agent
+		// alone in its cluster never fences itself.
+		return
+	}
 	if a.pastHolding && a.holding && !a.fenced && a.stillHolding(now) {
 		// The process before this one held back its fence as the lease expired, and this one
 		// has held it back since (a loss of the control plane: this host and the peers it
@@ -502,6 +507,18 @@ func (a *Agent) fence(now time.Time, why string) {
 	vms := a.protected()
 	a.env.Log("fencing this host: no lease renewal for %s and %s; destroying %d protected domains", a.since(now), why, len(vms))
 	a.destroy(vms)
+}
+
+// alone says whether this host is known to be the cluster's only member (members not
+// known: not alone).
+func (a *Agent) alone() bool {
+	members := a.env.Members()
+	for _, m := range members {
+		if m != a.cfg.Host {
+			return false
+		}
+	}
+	return len(members) > 0
 }
 
 // since says how long ago the last renewal was, for the log.

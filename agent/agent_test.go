@@ -457,3 +457,14 @@ func TestResumedAfterHoldingBack(t *testing.T) {
 		})
 	}
 }
+
+// A host alone in its cluster (hass up) whose agent restarts after its lease expired: no
+// other host could have started its VMs, so nothing is fenced.
+func TestResumedAloneDoesNotFence(t *testing.T) {
+	a, env := resumed(&Past{Renewed: t0.Add(-time.Minute)}, "h1")
+	a.Resumed(t0, false)
+	a.Tick(t0)
+	if a.Fenced() || len(env.destroyed) != 0 {
+		t.Fatalf("a host alone fenced: destroyed %v", env.destroyed)
+	}
+}
