@@ -1104,7 +1104,7 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 		return
 	}
 	if o.reason == ReasonMigrated {
-		if h := e.landed(v); h != "" {
+		if h := e.landed(v, true); h != "" {
 			e.log(RecExpected, v.id, h, "migrated here from %s", v.home)
 			v.home = h
 			e.evaluate(v)
@@ -1174,7 +1174,7 @@ func (e *Engine) classify(v *vm, o *hostObs) {
 		}
 		e.infer(v, OpShutdown, SrcLibvirt, WantStopped, "shut down, initiator unknown")
 	case ReasonMigrated:
-		if h := e.landed(v); h != "" {
+		if h := e.landed(v, true); h != "" {
 			e.log(RecExpected, v.id, h, "migrated here from %s", v.home)
 			v.home = h
 			e.evaluate(v)
@@ -1389,19 +1389,23 @@ func (e *Engine) stayedHome(v *vm, op *Operation, o *hostObs) bool {
 	return o.at.After(t.fencedAt.Add(time.Second))
 }
 
-// landed returns the host other than home where the VM was last seen live, if any. A
+// landed returns the host other than home where the VM was last seen running (with paused,
+// or paused by a user: the copy a migration that handed over left there), if any. A
 // report from before a fenced home's copy last ran there after arriving by migration is not
 // one (a second for clock skew): it is the migration's source, reported before its
 // switch-over, whose stop was not heard (a later report of a copy there, running beside the
-// home's, would have made it an extra copy).
-func (e *Engine) landed(v *vm) HostID {
+// home's, would have made it an extra copy). A recovery asks for a running copy only: one
+// paused elsewhere is not the VM coming up (taking it for home there had a recovery and the
+// evaluation it moved to call each other for ever, between two paused copies; FuzzEngine).
+func (e *Engine) landed(v *vm, paused bool) HostID {
 	var leftAt time.Time
 	if ho := v.obsOn(v.home); ho != nil && ho.state == DomUnknown && ho.reason == ReasonFenced && ho.arrived {
 		leftAt = ho.at.Add(time.Second)
 	}
 	for _, o := range v.obs {
-		// A copy paused by a user is live too (the naive rule knows only running).
-		up := o.state == DomRunning || !e.cfg.Naive && live(o.state, o.reason)
+		// With paused, a copy paused by a user is live too (the naive rule knows only
+		// running).
+		up := o.state == DomRunning || paused && !e.cfg.Naive && live(o.state, o.reason)
 		if o.host != v.home && up && e.hosts[o.host] != nil && e.hosts[o.host].state == hostUp {
 			if !leftAt.IsZero() && !o.at.After(leftAt) && v.dupOn(o.host) == nil {
 				continue
@@ -1594,7 +1598,7 @@ func (e *Engine) recover(v *vm) {
 		return
 	}
 	evacuate := f.evacuate || h.state != hostUp
-	if l := e.landed(v); l != "" {
+	if l := e.landed(v, false); l != "" {
 		// Before starting it anywhere: a live host already reports it running (a migration
 		// that landed while its source died). That copy is the VM; never start a second.
 		e.log(RecExpected, v.id, l, "runs here already (its home %s is %s): this is its home now", v.home, h.state)
