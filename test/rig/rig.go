@@ -183,6 +183,13 @@ func Up(t testing.TB) *Rig {
 	c := setup(t)
 	r := &Rig{t: t, Dir: c.Dir, Prefix: c.Prefix, Net: c.Net, N: c.N, script: c.script}
 	if isUp {
+		// Up again (idempotent, 2-3 s): a host an earlier test left powered off or without
+		// its libvirtd (hass's own IPMI fence, say, after that test's cleanup) is powered on
+		// and ready before this test begins.
+		if out, err := r.runTimeout(upTimeout, "up"); err != nil {
+			st, _ := r.Run("status")
+			t.Fatalf("rig: up again: %v\n%s\n%s", err, out, st)
+		}
 		return r
 	}
 	if before == "" {
