@@ -144,8 +144,10 @@ type Env interface {
 	Execute(a engine.Action, done func(now time.Time, o Outcome))
 	// Protected lists the VMs the store says are protected (what a self-fence destroys).
 	Protected() []engine.VMID
-	// Destroy kills a domain at once, for a self-fence.
-	Destroy(vm engine.VMID)
+	// Destroy kills a domain at once, for a self-fence. It reports false only when the
+	// hypervisor says the domain was not running here (or is not defined): the fence did
+	// not stop it.
+	Destroy(vm engine.VMID) bool
 	// Members lists the cluster's hosts, as last read from the store.
 	Members() []engine.HostID
 	// Heard returns the last heartbeat this host received from peer over the hosts' own
@@ -291,8 +293,15 @@ func (a *Agent) Event(now time.Time, ev lifecycle.Event) {
 		// The fence holds until the lease is back: the cluster may be running this VM
 		// elsewhere already (a user started it here, or migrated it here, behind hass's back).
 		a.env.Log("%s runs on this host while it is fenced: destroying it", vm)
-		a.tr.Fencing(string(vm))
-		a.env.Destroy(vm)
+		a.fenceVM(vm)
+	}
+}
+
+// fenceVM destroys vm's domain, its stop marked as the fence's: only if it ran.
+func (a *Agent) fenceVM(vm engine.VMID) {
+	undo := a.tr.Fencing(string(vm))
+	if !a.env.Destroy(vm) {
+		undo()
 	}
 }
 
@@ -539,7 +548,6 @@ func (a *Agent) protected() []engine.VMID {
 // destroy destroys the domains of vms for a fence.
 func (a *Agent) destroy(vms []engine.VMID) {
 	for _, vm := range vms {
-		a.tr.Fencing(string(vm))
-		a.env.Destroy(vm)
+		a.fenceVM(vm)
 	}
 }

@@ -37,7 +37,7 @@ type fakeEnv struct {
 func (f *fakeEnv) Report(in engine.Input)       { f.reports = append(f.reports, in) }
 func (f *fakeEnv) Current(a engine.Action) bool { return f.current }
 func (f *fakeEnv) Protected() []engine.VMID     { return f.protected }
-func (f *fakeEnv) Destroy(vm engine.VMID)       { f.destroyed = append(f.destroyed, vm) }
+func (f *fakeEnv) Destroy(vm engine.VMID) bool  { f.destroyed = append(f.destroyed, vm); return true }
 func (f *fakeEnv) Members() []engine.HostID     { return f.members }
 func (f *fakeEnv) PetWatchdog()                 { f.pets++ }
 func (f *fakeEnv) Heard(p engine.HostID) (Heartbeat, time.Time, bool) {

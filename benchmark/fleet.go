@@ -478,7 +478,7 @@ func (e fenv) Execute(a engine.Action, done func(time.Time, agent.Outcome)) {
 }
 
 func (e fenv) Protected() []engine.VMID { return nil }
-func (e fenv) Destroy(engine.VMID)      {}
+func (e fenv) Destroy(engine.VMID) bool { return false }
 func (e fenv) Members() []engine.HostID { return []engine.HostID{engine.HostID(e.h.name)} }
 func (e fenv) Heard(engine.HostID) (agent.Heartbeat, time.Time, bool) {
 	return agent.Heartbeat{}, time.Time{}, false

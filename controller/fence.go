@@ -234,6 +234,11 @@ func (c *Controller) powerOnLater(ctx context.Context, h engine.HostID) {
 	} else {
 		c.log.Info("powered on again after its fence", "host", h)
 		c.setPower(h, powerOn)
+		c.mu.Lock()
+		if c.leading && c.eng != nil && c.eng.HostState(h) == "fenced" {
+			c.stepLocked(ctx, engine.HostPower{Host: h}) // a VM may land there from now on
+		}
+		c.mu.Unlock()
 	}
 	c.note(ctx, h, msg, err != nil)
 }
@@ -303,15 +308,21 @@ func (c *Controller) readPower(ctx context.Context, h engine.HostID) {
 	if on {
 		was := c.powerOf(h)
 		c.setPower(h, powerOn)
-		if was == powerOff {
+		c.mu.Lock()
+		switch {
+		case !c.leading || c.eng == nil:
+		case c.eng.HostState(h) == "fenced":
+			// Powered on again while fenced (by hass after its fence, by its admin, by
+			// the power coming back): a VM may land there before its agent starts and
+			// fences it. The engine notes it once (every reading: a new leader learns it
+			// on its first).
+			c.stepLocked(ctx, engine.HostPower{Host: h})
+		case was == powerOff && c.inMaintenance(h):
 			// A host in maintenance noted off is on again: the note is undone (the engine
 			// ignores this for any other host, which comes back with a new lease).
-			c.mu.Lock()
-			if c.leading && c.eng != nil && c.inMaintenance(h) {
-				c.stepLocked(ctx, engine.HostPower{Host: h})
-			}
-			c.mu.Unlock()
+			c.stepLocked(ctx, engine.HostPower{Host: h})
 		}
+		c.mu.Unlock()
 		return
 	}
 	select {

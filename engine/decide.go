@@ -495,6 +495,9 @@ func (e *Engine) observeVM(v *vm, h HostID, seq uint64, st DomState, r Reason, a
 			// migrate whose events were all lost): the VM landed here, and went down here.
 			panicked := st == DomCrashed || r == ReasonPanicked
 			ranHere = ranHere || incoming && (shutdown || panicked) && fresh
+			// A copy that appeared here since this host's last list and that its fence
+			// destroyed ran here: the migration landed here, and went down with the fence.
+			ranHere = ranHere || migrating && homeDown && fencedOnArrival(o) && prev != st
 			if !(migrating && homeDown && crashed && fresh && prev != st) && !ranHere {
 				return
 			}
@@ -1321,10 +1324,13 @@ func (e *Engine) crashedOnArrival(v *vm, op *Operation) HostID {
 			continue
 		}
 		h := e.hosts[t.host]
-		if h == nil || t.state.up() || !t.arrived || t.since.Before(since) {
+		if h == nil || t.state.up() || !(t.arrived || fencedOnArrival(t)) || t.since.Before(since) {
 			continue
 		}
 		switch {
+		case fencedOnArrival(t):
+			// It appeared there since the host's last list, and the host's own fence
+			// destroyed it (a fence destroys only running copies): it had landed there.
 		case h.state == hostFenced && t.state == DomUnknown && t.reason == ReasonFenced:
 			// It had arrived there when that host was fenced: it went down with it, as the
 			// VMs homed there did.
@@ -1342,6 +1348,15 @@ func (e *Engine) crashedOnArrival(v *vm, op *Operation) HostID {
 		return ""
 	}
 	return found
+}
+
+// fencedOnArrival: the copy t appeared on its host since that host's last complete list (so
+// it was no copy left over there), and the host's agent destroyed it as it fenced itself: a
+// fence destroys only running copies, so the VM ran there (a migration that landed on a
+// host powered on again after its fence, before its agent started and found its lease
+// gone).
+func fencedOnArrival(t *hostObs) bool {
+	return t.appeared && t.state == DomShutoff && t.reason == ReasonFenced
 }
 
 // stoppedOnUnknownArrival returns, for a migration inferred from its source's handover
@@ -1437,7 +1452,13 @@ func (e *Engine) nowhere(v *vm, op *Operation, o *hostObs) bool {
 	blocks := func(id HostID) bool {
 		h := e.hosts[id]
 		switch {
-		case h == nil || id == v.home || h.state == hostFenced:
+		case h == nil || id == v.home:
+		case h.state == hostFenced && !h.onAt.IsZero():
+			// Powered on again since its fence: a copy may have landed there (a user's virsh
+			// migrate before its agent started). Its agent's list, taken after its fence,
+			// says.
+			return !h.lastResync.After(switchAt.Add(time.Second)) || !h.lastResync.After(h.onAt)
+		case h.state == hostFenced:
 		case h.powerOff && h.offAt.After(op.Started):
 			// Its BMC reported it powered off since the migration began, and not on since (a
 			// host in maintenance its admin shut down, never fenced): whatever landed there

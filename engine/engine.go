@@ -50,6 +50,11 @@ type host struct {
 	// offAt: when the BMC reported it powered off (while in maintenance), this engine's
 	// news only (zero after a restore).
 	offAt time.Time
+	// onAt: when the BMC reported it powered on again while fenced (zero: not since its
+	// fence, or not known to this engine). From then on copies may appear there (a user's
+	// virsh migrate or start, libvirt's autostart) and run until its agent, started again,
+	// fences them and lists: until then no proof that a VM runs nowhere counts it as empty.
+	onAt time.Time
 	// lapsed: in maintenance, its lease lapsed, and it has not listed its domains since it
 	// came back. Its agent may have fenced itself: a VM reported destroyed there meanwhile is
 	// taken as fenced, not stopped by a user (a new agent process does not know its own
@@ -603,7 +608,7 @@ func (e *Engine) hostLease(in HostLease) {
 		if in.Lease != 0 {
 			h.lease = in.Lease
 		}
-		h.fencedLease, h.powerOff = 0, false
+		h.fencedLease, h.powerOff, h.onAt = 0, false, time.Time{}
 		e.log(RecHost, "", h.id, "lease renewed: up again (was %s)%s", h.state, leaseText(h.lease))
 		e.setHostState(h, hostUp)
 		h.fenceActID = 0
@@ -666,7 +671,7 @@ func (e *Engine) fenceResult(in FenceResult) {
 }
 
 func (e *Engine) fenced(h *host, why string) {
-	h.fencedLease = h.lease
+	h.fencedLease, h.onAt = h.lease, time.Time{}
 	e.setHostState(h, hostFenced)
 	e.log(RecHost, "", h.id, "fenced: %s", why)
 	// What was known about domains on a fenced host is void: they are gone.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // ---- hosts: registered, changed, removed, powered off ----------------------------------
@@ -154,7 +155,18 @@ func (e *Engine) hostPower(in HostPower) {
 		e.checkMajority()
 		return
 	}
-	if !in.Off || h.state == hostFenced {
+	if h.state == hostFenced {
+		switch {
+		case !in.Off && h.onAt.IsZero():
+			h.onAt = e.now
+			e.log(RecHost, "", h.id, "powered on (BMC) while fenced: a VM may land there until its agent fences and lists")
+		case in.Off && !h.onAt.IsZero():
+			h.onAt = time.Time{} // off again: whatever landed there runs no more
+			e.log(RecHost, "", h.id, "powered off (BMC) again while fenced")
+		}
+		return
+	}
+	if !in.Off {
 		return
 	}
 	if h.maint {

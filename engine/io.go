@@ -70,8 +70,11 @@ type Maintenance struct {
 // to be sure) by the controller. Off declares the host fenced at once ("power off (BMC)"),
 // whether its lease still runs or not, exactly like a confirmed FenceResult: nothing runs on
 // a host without power, so its VMs are evacuated at once. A host in maintenance is not fenced
-// (it is noted, and fenced when maintenance ends if still off; On undoes the note). On
-// changes nothing else: the host comes back up with a new lease.
+// (it is noted, and fenced when maintenance ends if still off; On undoes the note). A
+// fenced host reported On again may run what lands there (a user's virsh migrate, before
+// its agent starts and fences it): until its agent lists its domains after that, no proof
+// that a VM runs nowhere counts it as empty. Otherwise On changes nothing: the host comes
+// back up with a new lease.
 type HostPower struct {
 	Host HostID
 	Off  bool

@@ -44,3 +44,59 @@ func TestNowhereProofByBMCOff(t *testing.T) {
 		}))
 	})
 }
+
+// TestNowhereWaitsForAFencedHostPoweredOn: h3 was fenced by its BMC's "off", and its BMC
+// says it is on again before its agent is back. A user's virsh migrate away from h1, its
+// every event lost, may have landed there (the real controller powers a host on again
+// after its fence; libvirtd runs before hass's agent): the proof that the VM runs nowhere
+// waits for h3's list. Its agent, started again with its lease long gone, fences: a copy
+// that appeared there and that fence destroyed is where the VM landed. Without the BMC's
+// "on", a fenced host runs nothing.
+func TestNowhereWaitsForAFencedHostPoweredOn(t *testing.T) {
+	s := time.Second
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	setup := cat(std(DefaultPolicy()), []ev{
+		{in: AddHost{Host: "h3", MemMiB: 4096}, recs: recs(RecHost)},
+		// h3 listed once, without v1.
+		{in: Snapshot{Host: "h3", Seq: 1, At: t0}, acts: acts()},
+		{at: s, in: HostPower{Host: "h3", Off: true}, acts: acts(), check: wantHostState("h3", "fenced")},
+	})
+	migrated := []ev{
+		// h1 lists v1 shut off by a migration: a user's migrate, destination unknown.
+		{at: 10 * s, in: Snapshot{Host: "h1", Seq: 2, At: at(10 * s), Domains: []DomainStatus{{VM: "v1", State: DomShutoff, Reason: ReasonMigrated}}},
+			acts: acts(), nrecs: recs(RecDetect)},
+	}
+	t.Run("off since its fence: h2's list proves it runs nowhere", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(setup, migrated, []ev{
+			{at: 20 * s, in: Snapshot{Host: "h2", Seq: 1, At: at(20 * s)}, acts: acts("start@h1"), recs: recs(RecDetect),
+				check: wantLogMsg("runs nowhere")},
+		}))
+	})
+	on := cat(setup, []ev{
+		{at: 5 * s, in: HostPower{Host: "h3"}, acts: acts(), check: wantLogMsg("powered on (BMC) while fenced")},
+	}, migrated, []ev{
+		{at: 20 * s, in: Snapshot{Host: "h2", Seq: 1, At: at(20 * s)}, acts: acts(), nrecs: recs(RecDetect)},
+		{at: 2 * time.Minute, in: Tick{}, acts: acts(), nrecs: recs(RecDetect)},
+	})
+	t.Run("on again: the copy its agent's fence destroyed is where it landed", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(on, []ev{
+			{at: 2*time.Minute + s, in: HostLease{Host: "h3", Alive: true, Lease: 7}},
+			{at: 2*time.Minute + 2*s, in: Snapshot{Host: "h3", Seq: 2, At: at(2*time.Minute + 2*s),
+				Domains: []DomainStatus{{VM: "v1", State: DomShutoff, Reason: ReasonFenced}}},
+				acts: acts("start@h3"), recs: recs(RecDetect), check: wantLogMsg("migrated here from h1, then went down")},
+		}))
+	})
+	t.Run("on again: its list without the vm completes the proof", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(on, []ev{
+			{at: 2*time.Minute + s, in: Snapshot{Host: "h3", Seq: 2, At: at(2*time.Minute + s)}, acts: acts("start@h1"), recs: recs(RecDetect),
+				check: wantLogMsg("runs nowhere")},
+		}))
+	})
+	t.Run("off again: it runs nothing", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(on, []ev{
+			{at: 2*time.Minute + s, in: HostPower{Host: "h3", Off: true}, acts: acts(), check: wantLogMsg("powered off (BMC) again")},
+			{at: 2*time.Minute + 30*s, in: Snapshot{Host: "h2", Seq: 2, At: at(2*time.Minute + 30*s)}, acts: acts("start@h1"), recs: recs(RecDetect),
+				check: wantLogMsg("runs nowhere")},
+		}))
+	})
+}

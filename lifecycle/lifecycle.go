@@ -391,10 +391,22 @@ func (t *Translator) Listed(domain string, state, reason int, seq uint64) (engin
 
 // Fencing tells the translator that the agent is about to destroy domain to fence itself,
 // so the destroy is reported as a fence, not as a user's stop.
-func (t *Translator) Fencing(domain string) {
-	m := t.memo[domain]
-	m.fenced, m.stopSeq = true, 0
-	t.memo[domain] = m
+//
+// It returns the undo, for a destroy that found the domain not running: a domain the fence
+// did not stop keeps the reason it had (marked, a domain shut off long before would read
+// destroyed by the fence, and a copy that only appeared there would look like one that ran).
+func (t *Translator) Fencing(domain string) (undo func()) {
+	m, had := t.memo[domain]
+	n := m
+	n.fenced, n.stopSeq = true, 0
+	t.memo[domain] = n
+	return func() {
+		if had {
+			t.memo[domain] = m
+		} else {
+			delete(t.memo, domain)
+		}
+	}
 }
 
 // OwnStop tells the translator that hass's executor is about to destroy domain as one step

@@ -444,3 +444,24 @@ func TestListedAfterLostStart(t *testing.T) {
 		})
 	}
 }
+
+// TestFencingUndone: a fence that found a domain not running undoes its mark, so the domain
+// keeps the reason it had (a domain a user destroyed long before reads destroyed, not
+// destroyed by the fence); one it stopped reads fenced.
+func TestFencingUndone(t *testing.T) {
+	tr := NewTranslator()
+	undo := tr.Fencing("a")
+	undo()
+	if st, r := tr.Row("a", StateShutoff, ShutoffDestroyed); st != engine.DomShutoff || r != engine.ReasonDestroyed {
+		t.Fatalf("a domain the fence did not stop reads %v/%v, want shutoff/destroyed", st, r)
+	}
+	tr.OwnStop("b")
+	tr.Fencing("b")()
+	if _, r := tr.Row("b", StateShutoff, ShutoffDestroyed); r != engine.ReasonOwnStop {
+		t.Fatalf("undo lost what the translator knew before: %v, want own-stop", r)
+	}
+	tr.Fencing("c")
+	if _, r := tr.Row("c", StateShutoff, ShutoffDestroyed); r != engine.ReasonFenced {
+		t.Fatalf("a domain the fence stopped reads %v, want fenced", r)
+	}
+}

@@ -3,12 +3,14 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"time"
 
 	"github.com/hassproject/hass/agent"
 	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/hypervisor"
 )
 
 // env is the real world around a host's agent: etcd, libvirt, UDP to the peers, the
@@ -49,12 +51,16 @@ func (e env) Protected() []engine.VMID {
 }
 
 // Destroy kills a domain at once, for a self-fence. It must not wait long: the lease runs.
-func (e env) Destroy(vm engine.VMID) {
+// A domain libvirt says is not running (or not defined) was not stopped by it; any other
+// error may have stopped it.
+func (e env) Destroy(vm engine.VMID) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := e.n.drv.Destroy(ctx, string(vm)); err != nil {
+	err := e.n.drv.Destroy(ctx, string(vm))
+	if err != nil {
 		e.n.log.Debug("self-fence: destroy", "vm", vm, "err", err)
 	}
+	return !errors.Is(err, hypervisor.ErrInvalidState) && !errors.Is(err, hypervisor.ErrNotFound)
 }
 
 // Members lists the cluster's hosts, as last read from the store.

@@ -63,18 +63,21 @@ func (e agentEnv) Protected() []engine.VMID {
 }
 
 // Destroy kills a domain at once (a self-fence).
-func (e agentEnv) Destroy(id engine.VMID) {
-	if d := e.h.doms[id]; d != nil && up(d.state) {
-		e.s.faultIfWanted(id, "self-fence on "+string(e.h.id))
-		if e.h.partitioned || e.h.storeCut {
-			e.s.lostWithHost(id, e.h) // fenced because its host was cut off
-		}
-		e.s.res.FenceKills++
-		if t := e.s.vms[id]; t != nil {
-			t.fencedOn = e.h.id
-		}
-		e.s.setDom(e.h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
+func (e agentEnv) Destroy(id engine.VMID) bool {
+	d := e.h.doms[id]
+	if d == nil || !up(d.state) {
+		return false // libvirt: not running, or no such domain
 	}
+	e.s.faultIfWanted(id, "self-fence on "+string(e.h.id))
+	if e.h.partitioned || e.h.storeCut {
+		e.s.lostWithHost(id, e.h) // fenced because its host was cut off
+	}
+	e.s.res.FenceKills++
+	if t := e.s.vms[id]; t != nil {
+		t.fencedOn = e.h.id
+	}
+	e.s.setDom(e.h, id, d, lifecycle.StateShutoff, lifecycle.ShutoffDestroyed, lc(lifecycle.EvStopped, lifecycle.StoppedDestroyed))
+	return true
 }
 
 // Members lists the simulated cluster's hosts.

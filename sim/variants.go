@@ -223,12 +223,16 @@ func (s *Sim) pollPower() {
 		}
 		if h.power {
 			// On again: the engine hears it of a host it was told was off while in
-			// maintenance, and may still take for off.
+			// maintenance, and may still take for off, and of a host it holds fenced (a
+			// VM may land there before its agent starts).
 			if h.offTold {
 				h.offTold = false
 				if hs, ok := s.eng.Host(h.id); ok && hs.Maintenance && hs.PowerOff && hs.State != "fenced" {
 					s.step(engine.HostPower{Host: h.id})
 				}
+			}
+			if s.eng.HostState(h.id) == "fenced" {
+				s.step(engine.HostPower{Host: h.id})
 			}
 			continue
 		}
