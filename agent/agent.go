@@ -181,6 +181,11 @@ type Past struct {
 	// Holding: it was holding back its fence (the majority rule), and no renewal or fence
 	// ended that since.
 	Holding bool
+	// Killed: the domains its fences destroyed that it has not seen up since. The next
+	// process reports them as the fence's (a crash to recover), not as a user's destroy: a
+	// migration that landed on this host while it was fenced, destroyed, then the agent
+	// crashed, was taken for a user's stop and never restarted (seed 2 at 1,000 hosts).
+	Killed []engine.VMID
 }
 
 // Agent is one host's agent.
@@ -199,6 +204,8 @@ type Agent struct {
 	resuming, refence bool
 	// pastHolding: the process before this one was holding back its fence when it ended.
 	pastHolding bool
+	// killed: see Past.Killed (never changed in place: a Past handed to Remember shares it).
+	killed []engine.VMID
 }
 
 // New returns an agent that has just started: it owes a resync (Listed) and a renewal.
@@ -210,6 +217,10 @@ func New(cfg Config, env Env, now time.Time, past *Past) *Agent {
 	if past != nil {
 		a.renewed, a.fenced = past.Renewed, past.Fenced
 		a.resuming, a.refence, a.pastHolding = true, past.Fenced, past.Holding
+		a.killed = slices.Clone(past.Killed)
+		for _, vm := range a.killed {
+			a.tr.Fencing(string(vm))
+		}
 	}
 	return a
 }
@@ -248,7 +259,7 @@ func (a *Agent) Resumed(now time.Time, alive bool) {
 		return
 	}
 	a.fenced, a.holding = true, false
-	a.env.Remember(Past{Renewed: a.renewed, Fenced: true})
+	a.remember(Past{Renewed: a.renewed, Fenced: true})
 	vms := a.protected()
 	a.env.Log("fencing this host: the lease its last agent process held is not alive (no lease renewal for %s), the controller may be starting its VMs elsewhere; destroying %d protected domains", a.since(now), len(vms))
 	a.destroy(vms)
@@ -289,6 +300,9 @@ func (a *Agent) Event(now time.Time, ev lifecycle.Event) {
 		a.tr.Stopped(ev.Domain, seq)
 	}
 	a.env.Report(engine.Observe{Host: a.cfg.Host, VM: vm, Seq: seq, State: r.State, Reason: r.Reason, At: now})
+	if (r.State == engine.DomRunning || r.State == engine.DomPaused) && len(a.killed) > 0 {
+		a.unkill(vm)
+	}
 	if a.fenced && r.State == engine.DomRunning && slices.Contains(a.env.Protected(), vm) {
 		// The fence holds until the lease is back: the cluster may be running this VM
 		// elsewhere already (a user started it here, or migrated it here, behind hass's back).
@@ -297,12 +311,36 @@ func (a *Agent) Event(now time.Time, ev lifecycle.Event) {
 	}
 }
 
-// fenceVM destroys vm's domain, its stop marked as the fence's: only if it ran.
+// fenceVM destroys vm's domain, its stop marked as the fence's: only if it ran. It is kept
+// as killed before the destroy (a crash in between must not lose it).
 func (a *Agent) fenceVM(vm engine.VMID) {
 	undo := a.tr.Fencing(string(vm))
+	had := slices.Contains(a.killed, vm)
+	if !had {
+		a.killed = append(slices.Clip(a.killed), vm)
+		a.remember(Past{Renewed: a.renewed, Fenced: a.fenced, Holding: a.holding})
+	}
 	if !a.env.Destroy(vm) {
 		undo()
+		if !had {
+			a.unkill(vm)
+		}
 	}
+}
+
+// unkill drops vm from the domains the fences destroyed: it is up again (or was not
+// destroyed).
+func (a *Agent) unkill(vm engine.VMID) {
+	if i := slices.Index(a.killed, vm); i >= 0 {
+		a.killed = slices.Delete(slices.Clone(a.killed), i, i+1)
+		a.remember(Past{Renewed: a.renewed, Fenced: a.fenced, Holding: a.holding})
+	}
+}
+
+// remember hands p to Env.Remember with the domains the fences destroyed.
+func (a *Agent) remember(p Past) {
+	p.Killed = a.killed
+	a.env.Remember(p)
 }
 
 // Listed reports a complete domain list taken after stamp seq (a resync).
@@ -310,6 +348,9 @@ func (a *Agent) Listed(now time.Time, seq uint64, rows []Row) {
 	snap := engine.Snapshot{Host: a.cfg.Host, Seq: seq, At: now, Domains: make([]engine.DomainStatus, 0, len(rows))}
 	for _, r := range rows {
 		st, why := a.tr.Listed(r.Name, r.State, r.Reason, seq)
+		if (st == engine.DomRunning || st == engine.DomPaused) && len(a.killed) > 0 {
+			a.unkill(engine.VMID(r.Name))
+		}
 		snap.Domains = append(snap.Domains, engine.DomainStatus{VM: engine.VMID(r.Name), State: st, Reason: why})
 	}
 	a.env.Report(snap)
@@ -382,7 +423,7 @@ func (a *Agent) LeaseRenewed(now time.Time) {
 		a.env.Log("lease renewed: the control plane is back")
 		a.holding = false
 	}
-	a.env.Remember(Past{Renewed: now})
+	a.remember(Past{Renewed: now})
 }
 
 // LeaseFailed records a renewal attempt that failed: the store could not be reached.
@@ -415,7 +456,7 @@ func (a *Agent) decide(now time.Time) (overdue bool) {
 			if !a.holding {
 				a.env.Log("no lease renewal for %s, but %s: not fencing", a.since(now), why)
 				a.holding = true
-				a.env.Remember(Past{Renewed: a.renewed, Holding: true})
+				a.remember(Past{Renewed: a.renewed, Holding: true})
 			}
 		} else {
 			a.fence(now, why)
@@ -512,7 +553,7 @@ func (a *Agent) holdBack(now time.Time) (why string, hold bool) {
 // fence destroys every protected domain of this host, before the lease can expire.
 func (a *Agent) fence(now time.Time, why string) {
 	a.fenced, a.holding = true, false
-	a.env.Remember(Past{Renewed: a.renewed, Fenced: true})
+	a.remember(Past{Renewed: a.renewed, Fenced: true})
 	vms := a.protected()
 	a.env.Log("fencing this host: no lease renewal for %s and %s; destroying %d protected domains", a.since(now), why, len(vms))
 	a.destroy(vms)

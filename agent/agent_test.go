@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -20,26 +21,30 @@ type heard struct {
 }
 
 type fakeEnv struct {
-	reports   []engine.Input
-	current   bool
-	executed  []engine.Action
-	pending   []func(time.Time, Outcome)
-	protected []engine.VMID
-	destroyed []engine.VMID
-	members   []engine.HostID
-	heard     map[engine.HostID]heard
-	pets      int
-	beats     []Heartbeat
-	log       []string
-	past      []Past // what the agent asked to remember, in order
+	reports    []engine.Input
+	current    bool
+	executed   []engine.Action
+	pending    []func(time.Time, Outcome)
+	protected  []engine.VMID
+	destroyed  []engine.VMID
+	notRunning map[engine.VMID]bool // Destroy finds these not running
+	members    []engine.HostID
+	heard      map[engine.HostID]heard
+	pets       int
+	beats      []Heartbeat
+	log        []string
+	past       []Past // what the agent asked to remember, in order
 }
 
 func (f *fakeEnv) Report(in engine.Input)       { f.reports = append(f.reports, in) }
 func (f *fakeEnv) Current(a engine.Action) bool { return f.current }
 func (f *fakeEnv) Protected() []engine.VMID     { return f.protected }
-func (f *fakeEnv) Destroy(vm engine.VMID) bool  { f.destroyed = append(f.destroyed, vm); return true }
-func (f *fakeEnv) Members() []engine.HostID     { return f.members }
-func (f *fakeEnv) PetWatchdog()                 { f.pets++ }
+func (f *fakeEnv) Destroy(vm engine.VMID) bool {
+	f.destroyed = append(f.destroyed, vm)
+	return !f.notRunning[vm]
+}
+func (f *fakeEnv) Members() []engine.HostID { return f.members }
+func (f *fakeEnv) PetWatchdog()             { f.pets++ }
 func (f *fakeEnv) Heard(p engine.HostID) (Heartbeat, time.Time, bool) {
 	h, ok := f.heard[p]
 	return h.hb, h.at, ok
@@ -305,7 +310,7 @@ func TestResumedLeaseAliveAdopts(t *testing.T) {
 	if hb := env.beats[len(env.beats)-1]; !hb.LeaseOK || hb.Fenced {
 		t.Fatalf("heartbeat %+v: want the lease held", hb)
 	}
-	if !slices.Equal(env.past, []Past{{Renewed: t0}}) {
+	if !reflect.DeepEqual(env.past, []Past{{Renewed: t0}}) {
 		t.Fatalf("remembered %+v, want the adoption as a renewal", env.past)
 	}
 	a.Tick(t0.Add(6 * time.Second))
@@ -332,8 +337,10 @@ func TestResumedLeaseExpiredFencesBeforeTheGrant(t *testing.T) {
 	if !a.Fenced() || !slices.Equal(env.destroyed, []engine.VMID{"v1", "v2"}) || a.Holding() {
 		t.Fatalf("old lease expired: want a fence at once, got fenced=%v destroyed=%v holding=%v", a.Fenced(), env.destroyed, a.Holding())
 	}
-	if len(env.past) != 1 || !env.past[0].Fenced {
-		t.Fatalf("remembered %+v, want the fence", env.past)
+	// The fence first, then each domain it destroys, before the destroy.
+	if len(env.past) != 3 || !env.past[0].Fenced || len(env.past[0].Killed) != 0 ||
+		!slices.Equal(env.past[1].Killed, []engine.VMID{"v1"}) || !slices.Equal(env.past[2].Killed, []engine.VMID{"v1", "v2"}) {
+		t.Fatalf("remembered %+v, want the fence, then v1 and v2 killed", env.past)
 	}
 	a.Resumed(t0, true) // only the first answer counts
 	if !a.Fenced() {
@@ -408,7 +415,8 @@ func TestResumedStoreUnreachableTimingRule(t *testing.T) {
 		t.Fatalf("destroyed again at the second Tick: %v", env.destroyed)
 	}
 	a.Resumed(t0.Add(3*time.Second), true) // the store is back, the old lease alive
-	if a.Fenced() || !slices.Equal(env.past[len(env.past)-1:], []Past{{Renewed: t0.Add(3 * time.Second)}}) {
+	// The domains its fences destroyed stay the fences' until they are seen up again.
+	if a.Fenced() || !reflect.DeepEqual(env.past[len(env.past)-1:], []Past{{Renewed: t0.Add(3 * time.Second), Killed: []engine.VMID{"v2", "v1"}}}) {
 		t.Fatalf("after the adoption: fenced=%v remembered %+v", a.Fenced(), env.past)
 	}
 }
@@ -466,5 +474,33 @@ func TestResumedAloneDoesNotFence(t *testing.T) {
 	a.Tick(t0)
 	if a.Fenced() || len(env.destroyed) != 0 {
 		t.Fatalf("a host alone fenced: destroyed %v", env.destroyed)
+	}
+}
+
+// TestKilledSurvivesARestart: a domain a fence destroyed is reported as the fence's by the
+// next agent process (a crash to recover, not a user's destroy), until it is seen up again;
+// a domain the fence found not running is not one.
+func TestKilledSurvivesARestart(t *testing.T) {
+	a, env := resumed(&Past{Renewed: t0.Add(-20 * time.Second), Fenced: true, Killed: []engine.VMID{"v1"}}, "h1", "h2")
+	st, r := a.Row(Row{Name: "v1", State: lifecycle.StateShutoff, Reason: lifecycle.ShutoffDestroyed})
+	if st != engine.DomShutoff || r != engine.ReasonFenced {
+		t.Fatalf("a domain the last process's fence destroyed reads %v/%v, want shutoff/fenced", st, r)
+	}
+	if _, r := a.Row(Row{Name: "v2", State: lifecycle.StateShutoff, Reason: lifecycle.ShutoffDestroyed}); r != engine.ReasonDestroyed {
+		t.Fatalf("a domain no fence destroyed reads %v, want destroyed", r)
+	}
+	a.Listed(t0, a.Stamp(t0), []Row{{Name: "v1", State: lifecycle.StateRunning, Reason: 1}})
+	if last := env.past[len(env.past)-1]; len(last.Killed) != 0 {
+		t.Fatalf("v1 runs again: still remembered killed: %+v", last)
+	}
+
+	// A fence that finds the domain not running does not keep it.
+	env.notRunning = map[engine.VMID]bool{"v2": true}
+	a.Resumed(t0, false)
+	if last := env.past[len(env.past)-1]; !slices.Equal(last.Killed, []engine.VMID{"v1"}) {
+		t.Fatalf("remembered %+v, want only v1 killed (v2 was not running)", last)
+	}
+	if _, r := a.Row(Row{Name: "v2", State: lifecycle.StateShutoff, Reason: lifecycle.ShutoffDestroyed}); r != engine.ReasonDestroyed {
+		t.Fatalf("a domain the fence found not running reads %v, want destroyed", r)
 	}
 }

@@ -42,6 +42,8 @@ type agentState struct {
 	Lease     int64           `json:"lease,omitempty"`
 	Members   []engine.HostID `json:"members,omitempty"`
 	Protected []engine.VMID   `json:"protected,omitempty"`
+	// Killed: the domains its fences destroyed and it has not seen up since (agent.Past).
+	Killed []engine.VMID `json:"killed,omitempty"`
 }
 
 // readState reads the state file. A missing file is a first start: past is nil, err too. A
@@ -61,7 +63,7 @@ func readState(path string) (past *agent.Past, st agentState, err error) {
 	if err != nil {
 		return &agent.Past{}, agentState{}, fmt.Errorf("the agent's state file %s is damaged: %w", path, err)
 	}
-	return &agent.Past{Renewed: st.Renewed, Fenced: st.Fenced, Holding: st.Holding}, st, nil
+	return &agent.Past{Renewed: st.Renewed, Fenced: st.Fenced, Holding: st.Holding, Killed: st.Killed}, st, nil
 }
 
 // writeState writes the state file: a temporary file in the same directory, renamed over
@@ -108,7 +110,7 @@ func (n *Node) keeper(ctx context.Context) {
 		case <-n.keep:
 		}
 		n.mu.Lock()
-		st := agentState{Renewed: n.past.Renewed, Fenced: n.past.Fenced, Holding: n.past.Holding, Lease: int64(n.lease.ID), Members: slices.Clone(n.members)}
+		st := agentState{Renewed: n.past.Renewed, Fenced: n.past.Fenced, Holding: n.past.Holding, Lease: int64(n.lease.ID), Members: slices.Clone(n.members), Killed: slices.Clone(n.past.Killed)}
 		if st.Lease == 0 {
 			st.Lease = int64(n.oldLease) // not yet asked about: kept for the next process
 		}

@@ -26,13 +26,13 @@ func TestStateFile(t *testing.T) {
 
 	// Round trip.
 	at := time.Date(2026, 1, 1, 0, 0, 7, 123456789, time.UTC)
-	want := agentState{Renewed: at, Fenced: true, Holding: true, Lease: 0x694d9a2b1c3e4f50, Members: []engine.HostID{"h1", "h2"}, Protected: []engine.VMID{"v1"}}
+	want := agentState{Renewed: at, Fenced: true, Holding: true, Lease: 0x694d9a2b1c3e4f50, Members: []engine.HostID{"h1", "h2"}, Protected: []engine.VMID{"v1"}, Killed: []engine.VMID{"v1"}}
 	if err := writeState(path, want); err != nil {
 		t.Fatal(err)
 	}
 	past, st, err := readState(path)
 	if err != nil || past == nil || !past.Renewed.Equal(at) || !past.Fenced || !past.Holding || st.Lease != want.Lease ||
-		!slices.Equal(st.Members, want.Members) || !slices.Equal(st.Protected, want.Protected) {
+		!slices.Equal(st.Members, want.Members) || !slices.Equal(st.Protected, want.Protected) || !slices.Equal(past.Killed, want.Killed) {
 		t.Fatalf("read back %+v %+v, err %v; want %+v", past, st, err, want)
 	}
 	if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
