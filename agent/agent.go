@@ -186,6 +186,11 @@ type Past struct {
 	// migration that landed on this host while it was fenced, destroyed, then the agent
 	// crashed, was taken for a user's stop and never restarted (seed 2 at 1,000 hosts).
 	Killed []engine.VMID
+	// OwnStops: the domains its executor destroyed as one step of an order (OwnStop) that
+	// it has not seen up since: the next process reports their stop as hass's own, not a
+	// user's (an agent crash in the middle of a hard reboot was taken for a user's destroy,
+	// and the VM never restarted: seed 2 at 1,000 hosts x 8 h).
+	OwnStops []engine.VMID
 }
 
 // Agent is one host's agent.
@@ -204,8 +209,9 @@ type Agent struct {
 	resuming, refence bool
 	// pastHolding: the process before this one was holding back its fence when it ended.
 	pastHolding bool
-	// killed: see Past.Killed (never changed in place: a Past handed to Remember shares it).
-	killed []engine.VMID
+	// killed, ownStops: see Past (never changed in place: a Past handed to Remember shares
+	// them).
+	killed, ownStops []engine.VMID
 }
 
 // New returns an agent that has just started: it owes a resync (Listed) and a renewal.
@@ -220,6 +226,10 @@ func New(cfg Config, env Env, now time.Time, past *Past) *Agent {
 		a.killed = slices.Clone(past.Killed)
 		for _, vm := range a.killed {
 			a.tr.Fencing(string(vm))
+		}
+		a.ownStops = slices.Clone(past.OwnStops)
+		for _, vm := range a.ownStops {
+			a.tr.OwnStop(string(vm))
 		}
 	}
 	return a
@@ -300,8 +310,8 @@ func (a *Agent) Event(now time.Time, ev lifecycle.Event) {
 		a.tr.Stopped(ev.Domain, seq)
 	}
 	a.env.Report(engine.Observe{Host: a.cfg.Host, VM: vm, Seq: seq, State: r.State, Reason: r.Reason, At: now})
-	if (r.State == engine.DomRunning || r.State == engine.DomPaused) && len(a.killed) > 0 {
-		a.unkill(vm)
+	if (r.State == engine.DomRunning || r.State == engine.DomPaused) && len(a.killed)+len(a.ownStops) > 0 {
+		a.seenUp(vm)
 	}
 	if a.fenced && r.State == engine.DomRunning && slices.Contains(a.env.Protected(), vm) {
 		// The fence holds until the lease is back: the cluster may be running this VM
@@ -337,9 +347,18 @@ func (a *Agent) unkill(vm engine.VMID) {
 	}
 }
 
-// remember hands p to Env.Remember with the domains the fences destroyed.
+// seenUp: vm's domain is up: no stop of it is the fence's or the executor's any more.
+func (a *Agent) seenUp(vm engine.VMID) {
+	a.unkill(vm)
+	if i := slices.Index(a.ownStops, vm); i >= 0 {
+		a.ownStops = slices.Delete(slices.Clone(a.ownStops), i, i+1)
+		a.remember(Past{Renewed: a.renewed, Fenced: a.fenced, Holding: a.holding})
+	}
+}
+
+// remember hands p to Env.Remember with the domains the fences and the executor destroyed.
 func (a *Agent) remember(p Past) {
-	p.Killed = a.killed
+	p.Killed, p.OwnStops = a.killed, a.ownStops
 	a.env.Remember(p)
 }
 
@@ -348,8 +367,8 @@ func (a *Agent) Listed(now time.Time, seq uint64, rows []Row) {
 	snap := engine.Snapshot{Host: a.cfg.Host, Seq: seq, At: now, Domains: make([]engine.DomainStatus, 0, len(rows))}
 	for _, r := range rows {
 		st, why := a.tr.Listed(r.Name, r.State, r.Reason, seq)
-		if (st == engine.DomRunning || st == engine.DomPaused) && len(a.killed) > 0 {
-			a.unkill(engine.VMID(r.Name))
+		if (st == engine.DomRunning || st == engine.DomPaused) && len(a.killed)+len(a.ownStops) > 0 {
+			a.seenUp(engine.VMID(r.Name))
 		}
 		snap.Domains = append(snap.Domains, engine.DomainStatus{VM: engine.VMID(r.Name), State: st, Reason: why})
 	}
@@ -405,7 +424,14 @@ func (a *Agent) GuestFailed(now time.Time, vm engine.VMID, kind engine.SignalKin
 
 // OwnStop tells the agent that its executor is about to stop vm itself as one step of an
 // order (a hard reboot done as destroy and start), so that stop is not read as a user's.
-func (a *Agent) OwnStop(vm engine.VMID) { a.tr.OwnStop(string(vm)) }
+// It is kept on the host before the stop (Past.OwnStops).
+func (a *Agent) OwnStop(vm engine.VMID) {
+	a.tr.OwnStop(string(vm))
+	if !slices.Contains(a.ownStops, vm) {
+		a.ownStops = append(slices.Clip(a.ownStops), vm)
+		a.remember(Past{Renewed: a.renewed, Fenced: a.fenced, Holding: a.holding})
+	}
+}
 
 // LeaseRenewed records a successful renewal. An agent that had fenced itself is back and owes
 // a resync.

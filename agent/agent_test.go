@@ -504,3 +504,23 @@ func TestKilledSurvivesARestart(t *testing.T) {
 		t.Fatalf("a domain the fence found not running reads %v, want destroyed", r)
 	}
 }
+
+// TestOwnStopSurvivesARestart: a domain the executor destroyed as a step of an order (a hard
+// reboot) is kept on the host before the stop, and the next agent process reports that stop
+// as hass's own, until the domain is seen up again.
+func TestOwnStopSurvivesARestart(t *testing.T) {
+	a, env := resumed(nil, "h1", "h2")
+	a.OwnStop("v1")
+	if len(env.past) == 0 || !slices.Equal(env.past[len(env.past)-1].OwnStops, []engine.VMID{"v1"}) {
+		t.Fatalf("remembered %+v, want v1's own stop", env.past)
+	}
+	past := env.past[len(env.past)-1]
+	b, env2 := resumed(&past, "h1", "h2")
+	if _, r := b.Row(Row{Name: "v1", State: lifecycle.StateShutoff, Reason: lifecycle.ShutoffDestroyed}); r != engine.ReasonOwnStop {
+		t.Fatalf("the next process reads v1's stop as %v, want own-stop", r)
+	}
+	b.Listed(t0, b.Stamp(t0), []Row{{Name: "v1", State: lifecycle.StateRunning, Reason: 1}})
+	if last := env2.past[len(env2.past)-1]; len(last.OwnStops) != 0 {
+		t.Fatalf("v1 runs again: its own stop still kept: %+v", last)
+	}
+}

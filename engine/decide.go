@@ -749,23 +749,21 @@ func (e *Engine) snapshot(in Snapshot) {
 		}
 		if v.rowMark == c.mark {
 			d := in.Domains[v.row]
+			if o := v.obsOn(h.id); v.home != h.id && o != nil && e.stillDown(v, o, d) {
+				// A copy away from home, down as it was at the last two words of it: only
+				// the news's sequence number and time are noted, as observeVM would (the host
+				// keeps the definition of every VM that ever left it; each of its lists
+				// made each one a step's change).
+				e.notedAgain(o, in)
+				continue
+			}
 			e.observeVM(v, h.id, in.Seq, d.State, d.Reason, in.At)
 		} else if o := v.obsOn(h.id); v.home != h.id && o != nil && e.stillAbsent(v, o) {
 			// Long gone from this host, and absent again: only the news's sequence number and
 			// time are noted, as observeVM would, without making the VM a step's change (it
 			// was not: at 1,000 hosts, a VM keeps the observation of every host it ever ran
 			// on, and every list of each made it one, to be indexed and recorded again).
-			if in.Seq == 0 || in.Seq > o.seq {
-				o.seq = max(o.seq, in.Seq)
-				at := in.At
-				if at.IsZero() {
-					at = e.now
-				}
-				if o.since.IsZero() {
-					o.since = at
-				}
-				o.at = at
-			}
+			e.notedAgain(o, in)
 		} else if v.home == h.id || o != nil {
 			e.observeVM(v, h.id, in.Seq, DomAbsent, ReasonUnknown, in.At)
 		} else if v.op != nil && v.op.Kind == OpMigrate {
@@ -782,6 +780,39 @@ func (e *Engine) listedBeforeNow(h HostID) bool {
 	}
 	hh := e.hosts[h]
 	return hh != nil && !hh.lastResync.IsZero()
+}
+
+// notedAgain notes a list that tells nothing new of o (stillAbsent, stillDown): its
+// sequence number and time, as observeVM would.
+func (e *Engine) notedAgain(o *hostObs, in Snapshot) {
+	if in.Seq == 0 || in.Seq > o.seq {
+		o.seq = max(o.seq, in.Seq)
+		at := in.At
+		if at.IsZero() {
+			at = e.now
+		}
+		if o.since.IsZero() {
+			o.since = at
+		}
+		o.at = at
+	}
+}
+
+// stillDown says whether the row d of a list repeats what o, v's observation on a host other
+// than its home, already said twice: the same down state (shut off or crashed) and reason,
+// and the same before it, with no extra copy there and no migration of v under way. For
+// such a row observeVM changes nothing but o's sequence number and time (a copy away from
+// home that stays down is no news; only a migration, a copy appearing or going down, or an
+// extra copy make it one).
+func (e *Engine) stillDown(v *vm, o *hostObs, d DomainStatus) bool {
+	if e.cfg.Naive || d.State != o.state || o.state.up() || o.state == DomUnknown || o.state == DomAbsent {
+		return false
+	}
+	if d.Reason != o.reason && d.Reason != ReasonUnknown {
+		return false
+	}
+	return o.prevState == o.state && o.prevReason == o.reason && v.dupOn(o.host) == nil &&
+		(v.op == nil || v.op.Kind != OpMigrate)
 }
 
 // stillAbsent says whether o, v's observation on a host other than its home, is absent and

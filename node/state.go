@@ -44,6 +44,8 @@ type agentState struct {
 	Protected []engine.VMID   `json:"protected,omitempty"`
 	// Killed: the domains its fences destroyed and it has not seen up since (agent.Past).
 	Killed []engine.VMID `json:"killed,omitempty"`
+	// OwnStops: the domains its executor destroyed as a step of an order (agent.Past).
+	OwnStops []engine.VMID `json:"own_stops,omitempty"`
 }
 
 // readState reads the state file. A missing file is a first start: past is nil, err too. A
@@ -63,7 +65,7 @@ func readState(path string) (past *agent.Past, st agentState, err error) {
 	if err != nil {
 		return &agent.Past{}, agentState{}, fmt.Errorf("the agent's state file %s is damaged: %w", path, err)
 	}
-	return &agent.Past{Renewed: st.Renewed, Fenced: st.Fenced, Holding: st.Holding, Killed: st.Killed}, st, nil
+	return &agent.Past{Renewed: st.Renewed, Fenced: st.Fenced, Holding: st.Holding, Killed: st.Killed, OwnStops: st.OwnStops}, st, nil
 }
 
 // writeState writes the state file: a temporary file in the same directory, renamed over
@@ -110,7 +112,7 @@ func (n *Node) keeper(ctx context.Context) {
 		case <-n.keep:
 		}
 		n.mu.Lock()
-		st := agentState{Renewed: n.past.Renewed, Fenced: n.past.Fenced, Holding: n.past.Holding, Lease: int64(n.lease.ID), Members: slices.Clone(n.members), Killed: slices.Clone(n.past.Killed)}
+		st := agentState{Renewed: n.past.Renewed, Fenced: n.past.Fenced, Holding: n.past.Holding, Lease: int64(n.lease.ID), Members: slices.Clone(n.members), Killed: slices.Clone(n.past.Killed), OwnStops: slices.Clone(n.past.OwnStops)}
 		if st.Lease == 0 {
 			st.Lease = int64(n.oldLease) // not yet asked about: kept for the next process
 		}
