@@ -911,7 +911,7 @@ func (c *Controller) hostState(h engine.HostID) (store.HostState, bool) {
 	return store.HostState{Host: string(hs.Host), MemMiB: hs.MemMiB, VCPUs: hs.VCPUs, Fencing: hs.Fencing, Cluster: hs.Cluster,
 		Reserved: hs.Reserved, State: hs.State, LostAt: hs.LostAt.UTC(), LastSeen: hs.LastSeen.UTC(),
 		Maintenance: hs.Maintenance, MaintenanceMigrate: hs.MaintenanceMigrate, PowerOff: hs.PowerOff,
-		Lease: hs.Lease, FencedLease: hs.FencedLease}, true
+		PoweredOn: hs.PoweredOn, Lease: hs.Lease, FencedLease: hs.FencedLease}, true
 }
 
 // fromStoreHost is the engine's host state as stored.
@@ -919,7 +919,7 @@ func fromStoreHost(st store.HostState) engine.HostState {
 	return engine.HostState{Host: engine.HostID(st.Host), MemMiB: st.MemMiB, VCPUs: st.VCPUs, Fencing: st.Fencing,
 		Cluster: st.Cluster, Reserved: st.Reserved, State: st.State, LostAt: st.LostAt, LastSeen: st.LastSeen,
 		Maintenance: st.Maintenance, MaintenanceMigrate: st.MaintenanceMigrate, PowerOff: st.PowerOff,
-		Lease: st.Lease, FencedLease: st.FencedLease}
+		PoweredOn: st.PoweredOn, Lease: st.Lease, FencedLease: st.FencedLease}
 }
 
 // appendEvents writes records to the event log.

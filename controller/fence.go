@@ -314,9 +314,10 @@ func (c *Controller) readPower(ctx context.Context, h engine.HostID) {
 		case c.eng.HostState(h) == "fenced":
 			// Powered on again while fenced (by hass after its fence, by its admin, by
 			// the power coming back): a VM may land there before its agent starts and
-			// fences it. The engine notes it once (every reading: a new leader learns it
-			// on its first).
-			c.stepLocked(ctx, engine.HostPower{Host: h})
+			// fences it. Told once (stored: a new leader knows it).
+			if hs, _ := c.eng.Host(h); !hs.PoweredOn {
+				c.stepLocked(ctx, engine.HostPower{Host: h})
+			}
 		case was == powerOff && c.inMaintenance(h):
 			// A host in maintenance noted off is on again: the note is undone (the engine
 			// ignores this for any other host, which comes back with a new lease).

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -99,4 +100,33 @@ func TestNowhereWaitsForAFencedHostPoweredOn(t *testing.T) {
 				check: wantLogMsg("runs nowhere")},
 		}))
 	})
+}
+
+// TestPoweredOnSurvivesARestore: a fenced host its BMC reported on is stored so (HostState
+// PoweredOn), and a new leader restored from it waits for that host's list too; the field
+// is refused for a host that is not fenced.
+func TestPoweredOnSurvivesARestore(t *testing.T) {
+	e := New(DefaultConfig())
+	e.Step(t0, AddHost{Host: "h1", MemMiB: 4096, Fencing: true})
+	e.Step(t0, HostPower{Host: "h1", Off: true})
+	if hs, _ := e.Host("h1"); hs.State != "fenced" || hs.PoweredOn {
+		t.Fatalf("fenced by its BMC's off: %+v", hs)
+	}
+	e.Step(t0.Add(time.Second), HostPower{Host: "h1"})
+	hs, _ := e.Host("h1")
+	if !hs.PoweredOn {
+		t.Fatalf("on again while fenced: %+v, want powered_on", hs)
+	}
+	e2 := New(DefaultConfig())
+	if out := e2.Step(t0.Add(2*time.Second), Restore{Hosts: []HostState{hs}}); out.Err != nil {
+		t.Fatal(out.Err)
+	}
+	if got, _ := e2.Host("h1"); !got.PoweredOn || got.State != "fenced" {
+		t.Fatalf("restored %+v, want fenced and powered on", got)
+	}
+	bad := hs
+	bad.State, bad.LostAt = "up", time.Time{}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "powered_on") {
+		t.Fatalf("powered_on on an up host: %v, want an error naming powered_on", err)
+	}
 }

@@ -322,6 +322,9 @@ type HostState struct {
 	Maintenance        bool
 	MaintenanceMigrate bool
 	PowerOff           bool
+	// PoweredOn: fenced, and the BMC reported it powered on since its fence: a VM may land
+	// there until its agent lists (restored: as of the restore).
+	PoweredOn bool
 	// Lapsed: in maintenance, its lease lapsed and it has not listed its domains since (a
 	// VM reported destroyed there is taken as fenced by its agent).
 	Lapsed bool
@@ -352,6 +355,8 @@ func (s HostState) Validate() error {
 		return errors.New("maintenance_migrate: set for a host not in maintenance")
 	case s.PowerOff && !s.Maintenance:
 		return errors.New("power_off: set for a host not in maintenance")
+	case s.PoweredOn && s.State != "fenced":
+		return fmt.Errorf("powered_on: set for a %s host", s.State)
 	}
 	if _, ok := parseHostState(s.State); !ok {
 		return fmt.Errorf("state %q: want up, suspect or fenced", s.State)
@@ -395,7 +400,7 @@ func (e *Engine) Hosts() []HostState {
 func (h *host) export() HostState {
 	s := HostState{Host: h.id, MemMiB: h.mem, VCPUs: h.vcpus, Fencing: h.fencing, Cluster: h.cluster, Reserved: h.reserved,
 		State: h.state.String(), LastSeen: h.lastSeen, Maintenance: h.maint, MaintenanceMigrate: h.maintMigrate,
-		PowerOff: h.powerOff, Lapsed: h.lapsed, Lease: h.lease, FencedLease: h.fencedLease}
+		PowerOff: h.powerOff, Lapsed: h.lapsed, Lease: h.lease, FencedLease: h.fencedLease, PoweredOn: !h.onAt.IsZero()}
 	if h.state != hostUp {
 		s.LostAt = h.lostAt
 	}
@@ -413,6 +418,10 @@ func (e *Engine) restoreHost(s HostState) *host {
 	h.mem, h.vcpus, h.fencing, h.cluster, h.reserved = s.MemMiB, s.VCPUs, s.Fencing, s.cluster(), s.Reserved
 	h.maint, h.maintMigrate, h.powerOff, h.lapsed = s.Maintenance, s.MaintenanceMigrate, s.PowerOff, s.Lapsed
 	h.lease, h.fencedLease = s.Lease, s.FencedLease
+	h.onAt = time.Time{}
+	if s.PoweredOn && st == hostFenced {
+		h.onAt = e.now // a VM may have landed there: its next list says
+	}
 	if h.maintMigrate {
 		e.startDraining(h) // the first tick moves what is left
 	} else {

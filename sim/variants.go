@@ -231,7 +231,7 @@ func (s *Sim) pollPower() {
 					s.step(engine.HostPower{Host: h.id})
 				}
 			}
-			if s.eng.HostState(h.id) == "fenced" {
+			if hs, ok := s.eng.Host(h.id); ok && hs.State == "fenced" && !hs.PoweredOn {
 				s.step(engine.HostPower{Host: h.id})
 			}
 			continue

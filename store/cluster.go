@@ -372,7 +372,10 @@ type HostState struct {
 	// PowerOff: its BMC said it is off. Lease is the etcd lease its agent last held;
 	// FencedLease the one it held when it was fenced (a new leader reading that lease's
 	// key, not yet expired, does not take the host for up).
-	PowerOff    bool  `json:"power_off,omitempty"`
+	PowerOff bool `json:"power_off,omitempty"`
+	// PoweredOn: fenced, and its BMC said it is on again since: a VM may land there until
+	// its agent lists.
+	PoweredOn   bool  `json:"powered_on,omitempty"`
 	Lease       int64 `json:"lease,omitempty"`
 	FencedLease int64 `json:"fenced_lease,omitempty"`
 }
@@ -389,6 +392,9 @@ func (h HostState) Validate() error {
 	}
 	if h.MemMiB < 0 {
 		return fieldErr("mem_mib", "%d: must be >= 0", h.MemMiB)
+	}
+	if h.PoweredOn && h.State != "fenced" {
+		return fieldErr("powered_on", "set for a %s host", h.State)
 	}
 	return nil
 }
