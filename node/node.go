@@ -42,7 +42,6 @@ import (
 	"github.com/hassproject/hass/store"
 	"github.com/hassproject/hass/vmname"
 	"github.com/hassproject/hass/wire"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Config configures one host's agent.
@@ -107,7 +106,7 @@ type Node struct {
 	lease   store.Lease
 	// oldLease: the lease the last agent process held, until the store has said whether it
 	// is alive (askLease); kept in the state file meanwhile.
-	oldLease clientv3.LeaseID
+	oldLease store.LeaseID
 	leaseRev int64 // the store revision when the current lease's key was written
 	token    *store.Token
 	exec     *pendingExec
@@ -332,7 +331,7 @@ func (n *Node) resume() *agent.Past {
 		n.prot[v] = true
 	}
 	n.log.Info("resuming from the last agent process", "file", n.statePath, "last_renewal", past.Renewed, "fenced", past.Fenced, "lease", fmt.Sprintf("%x", st.Lease))
-	n.oldLease = clientv3.LeaseID(st.Lease)
+	n.oldLease = store.LeaseID(st.Lease)
 	return past
 }
 

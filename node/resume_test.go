@@ -13,7 +13,6 @@ import (
 	"github.com/hassproject/hass/engine"
 	"github.com/hassproject/hass/hypervisor"
 	"github.com/hassproject/hass/store"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // fenceDriver is a hypervisor that only records what a fence destroys.
@@ -32,7 +31,7 @@ func (d *fenceDriver) Destroy(_ context.Context, name string) error {
 
 // resumedNode is a node whose agent process resumes from past, with old the lease its
 // predecessor held, as Run makes it (without its loops).
-func resumedNode(st *store.Store, old clientv3.LeaseID, past agent.Past) (*Node, *fenceDriver) {
+func resumedNode(st *store.Store, old store.LeaseID, past agent.Past) (*Node, *fenceDriver) {
 	drv := &fenceDriver{}
 	n := &Node{cfg: Config{Host: "h1", LeaseTTL: 5 * time.Second, RenewEvery: time.Second, SelfFenceAfter: 3 * time.Second},
 		log: slog.New(slog.NewTextHandler(io.Discard, nil)), st: st, drv: drv,
@@ -78,7 +77,7 @@ func TestRestartAsksAboutTheOldLease(t *testing.T) {
 	if err := st.Revoke(ctx, l); err != nil {
 		t.Fatal(err)
 	}
-	for _, old := range []clientv3.LeaseID{l.ID, 0} {
+	for _, old := range []store.LeaseID{l.ID, 0} {
 		n, drv = resumedNode(st, old, agent.Past{Renewed: time.Now()})
 		if !n.askLease(ctx, 2*time.Second) {
 			t.Fatal("the store answers: askLease says it did not")

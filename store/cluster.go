@@ -166,9 +166,12 @@ type Alive struct {
 	Libvirt string    `json:"libvirt"` // "connected", or why not
 }
 
+// LeaseID names a lease in the store (etcd's), for a caller that keeps one across processes.
+type LeaseID = clientv3.LeaseID
+
 // Lease is an agent's etcd lease with its liveness key.
 type Lease struct {
-	ID  clientv3.LeaseID
+	ID  LeaseID
 	TTL time.Duration
 }
 
