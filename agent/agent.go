@@ -81,6 +81,7 @@ package agent
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -181,16 +182,16 @@ type Past struct {
 	// Holding: it was holding back its fence (the majority rule), and no renewal or fence
 	// ended that since.
 	Holding bool
-	// Killed: the domains its fences destroyed that it has not seen up since. The next
-	// process reports them as the fence's (a crash to recover), not as a user's destroy: a
-	// migration that landed on this host while it was fenced, destroyed, then the agent
-	// crashed, was taken for a user's stop and never restarted (seed 2 at 1,000 hosts).
-	Killed []engine.VMID
-	// OwnStops: the domains its executor destroyed as one step of an order (OwnStop) that
-	// it has not seen up since: the next process reports their stop as hass's own, not a
-	// user's (an agent crash in the middle of a hard reboot was taken for a user's destroy,
-	// and the VM never restarted: seed 2 at 1,000 hosts x 8 h).
-	OwnStops []engine.VMID
+	// Stops: who stopped each domain of this host that is down, when its translator knew
+	// better than libvirt's shutoff reason (the guest or the host shut it down, its fence,
+	// its watchdog, hass's executor as a step of an order), until it is up again. The next
+	// process reports those stops as this one would have, never as a user's: a migration
+	// that landed on a fenced host, destroyed there by the fence, then an agent crash, was
+	// taken for a user's destroy and never restarted (seed 2 at 1,000 hosts x 8 h); so were
+	// a hard reboot cut by an agent crash and a guest's own shutdown (its policy: restart)
+	// heard just before one (seed 2 at 1,000 hosts x 24 h). The fence's and the executor's
+	// are kept before their destroy.
+	Stops map[engine.VMID]engine.Reason
 }
 
 // Agent is one host's agent.
@@ -209,9 +210,8 @@ type Agent struct {
 	resuming, refence bool
 	// pastHolding: the process before this one was holding back its fence when it ended.
 	pastHolding bool
-	// killed, ownStops: see Past (never changed in place: a Past handed to Remember shares
-	// them).
-	killed, ownStops []engine.VMID
+	// stops: see Past (never changed in place: a Past handed to Remember shares it).
+	stops map[engine.VMID]engine.Reason
 }
 
 // New returns an agent that has just started: it owes a resync (Listed) and a renewal.
@@ -223,13 +223,9 @@ func New(cfg Config, env Env, now time.Time, past *Past) *Agent {
 	if past != nil {
 		a.renewed, a.fenced = past.Renewed, past.Fenced
 		a.resuming, a.refence, a.pastHolding = true, past.Fenced, past.Holding
-		a.killed = slices.Clone(past.Killed)
-		for _, vm := range a.killed {
-			a.tr.Fencing(string(vm))
-		}
-		a.ownStops = slices.Clone(past.OwnStops)
-		for _, vm := range a.ownStops {
-			a.tr.OwnStop(string(vm))
+		a.stops = maps.Clone(past.Stops)
+		for vm, r := range a.stops {
+			a.tr.Stopper(string(vm), r)
 		}
 	}
 	return a
@@ -310,9 +306,7 @@ func (a *Agent) Event(now time.Time, ev lifecycle.Event) {
 		a.tr.Stopped(ev.Domain, seq)
 	}
 	a.env.Report(engine.Observe{Host: a.cfg.Host, VM: vm, Seq: seq, State: r.State, Reason: r.Reason, At: now})
-	if (r.State == engine.DomRunning || r.State == engine.DomPaused) && len(a.killed)+len(a.ownStops) > 0 {
-		a.seenUp(vm)
-	}
+	a.noteStop(vm, r.State, r.Reason)
 	if a.fenced && r.State == engine.DomRunning && slices.Contains(a.env.Protected(), vm) {
 		// The fence holds until the lease is back: the cluster may be running this VM
 		// elsewhere already (a user started it here, or migrated it here, behind hass's back).
@@ -321,44 +315,55 @@ func (a *Agent) Event(now time.Time, ev lifecycle.Event) {
 	}
 }
 
-// fenceVM destroys vm's domain, its stop marked as the fence's: only if it ran. It is kept
-// as killed before the destroy (a crash in between must not lose it).
+// fenceVM destroys vm's domain, its stop marked as the fence's: only if it ran. The mark is
+// kept on the host before the destroy (a crash in between must not lose it).
 func (a *Agent) fenceVM(vm engine.VMID) {
 	undo := a.tr.Fencing(string(vm))
-	had := slices.Contains(a.killed, vm)
-	if !had {
-		a.killed = append(slices.Clip(a.killed), vm)
-		a.remember(Past{Renewed: a.renewed, Fenced: a.fenced, Holding: a.holding})
-	}
+	was, had := a.stops[vm]
+	a.setStop(vm, engine.ReasonFenced, true)
 	if !a.env.Destroy(vm) {
 		undo()
-		if !had {
-			a.unkill(vm)
+		a.setStop(vm, was, had)
+	}
+}
+
+// noteStop keeps who stopped vm as the translator read it (a state it reports): a stop
+// whose reason libvirt alone cannot give, or none (up, gone, or stopped otherwise).
+func (a *Agent) noteStop(vm engine.VMID, st engine.DomState, r engine.Reason) {
+	switch {
+	case st != engine.DomShutoff:
+		a.setStop(vm, 0, false)
+	case lifecycle.KeptStop(r):
+		a.setStop(vm, r, true)
+	default:
+		a.setStop(vm, 0, false)
+	}
+}
+
+// setStop sets (keep) or drops who stopped vm, and has it kept on the host if it changed.
+func (a *Agent) setStop(vm engine.VMID, r engine.Reason, keep bool) {
+	if was, had := a.stops[vm]; had == keep && was == r {
+		return
+	}
+	if !keep && len(a.stops) == 0 {
+		return
+	}
+	m := maps.Clone(a.stops)
+	if keep {
+		if m == nil {
+			m = map[engine.VMID]engine.Reason{}
 		}
+		m[vm] = r
+	} else {
+		delete(m, vm)
 	}
+	a.stops = m
+	a.remember(Past{Renewed: a.renewed, Fenced: a.fenced, Holding: a.holding})
 }
 
-// unkill drops vm from the domains the fences destroyed: it is up again (or was not
-// destroyed).
-func (a *Agent) unkill(vm engine.VMID) {
-	if i := slices.Index(a.killed, vm); i >= 0 {
-		a.killed = slices.Delete(slices.Clone(a.killed), i, i+1)
-		a.remember(Past{Renewed: a.renewed, Fenced: a.fenced, Holding: a.holding})
-	}
-}
-
-// seenUp: vm's domain is up: no stop of it is the fence's or the executor's any more.
-func (a *Agent) seenUp(vm engine.VMID) {
-	a.unkill(vm)
-	if i := slices.Index(a.ownStops, vm); i >= 0 {
-		a.ownStops = slices.Delete(slices.Clone(a.ownStops), i, i+1)
-		a.remember(Past{Renewed: a.renewed, Fenced: a.fenced, Holding: a.holding})
-	}
-}
-
-// remember hands p to Env.Remember with the domains the fences and the executor destroyed.
+// remember hands p to Env.Remember with who stopped the host's down domains.
 func (a *Agent) remember(p Past) {
-	p.Killed, p.OwnStops = a.killed, a.ownStops
+	p.Stops = a.stops
 	a.env.Remember(p)
 }
 
@@ -367,8 +372,8 @@ func (a *Agent) Listed(now time.Time, seq uint64, rows []Row) {
 	snap := engine.Snapshot{Host: a.cfg.Host, Seq: seq, At: now, Domains: make([]engine.DomainStatus, 0, len(rows))}
 	for _, r := range rows {
 		st, why := a.tr.Listed(r.Name, r.State, r.Reason, seq)
-		if (st == engine.DomRunning || st == engine.DomPaused) && len(a.killed)+len(a.ownStops) > 0 {
-			a.seenUp(engine.VMID(r.Name))
+		if len(a.stops) > 0 || lifecycle.KeptStop(why) {
+			a.noteStop(engine.VMID(r.Name), st, why)
 		}
 		snap.Domains = append(snap.Domains, engine.DomainStatus{VM: engine.VMID(r.Name), State: st, Reason: why})
 	}
@@ -424,13 +429,10 @@ func (a *Agent) GuestFailed(now time.Time, vm engine.VMID, kind engine.SignalKin
 
 // OwnStop tells the agent that its executor is about to stop vm itself as one step of an
 // order (a hard reboot done as destroy and start), so that stop is not read as a user's.
-// It is kept on the host before the stop (Past.OwnStops).
+// It is kept on the host before the stop (Past.Stops).
 func (a *Agent) OwnStop(vm engine.VMID) {
 	a.tr.OwnStop(string(vm))
-	if !slices.Contains(a.ownStops, vm) {
-		a.ownStops = append(slices.Clip(a.ownStops), vm)
-		a.remember(Past{Renewed: a.renewed, Fenced: a.fenced, Holding: a.holding})
-	}
+	a.setStop(vm, engine.ReasonOwnStop, true)
 }
 
 // LeaseRenewed records a successful renewal. An agent that had fenced itself is back and owes

@@ -409,6 +409,36 @@ func (t *Translator) Fencing(domain string) (undo func()) {
 	}
 }
 
+// KeptStop says whether a domain shut off for reason r was stopped by somebody libvirt's own
+// shutoff reason does not name (the guest or the host's shutdown, the agent's fence, the
+// watchdog, hass's executor): what an agent keeps for the next process (Stopper).
+func KeptStop(r engine.Reason) bool {
+	switch r {
+	case engine.ReasonShutdownGuest, engine.ReasonShutdownHost, engine.ReasonFenced, engine.ReasonWatchdog, engine.ReasonOwnStop:
+		return true
+	}
+	return false
+}
+
+// Stopper tells a new translator who stopped domain, as the agent process before it knew
+// (KeptStop): its rows then read as that process's would.
+func (t *Translator) Stopper(domain string, r engine.Reason) {
+	m := t.memo[domain]
+	switch r {
+	case engine.ReasonShutdownGuest, engine.ReasonShutdownHost:
+		m.shutdown = r
+	case engine.ReasonFenced:
+		m.fenced = true
+	case engine.ReasonWatchdog:
+		m.wdStop = true
+	case engine.ReasonOwnStop:
+		m.ownStop = true
+	default:
+		return
+	}
+	t.memo[domain] = m
+}
+
 // OwnStop tells the translator that hass's executor is about to destroy domain as one step
 // of an operation (a hard reboot), so the stop is reported as hass's own, not a user's.
 func (t *Translator) OwnStop(domain string) {

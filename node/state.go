@@ -12,6 +12,7 @@ import (
 
 	"github.com/hassproject/hass/agent"
 	"github.com/hassproject/hass/engine"
+	"github.com/hassproject/hass/lifecycle"
 )
 
 // The agent's state file keeps, on the host, what the next agent process must know (see
@@ -42,10 +43,9 @@ type agentState struct {
 	Lease     int64           `json:"lease,omitempty"`
 	Members   []engine.HostID `json:"members,omitempty"`
 	Protected []engine.VMID   `json:"protected,omitempty"`
-	// Killed: the domains its fences destroyed and it has not seen up since (agent.Past).
-	Killed []engine.VMID `json:"killed,omitempty"`
-	// OwnStops: the domains its executor destroyed as a step of an order (agent.Past).
-	OwnStops []engine.VMID `json:"own_stops,omitempty"`
+	// Stops: who stopped each of the host's down domains, where libvirt cannot say
+	// (agent.Past): shutdown-guest, shutdown-host, fenced, watchdog or own-stop.
+	Stops map[engine.VMID]string `json:"stops,omitempty"`
 }
 
 // readState reads the state file. A missing file is a first start: past is nil, err too. A
@@ -65,7 +65,49 @@ func readState(path string) (past *agent.Past, st agentState, err error) {
 	if err != nil {
 		return &agent.Past{}, agentState{}, fmt.Errorf("the agent's state file %s is damaged: %w", path, err)
 	}
-	return &agent.Past{Renewed: st.Renewed, Fenced: st.Fenced, Holding: st.Holding, Killed: st.Killed, OwnStops: st.OwnStops}, st, nil
+	stops, err := parseStops(st.Stops)
+	if err != nil {
+		return &agent.Past{}, agentState{}, fmt.Errorf("the agent's state file %s is damaged: %w", path, err)
+	}
+	return &agent.Past{Renewed: st.Renewed, Fenced: st.Fenced, Holding: st.Holding, Stops: stops}, st, nil
+}
+
+// parseStops reads the state file's stops.
+func parseStops(in map[engine.VMID]string) (map[engine.VMID]engine.Reason, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	out := make(map[engine.VMID]engine.Reason, len(in))
+	for vm, name := range in {
+		r, ok := keptStop(name)
+		if !ok {
+			return nil, fmt.Errorf("stops: %s: %q is not a stop an agent keeps", vm, name)
+		}
+		out[vm] = r
+	}
+	return out, nil
+}
+
+// keptStop is the stop an agent keeps (lifecycle.KeptStop) named name.
+func keptStop(name string) (engine.Reason, bool) {
+	for r := engine.Reason(0); r < 64; r++ {
+		if lifecycle.KeptStop(r) && r.String() == name {
+			return r, true
+		}
+	}
+	return 0, false
+}
+
+// stopNames is parseStops undone.
+func stopNames(in map[engine.VMID]engine.Reason) map[engine.VMID]string {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make(map[engine.VMID]string, len(in))
+	for vm, r := range in {
+		out[vm] = r.String()
+	}
+	return out
 }
 
 // writeState writes the state file: a temporary file in the same directory, renamed over
@@ -112,7 +154,7 @@ func (n *Node) keeper(ctx context.Context) {
 		case <-n.keep:
 		}
 		n.mu.Lock()
-		st := agentState{Renewed: n.past.Renewed, Fenced: n.past.Fenced, Holding: n.past.Holding, Lease: int64(n.lease.ID), Members: slices.Clone(n.members), Killed: slices.Clone(n.past.Killed), OwnStops: slices.Clone(n.past.OwnStops)}
+		st := agentState{Renewed: n.past.Renewed, Fenced: n.past.Fenced, Holding: n.past.Holding, Lease: int64(n.lease.ID), Members: slices.Clone(n.members), Stops: stopNames(n.past.Stops)}
 		if st.Lease == 0 {
 			st.Lease = int64(n.oldLease) // not yet asked about: kept for the next process
 		}

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,13 +32,13 @@ func TestStateFile(t *testing.T) {
 
 	// Round trip.
 	at := time.Date(2026, 1, 1, 0, 0, 7, 123456789, time.UTC)
-	want := agentState{Renewed: at, Fenced: true, Holding: true, Lease: 0x694d9a2b1c3e4f50, Members: []engine.HostID{"h1", "h2"}, Protected: []engine.VMID{"v1"}, Killed: []engine.VMID{"v1"}}
+	want := agentState{Renewed: at, Fenced: true, Holding: true, Lease: 0x694d9a2b1c3e4f50, Members: []engine.HostID{"h1", "h2"}, Protected: []engine.VMID{"v1"}, Stops: map[engine.VMID]string{"v1": "fenced", "v2": "shutdown-guest"}}
 	if err := writeState(path, want); err != nil {
 		t.Fatal(err)
 	}
 	past, st, err := readState(path)
 	if err != nil || past == nil || !past.Renewed.Equal(at) || !past.Fenced || !past.Holding || st.Lease != want.Lease ||
-		!slices.Equal(st.Members, want.Members) || !slices.Equal(st.Protected, want.Protected) || !slices.Equal(past.Killed, want.Killed) {
+		!slices.Equal(st.Members, want.Members) || !slices.Equal(st.Protected, want.Protected) || !maps.Equal(past.Stops, map[engine.VMID]engine.Reason{"v1": engine.ReasonFenced, "v2": engine.ReasonShutdownGuest}) {
 		t.Fatalf("read back %+v %+v, err %v; want %+v", past, st, err, want)
 	}
 	if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
@@ -46,12 +47,13 @@ func TestStateFile(t *testing.T) {
 
 	// Damaged (a host crash can leave it empty): the last renewal unknown, an error naming
 	// the file.
-	for _, data := range []string{"", "{\"renewed\": 12"} {
+	for _, data := range []string{"", "{\"renewed\": 12", `{"renewed": "2026-01-01T00:00:07Z", "fenced": true, "stops": {"v1": "destroyed"}}`} {
 		if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		past, _, err = readState(path)
-		if past == nil || !past.Renewed.IsZero() || past.Fenced || err == nil || !strings.Contains(err.Error(), path) {
+		if past == nil || !past.Renewed.IsZero() || past.Fenced || err == nil || !strings.Contains(err.Error(), path) ||
+			strings.Contains(data, "stops") && !strings.Contains(err.Error(), "stops: v1") {
 			t.Fatalf("damaged %q: past %+v, err %v; want an unknown renewal and an error naming the file", data, past, err)
 		}
 	}
@@ -78,7 +80,7 @@ func TestKeeper(t *testing.T) {
 
 	at := time.Date(2026, 1, 1, 0, 0, 7, 0, time.UTC)
 	n.mu.Lock()
-	n.remember(agent.Past{Renewed: at, Fenced: true, Killed: []engine.VMID{"v1"}, OwnStops: []engine.VMID{"v2"}})
+	n.remember(agent.Past{Renewed: at, Fenced: true, Stops: map[engine.VMID]engine.Reason{"v1": engine.ReasonFenced, "v2": engine.ReasonOwnStop}})
 	n.mu.Unlock()
 	var past *agent.Past
 	var st agentState
@@ -94,7 +96,7 @@ func TestKeeper(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if !past.Renewed.Equal(at) || !slices.Equal(past.Killed, []engine.VMID{"v1"}) || !slices.Equal(past.OwnStops, []engine.VMID{"v2"}) ||
+	if !past.Renewed.Equal(at) || !maps.Equal(past.Stops, map[engine.VMID]engine.Reason{"v1": engine.ReasonFenced, "v2": engine.ReasonOwnStop}) ||
 		st.Lease != 0x42 || !slices.Equal(st.Members, n.members) || !slices.Equal(st.Protected, []engine.VMID{"v1", "v2"}) {
 		t.Fatalf("kept %+v %+v", past, st)
 	}
