@@ -261,6 +261,12 @@ func (s *Sim) vmFault(id engine.VMID, kind string) {
 		if t != nil && t.policy.OnGuestShutdown == engine.GuestShutdownHonour {
 			s.res.Faults++
 			s.trace("truth: guest %s shuts itself down; policy honours it", id)
+			if !(h.listening() && h.reachable()) {
+				// As a user's virsh act there: no agent can see or store it (its host is
+				// cut off, or its agent down), so nobody could know the VM is meant to
+				// stay down (a fence then restarts it elsewhere: ambiguous, not false).
+				s.setUnseen(t, h.id)
+			}
 			s.userWants(id, engine.WantStopped)
 		} else {
 			s.faultIfWanted(id, "guest shut itself down; policy says restart")
