@@ -495,6 +495,12 @@ func TestKilledSurvivesARestart(t *testing.T) {
 	if last := env.past[len(env.past)-1]; len(last.Stops) != 0 {
 		t.Fatalf("v1 runs again: still remembered killed: %+v", last)
 	}
+	// Started since (by a user, while no agent ran): a later destroy is the user's, not
+	// the fence's (seed 1 at 1,000 hosts, vm32124: a false recovery).
+	a.Event(t0, lifecycle.Event{Kind: lifecycle.KindLifecycle, Domain: "v1", Type: lifecycle.EvStopped, Detail: lifecycle.StoppedDestroyed})
+	if o := env.reports[len(env.reports)-1].(engine.Observe); o.Reason != engine.ReasonDestroyed {
+		t.Fatalf("a user's destroy after the restart reads %v, want destroyed", o.Reason)
+	}
 
 	// A fence that finds the domain not running does not keep it.
 	env.notRunning = map[engine.VMID]bool{"v2": true}

@@ -421,9 +421,11 @@ func KeptStop(r engine.Reason) bool {
 }
 
 // Stopper tells a new translator who stopped domain, as the agent process before it knew
-// (KeptStop): its rows then read as that process's would.
+// (KeptStop): its rows then read as that process's would, until a row or an event shows it
+// up again (it was started since: the memory goes, as a start event drops it).
 func (t *Translator) Stopper(domain string, r engine.Reason) {
 	m := t.memo[domain]
+	m.stopSeq = 1 // before anything this process stamps
 	switch r {
 	case engine.ReasonShutdownGuest, engine.ReasonShutdownHost:
 		m.shutdown = r
