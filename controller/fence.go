@@ -343,6 +343,11 @@ func (c *Controller) readPower(ctx context.Context, h engine.HostID) {
 	}
 	st := c.eng.HostState(h)
 	if st == "fenced" {
+		if hs, _ := c.eng.Host(h); hs.PoweredOn {
+			// Off again after it was on: whatever landed there runs no more, and no proof
+			// waits for its list.
+			c.stepLocked(ctx, engine.HostPower{Host: h, Off: true})
+		}
 		return
 	}
 	if c.inMaintenance(h) {

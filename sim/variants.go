@@ -237,6 +237,10 @@ func (s *Sim) pollPower() {
 			continue
 		}
 		hs, ok := s.eng.Host(h.id)
+		if ok && hs.State == "fenced" && hs.PoweredOn {
+			s.step(engine.HostPower{Host: h.id, Off: true}) // off again: no proof waits for it
+			continue
+		}
 		if !ok || hs.State == "fenced" || (hs.Maintenance && hs.PowerOff) {
 			continue
 		}
