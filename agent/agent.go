@@ -330,22 +330,14 @@ func (a *Agent) fenceVM(vm engine.VMID) {
 // noteStop keeps who stopped vm as the translator read it (a state it reports): a stop
 // whose reason libvirt alone cannot give, or none (up, gone, or stopped otherwise).
 func (a *Agent) noteStop(vm engine.VMID, st engine.DomState, r engine.Reason) {
-	switch {
-	case st != engine.DomShutoff:
-		a.setStop(vm, 0, false)
-	case lifecycle.KeptStop(r):
-		a.setStop(vm, r, true)
-	default:
-		a.setStop(vm, 0, false)
-	}
+	a.setStop(vm, r, st == engine.DomShutoff && lifecycle.KeptStop(r))
 }
 
-// setStop sets (keep) or drops who stopped vm, and has it kept on the host if it changed.
+// setStop keeps r as who stopped vm (keep) or drops what is kept of vm, and has the host
+// keep it if that changed.
 func (a *Agent) setStop(vm engine.VMID, r engine.Reason, keep bool) {
-	if was, had := a.stops[vm]; had == keep && was == r {
-		return
-	}
-	if !keep && len(a.stops) == 0 {
+	was, had := a.stops[vm]
+	if keep && had && was == r || !keep && !had {
 		return
 	}
 	m := maps.Clone(a.stops)

@@ -413,19 +413,12 @@ func (t *Translator) Fencing(domain string) (undo func()) {
 // shutoff reason does not name (the guest or the host's shutdown, the agent's fence, the
 // watchdog, hass's executor): what an agent keeps for the next process (Stopper).
 func KeptStop(r engine.Reason) bool {
-	switch r {
-	case engine.ReasonShutdownGuest, engine.ReasonShutdownHost, engine.ReasonFenced, engine.ReasonWatchdog, engine.ReasonOwnStop:
-		return true
-	}
-	return false
+	var m memo
+	return m.stoppedBy(r)
 }
 
-// Stopper tells a new translator who stopped domain, as the agent process before it knew
-// (KeptStop): its rows then read as that process's would, until a row or an event shows it
-// up again (it was started since: the memory goes, as a start event drops it).
-func (t *Translator) Stopper(domain string, r engine.Reason) {
-	m := t.memo[domain]
-	m.stopSeq = 1 // before anything this process stamps
+// stoppedBy notes in m that r stopped the domain, if r is a stop an agent keeps (KeptStop).
+func (m *memo) stoppedBy(r engine.Reason) bool {
 	switch r {
 	case engine.ReasonShutdownGuest, engine.ReasonShutdownHost:
 		m.shutdown = r
@@ -436,8 +429,20 @@ func (t *Translator) Stopper(domain string, r engine.Reason) {
 	case engine.ReasonOwnStop:
 		m.ownStop = true
 	default:
+		return false
+	}
+	return true
+}
+
+// Stopper tells a new translator who stopped domain, as the agent process before it knew
+// (KeptStop): its rows then read as that process's would, until a row or an event shows it
+// up again (it was started since: the memory goes, as a start event drops it).
+func (t *Translator) Stopper(domain string, r engine.Reason) {
+	m := t.memo[domain]
+	if !m.stoppedBy(r) {
 		return
 	}
+	m.stopSeq = 1 // before anything this process stamps
 	t.memo[domain] = m
 }
 
