@@ -178,6 +178,13 @@ type Host struct {
 	Fencing    bool       `json:"fencing"` // a power fence (IPMI) is configured
 	Libvirt    string     `json:"libvirt"` // "connected", or why not, as its agent last said
 	Started    time.Time  `json:"started"` // when its agent started
+	// Members: how many hosts its agent counts as members for its majority rule (itself
+	// included; 0: not said). Hears: the other members whose heartbeats its agent heard,
+	// as its last inventory said. With the control plane lost, an agent holds back its
+	// self-fence only while it hears a majority without a lease: a member it does not hear
+	// cannot help it.
+	Members int      `json:"members,omitempty"`
+	Hears   []string `json:"hears,omitempty"`
 	// What an administrator configured (hass host add); a host added whose agent never ran
 	// is listed with State "not-joined".
 	Cluster     string `json:"cluster"`

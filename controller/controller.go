@@ -100,7 +100,8 @@ type Controller struct {
 	alive map[engine.HostID]store.Alive
 	// aliveLease is the etcd lease of each host's alive key.
 	aliveLease map[engine.HostID]int64
-	libvirt    map[engine.HostID]string // each host's libvirt connection, from its inventory
+	libvirt    map[engine.HostID]string   // each host's libvirt connection, from its inventory
+	hears      map[engine.HostID][]string // the peers each host's agent heard, from its inventory
 	// firstCall is when the hypervisor was first asked to recover each VM being recovered
 	// (agents report it): the recovered event's action time.
 	firstCall map[engine.VMID]time.Time
@@ -399,6 +400,7 @@ func (c *Controller) takeOver(ctx context.Context) (int64, error) {
 	c.eng = engine.New(c.cfg.Engine)
 	c.persisted, c.hostStates = map[engine.VMID]store.VM{}, map[engine.HostID]store.HostState{}
 	c.hosts, c.alive, c.libvirt = map[engine.HostID]store.Host{}, map[engine.HostID]store.Alive{}, map[engine.HostID]string{}
+	c.hears = map[engine.HostID][]string{}
 	c.aliveLease = map[engine.HostID]int64{}
 	c.firstCall, c.dirty = map[engine.VMID]time.Time{}, map[engine.VMID]bool{}
 	c.beginGroup() // every step of the takeover is written at its end, grouped
@@ -447,6 +449,7 @@ func (c *Controller) takeOver(ctx context.Context) (int64, error) {
 			inv, err := store.DecodeInventory(ev.Key, ev.Value)
 			if err == nil {
 				c.libvirt[engine.HostID(inv.Host)] = inv.Libvirt
+				c.hears[engine.HostID(inv.Host)] = inv.Hears
 			}
 		default:
 			if _, ok := ev.IsInbox(); ok {
@@ -561,11 +564,16 @@ func (c *Controller) agentEvent(ctx context.Context, ev store.AgentEvent) {
 			return
 		}
 		hid := engine.HostID(name)
-		_, known := c.hosts[hid]
+		old, known := c.hosts[hid]
 		before := c.hostInput(hid)
 		c.hosts[hid] = h
 		if in := c.hostInput(hid); !known || in != before {
 			c.stepLocked(ctx, in)
+			// A record written again (its agent restarted, or it counts more members now)
+			// warns again only when what it says of the host's fences changed.
+			if known && in.Fencing == before.Fencing && h.Watchdog == old.Watchdog {
+				return
+			}
 			switch {
 			case !c.fenceable(hid):
 				c.log.Warn("host joined with no way to be fenced (no BMC, no watchdog): if it is lost, its VMs are not started elsewhere automatically", "host", name)
@@ -611,6 +619,7 @@ func (c *Controller) agentEvent(ctx context.Context, ev store.AgentEvent) {
 	if _, ok := ev.IsInventory(); ok {
 		if inv, err := store.DecodeInventory(ev.Key, ev.Value); err == nil {
 			c.libvirt[engine.HostID(inv.Host)] = inv.Libvirt
+			c.hears[engine.HostID(inv.Host)] = inv.Hears
 		}
 		return
 	}

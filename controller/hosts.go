@@ -23,7 +23,7 @@ var _ api.HostService = (*Controller)(nil)
 // administrator configured. Callers hold c.mu.
 func (c *Controller) hostInput(h engine.HostID) engine.AddHost {
 	r := c.hosts[h]
-	in := engine.AddHost{Host: h, MemMiB: r.MemMiB, VCPUs: r.VCPUs, Cluster: store.DefaultCluster}
+	in := engine.AddHost{Host: h, MemMiB: r.MemMiB, VCPUs: r.VCPUs, Cluster: store.DefaultCluster, Members: r.Members}
 	if hc, ok := c.hostCfg[h]; ok {
 		if hc.MemMiB > 0 {
 			in.MemMiB = hc.MemMiB
@@ -363,6 +363,7 @@ func (c *Controller) hostView(h engine.HostID, vms map[engine.HostID]int) api.Ho
 		return ah
 	}
 	ah.State, ah.Libvirt, ah.Started = c.eng.HostState(h), c.libvirt[h], r.Started
+	ah.Members, ah.Hears = r.Members, c.hears[h]
 	if hs, ok := c.eng.Host(h); ok {
 		ah.Maintenance = hs.Maintenance
 	}

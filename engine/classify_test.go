@@ -1062,3 +1062,52 @@ func TestSuspectHome(t *testing.T) {
 			acts: acts("resume@h3"), check: all(wantHome("h3"), wantDesired(WantRunning))},
 	}))
 }
+
+// TestFewMembersHoldBackTheExpiry: a host's agent that counts fewer members than the engine
+// (it joined a moment before its other peers, or cannot read the host list) may hold back its
+// self-fence where the engine's count says it fences: the engine declares it fenced by its
+// lease's expiry only while the hosts without a lease are not a majority of its count, and
+// only MajoritySettle after a host stopped being suspect (its agent may still hear that one
+// without a lease). Without that, a host that knew only itself kept its VMs running while the
+// cluster restarted them elsewhere.
+func TestFewMembersHoldBackTheExpiry(t *testing.T) {
+	s, ms1 := time.Second, time.Millisecond
+	counts := func(h HostID, n int) ev { return ev{in: AddHost{Host: h, MemMiB: 4096, Members: n}} }
+	t.Run("an agent that counts every member: fenced by its expiry as before", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(cluster3(false), []ev{
+			counts("h1", 3),
+			{at: 10 * s, in: HostLease{Host: "h1"}, acts: acts(), check: wantWake(12 * s)},
+			{at: 12 * s, in: Tick{}, acts: acts("start@h3"), nrecs: recs(RecAlert), check: wantHostState("h1", "fenced")},
+		}))
+	})
+	t.Run("an agent that counts only itself: never fenced by its expiry", func(t *testing.T) {
+		h := newHarness(t, DefaultConfig())
+		h.run(cat(cluster3(false), []ev{
+			counts("h1", 1),
+			{at: 10 * s, in: HostLease{Host: "h1"}, acts: acts()},
+			{at: 12 * s, in: Tick{}, acts: acts(), recs: recs(RecAlert), check: wantHostState("h1", "suspect")},
+			{at: 13 * s, in: Tick{}, acts: acts(), nrecs: recs(RecAlert)}, // said once
+			{at: 10 * time.Minute, in: Tick{}, acts: acts(), check: wantHostState("h1", "suspect")},
+			// It is back, and counts everyone now: lost again, it is fenced by its expiry.
+			{at: 11 * time.Minute, in: HostLease{Host: "h1", Alive: true}, acts: acts(), check: wantHostState("h1", "up")},
+			counts("h1", 3),
+			{at: 12 * time.Minute, in: HostLease{Host: "h1"}, acts: acts()},
+			{at: 12*time.Minute + 8*s, in: Tick{}, acts: acts("start@h3"), check: wantHostState("h1", "fenced")},
+		}))
+		if w := h.e.NextWake(); !w.IsZero() && w.Before(t0.Add(12*time.Minute)) {
+			t.Fatalf("NextWake +%s", w.Sub(t0))
+		}
+	})
+	t.Run("an agent that counts 2 of 4: held while 2 hosts have no lease, then the settle time", func(t *testing.T) {
+		newHarness(t, DefaultConfig()).run(cat(cluster3(false), []ev{
+			{in: AddHost{Host: "h4", MemMiB: 4096}},
+			counts("h1", 2),
+			{at: 10 * s, in: HostLease{Host: "h1"}, acts: acts()},
+			{at: 10 * s, in: HostLease{Host: "h2"}, acts: acts(), nrecs: recs(RecAlert)}, // 2 of 4: no majority for the engine
+			{at: 30 * s, in: Tick{}, acts: acts(), recs: recs(RecAlert, RecHost), check: wantHostState("h1", "suspect")},
+			// h2 fenced by its expiry at 30 s; h1 is held until MajoritySettle after.
+			{at: 36*s - ms1, in: Tick{}, acts: acts(), check: wantHostState("h1", "suspect")},
+			{at: 36 * s, in: Tick{}, acts: acts("start@h4"), check: wantHostState("h1", "fenced")},
+		}))
+	})
+}

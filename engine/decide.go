@@ -973,6 +973,12 @@ func (e *Engine) tick() {
 	}
 	if len(e.suspects) > 0 {
 		for _, h := range slices.Clone(e.suspects) { // in name order
+			if _, held := e.fewMembers(h); held && e.noMajority && !h.maint && !h.heldBack && h.state == hostSuspect {
+				h.heldBack = true
+				suspects, members := e.majorityCounts()
+				e.log(RecAlert, "", h.id, "its agent counts %d members (this engine %d), and %d hosts have no lease: by its count it may hold back its self-fence, so hass does not declare it fenced by its lease's expiry (its power fence, its return, or fewer hosts without a lease settle it)",
+					h.members, members, suspects)
+			}
 			if t, ok := e.fenceDue(h); ok && h.state == hostSuspect && !e.now.Before(t) {
 				e.fenced(h, "lease expired and the self-fence margin passed")
 			}

@@ -60,6 +60,11 @@ type host struct {
 	// taken as fenced, not stopped by a user (a new agent process does not know its own
 	// fence's destroys).
 	lapsed bool
+	// members: how many hosts its agent counts as members (AddHost.Members; 0: not known).
+	// heldBack: the engine said it does not declare this suspect fenced by its lease's expiry
+	// because of that count (said once per suspicion).
+	members  int
+	heldBack bool
 
 	related []*vm          // the VMs homed, observed, recovering or copied here (see index.go)
 	used    int            // memory of the VMs homed here that are wanted up (and migrating here)
@@ -240,16 +245,20 @@ type Engine struct {
 	// when that last became true (zero: since the engine started). See MajoritySettle.
 	noMajority  bool
 	quorumSince time.Time
-	restoring   bool // hosts are being restored: the majority is checked once they all are
-	waiting     map[*vm]struct{}
-	migrating   map[*vm]struct{}
-	wake, due   timerHeap
-	actVM       map[uint64]*vm
-	cand        cands
-	candMark    uint64
-	admitMark   uint64 // stamps the hosts an admission check counts as lost
-	hostGen     uint64 // counts hosts added and removed (see relKey)
-	relBuf      []*host
+	// suspectsFell: when a host last stopped being suspect (this engine's news only). A
+	// host whose agent counts fewer members than the engine is declared fenced only
+	// MajoritySettle after it: until then its agent may still hear that host without a lease.
+	suspectsFell time.Time
+	restoring    bool // hosts are being restored: the majority is checked once they all are
+	waiting      map[*vm]struct{}
+	migrating    map[*vm]struct{}
+	wake, due    timerHeap
+	actVM        map[uint64]*vm
+	cand         cands
+	candMark     uint64
+	admitMark    uint64 // stamps the hosts an admission check counts as lost
+	hostGen      uint64 // counts hosts added and removed (see relKey)
+	relBuf       []*host
 
 	// listing: the observations being handled come from a host's complete list (a resync),
 	// not from events.
@@ -562,7 +571,40 @@ func (e *Engine) fenceDue(h *host) (time.Time, bool) {
 			t = q
 		}
 	}
+	if few, held := e.fewMembers(h); held {
+		return time.Time{}, false
+	} else if few && !e.suspectsFell.IsZero() {
+		if q := e.suspectsFell.Add(e.cfg.MajoritySettle); q.After(t) {
+			t = q
+		}
+	}
 	return t, true
+}
+
+// fewMembers says whether h's agent counts fewer members than the engine does (few), and
+// whether by its count it may hold back its self-fence (held): the hosts without a lease
+// are a strict majority of the members it counts. Its count is a floor (an agent's members
+// only grow), and the hosts it does not count may be any of the engine's: it fences for
+// sure only if twice the suspects fit in its count.
+func (e *Engine) fewMembers(h *host) (few, held bool) {
+	if h.members <= 0 {
+		return false, false
+	}
+	suspects, members := e.majorityCounts()
+	return h.members < members, 2*suspects > h.members
+}
+
+// majorityCounts returns the hosts without a lease and the members (the hosts not fenced)
+// for the majority rule. A host in maintenance that its BMC reports powered off runs
+// nothing and holds nothing back: it is neither, as a fenced one.
+func (e *Engine) majorityCounts() (suspects, members int) {
+	off := 0
+	for _, h := range e.suspects {
+		if h.powerOff {
+			off++
+		}
+	}
+	return len(e.suspects) - off, len(e.hostList) - e.nFenced - off
 }
 
 // checkMajority notes whether the suspect hosts are a strict majority of the members (the
@@ -571,28 +613,20 @@ func (e *Engine) checkMajority() {
 	if e.restoring {
 		return
 	}
-	// A host in maintenance that its BMC reports powered off runs nothing and holds nothing
-	// back: it is no member, as a fenced one.
-	off := 0
-	for _, h := range e.suspects {
-		if h.powerOff {
-			off++
-		}
-	}
-	members := len(e.hostList) - e.nFenced - off
-	no := 2*(len(e.suspects)-off) <= members
+	suspects, members := e.majorityCounts()
+	no := 2*suspects <= members
 	if no == e.noMajority {
 		return
 	}
 	e.noMajority = no
 	if !no {
 		e.log(RecAlert, "", "", "%d of the %d members have no lease: hass declares none of them fenced by lease expiry while they are a majority (their agents hold back their fences: the control plane may be lost)",
-			len(e.suspects)-off, members)
+			suspects, members)
 		return
 	}
 	e.quorumSince = e.now
 	e.log(RecAlert, "", "", "the hosts without a lease (%d of %d members) are no longer a majority: hosts whose lease expired are declared fenced once that held for %s",
-		len(e.suspects)-off, members, e.cfg.MajoritySettle)
+		suspects, members, e.cfg.MajoritySettle)
 }
 
 func (e *Engine) hostLease(in HostLease) {

@@ -38,13 +38,14 @@ func (e *Engine) addHost(in AddHost) {
 				return
 			}
 		}
+		h.members = in.Members // the agent's news, not the operator's: not logged
 		if h.mem != in.MemMiB || h.vcpus != in.VCPUs || h.fencing != in.Fencing || h.cluster != cl || h.reserved != in.Reserved {
 			h.mem, h.vcpus, h.fencing, h.cluster, h.reserved = in.MemMiB, in.VCPUs, in.Fencing, cl, in.Reserved
 			e.log(RecHost, "", in.Host, "updated %s", hostText(h))
 		}
 		return
 	}
-	h := &host{id: in.Host, mem: in.MemMiB, vcpus: in.VCPUs, fencing: in.Fencing, cluster: cl, reserved: in.Reserved}
+	h := &host{id: in.Host, mem: in.MemMiB, vcpus: in.VCPUs, fencing: in.Fencing, cluster: cl, reserved: in.Reserved, members: in.Members}
 	e.insertHost(h)
 	e.log(RecHost, "", in.Host, "added %s", hostText(h))
 	e.checkMajority()

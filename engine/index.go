@@ -158,6 +158,7 @@ func (e *Engine) setHostState(h *host, s hostState) {
 		if i := slices.Index(e.suspects, h); i >= 0 {
 			e.suspects = slices.Delete(e.suspects, i, i+1)
 		}
+		e.suspectsFell, h.heldBack = e.now, false
 	}
 	if h.state == hostFenced {
 		e.nFenced--

@@ -30,6 +30,14 @@ type AddHost struct {
 	// that already lives on a spare (it was evacuated there) is started and restarted there
 	// like anywhere else.
 	Reserved bool
+	// Members is how many hosts the host's agent counts as members for its majority rule,
+	// itself included (0: not known). The agent holds back its self-fence while it and the
+	// peers it hears without a lease are a strict majority of the members it counts; one
+	// that counts fewer members than the engine (it joined a moment ago, or cannot read the
+	// host list) may hold back where the engine's count says it fences. So the engine
+	// declares such a host fenced by its lease's expiry only while the hosts without a lease
+	// are not a majority of its count either (see fenceDue).
+	Members int
 }
 
 // RemoveHost forgets a host. It is refused (Output.Err, naming up to three VMs) while a

@@ -99,11 +99,17 @@ type Node struct {
 	members []engine.HostID
 	peers   map[engine.HostID]string // heartbeat addresses
 	heard   map[engine.HostID]heard
-	prot    map[engine.VMID]bool // protected VMs, as last read from the store
-	offered map[string]bool      // domains offered for protection already (ProtectAll)
-	optOut  map[string]bool
-	defs    map[string][32]byte // hash of the XML last stored per VM
-	lease   store.Lease
+	// peerTimeout: a peer heard longer ago is not heard (the agent's PeerTimeout).
+	peerTimeout time.Duration
+	// recMembers: the member count the host record last written says (rec.Members).
+	recMembers int
+	// hearsChanged: the peers heard changed (tickLoop); an inventory says so (watchHypervisor).
+	hearsChanged chan struct{}
+	prot         map[engine.VMID]bool // protected VMs, as last read from the store
+	offered      map[string]bool      // domains offered for protection already (ProtectAll)
+	optOut       map[string]bool
+	defs         map[string][32]byte // hash of the XML last stored per VM
+	lease        store.Lease
 	// oldLease: the lease the last agent process held, until the store has said whether it
 	// is alive (askLease); kept in the state file meanwhile.
 	oldLease store.LeaseID
@@ -193,12 +199,14 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("agent", cfg.Host), st: cfg.Store, drv: cfg.Driver, libvirt: "connecting",
 		heard: map[engine.HostID]heard{}, prot: map[engine.VMID]bool{}, offered: map[string]bool{}, optOut: map[string]bool{},
-		defs: map[string][32]byte{}, peers: map[engine.HostID]string{}, out: make(chan outItem, 4096), started: time.Now()}
+		defs: map[string][32]byte{}, peers: map[engine.HostID]string{}, out: make(chan outItem, 4096), started: time.Now(),
+		hearsChanged: make(chan struct{}, 1)}
 	acfg := agent.DefaultConfig(engine.HostID(cfg.Host))
 	acfg.SelfFenceAfter = cfg.SelfFenceAfter
 	// Heartbeats go every tick: a peer missing six of them is not heard from. The
 	// controllers' majority settle time must exceed this plus a tick plus a fence.
 	acfg.PeerTimeout = 6 * cfg.TickEvery
+	n.peerTimeout = acfg.PeerTimeout
 	n.members = []engine.HostID{engine.HostID(cfg.Host)}
 	n.keep = make(chan struct{}, 1)
 	now := time.Now()
@@ -407,11 +415,18 @@ func (n *Node) join(ctx context.Context, resuming bool) bool {
 	if adv == "" && n.udp != nil {
 		adv = n.udp.LocalAddr().String()
 	}
+	n.mu.Lock()
 	n.rec = store.Host{Name: cfg.Host, MemMiB: cfg.MemMiB, Fencing: cfg.Fencing, Watchdog: cfg.Watchdog != "",
-		Heartbeat: adv, VCPUs: cfg.VCPUs, MigrateURI: cfg.MigrateURI, Started: n.started.UTC(), Version: "0.2.0"}
+		Heartbeat: adv, VCPUs: cfg.VCPUs, MigrateURI: cfg.MigrateURI, Started: n.started.UTC(), Version: "0.2.0",
+		Members: len(n.members)}
+	rec := n.rec
+	n.mu.Unlock()
 	for {
-		err := n.st.PutHost(ctx, n.rec)
+		err := n.st.PutHost(ctx, rec)
 		if err == nil {
+			n.mu.Lock()
+			n.recMembers = rec.Members
+			n.mu.Unlock()
 			break
 		}
 		n.log.Warn("cannot register this host yet", "err", err)
@@ -531,10 +546,23 @@ func (n *Node) tickLoop(ctx context.Context) {
 		defer n.wg.Done()
 		every(ctx, 2*time.Second, func() { n.refreshCluster(ctx) })
 	}()
+	var hears []string
+	var told time.Time
 	every(ctx, n.cfg.TickEvery, func() {
 		n.mu.Lock()
 		holding := n.ag.Holding()
+		now := n.hearsNow(time.Now())
 		n.mu.Unlock()
+		// The peers heard changed: a new inventory says so (at most once a second), so that
+		// hass host list shows a heartbeat network that misses a host without waiting for
+		// the next resync.
+		if !slices.Equal(now, hears) && time.Since(told) >= time.Second {
+			hears, told = now, time.Now()
+			select {
+			case n.hearsChanged <- struct{}{}:
+			default:
+			}
+		}
 		if holding {
 			// Holding back a fence because the control plane is lost: try the lease right
 			// before deciding, so that an agent whose peers got the store back first renews
@@ -579,7 +607,6 @@ func (n *Node) refreshCluster(ctx context.Context) {
 	}
 	opt, err := n.st.OptOuts(rctx)
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	// Members only ever grow: the agent's majority must be counted over at least every
 	// host the controller counts (a host leaves the cluster by an operator's act, which
 	// restarts its peers' agents).
@@ -594,6 +621,26 @@ func (n *Node) refreshCluster(ctx context.Context) {
 	}
 	if err == nil {
 		n.optOut = opt
+	}
+	// The host record says how many members this agent counts: the controller declares
+	// this host fenced by its lease's expiry only while the hosts without a lease are not
+	// a majority of that count either (engine.AddHost.Members). Before the record says
+	// more, the controller counts with the smaller number, which only holds it back.
+	var rec store.Host
+	grown := n.rec.Name != "" && !n.rec.Left && n.recMembers < len(n.members)
+	if grown {
+		n.rec.Members = len(n.members)
+		rec = n.rec
+	}
+	n.mu.Unlock()
+	if grown {
+		if err := n.st.PutHost(rctx, rec); err == nil {
+			n.mu.Lock()
+			n.recMembers = max(n.recMembers, rec.Members)
+			n.mu.Unlock()
+		} else {
+			n.log.Warn("cannot record how many members this agent counts: the controller goes on counting with the last it recorded", "members", rec.Members, "err", err)
+		}
 	}
 }
 
@@ -663,6 +710,8 @@ func (n *Node) watchHypervisor(ctx context.Context) {
 			asked, rewatch = n.st.WatchResync(ctx), nil
 		case <-resync.C:
 			n.resync(ctx)
+		case <-n.hearsChanged:
+			n.inventory(ctx)
 		case ev, ok := <-evs:
 			if !ok {
 				return
@@ -856,10 +905,25 @@ func (n *Node) queue(v any, order uint64) {
 }
 
 func (n *Node) queueInventory(inv store.Inventory) {
+	n.mu.Lock()
+	inv.Hears = n.hearsNow(time.Now())
+	n.mu.Unlock()
 	select {
 	case n.out <- outItem{inv: &inv}:
 	default:
 	}
+}
+
+// hearsNow names the members heard within the peer timeout, sorted. Callers hold n.mu.
+func (n *Node) hearsNow(now time.Time) []string {
+	var out []string
+	for h, hd := range n.heard {
+		if now.Sub(hd.at) <= n.peerTimeout && slices.Contains(n.members, h) {
+			out = append(out, string(h))
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // sender writes queued reports in order, retrying each until the store takes it.

@@ -84,6 +84,12 @@ type Host struct {
 	// VMs may well run on, unwatched, until an agent runs there again. It is not fenced and
 	// its VMs are not started elsewhere.
 	Left bool `json:"left,omitempty"`
+	// Members is how many hosts its agent counts as the cluster's members for its majority
+	// rule (itself included): the hosts it had read from the store, which only grows (0: not
+	// said, an agent before this field). An agent that counts fewer members than the
+	// controller may hold back its self-fence where the controller's count says it fences
+	// (see engine.AddHost.Members).
+	Members int `json:"members,omitempty"`
 }
 
 // Validate names the first bad field.
@@ -96,6 +102,9 @@ func (h Host) Validate() error {
 	}
 	if h.VCPUs < 0 {
 		return fieldErr("vcpus", "%d: must be >= 0", h.VCPUs)
+	}
+	if h.Members < 0 {
+		return fieldErr("members", "%d: must be >= 0", h.Members)
 	}
 	if u := h.MigrateURI; u != "" && (!strings.Contains(u, "://") || strings.ContainsAny(u, " \t\n")) {
 		return fieldErr("migrate_uri", "%q: not a libvirt URI", u)
@@ -278,6 +287,11 @@ type Inventory struct {
 	At      time.Time   `json:"at"`
 	Libvirt string      `json:"libvirt"` // "connected", or why not
 	Domains []DomainRow `json:"domains"`
+	// Hears names the other members whose heartbeats the agent heard within its peer timeout
+	// when it listed (sorted). A member missing here cannot help it hold back its
+	// self-fence when the control plane is lost: a heartbeat network that does not reach
+	// every host shows here before it fences one.
+	Hears []string `json:"hears,omitempty"`
 }
 
 // DomainRow is one domain in libvirt's numeric vocabulary.
@@ -324,6 +338,11 @@ func DecodeInventory(key string, value []byte) (Inventory, error) {
 	}
 	if inventoryHost(key) != inv.Host {
 		return inv, fmt.Errorf("decode %s: %w", key, fieldErr("host", "%q: does not match the key", inv.Host))
+	}
+	for _, h := range inv.Hears {
+		if err := vmname.CheckHost(h); err != nil {
+			return inv, fmt.Errorf("decode %s: %w", key, fieldErr("hears", "%v", err))
+		}
 	}
 	return inv, nil
 }

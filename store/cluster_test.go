@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -97,32 +99,36 @@ func TestHostRecords(t *testing.T) {
 		hostKey("h2"): `{"name":"h2","mem_mib":-5}`,
 		hostKey("h3"): `{"name":"h4"}`,
 		hostKey("h5"): `{"name":"h5","colour":"blue"}`,
+		hostKey("h6"): `{"name":"h6","members":-1}`,
 	} {
 		if _, err := s.cli.Put(ctx, key, doc); err != nil {
 			t.Fatal(err)
 		}
 	}
 	hs, bad, err := s.Hosts(ctx)
-	if err != nil || len(hs) != 1 || hs[0].Name != "h1" || !hs[0].Watchdog || len(bad) != 3 {
+	if err != nil || len(hs) != 1 || hs[0].Name != "h1" || !hs[0].Watchdog || len(bad) != 4 {
 		t.Fatalf("hosts %+v, bad %+v, %v", hs, bad, err)
 	}
 	fields := map[string]bool{}
 	for _, b := range bad {
 		fields[b.Field] = true
 	}
-	if !fields["mem_mib"] || !fields["name"] {
+	if !fields["mem_mib"] || !fields["name"] || !fields["members"] {
 		t.Errorf("bad records do not name their fields: %+v", bad)
 	}
-	inv := Inventory{Host: "h1", Seq: 3, Libvirt: "connected", Domains: []DomainRow{{Name: "web1", State: 1, Reason: 1, MemKiB: 1 << 20}}}
+	inv := Inventory{Host: "h1", Seq: 3, Libvirt: "connected", Domains: []DomainRow{{Name: "web1", State: 1, Reason: 1, MemKiB: 1 << 20}}, Hears: []string{"h2", "h3"}}
 	if err := s.PutInventory(ctx, inv); err != nil {
 		t.Fatal(err)
 	}
 	invs, err := s.Inventories(ctx)
-	if err != nil || len(invs["h1"].Domains) != 1 || invs["h1"].Domains[0].MemKiB != 1<<20 {
+	if err != nil || len(invs["h1"].Domains) != 1 || invs["h1"].Domains[0].MemKiB != 1<<20 || !slices.Equal(invs["h1"].Hears, []string{"h2", "h3"}) {
 		t.Errorf("inventories %+v %v", invs, err)
 	}
 	if _, err := DecodeInventory(inventoryKey("h1"), []byte(`{"host":"h2"}`)); err == nil {
 		t.Error("an inventory under another host's key was accepted")
+	}
+	if _, err := DecodeInventory(inventoryKey("h1"), []byte(`{"host":"h1","hears":["h2","no such/host"]}`)); err == nil || !strings.Contains(err.Error(), "hears") {
+		t.Errorf("an inventory hearing a bad host name: %v, want an error naming hears", err)
 	}
 }
 

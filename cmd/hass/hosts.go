@@ -34,7 +34,7 @@ func hostCmd() *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), hs)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "HOST\tSTATE\tLEASE\tLEASE AGE\tCLUSTER\tVMS\tMEM MIB\tVCPUS\tFENCING\tPOWER\tLIBVIRT")
+			fmt.Fprintln(tw, "HOST\tSTATE\tLEASE\tLEASE AGE\tCLUSTER\tVMS\tMEM MIB\tVCPUS\tFENCING\tPOWER\tHEARS\tLIBVIRT")
 			for _, h := range hs {
 				age := "-"
 				if !h.LeaseSince.IsZero() && h.Lease == "held" {
@@ -55,8 +55,15 @@ func hostCmd() *cobra.Command {
 				if power == "" {
 					power = "-"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", cell(h.Name), cell(state), cell(h.Lease), age,
-					cell(h.Cluster), h.VMs, h.MemMiB, h.VCPUs, cell(fence), cell(power), cell(h.Libvirt))
+				// HEARS: of the other members its agent counts, how many it heard (a
+				// heartbeat network that misses a host shows before the control plane is
+				// lost and that host's agent fences it for want of a majority it can hear).
+				hears := "-"
+				if h.Members > 0 && h.Lease == "held" {
+					hears = fmt.Sprintf("%d/%d", len(h.Hears), h.Members-1)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n", cell(h.Name), cell(state), cell(h.Lease), age,
+					cell(h.Cluster), h.VMs, h.MemMiB, h.VCPUs, cell(fence), cell(power), hears, cell(h.Libvirt))
 			}
 			return tw.Flush()
 		},

@@ -55,14 +55,16 @@ func startFencedClusterWith(t *testing.T, r *rig.Rig, ctlArgs ...string) *cluste
 }
 
 type hostView struct {
-	Name     string `json:"name"`
-	State    string `json:"state"`
-	Lease    string `json:"lease"`
-	Fencing  bool   `json:"fencing"`
-	BMC      string `json:"bmc"`
-	Power    string `json:"power"`
-	Cluster  string `json:"cluster"`
-	Maintain bool   `json:"maintenance"`
+	Name     string   `json:"name"`
+	State    string   `json:"state"`
+	Lease    string   `json:"lease"`
+	Fencing  bool     `json:"fencing"`
+	BMC      string   `json:"bmc"`
+	Power    string   `json:"power"`
+	Cluster  string   `json:"cluster"`
+	Maintain bool     `json:"maintenance"`
+	Members  int      `json:"members"`
+	Hears    []string `json:"hears"`
 }
 
 func (c *cluster) hostsJSON() ([]hostView, error) {

@@ -186,6 +186,21 @@ func startClusterWith(t *testing.T, r *rig.Rig, o clusterOpts) *cluster {
 		}
 		return strings.Count(out, " up ") == len(r.Hosts()), out
 	})
+	// Every agent counts every host and hears every other: before that, a control plane
+	// lost leaves an agent without the majority it can hear, and it fences its host (as it
+	// must: a peer it cannot hear may hold its lease).
+	c.eventually(30*time.Second, "every agent counting every host and hearing every other", func() (bool, string) {
+		hs, err := c.hostsJSON()
+		if err != nil {
+			return false, err.Error()
+		}
+		n := len(r.Hosts())
+		ok := len(hs) == n
+		for _, h := range hs {
+			ok = ok && h.Members == n && len(h.Hears) == n-1
+		}
+		return ok, fmt.Sprintf("%+v", hs)
+	})
 	return c
 }
 
