@@ -89,6 +89,13 @@ gotest() { # name timeout packages/flags...
   if [ "$rc" -ne 0 ]; then
     echo "test.sh: $name failed; the last 150 lines of their output:" >&2
     tail -150 "$log" >&2
+    # What each failed test itself said (its t.Log/t.Error lines, not the logs it dumps),
+    # last, where a truncated CI report still shows it.
+    for t in $(grep -oE '^ *--- FAIL: [A-Za-z0-9_/]+' "$log" | awk '{print $3}' | grep -v / | sort -u); do
+      echo "test.sh: what $t said:" >&2
+      awk -v t="$t" '$0 == "=== RUN   " t {on=1; next} on && /^=== RUN   / && $3 !~ "^" t "/" {on=0} on' "$log" |
+        grep -E '^ +[a-z_]+_test\.go:[0-9]+:' | cut -c1-400 | head -80 >&2
+    done
     echo "summary: $passed passed, $((failed > 0 ? failed : 1)) failed, $skipped skipped"
     exit "$rc"
   fi

@@ -360,7 +360,9 @@ func (c *cluster) eventually(d time.Duration, what string, cond func() (bool, st
 		last = detail
 		time.Sleep(200 * time.Millisecond)
 	}
-	c.t.Fatalf("timed out after %s waiting for %s; last: %s", d, what, last)
+	c.t.Errorf("timed out after %s waiting for %s; last: %s", d, what, last)
+	c.lastWords()
+	c.t.FailNow()
 }
 
 // running lists the hosts on which vm runs.
@@ -423,6 +425,36 @@ func (c *cluster) events() []event {
 			return all
 		}
 		after = evs[len(evs)-1].Seq
+	}
+}
+
+// lastWords logs, for a test that timed out, each host's domains and the newest events of hass's
+// log, one line each: what a CI report that keeps only the test's own lines still shows.
+func (c *cluster) lastWords() {
+	for _, h := range c.r.Hosts() {
+		out, err := c.r.Virsh(h, "list", "--all", "--name")
+		if err != nil {
+			c.t.Logf("last words: %s: virsh list: %v", h, err)
+			continue
+		}
+		var doms []string
+		for _, d := range strings.Fields(out) {
+			st, _ := c.r.DomState(h, d)
+			doms = append(doms, d+"="+strings.TrimSpace(st))
+		}
+		c.t.Logf("last words: %s runs %v", h, doms)
+	}
+	out, err := c.cli("events", "-o", "json", "--limit", "1000")
+	var evs []event
+	if err == nil {
+		err = json.Unmarshal([]byte(out), &evs)
+	}
+	if err != nil {
+		c.t.Logf("last words: hass events: %v", err)
+		return
+	}
+	for _, e := range evs[max(0, len(evs)-30):] {
+		c.t.Logf("last words: event %s %s %s %s %s", e.At.Format("15:04:05.000"), e.Type, e.VM, e.Host, e.Msg)
 	}
 }
 
