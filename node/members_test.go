@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"slices"
@@ -18,13 +17,7 @@ import (
 // the hosts without a lease are not a majority of that count); the inventory names the peers
 // it heard within its peer timeout.
 func TestMembersAndHearsPublished(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	st, err := store.OpenEmbedded(ctx, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	ctx, st := embeddedStore(t)
 	n := &Node{cfg: Config{Host: "h1", LeaseTTL: 5 * time.Second, RenewEvery: time.Second, SelfFenceAfter: 3 * time.Second},
 		log: slog.New(slog.NewTextHandler(io.Discard, nil)), st: st, drv: &fenceDriver{},
 		prot: map[engine.VMID]bool{}, heard: map[engine.HostID]heard{}, keep: make(chan struct{}, 1),

@@ -29,6 +29,20 @@ func (d *fenceDriver) Destroy(_ context.Context, name string) error {
 	return nil
 }
 
+// embeddedStore opens a store of one embedded etcd member for the test, closed at its end,
+// with a context that ends 90 s on.
+func embeddedStore(t *testing.T) (context.Context, *store.Store) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	st, err := store.OpenEmbedded(ctx, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return ctx, st
+}
+
 // resumedNode is a node whose agent process resumes from past, with old the lease its
 // predecessor held, as Run makes it (without its loops).
 func resumedNode(st *store.Store, old store.LeaseID, past agent.Past) (*Node, *fenceDriver) {
@@ -47,13 +61,7 @@ func resumedNode(st *store.Store, old store.LeaseID, past agent.Past) (*Node, *f
 // alive, it keeps it and fences nothing; expired or unknown, it fences before any lease of
 // its own; no answer, it is told the renewal failed and keeps the old lease on record.
 func TestRestartAsksAboutTheOldLease(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	st, err := store.OpenEmbedded(ctx, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	ctx, st := embeddedStore(t)
 	l, err := st.GrantAlive(ctx, "h1", 5*time.Second, store.Alive{})
 	if err != nil {
 		t.Fatal(err)
