@@ -587,7 +587,9 @@ func (e *Engine) fenceDue(h *host) (time.Time, bool) {
 // only grow), and the hosts it does not count may be any of the engine's: it fences for
 // sure only if twice the suspects fit in its count.
 func (e *Engine) fewMembers(h *host) (few, held bool) {
-	if h.members <= 0 {
+	if h.members <= 0 || h.members >= len(e.hostList) {
+		// Not said, or it counts every host the engine knows: never fewer than the members,
+		// and the cluster-wide rule decides (without a walk of the suspects).
 		return false, false
 	}
 	suspects, members := e.majorityCounts()
