@@ -967,18 +967,29 @@ func (e *Engine) actionResult(in ActionResult) {
 
 // ---- time ------------------------------------------------------------------------------
 
+// sayHeldBack says, once per suspicion, of each suspect host whose agent's count of members
+// keeps it from being declared fenced by its lease's expiry (see fewMembers).
+func (e *Engine) sayHeldBack() {
+	for _, h := range e.suspects {
+		if h.heldBack || h.maint || !e.noMajority {
+			continue
+		}
+		if _, held := e.fewMembers(h); held {
+			h.heldBack = true
+			suspects, members := e.majorityCounts()
+			e.log(RecAlert, "", h.id, "its agent counts %d of the %d members this engine counts, and the %d without a lease are a majority of its count: it may hold back its self-fence, so hass does not declare it fenced by its lease's expiry (its power fence, its return, or fewer hosts without a lease settle it)",
+				h.members, members, suspects)
+		}
+	}
+}
+
 func (e *Engine) tick() {
 	if len(e.draining) > 0 {
 		e.drainDue()
 	}
 	if len(e.suspects) > 0 {
+		e.sayHeldBack()
 		for _, h := range slices.Clone(e.suspects) { // in name order
-			if _, held := e.fewMembers(h); held && e.noMajority && !h.maint && !h.heldBack && h.state == hostSuspect {
-				h.heldBack = true
-				suspects, members := e.majorityCounts()
-				e.log(RecAlert, "", h.id, "its agent counts %d members (this engine %d), and %d hosts have no lease: by its count it may hold back its self-fence, so hass does not declare it fenced by its lease's expiry (its power fence, its return, or fewer hosts without a lease settle it)",
-					h.members, members, suspects)
-			}
 			if t, ok := e.fenceDue(h); ok && h.state == hostSuspect && !e.now.Before(t) {
 				e.fenced(h, "lease expired and the self-fence margin passed")
 			}

@@ -671,6 +671,7 @@ func (e *Engine) hostLease(in HostLease) {
 			return
 		}
 		e.log(RecHost, "", h.id, "lease expired: suspect, its VMs are in an unknown state until it is fenced")
+		e.sayHeldBack()
 	}
 }
 

@@ -81,7 +81,12 @@ func (e agentEnv) Destroy(id engine.VMID) bool {
 }
 
 // Members lists the simulated cluster's hosts.
-func (e agentEnv) Members() []engine.HostID { return e.s.hostIDs }
+func (e agentEnv) Members() []engine.HostID {
+	if e.h.knows != nil {
+		return e.h.knows
+	}
+	return e.s.hostIDs
+}
 
 // Heard is the last heartbeat from peer that reached this host over the hosts' network.
 func (e agentEnv) Heard(peer engine.HostID) (agent.Heartbeat, time.Time, bool) {

@@ -15,13 +15,16 @@ import (
 
 	"github.com/hassproject/hass/engine"
 	"github.com/hassproject/hass/lifecycle"
+	"github.com/hassproject/hass/vmname"
 )
 
 // A scenario is a folder with four files:
 //
 //	README      one line: what the scenario shows
 //	start       the starting cluster: "cluster NAME [tolerate=N]",
-//	            "host NAME [mem=MiB] [fencing=yes] [cluster=NAME] [reserved]" and
+//	            "host NAME [mem=MiB] [fencing=yes] [cluster=NAME] [reserved]
+//	            [knows=HOST,...]" (knows: the hosts its agent counts as members,
+//	            itself among them; every host when left out) and
 //	            "vm NAME host=HOST [mem=MiB] [stopped] [max-restarts=N] [window=D]
 //	            [max-relocations=N] [on-guest-shutdown=honour|restart] [priority=N]
 //	            [anti-affinity=GROUP] [anti-affinity-hard] [ignore-acpi] [soft-reboot]" lines
@@ -74,6 +77,9 @@ type hostSpec struct {
 	fencing  bool
 	cluster  string
 	reserved bool
+	// knows: the hosts its agent counts as members (nil: every host). An agent that read
+	// the host list once, before its peers joined, and then lost the store.
+	knows []engine.HostID
 }
 
 type vmSpec struct {
@@ -197,6 +203,16 @@ func (sc *Scenario) parseStart(path string) error {
 					h.cluster = v
 				case "reserved":
 					h.reserved = true
+				case "knows":
+					for _, m := range strings.Split(v, ",") {
+						if vmname.CheckHost(m) != nil || slices.Contains(h.knows, engine.HostID(m)) {
+							return fmt.Errorf("host %s: knows %q: want distinct host names, comma-separated", h.id, v)
+						}
+						h.knows = append(h.knows, engine.HostID(m))
+					}
+					if !slices.Contains(h.knows, h.id) {
+						return fmt.Errorf("host %s: knows %q: an agent always counts its own host", h.id, v)
+					}
 				default:
 					return fmt.Errorf("host %s: unknown field %q", h.id, k)
 				}

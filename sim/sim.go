@@ -412,11 +412,12 @@ func (s *Sim) addHostIn(sp hostSpec) *host {
 	s.hosts = append(s.hosts, h)
 	s.hostIDs = append(s.hostIDs, sp.id)
 	s.hostByID[sp.id] = h
-	// No Members count: a simulated agent reads the members from the world, every host at
-	// once (agentEnv.Members), so it never counts fewer than the engine; the join race
-	// that count guards against (engine.AddHost.Members) is the engine's tests' and the
-	// rig's.
-	s.step(engine.AddHost{Host: sp.id, MemMiB: sp.mem, VCPUs: sp.vcpus, Fencing: sp.fencing, Cluster: sp.cluster, Reserved: sp.reserved})
+	// A simulated agent reads the members from the world, every host at once
+	// (agentEnv.Members): it says no count, and never counts fewer than the engine. A
+	// scenario's host that knows only some (knows=) says how many, as the real agent's
+	// host record does (engine.AddHost.Members).
+	h.knows = sp.knows
+	s.step(engine.AddHost{Host: sp.id, MemMiB: sp.mem, VCPUs: sp.vcpus, Fencing: sp.fencing, Cluster: sp.cluster, Reserved: sp.reserved, Members: len(sp.knows)})
 	if s.random {
 		h.lease = s.newLease() // the random workload tells the engine each host's lease
 		s.step(engine.HostLease{Host: sp.id, Alive: true, Lease: h.lease})

@@ -52,7 +52,8 @@ type host struct {
 	agent       bool
 	libvirtd    bool
 	partitioned bool
-	storeCut    bool // cut off from the store and the controller only: it still hears its peers
+	storeCut    bool            // cut off from the store and the controller only: it still hears its peers
+	knows       []engine.HostID // the members its agent counts (nil: every host)
 	doms        map[engine.VMID]*dom
 	ag          *agent.Agent // the same agent the daemon runs
 	cpLost      bool         // the control plane (store and controllers) is down: nobody reaches it
