@@ -1111,3 +1111,23 @@ func TestFewMembersHoldBackTheExpiry(t *testing.T) {
 		}))
 	})
 }
+
+// TestIncomingCopyListedAfterTheLoss: the source of a migration is lost while the incoming
+// copy waits, paused, at the destination. hass waits for the destination's list taken after
+// the loss; that list still shows it paused, so it never switched over: the VM is restarted
+// at once on that list, not at the next placement retry (10 s later on the rig).
+func TestIncomingCopyListedAfterTheLoss(t *testing.T) {
+	s := time.Second
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	newHarness(t, DefaultConfig()).run(cat(cluster3(false), []ev{
+		{at: 10 * s, in: Observe{Host: "h2", VM: "v1", Seq: 1, State: DomPaused, Reason: ReasonMigrated, At: at(10 * s)}},
+		{at: 11 * s, in: HostLease{Host: "h1"}, acts: acts()},
+		{at: 13 * s, in: Tick{}, acts: acts(), recs: recs(RecDetect, RecExpected), check: wantHostState("h1", "fenced")},
+		// A list taken a moment after the loss, and delivered late: the switch-over may
+		// still have come after it.
+		{at: 13*s + 500*time.Millisecond, in: Snapshot{Host: "h2", Seq: 2, At: at(11*s + 500*time.Millisecond),
+			Domains: []DomainStatus{{VM: "v1", State: DomPaused, Reason: ReasonMigrated}}}, acts: acts()},
+		{at: 15 * s, in: Snapshot{Host: "h2", Seq: 3, At: at(15 * s), Domains: []DomainStatus{{VM: "v1", State: DomPaused, Reason: ReasonMigrated}}},
+			acts: acts("start@h3")},
+	}))
+}

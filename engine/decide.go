@@ -735,9 +735,13 @@ func (e *Engine) snapshot(in Snapshot) {
 		})
 	}
 	// Evaluate in name order (an evaluation may forget a VM).
+	var waiting []*vm
 	for _, v := range c.sorted() {
 		if v.dead {
 			continue
+		}
+		if f := v.fail; f != nil && f.incomingLogged && f.actID == 0 && v.obsOn(h.id) != nil {
+			waiting = append(waiting, v)
 		}
 		if f := v.fail; f != nil && f.awaitList == h.id {
 			// A restored attempt in flight: this list says whether it took.
@@ -768,6 +772,15 @@ func (e *Engine) snapshot(in Snapshot) {
 			e.observeVM(v, h.id, in.Seq, DomAbsent, ReasonUnknown, in.At)
 		} else if v.op != nil && v.op.Kind == OpMigrate {
 			e.evaluate(v) // this host's list may be the last proof that it landed nowhere
+		}
+	}
+	// The VMs that waited for this list (an incoming migration copy was seen here before
+	// their home was lost) are decided on it now, not at the next placement retry (10 s
+	// later on the rig).
+	for _, v := range waiting {
+		if f := v.fail; !v.dead && f != nil && f.actID == 0 && f.next.After(e.now) {
+			f.next = e.now
+			e.evaluate(v)
 		}
 	}
 }
