@@ -160,3 +160,38 @@ func TestReportConsumesOrder(t *testing.T) {
 		t.Error("a batch deleted a key outside the inboxes")
 	}
 }
+
+// A stored host state is read back when it is sound; one that says a host not fenced was
+// powered on again (only a fenced host's power-on is news), or is otherwise bad, is reported
+// with the field it breaks, and the others are still read.
+func TestHostStates(t *testing.T) {
+	s := open(t, t.TempDir())
+	ctx := context.Background()
+	for key, doc := range map[string]string{
+		hostStateKey("h1"): `{"host":"h1","state":"fenced","powered_on":true}`,
+		hostStateKey("h2"): `{"host":"h2","state":"up","powered_on":true}`,
+		hostStateKey("h3"): `{"host":"h3","state":"asleep"}`,
+		hostStateKey("h4"): `{"host":"h4","state":"suspect","mem_mib":-1}`,
+		hostStateKey("h5"): `{"host":"h6","state":"up"}`,
+	} {
+		if _, err := s.cli.Put(ctx, key, doc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hs, bad, err := s.HostStates(ctx)
+	if err != nil || len(hs) != 1 || hs[0].Host != "h1" || !hs[0].PoweredOn {
+		t.Fatalf("host states %+v, %v; want h1 fenced and powered on", hs, err)
+	}
+	fields := map[string]bool{}
+	for _, b := range bad {
+		fields[b.Field] = true
+	}
+	for _, f := range []string{"powered_on", "state", "mem_mib", "host"} {
+		if !fields[f] {
+			t.Errorf("no bad record names %s: %+v", f, bad)
+		}
+	}
+	if err := (HostState{Host: "h1", State: "suspect", PoweredOn: true}).Validate(); err == nil || !strings.Contains(err.Error(), "powered_on") {
+		t.Errorf("a suspect host powered on: %v, want an error naming powered_on", err)
+	}
+}
