@@ -22,13 +22,14 @@
 //   - The agent holds back its fence while this host and the members it hears from (within
 //     PeerTimeout) whose heartbeat says they hold no lease are a strict majority of the
 //     cluster's members. As soon as they no longer are (a peer regained its lease, or is no
-//     longer heard), it fences at once.
+//     longer heard), it fences, after ReleaseGrace at most: the time its own store client
+//     may take to reconnect when the control plane returns for everyone.
 //   - The controller (package engine) declares a host fenced by its lease's expiry, and so
 //     restarts its VMs elsewhere, only while the hosts without a live lease are not a strict
 //     majority of its members (the hosts it has not fenced), and only once that has held for
-//     a settle time longer than PeerTimeout plus a heartbeat period plus the time a fence
-//     takes, so that an agent holding back on heartbeats that were about to go stale has
-//     fenced by then. An IPMI-confirmed power-off needs no such wait: that host runs nothing.
+//     a settle time longer than PeerTimeout plus a heartbeat period plus ReleaseGrace plus
+//     the time a fence takes, so that an agent holding back on heartbeats that were about to
+//     go stale has fenced by then. An IPMI-confirmed power-off needs no such wait: that host runs nothing.
 //
 // Why it is safe: the peers an agent counts really have no lease (a heartbeat says the
 // sender's most recent renewal attempt failed; SelfFenceAfter is longer than a renewal
@@ -99,6 +100,13 @@ type Config struct {
 	SelfFenceAfter time.Duration
 	// PeerTimeout: a peer whose last heartbeat is older than this is not heard from.
 	PeerTimeout time.Duration
+	// ReleaseGrace: an agent that was holding back its fence (the control plane lost) and
+	// finds that the hosts without a lease are no longer a majority goes on trying its lease
+	// this long before it fences. When the control plane returns, every agent's store client
+	// reconnects, some a few hundred milliseconds after the others: without it, the last
+	// one saw its peers renewed and itself not, and killed its VMs for nothing. The
+	// controller's settle time must cover it (see the majority rule). 0: none.
+	ReleaseGrace time.Duration
 }
 
 // DefaultConfig is what hass runs with for a 10 s lease.
@@ -204,6 +212,9 @@ type Agent struct {
 	failing bool      // the most recent renewal attempt failed
 	fenced  bool
 	holding bool // holding back a fence: see the majority rule
+	// releasing: when the majority rule stopped holding the fence back while holding (zero:
+	// it has not); the fence waits ReleaseGrace from then, unless the lease is renewed.
+	releasing time.Time
 	// resuming: resumed from a Past (New), and not yet told what the store says of the
 	// lease the last process held (Resumed); refence: the predecessor had fenced, and what
 	// started running since must go at the first Tick unless Resumed came first.
@@ -443,6 +454,7 @@ func (a *Agent) LeaseRenewed(now time.Time) {
 		a.env.Log("lease renewed: the control plane is back")
 		a.holding = false
 	}
+	a.releasing = time.Time{}
 	a.remember(Past{Renewed: now})
 }
 
@@ -472,11 +484,20 @@ func (a *Agent) decide(now time.Time) (overdue bool) {
 		if a.holding && a.stillHolding(now) {
 			// Held back, and still a majority: nothing new to say (holdBack's explanation
 			// names every member, a thousand of them in a large cluster, every second).
+			a.releasing = time.Time{}
 		} else if why, hold := a.holdBack(now); hold {
+			a.releasing = time.Time{}
 			if !a.holding {
 				a.env.Log("no lease renewal for %s, but %s: not fencing", a.since(now), why)
 				a.holding = true
 				a.remember(Past{Renewed: a.renewed, Holding: true})
+			}
+		} else if a.holding && a.cfg.ReleaseGrace > 0 && (a.releasing.IsZero() || now.Sub(a.releasing) < a.cfg.ReleaseGrace) {
+			// The others hold leases again: the control plane is back, for them at least.
+			// Still holding, so the lease is tried each tick, for ReleaseGrace at most.
+			if a.releasing.IsZero() {
+				a.releasing = now
+				a.env.Log("no lease renewal for %s and %s: trying this host's lease for %s more before fencing", a.since(now), why, a.cfg.ReleaseGrace)
 			}
 		} else {
 			a.fence(now, why)
@@ -572,7 +593,7 @@ func (a *Agent) holdBack(now time.Time) (why string, hold bool) {
 
 // fence destroys every protected domain of this host, before the lease can expire.
 func (a *Agent) fence(now time.Time, why string) {
-	a.fenced, a.holding = true, false
+	a.fenced, a.holding, a.releasing = true, false, time.Time{}
 	a.remember(Past{Renewed: a.renewed, Fenced: true})
 	vms := a.protected()
 	a.env.Log("fencing this host: no lease renewal for %s and %s; destroying %d protected domains", a.since(now), why, len(vms))

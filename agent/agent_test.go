@@ -234,6 +234,65 @@ func TestHeldFenceFallsWhenAPeerRegainsItsLease(t *testing.T) {
 	}
 }
 
+// With ReleaseGrace, an agent that was holding back and finds its peers holding leases again
+// (the control plane is back, for them) goes on trying its own lease for that long: renewed
+// in time, it fences nothing; not renewed, it fences once the grace has passed. An agent
+// that was not holding back fences at once, as before.
+func TestReleaseGrace(t *testing.T) {
+	grace := func() (*Agent, *fakeEnv) {
+		env := &fakeEnv{current: true, members: []engine.HostID{"h1", "h2", "h3"}, protected: []engine.VMID{"v2", "v1"}, heard: map[engine.HostID]heard{}}
+		cfg := DefaultConfig("h1")
+		cfg.ReleaseGrace = 750 * time.Millisecond
+		return New(cfg, env, t0, nil), env
+	}
+	lost := func(a *Agent, env *fakeEnv) {
+		t.Helper()
+		env.heard["h2"] = heard{Heartbeat{From: "h2"}, t0.Add(6 * time.Second)}
+		env.heard["h3"] = heard{Heartbeat{From: "h3"}, t0.Add(6 * time.Second)}
+		a.Tick(t0.Add(7 * time.Second))
+		if a.Fenced() || !a.Holding() {
+			t.Fatalf("control plane lost everywhere: fenced=%v holding=%v", a.Fenced(), a.Holding())
+		}
+		back := t0.Add(30 * time.Second)
+		env.heard["h2"] = heard{Heartbeat{From: "h2", LeaseOK: true}, back}
+		env.heard["h3"] = heard{Heartbeat{From: "h3", LeaseOK: true}, back}
+		a.Tick(back)
+		if a.Fenced() || !a.Holding() || !strings.Contains(strings.Join(env.log, "\n"), "trying this host's lease for 750ms more") {
+			t.Fatalf("peers back: fenced=%v holding=%v log %q; want lease tries", a.Fenced(), a.Holding(), env.log)
+		}
+	}
+	t.Run("renewed within the grace: no fence", func(t *testing.T) {
+		a, env := grace()
+		lost(a, env)
+		a.Tick(t0.Add(30*time.Second + 500*time.Millisecond))
+		a.LeaseRenewed(t0.Add(30*time.Second + 600*time.Millisecond))
+		a.Tick(t0.Add(31 * time.Second))
+		if a.Fenced() || len(env.destroyed) != 0 || a.Holding() {
+			t.Fatalf("renewed in time: fenced=%v destroyed=%v holding=%v", a.Fenced(), env.destroyed, a.Holding())
+		}
+	})
+	t.Run("not renewed: fenced once the grace has passed", func(t *testing.T) {
+		a, env := grace()
+		lost(a, env)
+		a.Tick(t0.Add(30*time.Second + 500*time.Millisecond))
+		if a.Fenced() {
+			t.Fatal("fenced within the grace")
+		}
+		a.Tick(t0.Add(30*time.Second + 750*time.Millisecond))
+		if !a.Fenced() || !slices.Equal(env.destroyed, []engine.VMID{"v1", "v2"}) {
+			t.Fatalf("grace over: fenced=%v destroyed=%v", a.Fenced(), env.destroyed)
+		}
+	})
+	t.Run("not holding back before: fenced at once", func(t *testing.T) {
+		a, env := grace()
+		env.heard["h2"] = heard{Heartbeat{From: "h2", LeaseOK: true}, t0.Add(6 * time.Second)}
+		a.Tick(t0.Add(7 * time.Second))
+		if !a.Fenced() {
+			t.Fatal("alone without a lease among lease holders: not fenced at once")
+		}
+	})
+}
+
 // A fenced host runs no protected domain: one that starts there is destroyed at once.
 func TestFencedHostRunsNothing(t *testing.T) {
 	a, env := newAgent("h1", "h2")

@@ -206,6 +206,10 @@ func Run(ctx context.Context, cfg Config) error {
 	// Heartbeats go every tick: a peer missing six of them is not heard from. The
 	// controllers' majority settle time must exceed this plus a tick plus a fence.
 	acfg.PeerTimeout = 6 * cfg.TickEvery
+	// Three ticks of lease tries when the control plane returns (agent.Config.ReleaseGrace):
+	// the majority settle time (4 s by default) covers the peer timeout, a tick, these and
+	// a fence.
+	acfg.ReleaseGrace = 3 * cfg.TickEvery
 	n.peerTimeout = acfg.PeerTimeout
 	n.members = []engine.HostID{engine.HostID(cfg.Host)}
 	n.keep = make(chan struct{}, 1)

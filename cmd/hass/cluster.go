@@ -140,7 +140,7 @@ API; one that does not lead forwards each request to the leader's (a TCP --liste
 	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 2*time.Minute, "how long a graceful shutdown may take before the VM is destroyed")
 	f.DurationVar(&leaseTTL, "lease-ttl", node.DefaultLeaseTTL, "the agents' lease TTL (as they are run with)")
 	f.DurationVar(&selfFenceMargin, "self-fence-margin", time.Second, "how long after a host's lease expired its VMs may be started elsewhere: its agent fenced itself --lease-ttl minus --self-fence-after (2 s) before the lease expired; this covers a late tick and a slow destroy")
-	f.DurationVar(&majoritySettle, "majority-settle", 4*time.Second, "a lost host is declared fenced by its lease's expiry only once the hosts without a lease have been no majority for this long: longer than the agents' peer timeout (1.5 s), a tick (0.25 s) and a self-fence")
+	f.DurationVar(&majoritySettle, "majority-settle", 4*time.Second, "a lost host is declared fenced by its lease's expiry only once the hosts without a lease have been no majority for this long: longer than the agents' peer timeout (1.5 s), a tick (0.25 s), the lease tries of an agent that stops holding back (0.75 s) and a self-fence")
 	f.DurationVar(&startTimout, "start-timeout", engine.DefaultConfig().StartTimeout, "a start not answered by then counts as failed")
 	f.DurationVar(&cfg.Power.BMCPoll, "bmc-poll", time.Second, "how often every host's BMC is asked for its chassis power (the host power layer: a host seen off twice is taken for lost at once); 0: only to fence")
 	f.DurationVar(&cfg.Power.PowerRecheck, "power-recheck", 500*time.Millisecond, "how long after a BMC said off it is asked again before the host is taken for off")
