@@ -55,7 +55,6 @@ func TestMembersAndHearsPublished(t *testing.T) {
 	now := time.Now()
 	n.heard["h2"] = heard{at: now}
 	n.heard["h3"] = heard{at: now.Add(-5 * time.Second)} // longer ago than the peer timeout
-	n.heard["h9"] = heard{at: now}                       // not a member
 	n.queueInventory(store.Inventory{Host: "h1", Libvirt: "connected"})
 	it := <-n.out
 	if it.inv == nil || !slices.Equal(it.inv.Hears, []string{"h2"}) {

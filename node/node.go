@@ -919,10 +919,12 @@ func (n *Node) queueInventory(inv store.Inventory) {
 }
 
 // hearsNow names the members heard within the peer timeout, sorted. Callers hold n.mu.
+// Every tick calls it: it walks the peers heard once (receive records members only, and
+// members never go, so there is no membership to check again).
 func (n *Node) hearsNow(now time.Time) []string {
 	var out []string
 	for h, hd := range n.heard {
-		if now.Sub(hd.at) <= n.peerTimeout && slices.Contains(n.members, h) {
+		if now.Sub(hd.at) <= n.peerTimeout {
 			out = append(out, string(h))
 		}
 	}
